@@ -1,0 +1,452 @@
+"""Site configuration (contract section 2), shared by the edge and the server.
+
+`load_site_config` reads a YAML file and either returns a validated, frozen `SiteConfig` or
+raises `ConfigError` listing *every* problem, each named by file, camera, zone, rule and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_REFERENCE_TAG = "bad references: "
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+SiteId = Annotated[str, Field(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=63)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+NormPoint = tuple[UnitFloat, UnitFloat]
+
+VEHICLE_CLASSES: tuple[str, ...] = (
+    "car",
+    "bus",
+    "truck",
+    "motorcycle",
+    "bicycle",
+    "tricycle",
+    "van",
+    "e-bike",
+)
+
+
+class StrictModel(BaseModel):
+    """Config base: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def polygon_area(points: Sequence[tuple[float, float]]) -> float:
+    """Signed-free area of a simple polygon (shoelace)."""
+    area = 0.0
+    for (x1, y1), (x2, y2) in zip(points, [*points[1:], points[0]], strict=True):
+        area += x1 * y2 - x2 * y1
+    return abs(area) / 2.0
+
+
+def _segments_cross(
+    a: tuple[float, float], b: tuple[float, float], c: tuple[float, float], d: tuple[float, float]
+) -> bool:
+    def orient(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    d1, d2 = orient(c, d, a), orient(c, d, b)
+    d3, d4 = orient(a, b, c), orient(a, b, d)
+    return (d1 * d2 < 0) and (d3 * d4 < 0)
+
+
+def polygon_problem(points: Sequence[tuple[float, float]]) -> str | None:
+    """Why a polygon cannot be used as a zone, or None when it is fine."""
+    if len(points) < 3:
+        return f"a polygon needs at least 3 points, got {len(points)}"
+    if polygon_area(points) < 1e-6:
+        return "the polygon has no area (its points are on one line or repeated)"
+    edges = list(zip(points, [*points[1:], points[0]], strict=True))
+    for i, (a, b) in enumerate(edges):
+        for j in range(i + 2, len(edges)):
+            if i == 0 and j == len(edges) - 1:
+                continue  # neighbours through the closing edge
+            c, d = edges[j]
+            if _segments_cross(a, b, c, d):
+                return f"the polygon crosses itself (edge {i} crosses edge {j})"
+    return None
+
+
+Polygon = Annotated[list[NormPoint], Field(min_length=3)]
+
+
+def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    problem = polygon_problem(points)
+    if problem is not None:
+        raise ValueError(problem)
+    return points
+
+
+class ZoneConfig(StrictModel):
+    id: Identifier
+    polygon: Polygon = Field(description="Normalised (x, y) points: (0,0) top-left, (1,1) bottom-right")
+    name: str | None = Field(default=None, description="Human-readable name for the dashboard")
+
+    _polygon_ok = field_validator("polygon")(_check_polygon)
+
+
+class _RuleBase(StrictModel):
+    id: Identifier
+    zone: Identifier = Field(description="A zone id of this camera")
+    enabled: bool = True
+
+
+class FireLaneRuleConfig(_RuleBase):
+    """Fire lane blocked: a vehicle at rest, or an object left standing, in the lane."""
+
+    type: Literal["fire_lane"]
+    dwell_s: float = Field(default=120.0, gt=0, description="Blocked this long before the alert")
+    clear_s: float = Field(
+        default=20.0, gt=0, description="The lane must stay clear this long before `end`"
+    )
+    update_interval_s: float = Field(
+        default=60.0, gt=0, description="While blocked, an `update` is sent this often"
+    )
+    vehicle_classes: tuple[str, ...] = Field(
+        default=VEHICLE_CLASSES, min_length=1, description="Detector classes that count as vehicles"
+    )
+    object_classes: tuple[str, ...] = Field(
+        default=("suitcase", "backpack", "handbag", "bench", "chair", "potted plant"),
+        description="Detector classes counted as objects left in the lane (in addition to "
+        "objects found from the scene itself)",
+    )
+    detect_left_objects: bool = Field(
+        default=True, description="Find objects left standing in the lane from the scene itself"
+    )
+    min_object_area: float = Field(
+        default=0.004,
+        gt=0,
+        le=1,
+        description="Smallest left object, as a fraction of the frame area",
+    )
+    rest_s: float = Field(
+        default=3.0, gt=0, description="A vehicle counts as at rest after this long without moving"
+    )
+    rest_tolerance: float = Field(
+        default=0.25,
+        gt=0,
+        le=2,
+        description="At rest means the ground point moved less than this fraction of the box size",
+    )
+    min_score: UnitFloat = Field(default=0.35, description="Detector score needed for a vehicle")
+
+
+class GarbagePileRuleConfig(_RuleBase):
+    type: Literal["garbage_pile"]
+    dwell_s: float = Field(default=300.0, gt=0)
+    clear_s: float = Field(default=60.0, gt=0)
+    update_interval_s: float = Field(default=300.0, gt=0)
+    min_area: float = Field(default=0.002, gt=0, le=1)
+
+
+class FallingObjectRuleConfig(_RuleBase):
+    type: Literal["falling_object"]
+    min_fall_px: float = Field(default=40.0, gt=0)
+
+
+class PersonFallRuleConfig(_RuleBase):
+    type: Literal["person_fall"]
+    lying_s: float = Field(default=2.0, gt=0)
+    clear_s: float = Field(default=10.0, gt=0)
+
+
+RuleConfig = Annotated[
+    FireLaneRuleConfig | GarbagePileRuleConfig | FallingObjectRuleConfig | PersonFallRuleConfig,
+    Field(discriminator="type"),
+]
+RULE_TYPES: tuple[str, ...] = ("fire_lane", "garbage_pile", "falling_object", "person_fall")
+
+
+class DetectorConfig(StrictModel):
+    model: str = Field(
+        default="yolov8n-640", description="A model name from models/registry.yaml"
+    )
+    min_score: UnitFloat = Field(default=0.25, description="Detections below this are dropped")
+    iou: UnitFloat = Field(default=0.5, description="NMS overlap threshold")
+    providers: tuple[str, ...] = Field(
+        default=(),
+        description="onnxruntime execution providers in order of preference; empty: the best "
+        "installed (TensorRT, CUDA, OpenVINO, CPU)",
+    )
+
+
+class MotionConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Run the detector only when something moved")
+    recheck_s: float = Field(
+        default=2.0, gt=0, description="Run the detector at least this often on a quiet scene"
+    )
+    min_changed: float = Field(
+        default=0.0005, gt=0, le=1, description="Fraction of the watched area that must change"
+    )
+
+
+class CameraConfig(StrictModel):
+    id: Identifier
+    name: str | None = None
+    source: str | int = Field(
+        description="rtsp://user:${CAM_PASSWORD}@host/stream, a file path, or a device index"
+    )
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    privacy_masks: list[Polygon] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    detect_fps: float = Field(default=5.0, gt=0, le=60, description="Analysis frames per second")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    enabled: bool = True
+
+    _masks_ok = field_validator("privacy_masks")(
+        lambda masks: [_check_polygon(mask) for mask in masks]
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _env_present(cls, value: str | int) -> str | int:
+        if isinstance(value, str):
+            missing = [name for name in ENV_REF.findall(value) if name not in os.environ]
+            if missing:
+                raise ValueError(f"environment variable {', '.join(missing)} is not set")
+            if not value.strip():
+                raise ValueError("source is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Self:
+        problems = _camera_reference_problems(self.model_dump())
+        if problems:
+            details = "; ".join(f"{p.location}: {p.message}" for p in problems)
+            raise ValueError(f"{_REFERENCE_TAG}{details}")
+        return self
+
+    def zone(self, zone_id: str) -> ZoneConfig:
+        for zone in self.zones:
+            if zone.id == zone_id:
+                return zone
+        raise KeyError(zone_id)
+
+
+class SiteInfo(StrictModel):
+    id: SiteId
+    name: str | None = None
+    timezone: str = "Asia/Shanghai"
+
+
+class SiteConfig(StrictModel):
+    site: SiteInfo
+    cameras: list[CameraConfig] = Field(min_length=1)
+    config_dir: Path | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> Self:
+        ids = [camera.id for camera in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique in the site, repeated: {', '.join(dupes)}")
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        known = ", ".join(camera.id for camera in self.cameras)
+        raise KeyError(f"no camera {camera_id!r} in site {self.site.id} (cameras: {known})")
+
+    def resolve_source(self, camera: CameraConfig) -> str | int:
+        """The camera's source with `${ENV}` expanded and a relative path made absolute."""
+        return resolve_source(camera.source, self.config_dir)
+
+
+def resolve_source(source: str | int, config_dir: Path | None) -> str | int:
+    if isinstance(source, int):
+        return source
+    expanded = ENV_REF.sub(lambda m: os.environ[m.group(1)], source)
+    if expanded.strip().isdigit():
+        return int(expanded.strip())
+    if "://" in expanded:
+        return expanded
+    path = Path(expanded).expanduser()
+    if not path.is_absolute() and config_dir is not None:
+        path = config_dir / path
+    return str(path)
+
+
+def redact_url(source: str | int) -> str:
+    """A source fit for logs: the password of an URL replaced by ***."""
+    text = str(source)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --------------------------------------------------------------------------------------------
+# Problems, located by file, camera, zone, rule and key.
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    file: str
+    location: str  # "camera gate-east, zone lane-north, key polygon[1][0]"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.location}" if self.location else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """An invalid site config; `problems` lists every one of them."""
+
+    def __init__(self, file: str, problems: Sequence[ConfigProblem]) -> None:
+        self.file = file
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{file}: invalid site config, {len(self.problems)} problem(s):\n{lines}")
+
+
+def _name_of(items: Any, index: Any, kind: str) -> str:
+    if isinstance(items, list) and isinstance(index, int) and 0 <= index < len(items):
+        item = items[index]
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            return f"{kind} {item['id']}"
+    return f"{kind} #{index}"
+
+
+def locate(raw: Any, loc: Sequence[int | str]) -> str:
+    """Turn a pydantic error location into 'camera X, zone Y, key polygon[1][0]'."""
+    parts: list[str] = []
+    key: list[str] = []
+    node: Any = raw
+    i = 0
+    while i < len(loc):
+        step = loc[i]
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if step in ("cameras", "zones", "rules") and isinstance(nxt, int) and not key:
+            kind = {"cameras": "camera", "zones": "zone", "rules": "rule"}[str(step)]
+            items = node.get(step) if isinstance(node, dict) else None
+            parts.append(_name_of(items, nxt, kind))
+            node = items[nxt] if isinstance(items, list) and nxt < len(items) else None
+            i += 2
+            # a discriminated union adds the rule type as a location step: skip it
+            if kind == "rule" and i < len(loc) and loc[i] in RULE_TYPES:
+                i += 1
+            continue
+        if isinstance(step, int):
+            key.append(f"[{step}]")
+        else:
+            key.append(f".{step}" if key else str(step))
+        node = node.get(step) if isinstance(node, dict) else None
+        i += 1
+    if key:
+        parts.append("key " + "".join(key))
+    return ", ".join(parts)
+
+
+def _camera_reference_problems(camera: dict[str, Any]) -> list[ConfigProblem]:
+    """Zone and rule ids unique, every rule names a zone of its camera."""
+    problems: list[ConfigProblem] = []
+    zones = camera.get("zones") or []
+    rules = camera.get("rules") or []
+    zone_ids = [z.get("id") for z in zones if isinstance(z, dict)]
+    for dup in sorted({z for z in zone_ids if isinstance(z, str) and zone_ids.count(z) > 1}):
+        problems.append(ConfigProblem("", f"zone {dup}", "zone id repeated in this camera"))
+    rule_ids = [r.get("id") for r in rules if isinstance(r, dict)]
+    for dup in sorted({r for r in rule_ids if isinstance(r, str) and rule_ids.count(r) > 1}):
+        problems.append(ConfigProblem("", f"rule {dup}", "rule id repeated in this camera"))
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict) or "zone" not in rule:
+            continue
+        if rule["zone"] not in zone_ids:
+            known = ", ".join(str(z) for z in zone_ids) or "none"
+            problems.append(
+                ConfigProblem(
+                    "",
+                    f"{_name_of(rules, index, 'rule')}, key zone",
+                    f"names zone {rule['zone']!r}, which this camera does not have "
+                    f"(zones: {known})",
+                )
+            )
+    return problems
+
+
+def _problems_from_raw(file: str, raw: Any) -> list[ConfigProblem]:
+    """Cross-reference checks on the raw YAML, so they are reported beside field errors."""
+    problems: list[ConfigProblem] = []
+    cameras = raw.get("cameras") if isinstance(raw, dict) else None
+    if not isinstance(cameras, list):
+        return problems
+    for index, camera in enumerate(cameras):
+        if not isinstance(camera, dict):
+            continue
+        prefix = _name_of(cameras, index, "camera")
+        for problem in _camera_reference_problems(camera):
+            problems.append(ConfigProblem(file, f"{prefix}, {problem.location}", problem.message))
+    return problems
+
+
+def _problems_from_validation(file: str, raw: Any, error: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors(include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the site config)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif item["type"] == "union_tag_invalid":
+            message = f"rule type must be one of: {', '.join(RULE_TYPES)}"
+        location = locate(raw, item["loc"])
+        if not location:
+            location = "top level"
+        problems.append(ConfigProblem(file, location, message))
+    return problems
+
+
+def parse_site_config(raw: Any, file: str = "<config>", config_dir: Path | None = None) -> SiteConfig:
+    """Validate already-parsed YAML; raise ConfigError with every problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, [ConfigProblem(file, "", "the file must hold a YAML mapping")])
+    try:
+        site = SiteConfig.model_validate({**raw, "config_dir": config_dir})
+    except ValidationError as error:
+        # Reference problems come from the raw YAML, where they are located more precisely and
+        # are found even for a camera whose other fields failed (pydantic then skips them).
+        problems = [
+            problem
+            for problem in _problems_from_validation(file, raw, error)
+            if not problem.message.startswith(_REFERENCE_TAG)
+        ]
+        problems.extend(_problems_from_raw(file, raw))
+        raise ConfigError(file, problems) from None
+    return site
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read and validate a site YAML file; raise ConfigError listing every problem."""
+    file = Path(path)
+    name = str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(name, [ConfigProblem(name, "", f"cannot read: {error.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(name, [ConfigProblem(name, where, f"not valid YAML: {problem}")]) from None
+    return parse_site_config(raw, name, file.resolve().parent)

@@ -1,0 +1,56 @@
+"""Values passed between the edge's stages: frames, detections, tracks (frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+"""Normalised [x1, y1, x2, y2]: (0, 0) top-left, (1, 1) bottom-right."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    image: np.ndarray  # BGR, HxWx3 uint8
+    pts_s: float  # seconds since the start of the stream, from the stream's timestamps
+    index: int  # decoded frame number, from 0
+    wall_s: float  # time.time() when the frame was read (or start time + pts for files)
+
+    @property
+    def size_wh(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedObject:
+    track_id: int
+    label: str
+    score: float
+    box: Box
+    first_seen_s: float  # pts when the track started
+
+
+def box_area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def box_iou(a: Box, b: Box) -> float:
+    ix1, iy1 = max(a[0], b[0]), max(a[1], b[1])
+    ix2, iy2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def clamp_box(box: Box) -> Box:
+    x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in box)
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
