@@ -91,7 +91,9 @@ def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float
 
 class ZoneConfig(StrictModel):
     id: Identifier
-    polygon: Polygon = Field(description="Normalised (x, y) points: (0,0) top-left, (1,1) bottom-right")
+    polygon: Polygon = Field(
+        description="Normalised (x, y) points: (0,0) top-left, (1,1) bottom-right"
+    )
     name: str | None = Field(default=None, description="Human-readable name for the dashboard")
 
     _polygon_ok = field_validator("polygon")(_check_polygon)
@@ -170,9 +172,7 @@ RULE_TYPES: tuple[str, ...] = ("fire_lane", "garbage_pile", "falling_object", "p
 
 
 class DetectorConfig(StrictModel):
-    model: str = Field(
-        default="yolov8n-640", description="A model name from models/registry.yaml"
-    )
+    model: str = Field(default="yolov8n-640", description="A model name from models/registry.yaml")
     min_score: UnitFloat = Field(default=0.25, description="Detections below this are dropped")
     iou: UnitFloat = Field(default=0.5, description="NMS overlap threshold")
     providers: tuple[str, ...] = Field(
@@ -415,7 +415,9 @@ def _problems_from_validation(file: str, raw: Any, error: ValidationError) -> li
     return problems
 
 
-def parse_site_config(raw: Any, file: str = "<config>", config_dir: Path | None = None) -> SiteConfig:
+def parse_site_config(
+    raw: Any, file: str = "<config>", config_dir: Path | None = None
+) -> SiteConfig:
     """Validate already-parsed YAML; raise ConfigError with every problem."""
     if not isinstance(raw, dict):
         raise ConfigError(file, [ConfigProblem(file, "", "the file must hold a YAML mapping")])
@@ -441,12 +443,16 @@ def load_site_config(path: str | Path) -> SiteConfig:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(name, [ConfigProblem(name, "", f"cannot read: {error.strerror}")]) from None
+        raise ConfigError(
+            name, [ConfigProblem(name, "", f"cannot read: {error.strerror}")]
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(name, [ConfigProblem(name, where, f"not valid YAML: {problem}")]) from None
+        raise ConfigError(
+            name, [ConfigProblem(name, where, f"not valid YAML: {problem}")]
+        ) from None
     return parse_site_config(raw, name, file.resolve().parent)

@@ -38,7 +38,7 @@ class Evidence(WireModel):
 
 
 class Event(WireModel):
-    schema_: Literal["zhizhi.event/1"] = Field(default=SCHEMA, alias="schema")
+    schema_: Literal["zhizhi.event/1"] = Field(default="zhizhi.event/1", alias="schema")
     event_id: str = Field(min_length=1, max_length=128)
     seq: int = Field(ge=0)
     state: EventState
@@ -60,9 +60,7 @@ class Event(WireModel):
 
     @field_validator("bbox")
     @classmethod
-    def _ordered(
-        cls, box: tuple[float, float, float, float]
-    ) -> tuple[float, float, float, float]:
+    def _ordered(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         x1, y1, x2, y2 = box
         if x2 < x1 or y2 < y1:
             raise ValueError("bbox must be [x1, y1, x2, y2] with x1 <= x2 and y1 <= y2")

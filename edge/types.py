@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 Box = tuple[float, float, float, float]
 """Normalised [x1, y1, x2, y2]: (0, 0) top-left, (1, 1) bottom-right."""
@@ -12,7 +13,7 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    image: np.ndarray  # BGR, HxWx3 uint8
+    image: npt.NDArray[np.uint8]  # BGR, HxWx3 uint8
     pts_s: float  # seconds since the start of the stream, from the stream's timestamps
     index: int  # decoded frame number, from 0
     wall_s: float  # time.time() when the frame was read (or start time + pts for files)

@@ -1,0 +1,190 @@
+"""Fire lane (消防通道占用): a vehicle at rest, or an object left standing, blocks the lane.
+
+Occupancy is judged on the lane, not on a tracker id: the lane's clock starts when the first
+blocker came to rest and keeps running through short gaps (a missed detection, an id switch,
+a moment of occlusion) up to `clear_s`. Moving traffic and people are never blockers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.config import FireLaneRuleConfig, ZoneConfig
+from edge.rules.base import Observation, RuleOutput, State
+from edge.rules.geometry import bottom_center, box_diagonal, distance, point_in_polygon
+from edge.scene import StaticRegion
+from edge.types import Box, TrackedObject, box_iou
+
+_HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    kind: str  # "vehicle" or "object"
+    label: str
+    box: Box
+    since_s: float  # when it came to rest in the lane
+    score: float
+
+
+class RestClock:
+    """When did each tracked object come to rest? Positions per track id, time passed in."""
+
+    def __init__(self, tolerance: float) -> None:
+        self._tolerance = tolerance
+        self._history: dict[int, deque[tuple[float, tuple[float, float]]]] = {}
+
+    def update(self, tracks: Sequence[TrackedObject], now_s: float) -> dict[int, float]:
+        """Record positions; return, per track id, the time since which it has not moved."""
+        rest_since: dict[int, float] = {}
+        alive = set()
+        for track in tracks:
+            alive.add(track.track_id)
+            history = self._history.setdefault(track.track_id, deque())
+            point = bottom_center(track.box)
+            history.append((now_s, point))
+            while history and now_s - history[0][0] > _HISTORY_S:
+                history.popleft()
+            radius = self._tolerance * box_diagonal(track.box)
+            since = now_s
+            for t, past in reversed(history):
+                if distance(past, point) > radius:
+                    break
+                since = t
+            rest_since[track.track_id] = since
+        for gone in set(self._history) - alive:
+            del self._history[gone]
+        return rest_since
+
+
+class FireLaneRule:
+    """Raises `new` once the lane has been blocked for `dwell_s`, `update` every
+    `update_interval_s` while blocked, and `end` once it has been clear for `clear_s`."""
+
+    def __init__(self, config: FireLaneRuleConfig, zone: ZoneConfig) -> None:
+        self.config = config
+        self.rule_id = config.id
+        self.zone_id = zone.id
+        self._polygon = [tuple(p) for p in zone.polygon]
+        self._vehicles = set(config.vehicle_classes)
+        self._objects = set(config.object_classes)
+        self._rest = RestClock(config.rest_tolerance)
+        self._onset_s: float | None = None
+        self._last_blocked_s = float("-inf")
+        self._alerted = False
+        self._last_sent_s = float("-inf")
+        self._last_blockers: list[Blocker] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._alerted
+
+    def in_lane(self, box: Box) -> bool:
+        return point_in_polygon(bottom_center(box), self._polygon)  # type: ignore[arg-type]
+
+    def blockers(self, observation: Observation) -> list[Blocker]:
+        """What blocks the lane in this frame: resting vehicles and left objects."""
+        cfg = self.config
+        rest_since = self._rest.update(observation.tracks, observation.pts_s)
+        found: list[Blocker] = []
+        for track in observation.tracks:
+            kind = _kind(track.label, self._vehicles, self._objects)
+            if kind is None or track.score < cfg.min_score or not self.in_lane(track.box):
+                continue
+            since = rest_since[track.track_id]
+            if observation.pts_s - since >= cfg.rest_s:
+                found.append(Blocker(kind, track.label, track.box, since, track.score))
+        if cfg.detect_left_objects:
+            found.extend(self._left_objects(observation.regions, found))
+        return found
+
+    def _left_objects(
+        self, regions: Sequence[StaticRegion], already: Sequence[Blocker]
+    ) -> list[Blocker]:
+        objects = []
+        for region in regions:
+            if region.area < self.config.min_object_area or not self.in_lane(region.box):
+                continue
+            if any(box_iou(region.box, b.box) > 0.3 for b in already):
+                continue  # the same thing, already found by the detector
+            objects.append(Blocker("object", "object", region.box, region.since_s, region.score))
+        return objects
+
+    def update(self, observation: Observation) -> list[RuleOutput]:
+        now = observation.pts_s
+        blockers = self.blockers(observation)
+        if blockers:
+            earliest = min(b.since_s for b in blockers)
+            if self._onset_s is None or now - self._last_blocked_s > self.config.clear_s:
+                self._onset_s = earliest
+            elif not self._alerted:
+                self._onset_s = min(self._onset_s, earliest)
+            self._last_blocked_s = now
+            self._last_blockers = blockers
+            return self._while_blocked(now)
+        if self._onset_s is not None and now - self._last_blocked_s >= self.config.clear_s:
+            return self._cleared(now)
+        return []
+
+    def _while_blocked(self, now: float) -> list[RuleOutput]:
+        assert self._onset_s is not None  # noqa: S101
+        if not self._alerted:
+            if now - self._onset_s < self.config.dwell_s:
+                return []
+            self._alerted = True
+            self._last_sent_s = now
+            return [self._output("new", now)]
+        if now - self._last_sent_s >= self.config.update_interval_s:
+            self._last_sent_s = now
+            return [self._output("update", now)]
+        return []
+
+    def _cleared(self, now: float) -> list[RuleOutput]:
+        outputs = [self._output("end", now)] if self._alerted else []
+        self._onset_s = None
+        self._alerted = False
+        self._last_blockers = []
+        return outputs
+
+    def _output(self, state: State, now: float) -> RuleOutput:
+        assert self._onset_s is not None  # noqa: S101
+        blockers = sorted(self._last_blockers, key=lambda b: b.since_s)
+        main = blockers[0]
+        details = {
+            "blocked_s": round(now - self._onset_s, 2),
+            "dwell_s": self.config.dwell_s,
+            "blockers": [
+                {
+                    "kind": b.kind,
+                    "label": b.label,
+                    "bbox": [round(v, 4) for v in b.box],
+                    "since_pts_s": round(b.since_s, 3),
+                    "score": round(b.score, 3),
+                }
+                for b in blockers
+            ],
+        }
+        if state == "end":
+            details["cleared_pts_s"] = round(now, 3)
+            details["last_blocked_pts_s"] = round(self._last_blocked_s, 3)
+        return RuleOutput(
+            rule_id=self.rule_id,
+            zone_id=self.zone_id,
+            state=state,
+            onset_s=self._onset_s,
+            pts_s=now,
+            box=main.box,
+            score=max(b.score for b in blockers),
+            details=details,
+            highlight=tuple(b.box for b in blockers) if state != "end" else (),
+        )
+
+
+def _kind(label: str, vehicles: set[str], objects: set[str]) -> str | None:
+    if label in vehicles:
+        return "vehicle"
+    if label in objects:
+        return "object"
+    return None

@@ -1,0 +1,71 @@
+"""Pure 2D geometry on normalised coordinates: no OpenCV, no numpy, no state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from edge.types import Box
+
+Point = tuple[float, float]
+
+
+def bottom_center(box: Box) -> Point:
+    """Where a vehicle or a person touches the ground: the anchor judged against a zone."""
+    return ((box[0] + box[2]) / 2.0, box[3])
+
+
+def box_center(box: Box) -> Point:
+    return ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+
+
+def box_diagonal(box: Box) -> float:
+    return math.hypot(box[2] - box[0], box[3] - box[1])
+
+
+def point_in_polygon(point: Point, polygon: Sequence[Point]) -> bool:
+    """Even-odd ray casting. A point exactly on an edge may land on either side.
+
+    >>> point_in_polygon((0.5, 0.5), [(0, 0), (1, 0), (1, 1), (0, 1)])
+    True
+    """
+    x, y = point
+    inside = False
+    for (x1, y1), (x2, y2) in zip(polygon, [*polygon[1:], polygon[0]], strict=True):
+        if (y1 > y) != (y2 > y):
+            x_cross = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+            if x < x_cross:
+                inside = not inside
+    return inside
+
+
+def polygon_bounds(polygon: Sequence[Point]) -> Box:
+    xs = [p[0] for p in polygon]
+    ys = [p[1] for p in polygon]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def distance(a: Point, b: Point) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def union_box(boxes: Sequence[Box]) -> Box:
+    if not boxes:
+        raise ValueError("union_box needs at least one box")
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def expand_box(box: Box, margin: float) -> Box:
+    """Grow a box by `margin` of its own size on every side, clamped to the frame."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (
+        max(0.0, box[0] - w * margin),
+        max(0.0, box[1] - h * margin),
+        min(1.0, box[2] + w * margin),
+        min(1.0, box[3] + h * margin),
+    )

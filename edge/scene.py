@@ -1,0 +1,369 @@
+"""The scene model: what moves now, and what has newly appeared and stays.
+
+Works on a small grey copy of each analysed frame:
+
+* motion: the change against the previous analysed frame (drives the detector gate);
+* a long-term *reference* of the empty scene, updated slowly and only where nothing new is
+  present, so an object left behind never fades into the background while it is still there;
+* static changes: pixels that differ from the reference, do not move, and are not covered by
+  something the detector explains (people, vehicles). Connected, big enough and stable for a
+  while, they become `StaticRegion`s: goods, bags, bins, piles, found with no class needed.
+
+Global brightness swings (auto-exposure, clouds) are removed by a gain match before comparing;
+small camera shake by a phase-correlation shift; a change over most of the watched area at once
+(lights on, day to night, a fade to black) re-learns the reference instead of raising regions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.types import Box
+
+ANALYSIS_WIDTH = 320
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SceneParams:
+    reference_tau_s: float = 60.0  # time constant of the reference where the scene is unchanged
+    recent_tau_s: float = 0.6  # time constant of the short-term average used for "is it still"
+    diff_threshold: float = 18.0  # grey levels (after gain match) that count as a change
+    motion_threshold: float = 14.0  # grey levels between consecutive frames that count as motion
+    static_after_s: float = 1.5  # a change must stay still this long before it is a region
+    dropout_s: float = 1.0  # a pixel may look unchanged this long without losing its clock
+    global_change: float = 0.5  # changed fraction of the watched area that means "lighting"
+    relearn_s: float = 3.0  # how long a global change must last before the reference resets
+    min_region_px: int = 12  # at ANALYSIS_WIDTH, below this a component is noise
+    stabilise: bool = True  # register each frame to the reference view (shake, drift, pan)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRegion:
+    box: Box  # normalised
+    since_s: float  # when the change first appeared (median over its pixels)
+    area: float  # fraction of the frame area
+    contrast: float  # mean grey difference against the reference
+    mask_fraction: float  # fraction of its box that is changed
+
+    @property
+    def score(self) -> float:
+        return float(min(1.0, 0.4 + self.contrast / 100.0))
+
+
+@dataclass(frozen=True, slots=True)
+class SceneUpdate:
+    motion_fraction: float  # share of the watched area that moved since the last frame
+    changed_fraction: float  # share of the watched area that differs from the reference
+    relearning: bool  # a global change is being re-learnt: regions are suppressed
+    regions: tuple[StaticRegion, ...]
+
+
+def _hw(image: Array) -> tuple[int, int]:
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def _alpha(dt_s: float, tau_s: float) -> float:
+    return 1.0 - math.exp(-max(dt_s, 0.0) / tau_s)
+
+
+def to_analysis_gray(image_bgr: Array, width: int = ANALYSIS_WIDTH) -> Array:
+    """A small, slightly blurred grey copy as float32: the input of every scene computation."""
+    h, w = image_bgr.shape[:2]
+    height = max(1, round(h * width / w))
+    small = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return cv2.GaussianBlur(gray, (5, 5), 0).astype(np.float32)
+
+
+def polygons_mask(
+    polygons: Sequence[Sequence[tuple[float, float]]], shape_hw: tuple[int, int]
+) -> Array:
+    """A uint8 mask (255 inside) of normalised polygons at the given size."""
+    h, w = shape_hw
+    mask: Array = np.zeros((h, w), np.uint8)
+    for polygon in polygons:
+        pts = np.array([[x * w, y * h] for x, y in polygon], np.float32).round().astype(np.int32)
+        cv2.fillPoly(mask, [pts], (255,))
+    return mask
+
+
+def boxes_mask(boxes: Sequence[Box], shape_hw: tuple[int, int], margin: float = 0.1) -> Array:
+    """A uint8 mask of normalised boxes, each grown by `margin` of its size."""
+    h, w = shape_hw
+    mask: Array = np.zeros((h, w), np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+        p1 = (int((x1 - mx) * w), int((y1 - my) * h))
+        p2 = (math.ceil((x2 + mx) * w), math.ceil((y2 + my) * h))
+        cv2.rectangle(mask, p1, p2, (255,), thickness=-1)
+    return mask
+
+
+class SceneModel:
+    """Motion and static-change analysis for one camera; time is passed in (stream seconds)."""
+
+    def __init__(
+        self, watch_polygons: Sequence[Sequence[tuple[float, float]]], params: SceneParams
+    ) -> None:
+        self.params = params
+        self._watch_polygons = [list(p) for p in watch_polygons]
+        self._watch: Array | None = None
+        self._reference: Array | None = None
+        self._recent: Array | None = None
+        self._previous: Array | None = None
+        self._changed_since: Array | None = None
+        self._last_changed: Array | None = None
+        self._last_t: float | None = None
+        self._global_since: float | None = None
+        self._frame: Array | None = None
+        self._motion: Array = np.zeros((1, 1), bool)
+        self._valid: Array | None = None
+        self._dt = 0.0
+        self._homography: Array | None = None  # current view -> reference view, None: identity
+        self._known: Array | None = None  # reference pixels seen free of people and vehicles
+        self._ref_features: tuple[Sequence[cv2.KeyPoint], Array | None] | None = None
+        self._orb = cv2.ORB.create(nfeatures=500, fastThreshold=12)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+
+    @property
+    def reference(self) -> Array | None:
+        return self._reference
+
+    def reset(self) -> None:
+        """Forget the scene (after a reconnect or a camera move)."""
+        self._reference = self._recent = self._previous = self._frame = self._valid = None
+        self._last_t = self._global_since = None
+
+    def observe(self, gray: Array, now_s: float) -> float:
+        """First step for each analysis frame (from `to_analysis_gray`): register it to the
+        reference view and measure motion. Returns the share of the watched area that moved."""
+        if self._reference is None or self._reference.shape != gray.shape:
+            self._start(gray, now_s)
+            self._frame = gray
+            self._motion = np.zeros(gray.shape, bool)
+            return 0.0
+        assert self._previous is not None and self._watch is not None  # noqa: S101
+        self._dt = now_s - (self._last_t if self._last_t is not None else now_s)
+        self._last_t = now_s
+        gray, covered = self._register(gray)
+        watch = self._watch > 0
+        self._valid = watch if covered is None else watch & covered
+        self._motion = cv2.absdiff(gray, self._previous) > self.params.motion_threshold
+        self._previous = gray
+        self._frame = gray
+        return float((self._motion & self._valid).sum()) / max(1, int(self._valid.sum()))
+
+    def update(self, now_s: float, explained: Sequence[Box] = ()) -> SceneUpdate:
+        """Second step: find static changes. `explained` are boxes of things the detector
+        recognises (people, vehicles), whose pixels are never judged as left objects."""
+        if self._valid is None or self._frame is None:
+            return SceneUpdate(0.0, 0.0, False, ())
+        assert self._recent is not None and self._reference is not None  # noqa: S101
+        p = self.params
+        gray, valid, dt = self._frame, self._valid, self._dt
+        valid_px = max(1, int(valid.sum()))
+        motion_fraction = float((self._motion & valid).sum()) / valid_px
+        cv2.accumulateWeighted(gray, self._recent, _alpha(dt, p.recent_tau_s))
+        explained = [self._to_reference(box, _hw(gray)) for box in explained]
+        explained_mask = boxes_mask(explained, _hw(gray)) > 0 if explained else None
+        if self._known is None:  # what the first frame showed under people and vehicles is unknown
+            self._known = np.ones(_hw(gray), bool) if explained_mask is None else ~explained_mask
+        gain = self._gain(gray, valid)
+        diff = cv2.absdiff(self._recent, self._reference * gain)
+        changed = (diff > p.diff_threshold) & valid & self._known
+        changed_fraction = float(changed.sum()) / valid_px
+        if changed_fraction >= p.global_change:
+            return self._relearn(gray, now_s, motion_fraction, changed_fraction)
+        self._global_since = None
+        kernel = np.ones((5, 5), np.uint8)
+        still = ~cv2.dilate(self._motion.astype(np.uint8), kernel).astype(bool)
+        self._track_change_clock(changed, now_s)
+        self._learn_uncovered(still, explained_mask)
+        self._absorb_background(gray, changed, still, explained_mask, dt, gain)
+        regions = self._regions(changed & still, diff, now_s, explained_mask)
+        return SceneUpdate(motion_fraction, changed_fraction, False, regions)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _start(self, gray: Array, now_s: float) -> None:
+        self._reference = gray.copy()
+        self._recent = gray.copy()
+        self._previous = gray.copy()
+        self._changed_since = np.full(gray.shape, np.nan, np.float32)
+        self._last_changed = np.full(gray.shape, -np.inf, np.float32)
+        self._watch = polygons_mask(self._watch_polygons, _hw(gray))
+        self._known = None
+        self._last_t = now_s
+        self._set_reference(gray)
+
+    def _set_reference(self, gray: Array) -> None:
+        self._reference = gray.copy()
+        if self.params.stabilise:
+            keypoints, descriptors = self._orb.detectAndCompute(gray.astype(np.uint8), None)
+            self._ref_features = (keypoints, descriptors)
+
+    def _register(self, gray: Array) -> tuple[Array, Array | None]:
+        self._homography = None
+        warped, covered, homography = self._find_registration(gray)
+        self._homography = homography
+        return warped, covered
+
+    def _find_registration(self, gray: Array) -> tuple[Array, Array | None, Array | None]:
+        """Map the frame onto the reference view, undoing camera shake, drift and pan.
+
+        ORB features of the frame are matched to those of the reference and a homography is fitted
+        with RANSAC. Returns the warped frame and the mask of pixels it covers; `None` for the mask
+        when the frame is already aligned (no warp was needed).
+        """
+        if self._ref_features is None:
+            return gray, None, None
+        ref_kp, ref_desc = self._ref_features
+        image = gray.astype(np.uint8)
+        keypoints, descriptors = self._orb.detectAndCompute(image, None)
+        if descriptors is None or len(keypoints) < 12 or ref_desc is None:
+            return gray, None, None
+        matches = self._matcher.match(descriptors, ref_desc)
+        if len(matches) < 12:
+            return gray, None, None
+        src = np.array([keypoints[m.queryIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
+        dst = np.array([ref_kp[m.trainIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
+        homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
+        if homography is None or int(inliers.sum()) < 10:
+            return gray, None, None
+        h, w = _hw(gray)
+        corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32).reshape(-1, 1, 2)
+        moved = cv2.perspectiveTransform(corners, homography) - corners
+        if float(np.abs(moved).max()) < 0.75:
+            return gray, None, None
+        warped = cv2.warpPerspective(gray, homography, (w, h), flags=cv2.INTER_LINEAR)
+        covered = cv2.warpPerspective(
+            np.full((h, w), 255, np.uint8), homography, (w, h), flags=cv2.INTER_NEAREST
+        )
+        covered = cv2.erode(covered, np.ones((5, 5), np.uint8))
+        return warped, covered > 0, homography
+
+    def _map_box(self, box: Box, shape_hw: tuple[int, int], inverse: bool) -> Box:
+        if self._homography is None:
+            return box
+        h, w = shape_hw
+        matrix = np.linalg.inv(self._homography) if inverse else self._homography
+        x1, y1, x2, y2 = box
+        corners = np.array(
+            [[x1 * w, y1 * h], [x2 * w, y1 * h], [x2 * w, y2 * h], [x1 * w, y2 * h]], np.float32
+        ).reshape(-1, 1, 2)
+        moved = cv2.perspectiveTransform(corners, matrix).reshape(-1, 2)
+        xs = np.clip(moved[:, 0] / w, 0.0, 1.0)
+        ys = np.clip(moved[:, 1] / h, 0.0, 1.0)
+        return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+
+    def _to_reference(self, box: Box, shape_hw: tuple[int, int]) -> Box:
+        """A box of the current view in the reference view's coordinates."""
+        return self._map_box(box, shape_hw, inverse=False)
+
+    def _to_view(self, box: Box, shape_hw: tuple[int, int]) -> Box:
+        """A box of the reference view in the current view's coordinates."""
+        return self._map_box(box, shape_hw, inverse=True)
+
+    def _gain(self, gray: Array, watch: Array) -> float:
+        """Brightness ratio now/reference over the watched area (auto-exposure, clouds)."""
+        assert self._reference is not None  # noqa: S101
+        ref_level = float(np.median(self._reference[watch])) if watch.any() else 0.0
+        cur_level = float(np.median(gray[watch])) if watch.any() else 0.0
+        if ref_level < 4.0:
+            return 1.0
+        return float(np.clip(cur_level / ref_level, 0.25, 4.0))
+
+    def _relearn(
+        self, gray: Array, now_s: float, motion_fraction: float, changed_fraction: float
+    ) -> SceneUpdate:
+        """Most of the view changed at once: lighting, not objects. Re-learn once it settles."""
+        if self._global_since is None:
+            self._global_since = now_s
+        if now_s - self._global_since >= self.params.relearn_s and motion_fraction < 0.02:
+            assert self._recent is not None  # noqa: S101
+            self._set_reference(self._recent)
+            self._known = np.ones(_hw(gray), bool)
+            self._changed_since = np.full(gray.shape, np.nan, np.float32)
+            self._global_since = None
+        return SceneUpdate(motion_fraction, changed_fraction, True, ())
+
+    def _track_change_clock(self, changed: Array, now_s: float) -> None:
+        assert self._changed_since is not None and self._last_changed is not None  # noqa: S101
+        start = changed & np.isnan(self._changed_since)
+        self._changed_since[start] = now_s
+        self._last_changed[changed] = now_s
+        lapsed = ~changed & (now_s - self._last_changed > self.params.dropout_s)
+        self._changed_since[lapsed] = np.nan
+
+    def _learn_uncovered(self, still: Array, explained: Array | None) -> None:
+        """Pixels hidden at start (under a person or a vehicle) are learnt once they show the
+        quiet scene, so the spot a person leaves is never taken for a new object (a ghost)."""
+        assert self._known is not None and self._reference is not None  # noqa: S101
+        assert self._recent is not None  # noqa: S101
+        learn = ~self._known & still
+        if explained is not None:
+            learn &= ~explained
+        self._reference[learn] = self._recent[learn]
+        self._known |= learn
+
+    def _absorb_background(
+        self,
+        gray: Array,
+        changed: Array,
+        still: Array,
+        explained: Array | None,
+        dt: float,
+        gain: float,
+    ) -> None:
+        """Follow slow light changes where the scene shows nothing new."""
+        assert self._reference is not None  # noqa: S101
+        quiet = still & ~changed
+        if explained is not None:
+            quiet &= ~explained
+        mask = quiet.astype(np.uint8)
+        # keep the reference in the camera's current exposure: scale it by the gain, then blend
+        if abs(gain - 1.0) > 0.02:
+            self._reference *= 1.0 + (gain - 1.0) * _alpha(dt, 5.0)
+        cv2.accumulateWeighted(gray, self._reference, _alpha(dt, self.params.reference_tau_s), mask)
+
+    def _regions(
+        self, static: Array, diff: Array, now_s: float, explained: Array | None
+    ) -> tuple[StaticRegion, ...]:
+        assert self._changed_since is not None  # noqa: S101
+        p = self.params
+        old_enough = static & (
+            now_s - np.nan_to_num(self._changed_since, nan=now_s) >= p.static_after_s
+        )
+        if explained is not None:
+            old_enough &= ~explained
+        mask: Array = old_enough.astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        h, w = mask.shape[:2]
+        regions = []
+        for label in range(1, count):
+            x, y, bw, bh, area = (int(v) for v in stats[label])
+            if area < p.min_region_px:
+                continue
+            pixels = labels == label
+            since = self._changed_since[pixels & ~np.isnan(self._changed_since)]
+            regions.append(
+                StaticRegion(
+                    box=self._to_view((x / w, y / h, (x + bw) / w, (y + bh) / h), (h, w)),
+                    since_s=float(np.median(since)) if since.size else now_s,
+                    area=area / float(w * h),
+                    contrast=float(diff[pixels].mean()),
+                    mask_fraction=area / float(max(1, bw * bh)),
+                )
+            )
+        return tuple(regions)

@@ -1,0 +1,170 @@
+"""`zhizhi edge run`: the production edge worker.
+
+One analysis thread per camera (`camera:{id}`) owns that camera's pipeline; a reader thread per
+camera (`reader:{id}`) keeps only the newest frame. A camera thread that fails is restarted with
+capped backoff, never in a tight loop. Events go to the configured sinks: a JSONL file and/or
+the MQTT broker at QoS 1 (contract section 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from common.config import CameraConfig, SiteConfig
+from common.events import Event
+from edge.capture import Backoff, open_source
+from edge.evidence import DirectoryStore
+from edge.pipeline import CameraPipeline, build_rules
+from edge.publish import EventSink, JsonlSink, MqttSink
+from edge.replay import load_detector
+
+logger = logging.getLogger(__name__)
+
+STATS_EVERY_S = 60.0
+
+
+def default_edge_id() -> str:
+    name = socket.gethostname().lower()
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
+    return cleaned or "edge"
+
+
+class CameraWorker:
+    """Runs one camera until `stop` is set; restarts its analysis after a failure."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        camera: CameraConfig,
+        sinks: Sequence[EventSink],
+        evidence_dir: Path,
+        stop: threading.Event,
+    ) -> None:
+        self.site = site
+        self.camera = camera
+        self.sinks = sinks
+        self.evidence = DirectoryStore(evidence_dir / camera.id)
+        self.stop = stop
+        self.thread = threading.Thread(target=self._supervise, name=f"camera:{camera.id}")
+        self._log = logging.getLogger(f"edge.camera.{camera.id}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _supervise(self) -> None:
+        backoff = Backoff(initial_s=2.0, max_s=60.0)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self._run()
+            except Exception:
+                self._log.exception("analysis failed; restarting")
+            if time.monotonic() - started > 300:
+                backoff.reset()
+            if not self.stop.is_set():
+                self.stop.wait(backoff.next_s())
+
+    def _run(self) -> None:
+        detector = load_detector(self.camera.detector)
+        pipeline = CameraPipeline(self.site, self.camera, detector, self.evidence)
+        source = open_source(
+            self.site.resolve_source(self.camera),
+            self.camera.id,
+            on_status=self._on_status,
+            stop_event=self.stop,
+        )
+        last_stats = time.monotonic()
+        try:
+            while not self.stop.is_set() and not source.finished:
+                frame = source.take(timeout_s=1.0)
+                if frame is None:
+                    continue
+                for event in pipeline.process(frame):
+                    self._emit(event)
+                if time.monotonic() - last_stats >= STATS_EVERY_S:
+                    last_stats = time.monotonic()
+                    self._log.info("stats: %s source=%s", pipeline.stats, source.stats())
+        finally:
+            source.close()
+
+    def _emit(self, event: Event) -> None:
+        self._log.info(
+            "event %s %s rule=%s zone=%s onset=%.1fs",
+            event.type,
+            event.state,
+            event.rule_id,
+            event.zone_id,
+            event.onset_pts_s,
+        )
+        for sink in self.sinks:
+            try:
+                sink.send(event)
+            except Exception:
+                self._log.exception("sink %s failed for event %s", sink, event.event_id)
+
+    def _on_status(self, camera_id: str, online: bool, reason: str) -> None:
+        if online:
+            self._log.info("camera %s online", camera_id)
+        else:
+            self._log.warning("camera %s offline: %s", camera_id, reason)
+        for sink in self.sinks:
+            sink.camera_status(camera_id, online, reason)
+
+
+def run_edge(
+    site: SiteConfig,
+    camera_ids: Sequence[str],
+    events_out: Path | None,
+    evidence_dir: Path,
+    mqtt_url: str | None,
+    edge_id: str | None,
+    stop: threading.Event | None = None,
+    install_signals: bool = True,
+) -> None:
+    """Run the chosen cameras (all enabled ones when none is named) until stopped."""
+    cameras = (
+        [site.camera(i) for i in camera_ids]
+        if camera_ids
+        else [c for c in site.cameras if c.enabled]
+    )
+    for camera in cameras:
+        build_rules(camera)  # refuse an unsupported rule before anything starts
+        load_detector(camera.detector)  # refuse a missing or corrupt model at start-up
+    stop = stop or threading.Event()
+    if install_signals:
+        _stop_on_signals(stop)
+    sinks: list[EventSink] = []
+    if events_out is not None:
+        sinks.append(JsonlSink(events_out))
+    if mqtt_url is not None:
+        sinks.append(MqttSink(mqtt_url, site.site.id, edge_id or default_edge_id()))
+    workers = [CameraWorker(site, camera, sinks, evidence_dir, stop) for camera in cameras]
+    for worker in workers:
+        worker.start()
+    logger.info("edge running %d camera(s) of site %s", len(workers), site.site.id)
+    try:
+        while not stop.wait(1.0):
+            if not any(worker.thread.is_alive() for worker in workers):
+                break
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.thread.join(timeout=10)
+        for sink in sinks:
+            sink.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping", signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)

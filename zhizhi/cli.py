@@ -1,0 +1,236 @@
+"""The `zhizhi` command (contract section 1). Heavy imports stay inside the commands, so an edge
+install never loads server code and `zhizhi config check` starts fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from common.config import ConfigError, SiteConfig, load_site_config
+
+app = typer.Typer(
+    name="zhizhi",
+    help="智治 Zhizhi: edge video analytics for residential communities.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Site configuration.", no_args_is_help=True)
+edge_app = typer.Typer(help="The edge worker.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (figures go to docs/benchmarks.md).", no_args_is_help=True)
+models_app = typer.Typer(help="Models in the registry.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(edge_app, name="edge")
+app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Site config YAML")]
+
+
+def fail(reason: str, details: list[str] | None = None, code: int = 2) -> NoReturn:
+    """One line saying why, on stderr, then any details; exit non-zero. No traceback."""
+    print(f"zhizhi: error: {reason}", file=sys.stderr)
+    for line in details or []:
+        print(f"  - {line}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def load_config_or_fail(path: Path) -> SiteConfig:
+    try:
+        return load_site_config(path)
+    except ConfigError as error:
+        count = len(error.problems)
+        fail(
+            f"{path}: invalid site config ({count} problem{'s' if count != 1 else ''})",
+            [str(problem) for problem in error.problems],
+        )
+
+
+def _run_guarded(action: str, func: object) -> object:
+    """Turn the edge's expected errors into one-line reasons."""
+    from edge.errors import EdgeError
+    from edge.pipeline import UnsupportedRuleError
+
+    try:
+        return func()  # type: ignore[operator]
+    except (EdgeError, UnsupportedRuleError) as error:
+        fail(f"{action}: {error}")
+    except KeyError as error:
+        fail(f"{action}: {error.args[0] if error.args else error}")
+    except OSError as error:
+        fail(f"{action}: {error}")
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[Path, typer.Argument(help="Site config YAML to validate")],
+) -> None:
+    """Validate a site config: exit 0, or non-zero with every problem listed."""
+    site = load_config_or_fail(path)
+    cameras = len(site.cameras)
+    rules = sum(len(c.rules) for c in site.cameras)
+    print(f"{path}: valid (site {site.site.id}, {cameras} camera(s), {rules} rule(s))")
+
+
+@edge_app.command("replay")
+def edge_replay(
+    config: ConfigOption,
+    camera: Annotated[str, typer.Option(help="Camera id in the site config")],
+    source: Annotated[Path, typer.Option(help="Video file to replay")],
+    out: Annotated[Path, typer.Option(help="Events, one JSON object per line")],
+    evidence_dir: Annotated[
+        Path | None, typer.Option(help="Write evidence files (JPEG, MP4) here")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr")] = True,
+) -> None:
+    """Run one camera's full analytics on a video file, as fast as the machine allows."""
+    setup_logging(quiet=True)
+    site = load_config_or_fail(config)
+    if camera not in {c.id for c in site.cameras}:
+        fail(f"{config}: no camera {camera!r} (cameras: {', '.join(c.id for c in site.cameras)})")
+    from edge.replay import replay_to_file
+    from zhizhi.progress import FrameProgress
+
+    def run() -> object:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            out.open("w", encoding="utf-8") as stream,
+            FrameProgress(f"replay {source.name}", enabled=progress) as bar,
+        ):
+            return replay_to_file(site, camera, source, stream, evidence_dir, bar.update)
+
+    result = _run_guarded("replay", run)
+    assert isinstance(result, tuple)  # noqa: S101
+    print(result[1].line())
+
+
+@app.command("eval")
+def evaluate(
+    config: ConfigOption,
+    labels: Annotated[Path, typer.Option(help="Labels YAML (contract section 6)")],
+    clips: Annotated[Path, typer.Option(help="Folder the label files are relative to")],
+    out: Annotated[Path | None, typer.Option(help="Write the JSON report here")] = None,
+    evidence_dir: Annotated[Path | None, typer.Option(help="Keep evidence files here")] = None,
+) -> None:
+    """Replay each labelled clip and score the events against the labels."""
+    setup_logging(quiet=True)
+    site = load_config_or_fail(config)
+    from pydantic import ValidationError
+
+    from edge.evaluation import load_labels
+    from edge.replay import evaluate as run_eval
+    from zhizhi.progress import print_report
+
+    try:
+        labels_file = load_labels(labels)
+    except (OSError, ValidationError, ValueError) as error:
+        fail(f"{labels}: cannot use these labels: {str(error).splitlines()[0]}")
+    for clip in labels_file.clips:
+        if clip.camera not in {c.id for c in site.cameras}:
+            fail(f"{labels}: clip {clip.file} names camera {clip.camera!r}, not in {config}")
+
+    def on_clip(name: str, summary: object) -> None:
+        print(f"  {name}: {summary.line()}", file=sys.stderr)  # type: ignore[attr-defined]
+
+    result = _run_guarded("eval", lambda: run_eval(site, labels_file, clips, evidence_dir, on_clip))
+    assert isinstance(result, dict)  # noqa: S101
+    print_report(result)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+@edge_app.command("run")
+def edge_run(
+    config: ConfigOption,
+    camera: Annotated[
+        list[str] | None, typer.Option(help="Only these cameras (repeat the option)")
+    ] = None,
+    events_out: Annotated[
+        Path | None, typer.Option(help="Also append every event to this JSONL file")
+    ] = None,
+    evidence_dir: Annotated[Path, typer.Option(help="Where evidence files are kept")] = Path(
+        "./zhizhi-evidence"
+    ),
+    mqtt: Annotated[
+        str | None, typer.Option(help="Publish events to this broker, mqtt://host:port")
+    ] = None,
+    edge_id: Annotated[
+        str | None, typer.Option(help="This edge box's id (default: host name)")
+    ] = None,
+) -> None:
+    """Production edge worker for the cameras of a site config."""
+    setup_logging()
+    site = load_config_or_fail(config)
+    from edge.worker import run_edge
+
+    _run_guarded(
+        "edge run", lambda: run_edge(site, camera or [], events_out, evidence_dir, mqtt, edge_id)
+    )
+
+
+@bench_app.command("edge")
+def bench_edge(
+    clip: Annotated[Path, typer.Option(help="Video file to measure on")],
+    config: Annotated[Path | None, typer.Option("--config", help="Site config")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera whose rules run")] = None,
+    model: Annotated[str, typer.Option(help="Registry model for the detector-alone figure")] = (
+        "yolov8n-640"
+    ),
+    write: Annotated[
+        Path | None, typer.Option(help="Add the figures to this markdown file")
+    ] = None,
+    label: Annotated[str, typer.Option(help="Name of the scene in the report")] = "",
+) -> None:
+    """Decode alone, detector alone on every frame, and the whole pipeline, in frames/s."""
+    setup_logging(quiet=True)
+    from zhizhi.bench import bench_edge as run_bench
+
+    site = load_config_or_fail(config) if config is not None else None
+    result = _run_guarded("bench", lambda: run_bench(clip, site, camera, model, label))
+    print(result.markdown_row())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, " ".join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The registry's models and whether their files are found and verified."""
+    from edge.models import load_registry, model_status
+
+    for name, status in model_status(load_registry()).items():
+        print(f"{name}: {status}")
+
+
+@app.command("demo")
+def demo(
+    speed: Annotated[float, typer.Option(help="Playback speed, x real time (0: flat out)")] = 4.0,
+    seconds: Annotated[float, typer.Option(help="Length of the built-in scene")] = 60.0,
+) -> None:
+    """The system on one machine with no outside services: built-in scenes, events live."""
+    setup_logging(quiet=True)
+    from zhizhi.demo import run_demo
+
+    _run_guarded("demo", lambda: run_demo(speed=speed, seconds=seconds))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
