@@ -244,3 +244,18 @@ def verify_model_file(spec: ModelSpec, path: Path) -> None:
         raise ModelIntegrityError(
             f"model {spec.name}: {path} has sha256 {actual}, the registry expects {spec.sha256}"
         )
+
+
+def model_status(registry: ModelRegistry, search_dirs: list[Path] | None = None) -> dict[str, str]:
+    """Per model name, one line: `ok: PATH`, `missing: ...` or `wrong file: ...` (sha256)."""
+    status = {}
+    for name, spec in registry.models.items():
+        try:
+            path = resolve_model_path(spec, search_dirs)
+            verify_model_file(spec, path)
+        except (ModelNotFoundError, ModelIntegrityError) as error:
+            kind = "missing" if isinstance(error, ModelNotFoundError) else "wrong file"
+            status[name] = f"{kind}: {error}"
+        else:
+            status[name] = f"ok: {path}"
+    return status

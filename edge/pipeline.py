@@ -32,6 +32,7 @@ EXPLAINED_CLASSES = frozenset(
     {"person", *VEHICLE_CLASSES, "bird", "cat", "dog", "horse", "sheep", "cow"}
 )
 MOTION_HANGOVER_S = 1.0  # keep detecting this long after the last motion, to see things settle
+WEAK_DETECTION_SCORE = 0.12  # people and vehicles this likely are still masked from the scene
 
 
 class UnsupportedRuleError(ValueError):
@@ -77,7 +78,7 @@ class CameraPipeline:
         site: SiteConfig,
         camera: CameraConfig,
         detector: Detector,
-        evidence: EvidenceStore,
+        evidence: EvidenceStore | None,
         wall_clock: Callable[[Frame], datetime] | None = None,
     ) -> None:
         self.site = site
@@ -93,6 +94,7 @@ class CameraPipeline:
         self._scene = SceneModel(_watched_zones(camera), SceneParams())
         self._tracker = ObjectTracker()
         self._tracks: list[TrackedObject] = []
+        self._weak: list[Box] = []  # low-score people and vehicles of the last detection
         self._last_analysis = float("-inf")
         self._last_detect = float("-inf")
         self._last_motion = float("-inf")
@@ -128,8 +130,10 @@ class CameraPipeline:
         ran = self._should_detect(now)
         if ran:
             started = time.perf_counter()
-            detections = [
-                d for d in self.detector.detect(frame.image) if d.score >= self._min_score
+            found = self.detector.detect(frame.image)
+            detections = [d for d in found if d.score >= self._min_score]
+            self._weak = [
+                d.box for d in found if d.score < self._min_score and d.label in EXPLAINED_CLASSES
             ]
             self.stats.seconds["detect"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -138,7 +142,7 @@ class CameraPipeline:
             self._last_detect = now
             self.stats.detector_runs += 1
         started = time.perf_counter()
-        scene = self._scene.update(now, self._explained(self._tracks))
+        scene = self._scene.update(now, [*self._explained(self._tracks), *self._weak])
         self.stats.seconds["scene"] += time.perf_counter() - started
         return Observation(now, tuple(self._tracks), scene.regions, ran)
 
@@ -162,6 +166,8 @@ class CameraPipeline:
         return self._events.make(output, self._wall_clock(frame), evidence, ids)
 
     def _snapshot(self, output: RuleOutput, frame: Frame, ids: tuple[str, int]) -> list[Evidence]:
+        if self.evidence is None:  # no evidence kept in this run (a replay without a folder)
+            return []
         role = {"new": "onset", "update": "latest", "end": "closing"}[output.state]
         caption = f"{self.camera.id} {output.rule_id} {output.state} t={output.pts_s:.1f}s"
         annotation = Annotation(self._zones.get(output.zone_id), output.highlight, caption)

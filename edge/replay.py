@@ -16,31 +16,26 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.config import CameraConfig, DetectorConfig, SiteConfig
-from common.events import Event, Evidence
+from common.events import Event
 from edge.capture import open_video_file
 from edge.detect.base import Detector
 from edge.detect.onnx import OnnxDetector
 from edge.evaluation import ClipResult, LabelsFile, match_clip, report
 from edge.evidence import DirectoryStore, EvidenceStore
 from edge.models import load_registry
-from edge.pipeline import CameraPipeline, PipelineStats
+from edge.pipeline import WEAK_DETECTION_SCORE, CameraPipeline, PipelineStats
 
 logger = logging.getLogger(__name__)
-
-
-class DiscardStore:
-    """No evidence folder was asked for: snapshots are not written and not referenced."""
-
-    def put(self, name: str, data: bytes, kind: str, content_type: str, role: str) -> Evidence:
-        del data, kind, content_type, role
-        raise OSError(f"evidence is not kept in this run ({name} not written)")
 
 
 @cache
 def load_detector(config: DetectorConfig) -> Detector:
     """The ONNX detector a camera config asks for, loaded and verified once per process."""
     spec = load_registry()[config.model]
-    return OnnxDetector.load(spec, config.min_score, config.iou, config.providers)
+    # weak detections are kept for masking people and vehicles out of the scene model; the
+    # pipeline applies `config.min_score` to everything a rule judges
+    min_score = min(config.min_score, WEAK_DETECTION_SCORE)
+    return OnnxDetector.load(spec, min_score, config.iou, config.providers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +71,7 @@ def replay_events(
 ) -> Iterator[Event | ReplaySummary]:
     """Yield each event as it is produced, then the summary."""
     detector = detector or load_detector(camera.detector)
-    pipeline = CameraPipeline(site, camera, detector, evidence or DiscardStore())
+    pipeline = CameraPipeline(site, camera, detector, evidence)
     started = time.perf_counter()
     with open_video_file(source) as video:
         for frame in video:

@@ -43,6 +43,9 @@ class SceneParams:
     global_change: float = 0.5  # changed fraction of the watched area that means "lighting"
     relearn_s: float = 3.0  # how long a global change must last before the reference resets
     min_region_px: int = 12  # at ANALYSIS_WIDTH, below this a component is noise
+    activity_tau_s: float = 1.0  # memory of the per-pixel motion activity
+    max_activity: float = 0.08  # a region that still moves more often than this is not left
+    lighting_ncc: float = 0.9  # a region whose texture matches the reference is only lighting
     stabilise: bool = True  # register each frame to the reference view (shake, drift, pan)
 
 
@@ -122,6 +125,7 @@ class SceneModel:
         self._previous: Array | None = None
         self._changed_since: Array | None = None
         self._last_changed: Array | None = None
+        self._activity: Array | None = None  # recent share of frames with motion, per pixel
         self._last_t: float | None = None
         self._global_since: float | None = None
         self._frame: Array | None = None
@@ -158,6 +162,12 @@ class SceneModel:
         watch = self._watch > 0
         self._valid = watch if covered is None else watch & covered
         self._motion = cv2.absdiff(gray, self._previous) > self.params.motion_threshold
+        assert self._activity is not None  # noqa: S101
+        cv2.accumulateWeighted(
+            self._motion.astype(np.float32),
+            self._activity,
+            _alpha(self._dt, self.params.activity_tau_s),
+        )
         self._previous = gray
         self._frame = gray
         return float((self._motion & self._valid).sum()) / max(1, int(self._valid.sum()))
@@ -200,6 +210,7 @@ class SceneModel:
         self._previous = gray.copy()
         self._changed_since = np.full(gray.shape, np.nan, np.float32)
         self._last_changed = np.full(gray.shape, -np.inf, np.float32)
+        self._activity = np.zeros(gray.shape, np.float32)
         self._watch = polygons_mask(self._watch_polygons, _hw(gray))
         self._known = None
         self._last_t = now_s
@@ -208,7 +219,7 @@ class SceneModel:
     def _set_reference(self, gray: Array) -> None:
         self._reference = gray.copy()
         if self.params.stabilise:
-            keypoints, descriptors = self._orb.detectAndCompute(gray.astype(np.uint8), None)
+            keypoints, descriptors = self._orb.detectAndCompute(gray.astype(np.uint8), None)  # type: ignore[call-overload]
             self._ref_features = (keypoints, descriptors)
 
     def _register(self, gray: Array) -> tuple[Array, Array | None]:
@@ -228,7 +239,7 @@ class SceneModel:
             return gray, None, None
         ref_kp, ref_desc = self._ref_features
         image = gray.astype(np.uint8)
-        keypoints, descriptors = self._orb.detectAndCompute(image, None)
+        keypoints, descriptors = self._orb.detectAndCompute(image, None)  # type: ignore[call-overload]
         if descriptors is None or len(keypoints) < 12 or ref_desc is None:
             return gray, None, None
         matches = self._matcher.match(descriptors, ref_desc)
@@ -335,6 +346,24 @@ class SceneModel:
             self._reference *= 1.0 + (gain - 1.0) * _alpha(dt, 5.0)
         cv2.accumulateWeighted(gray, self._reference, _alpha(dt, self.params.reference_tau_s), mask)
 
+    def _is_new_thing(self, pixels: Array, rect: tuple[int, int, int, int]) -> bool:
+        """Reject what is not an object left behind: something that keeps moving (a person
+        standing and swaying), or a patch whose texture is the reference's under other light
+        (exposure, a shadow)."""
+        assert self._activity is not None and self._recent is not None  # noqa: S101
+        assert self._reference is not None  # noqa: S101
+        if float(self._activity[pixels].mean()) > self.params.max_activity:
+            return False
+        x, y, bw, bh = rect
+        h, w = _hw(self._recent)
+        x1, y1, x2, y2 = max(0, x - 2), max(0, y - 2), min(w, x + bw + 2), min(h, y + bh + 2)
+        now = self._recent[y1:y2, x1:x2] - self._recent[y1:y2, x1:x2].mean()
+        ref = self._reference[y1:y2, x1:x2] - self._reference[y1:y2, x1:x2].mean()
+        energy = float(np.sqrt((now * now).sum() * (ref * ref).sum()))
+        if energy < 1e-3 * now.size:
+            return True  # flat patches: no texture to compare, trust the difference
+        return float((now * ref).sum()) / energy < self.params.lighting_ncc
+
     def _regions(
         self, static: Array, diff: Array, now_s: float, explained: Array | None
     ) -> tuple[StaticRegion, ...]:
@@ -356,6 +385,8 @@ class SceneModel:
             if area < p.min_region_px:
                 continue
             pixels = labels == label
+            if not self._is_new_thing(pixels, (x, y, bw, bh)):
+                continue
             since = self._changed_since[pixels & ~np.isnan(self._changed_since)]
             regions.append(
                 StaticRegion(

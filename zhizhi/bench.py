@@ -21,7 +21,6 @@ from edge.capture import open_video_file
 from edge.detect.onnx import OnnxDetector
 from edge.models import load_registry
 from edge.pipeline import CameraPipeline
-from edge.replay import DiscardStore
 
 MAX_DETECTOR_FRAMES = 150  # the detector-alone figure is a rate: a sample of frames suffices
 
@@ -129,7 +128,7 @@ def bench_edge(
     detector = OnnxDetector.load(spec, camera.detector.min_score, camera.detector.iou)
     frames, decode_s = _decode(clip)
     detect_s = _detect(clip, detector)
-    pipeline = CameraPipeline(site, camera, detector, DiscardStore())
+    pipeline = CameraPipeline(site, camera, detector, None)
     rss_start = _rss_mb()
     started = time.perf_counter()
     with open_video_file(clip) as video:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -229,6 +230,11 @@ def demo(
 
 
 def main() -> None:
+    # OpenCV's and FFmpeg's own log lines ("moov atom not found", "can't capture by name")
+    # would come before our one-line reason; the edge reports unreadable video itself.
+    # Set OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL to see them.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     app()
 
 

@@ -199,10 +199,20 @@ def _open_session(path: Path, requested: Sequence[str], intra_op_threads: int | 
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
     chosen = select_providers(requested, ort.get_available_providers())
+    providers = [(name, _provider_options(name)) for name in chosen]
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped Fail/InvalidGraph errors
         raise ModelIntegrityError(f"onnxruntime cannot load {path}: {error}") from error
+
+
+def _provider_options(name: str) -> dict[str, str]:
+    """TensorRT keeps its built engines on disk, so only the first start pays for the build."""
+    if name != "TensorrtExecutionProvider":
+        return {}
+    cache = Path.home() / ".cache" / "zhizhi" / "tensorrt"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
 
 
 def _class_names(spec: ModelSpec, session: Any) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edge.detect.base import Detector
@@ -28,6 +29,7 @@ DETECTORS = ("yolov8n-640", "yolov8n-320", "yolox-nano-416")
 VEHICLES = {"car", "truck", "bus"}
 # The white car in parkinglot_topdown_cars_passing.mp4 at 6 s, labelled by hand.
 TOPDOWN_CAR: Box = (0.35, 0.30, 0.60, 0.97)
+Image = npt.NDArray[np.uint8]
 
 
 def require(path: Path, what: str) -> None:
@@ -39,7 +41,7 @@ def require(path: Path, what: str) -> None:
     pytest.skip(reason)
 
 
-def read_frame(clip: str, at_s: float) -> np.ndarray:
+def read_frame(clip: str, at_s: float) -> Image:
     path = CLIP_DIR / clip
     require(path, "clip")
     capture = cv2.VideoCapture(str(path))
@@ -49,7 +51,7 @@ def read_frame(clip: str, at_s: float) -> np.ndarray:
     finally:
         capture.release()
     assert ok, f"cannot read {path} at {at_s} s"
-    return frame
+    return np.asarray(frame, dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +68,17 @@ def detectors() -> Iterator[dict[str, OnnxDetector]]:
 
 
 @pytest.fixture(scope="module")
-def motorway() -> np.ndarray:
+def motorway() -> Image:
     return read_frame("traffic_motorway_nostop.mp4", 5.0)
 
 
 @pytest.fixture(scope="module")
-def parking() -> np.ndarray:
+def parking() -> Image:
     return read_frame("parkinglot_topdown_cars_passing.mp4", 6.0)
 
 
 @pytest.fixture(scope="module")
-def plaza() -> np.ndarray:
+def plaza() -> Image:
     return read_frame("pedestrians_plaza_overhead_bw.mp4", 3.0)
 
 
@@ -103,7 +105,7 @@ def test_loaded_detector_reports_what_it_runs(detectors: dict[str, OnnxDetector]
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_cars_on_the_motorway_are_found(
-    name: str, detectors: dict[str, OnnxDetector], motorway: np.ndarray
+    name: str, detectors: dict[str, OnnxDetector], motorway: Image
 ) -> None:
     cars = labelled(detectors[name].detect(motorway), {"car"})
     assert len(cars) >= 3
@@ -113,7 +115,7 @@ def test_cars_on_the_motorway_are_found(
 
 
 def test_v8_and_yolox_agree_on_the_motorway_cars(
-    detectors: dict[str, OnnxDetector], motorway: np.ndarray
+    detectors: dict[str, OnnxDetector], motorway: Image
 ) -> None:
     v8_cars = labelled(detectors["yolov8n-640"].detect(motorway), {"car"})
     yolox_cars = labelled(detectors["yolox-nano-416"].detect(motorway), {"car"})
@@ -123,7 +125,7 @@ def test_v8_and_yolox_agree_on_the_motorway_cars(
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_topdown_white_car_is_found_at_its_place(
-    name: str, detectors: dict[str, OnnxDetector], parking: np.ndarray
+    name: str, detectors: dict[str, OnnxDetector], parking: Image
 ) -> None:
     # Seen from straight above, the COCO models call this car "cell phone" (score ~0.9)
     # rather than "car"; the box is right. So the place is checked here, not the label.
@@ -131,7 +133,7 @@ def test_topdown_white_car_is_found_at_its_place(
 
 
 def test_v8_and_yolox_agree_on_the_topdown_car(
-    detectors: dict[str, OnnxDetector], parking: np.ndarray
+    detectors: dict[str, OnnxDetector], parking: Image
 ) -> None:
     v8 = max(detectors["yolov8n-640"].detect(parking), key=lambda d: box_iou(d.box, TOPDOWN_CAR))
     yolox = detectors["yolox-nano-416"].detect(parking)
@@ -147,16 +149,14 @@ def test_topdown_car_entering_is_a_car_for_yolov8(detectors: dict[str, OnnxDetec
 
 @pytest.mark.parametrize("name", (*DETECTORS, "yolov8n-pose-640"))
 def test_people_on_the_plaza_are_found(
-    name: str, detectors: dict[str, OnnxDetector], plaza: np.ndarray
+    name: str, detectors: dict[str, OnnxDetector], plaza: Image
 ) -> None:
     people = labelled(detectors[name].detect(plaza), {"person"})
     assert len(people) >= 5
     assert not labelled(detectors[name].detect(plaza), VEHICLES)
 
 
-def test_pose_keypoints_lie_on_the_person(
-    detectors: dict[str, OnnxDetector], plaza: np.ndarray
-) -> None:
+def test_pose_keypoints_lie_on_the_person(detectors: dict[str, OnnxDetector], plaza: Image) -> None:
     poses = detectors["yolov8n-pose-640"].detect_pose(plaza)
     assert poses
     for pose in poses:
@@ -167,7 +167,7 @@ def test_pose_keypoints_lie_on_the_person(
         assert np.all((visible[:, 1] >= y1 - 0.02) & (visible[:, 1] <= y2 + 0.02))
 
 
-def test_class_filter_at_load_keeps_only_those_classes(motorway: np.ndarray) -> None:
+def test_class_filter_at_load_keeps_only_those_classes(motorway: Image) -> None:
     require(MODEL_DIR, "model folder")
     spec = load_registry()["yolov8n-320"]
     detector = OnnxDetector.load(
@@ -179,7 +179,7 @@ def test_class_filter_at_load_keeps_only_those_classes(motorway: np.ndarray) -> 
 
 
 def test_detection_is_the_same_on_repeated_calls(
-    detectors: dict[str, OnnxDetector], motorway: np.ndarray
+    detectors: dict[str, OnnxDetector], motorway: Image
 ) -> None:
     detector = detectors["yolov8n-640"]
     assert detector.detect(motorway) == detector.detect(motorway)

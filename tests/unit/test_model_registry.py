@@ -20,6 +20,7 @@ from edge.models import (
     file_sha256,
     load_registry,
     model_search_dirs,
+    model_status,
     register_model,
     resolve_model_path,
     verify_model_file,
@@ -236,6 +237,24 @@ def test_sha256_mismatch_is_refused_before_loading(
     assert str(path) in message
     assert "f" * 64 in message
     assert actual in message
+
+
+def test_model_status_tells_found_missing_and_wrong_files(isolated_dirs: Path) -> None:
+    registry_path = isolated_dirs / "registry.yaml"
+    folder = isolated_dirs / "weights"
+    good = put_file(folder, "good.onnx", b"good")
+    put_file(folder, "bad.onnx", b"bad")
+    register_model(
+        make_spec(name="good", file="good.onnx", sha256=file_sha256(good)), registry_path
+    )
+    register_model(make_spec(name="bad", file="bad.onnx", sha256="e" * 64), registry_path)
+    register_model(make_spec(name="gone", file="gone.onnx"), registry_path)
+
+    status = model_status(load_registry(registry_path), [folder])
+
+    assert status["good"] == f"ok: {good}"
+    assert status["bad"].startswith("wrong file: ")
+    assert status["gone"].startswith("missing: ")
 
 
 # onnxruntime set-up helpers

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edge.detect.yolo import (
@@ -18,9 +21,12 @@ from edge.types import Box, Detection, box_iou
 
 NAMES = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
 PERSON, CAR, TRUCK = 0, 2, 7
+Image = npt.NDArray[np.uint8]
+Output = npt.NDArray[np.float32]
+PixelBox = tuple[float, float, float, float]
 
 
-def blank(width: int, height: int) -> np.ndarray:
+def blank(width: int, height: int) -> Image:
     return np.zeros((height, width, 3), np.uint8)
 
 
@@ -36,12 +42,12 @@ def to_input_px(box: Box, lb: Letterbox) -> tuple[float, float, float, float]:
 
 
 def v8_output(
-    boxes: list[tuple[float, float, float, float]],
-    scores: list[dict[int, float]],
+    boxes: Sequence[PixelBox],
+    scores: Sequence[dict[int, float]],
     nc: int = len(NAMES),
     anchors: int = 8400,
     extra_rows: int = 0,
-) -> np.ndarray:
+) -> Output:
     """A YOLOv8 output (1, 4 + nc + extra, anchors); box i (input px xyxy) in anchor i."""
     out = np.zeros((1, 4 + nc + extra_rows, anchors), np.float32)
     for anchor, ((x1, y1, x2, y2), by_class) in enumerate(zip(boxes, scores, strict=True)):
@@ -52,11 +58,11 @@ def v8_output(
 
 
 def yolox_output(
-    boxes: list[tuple[float, float, float, float]],
-    obj_cls: list[tuple[float, int, float]],
+    boxes: Sequence[PixelBox],
+    obj_cls: Sequence[tuple[float, int, float]],
     input_wh: tuple[int, int] = (416, 416),
     nc: int = len(NAMES),
-) -> np.ndarray:
+) -> Output:
     """A raw YOLOX head output (1, N, 5 + nc): box i (input px xyxy) in the stride-8 cell
     holding its centre, encoded as grid offset and log size; (objectness, class, class score)."""
     cols, rows = input_wh[0] // 8, input_wh[1] // 8
@@ -95,7 +101,8 @@ def test_letterbox_centres_a_wide_image_and_scales_rgb_to_unit_range() -> None:
 
 def test_letterbox_centres_a_tall_image_horizontally() -> None:
     tensor, lb = letterbox(blank(360, 720), (640, 640))
-    assert (lb.scale, lb.pad_x, lb.pad_y) == (pytest.approx(640 / 720), 160.0, 0.0)
+    assert lb.scale == pytest.approx(640 / 720)
+    assert (lb.pad_x, lb.pad_y) == (160.0, 0.0)
     assert tensor[0, 0, 320, 0] == pytest.approx(114 / 255)
     assert tensor[0, 0, 320, 320] == 0.0
 
@@ -104,7 +111,8 @@ def test_yolox_letterbox_keeps_bgr_0_255_and_pads_bottom_right() -> None:
     image = blank(1280, 720)
     image[:, :] = (255, 0, 0)
     tensor, lb = letterbox(image, (416, 416), layout="yolox")
-    assert (lb.pad_x, lb.pad_y, lb.scale) == (0.0, 0.0, pytest.approx(416 / 1280))
+    assert (lb.pad_x, lb.pad_y) == (0.0, 0.0)
+    assert lb.scale == pytest.approx(416 / 1280)
     assert tensor[0, :, 10, 10].tolist() == [255.0, 0.0, 0.0]  # BGR, unscaled
     assert tensor[0, :, 415, 10].tolist() == [114.0, 114.0, 114.0]  # padded below
 
@@ -181,7 +189,8 @@ def test_class_filter_applies_before_choosing_the_best_class() -> None:
     _, lb = letterbox(blank(640, 640), (640, 640))
     output = v8_output([(0, 0, 100, 100)], [{PERSON: 0.9, CAR: 0.4}])
     (detection,) = decode_yolov8(output, lb, NAMES, class_ids={CAR})
-    assert (detection.label, detection.score) == ("car", pytest.approx(0.4))
+    assert detection.label == "car"
+    assert detection.score == pytest.approx(0.4)
 
 
 def test_class_filter_with_no_known_class_finds_nothing() -> None:

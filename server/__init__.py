@@ -1,0 +1,1 @@
+"""The central server (ingestion, incidents, dashboard): being built."""

@@ -1,0 +1,257 @@
+"""The scene model on synthetic frames: left objects found, passers, light and shake ignored.
+
+Frames come from `edge.synthetic` (ground truth known by construction), analysed at 5 fps the
+way the pipeline does: `observe`, then `update`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from edge.scene import (
+    ANALYSIS_WIDTH,
+    SceneModel,
+    SceneParams,
+    SceneUpdate,
+    StaticRegion,
+    boxes_mask,
+    polygons_mask,
+    to_analysis_gray,
+)
+from edge.synthetic import LANE, LaneScene, frames
+from edge.types import Box, Frame, box_iou
+
+Image = npt.NDArray[np.uint8]
+FPS = 5.0
+# The object stays 28 s, longer than one period (23 s) of the synthetic light swing.
+BASE = LaneScene(fps=FPS, seconds=50.0, drop_s=12.0, clear_s=40.0)
+EMPTY = LaneScene(fps=FPS, seconds=30.0, drop_s=None, clear_s=None)
+BUSY = LaneScene(fps=FPS, seconds=30.0, drop_s=None, clear_s=None, passers_every_s=3.0)
+JUMP_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    t: float
+    motion: float
+    update: SceneUpdate
+
+
+@functools.cache
+def scene_frames(scene: LaneScene) -> tuple[Frame, ...]:
+    return tuple(frames(scene))
+
+
+def analyse(
+    scene: LaneScene,
+    transform: Callable[[Frame], Image] | None = None,
+    explained: Callable[[float], Sequence[Box]] | None = None,
+    until_s: float = float("inf"),
+) -> list[Step]:
+    model = SceneModel([list(LANE)], SceneParams())
+    steps = []
+    for frame in scene_frames(scene):
+        if frame.pts_s > until_s:
+            break
+        image = frame.image if transform is None else transform(frame)
+        motion = model.observe(to_analysis_gray(image), frame.pts_s)
+        update = model.update(frame.pts_s, explained(frame.pts_s) if explained else ())
+        steps.append(Step(frame.pts_s, motion, update))
+    return steps
+
+
+def on_object(regions: Sequence[StaticRegion], scene: LaneScene, iou: float) -> list[StaticRegion]:
+    return [r for r in regions if box_iou(r.box, scene.object_box) > iou]
+
+
+def passer_near_object(scene: LaneScene, t: float) -> bool:
+    """A passer drives over the object (and its motion settles) in the first 2.4 s of a cycle."""
+    return t % scene.passers_every_s < 2.4
+
+
+def brighter(factor: float) -> Callable[[Frame], Image]:
+    def transform(frame: Frame) -> Image:
+        if frame.pts_s < JUMP_S:
+            return frame.image
+        return np.clip(frame.image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+    return transform
+
+
+def shaken(frame: Frame) -> Image:
+    """Every other frame moved by 2 to 4 px down and left."""
+    if frame.index % 2:
+        return frame.image
+    shift = 2 + frame.index % 3
+    return np.roll(frame.image, (shift, -shift), axis=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def base_run() -> list[Step]:
+    return analyse(BASE)
+
+
+# A left object -------------------------------------------------------------------------------
+
+
+def test_no_region_before_the_drop(base_run: list[Step]) -> None:
+    assert BASE.drop_s is not None
+    before = [s for s in base_run if s.t < BASE.drop_s]
+    assert len(before) == 60
+    assert [s.t for s in before if s.update.regions] == []
+
+
+def test_the_left_object_becomes_a_region_soon_after_the_drop(base_run: list[Step]) -> None:
+    assert BASE.drop_s is not None
+    found = [s for s in base_run if on_object(s.update.regions, BASE, 0.5)]
+    assert found, "the left object was never found"
+    assert BASE.drop_s < found[0].t <= BASE.drop_s + 3.0
+    (region,) = on_object(found[0].update.regions, BASE, 0.5)
+    assert region.since_s == pytest.approx(BASE.drop_s, abs=0.5)
+    # big enough to count as a blocker (fire_lane min_object_area 0.004), not the whole lane
+    assert 0.004 < region.area < 0.03
+    assert 0.4 < region.score <= 1.0
+
+
+def test_the_region_persists_until_the_object_is_taken(base_run: list[Step]) -> None:
+    assert BASE.drop_s is not None and BASE.clear_s is not None
+    start = BASE.drop_s + 3.0
+    held = [s for s in base_run if start <= s.t < BASE.clear_s]
+    checked = [s for s in held if not passer_near_object(BASE, s.t)]
+    assert len(checked) > 50
+    present = [s for s in checked if len(on_object(s.update.regions, BASE, 0.5)) == 1]
+    # a passer driving over the object may hide it for a moment, never for long
+    assert len(present) >= 0.9 * len(checked)
+    times = [start] + [s.t for s in present] + [BASE.clear_s]
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) <= 3.5
+    # it never fades into the background nor restarts its clock, through the light swing
+    assert present[-1].t >= BASE.clear_s - 1.0
+    sinces = [on_object(s.update.regions, BASE, 0.5)[0].since_s for s in present]
+    assert all(abs(since - BASE.drop_s) <= 0.5 for since in sinces)
+    assert not any(s.update.relearning for s in held)
+
+
+def test_the_region_goes_once_the_object_is_taken(base_run: list[Step]) -> None:
+    assert BASE.clear_s is not None
+    after = [s for s in base_run if s.t >= BASE.clear_s + 3.0]
+    assert len(after) >= 30
+    assert [s.t for s in after if s.update.regions] == []
+
+
+def test_passers_never_become_regions() -> None:
+    steps = analyse(BUSY)
+    moving = [s for s in steps if s.motion > 0.01]
+    assert len(moving) > 20  # the passers were seen moving
+    assert [s.t for s in steps if s.update.regions] == []
+
+
+def test_a_box_the_detector_explains_is_not_a_left_object() -> None:
+    assert BASE.drop_s is not None
+    drop_s = BASE.drop_s
+
+    def explained(t: float) -> list[Box]:
+        return [BASE.object_box] if t >= drop_s else []
+
+    steps = analyse(BASE, explained=explained, until_s=30.0)
+    assert [s.t for s in steps if on_object(s.update.regions, BASE, 0.1)] == []
+
+
+# Light and shake -----------------------------------------------------------------------------
+
+
+def test_a_moderate_brightness_jump_is_relearnt_without_regions() -> None:
+    steps = analyse(EMPTY, brighter(1.3))
+    relearning = [s.t for s in steps if s.update.relearning]
+    assert relearning, "the jump was not seen as a global change"
+    assert min(relearning) >= JUMP_S and max(relearning) < JUMP_S + 5.0
+    assert [s.t for s in steps if s.update.regions] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="edge/scene.py:194/340: after an exposure jump that saturates bright pixels (x1.6: "
+    "the painted lane outline clips at 255), the gain match brings the changed share under "
+    "global_change within 0.6 s, so _relearn never resets the reference; the clipped pixels "
+    "stay 'changed', are never absorbed (_absorb_background skips changed pixels) and become "
+    "a lane-sized StaticRegion (since ~10.6 s) that lasts, i.e. a false fire_lane blocker",
+)
+def test_a_strong_brightness_jump_produces_no_region_after_relearning() -> None:
+    steps = analyse(EMPTY, brighter(1.6))
+    relearning = [s.t for s in steps if s.update.relearning]
+    assert relearning and min(relearning) >= JUMP_S
+    assert not any(s.update.relearning for s in steps[-25:])
+    assert [s.t for s in steps if s.update.regions] == []
+
+
+def test_small_camera_shake_produces_no_region_before_the_drop() -> None:
+    assert BASE.drop_s is not None
+    steps = analyse(BASE, shaken, until_s=BASE.drop_s - 0.2)
+    assert len(steps) == 60
+    assert [s.t for s in steps if s.update.regions] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="edge/scene.py:250 _find_registration: the ORB/RANSAC registration accepts wild "
+    "homographies (translations of tens to thousands of px on a 2-4 px shake) and misses "
+    "many shifted frames, so under small shake motion never settles (`still` is false over "
+    "the object) and a left object is never found, although the module promises that small "
+    "camera shake is removed",
+)
+def test_a_left_object_is_still_found_under_small_camera_shake() -> None:
+    assert BASE.drop_s is not None
+    steps = analyse(BASE, shaken, until_s=BASE.drop_s + 12.0)
+    found = [s.t for s in steps if on_object(s.update.regions, BASE, 0.5)]
+    assert found and found[0] <= BASE.drop_s + 6.0
+
+
+# Helpers -----------------------------------------------------------------------------------
+
+
+def test_analysis_gray_is_small_float_and_keeps_the_aspect() -> None:
+    gray = to_analysis_gray(np.full((360, 640, 3), 100, np.uint8))
+    assert gray.shape == (180, ANALYSIS_WIDTH)
+    assert gray.dtype == np.float32
+    assert float(gray.mean()) == pytest.approx(100.0, abs=0.5)
+
+
+def test_polygons_mask_fills_the_inside() -> None:
+    mask = polygons_mask([[(0.25, 0.25), (0.75, 0.25), (0.75, 0.75), (0.25, 0.75)]], (100, 200))
+    assert mask[50, 100] == 255 and mask[10, 10] == 0 and mask[50, 190] == 0
+    assert (mask > 0).mean() == pytest.approx(0.25, abs=0.02)
+
+
+def test_boxes_mask_grows_each_box_by_its_margin() -> None:
+    box = (0.4, 0.4, 0.6, 0.6)
+    plain = boxes_mask([box], (100, 100), margin=0.0)
+    grown = boxes_mask([box], (100, 100), margin=0.5)
+    assert (plain > 0).sum() < (grown > 0).sum()
+    assert grown[31, 31] == 255 and plain[31, 31] == 0 and grown[20, 20] == 0
+
+
+@pytest.mark.parametrize(("contrast", "score"), [(0.0, 0.4), (30.0, 0.7), (200.0, 1.0)])
+def test_region_score(contrast: float, score: float) -> None:
+    region = StaticRegion((0, 0, 1, 1), since_s=0, area=1, contrast=contrast, mask_fraction=1)
+    assert region.score == pytest.approx(score)
+
+
+def test_update_before_any_frame_is_empty() -> None:
+    model = SceneModel([list(LANE)], SceneParams())
+    assert model.update(0.0) == SceneUpdate(0.0, 0.0, False, ())
+
+
+def test_reset_forgets_the_reference() -> None:
+    model = SceneModel([list(LANE)], SceneParams())
+    first, second = scene_frames(EMPTY)[:2]
+    model.observe(to_analysis_gray(first.image), 0.0)
+    assert model.reference is not None
+    model.reset()
+    assert model.reference is None
+    assert model.observe(to_analysis_gray(second.image), 0.2) == 0.0
+    assert model.reference is not None

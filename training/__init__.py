@@ -1,0 +1,1 @@
+"""Dataset building, training and export."""
