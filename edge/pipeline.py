@@ -10,10 +10,14 @@ evidence.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
 
 from common.config import VEHICLE_CLASSES, CameraConfig, FireLaneRuleConfig, SiteConfig
 from common.events import Event, Evidence, ModelInfo
@@ -22,11 +26,13 @@ from edge.events import EventSequencer
 from edge.evidence import Annotation, EvidenceStore, snapshot
 from edge.rules.base import Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
+from edge.rules.geometry import box_from_crop, detection_roi
 from edge.scene import SceneModel, SceneParams, to_analysis_gray
 from edge.track import ObjectTracker
-from edge.types import Box, Frame, TrackedObject
+from edge.types import Box, Detection, Frame, TrackedObject
 
 logger = logging.getLogger(__name__)
+Image = npt.NDArray[np.uint8]
 
 EXPLAINED_CLASSES = frozenset(
     {"person", *VEHICLE_CLASSES, "bird", "cat", "dog", "horse", "sheep", "cow"}
@@ -92,6 +98,7 @@ class CameraPipeline:
         self._min_score = camera.detector.min_score
         self._interval = 1.0 / camera.detect_fps
         self._scene = SceneModel(_watched_zones(camera), SceneParams())
+        self._roi = detection_roi(_watched_zones(camera))
         self._tracker = ObjectTracker()
         self._tracks: list[TrackedObject] = []
         self._weak: list[Box] = []  # low-score people and vehicles of the last detection
@@ -130,7 +137,7 @@ class CameraPipeline:
         ran = self._should_detect(now)
         if ran:
             started = time.perf_counter()
-            found = self.detector.detect(frame.image)
+            found = self._detect(frame.image)
             detections = [d for d in found if d.score >= self._min_score]
             self._weak = [
                 d.box for d in found if d.score < self._min_score and d.label in EXPLAINED_CLASSES
@@ -145,6 +152,20 @@ class CameraPipeline:
         scene = self._scene.update(now, [*self._explained(self._tracks), *self._weak])
         self.stats.seconds["scene"] += time.perf_counter() - started
         return Observation(now, tuple(self._tracks), scene.regions, ran)
+
+    def _detect(self, image: Image) -> list[Detection]:
+        """The detector on the region around the zones only: small lanes in a wide view get
+        more of the model's input resolution, and nothing outside them is looked at."""
+        if self._roi is None:
+            return self.detector.detect(image)
+        h, w = image.shape[:2]
+        x1, y1 = int(self._roi[0] * w), int(self._roi[1] * h)
+        x2, y2 = math.ceil(self._roi[2] * w), math.ceil(self._roi[3] * h)
+        crop = (x1 / w, y1 / h, x2 / w, y2 / h)
+        return [
+            replace(d, box=box_from_crop(d.box, crop))
+            for d in self.detector.detect(np.ascontiguousarray(image[y1:y2, x1:x2]))
+        ]
 
     def _should_detect(self, now: float) -> bool:
         motion = self.camera.motion

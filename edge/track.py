@@ -1,9 +1,11 @@
 """Multi-object tracking with Norfair (the maintained tracker Frigate also uses).
 
 A thin adapter: our `Detection`s in, our `TrackedObject`s out. Boxes are tracked as two points
-(top-left, bottom-right) with Norfair's IoU distance. Classes are tracked in groups (vehicles,
-people, other objects) so that a car that the detector briefly calls a truck keeps its track.
-See docs/benchmarks.md for the measurement behind the choice of Norfair over ByteTrack.
+(top-left, bottom-right) with Norfair's IoU distance. People are tracked apart from everything
+else; all other classes share one group, because the detector's label for the same object
+flickers (a car seen from above is "car", then "cell phone", then "truck"). Each track's label
+is the score-weighted vote of all its detections. docs/tracker-choice.md has the measurement
+behind the choice of Norfair over ByteTrack.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import numpy as np
 from norfair.tracker import Detection as NorfairDetection
 from norfair.tracker import Tracker
 
-from common.config import VEHICLE_CLASSES
 from edge.types import Detection, TrackedObject, clamp_box
 
 
@@ -27,11 +28,7 @@ class TrackerParams:
 
 
 def track_group(label: str) -> str:
-    if label in VEHICLE_CLASSES:
-        return "vehicle"
-    if label == "person":
-        return "person"
-    return label
+    return "person" if label == "person" else "thing"
 
 
 class ObjectTracker:
@@ -46,6 +43,7 @@ class ObjectTracker:
             initialization_delay=self.params.initialization_delay,
         )
         self._first_seen: dict[int, float] = {}
+        self._votes: dict[int, dict[str, float]] = {}  # per track: label -> summed score
 
     def update(self, detections: Sequence[Detection], pts_s: float) -> list[TrackedObject]:
         converted = [
@@ -69,10 +67,13 @@ class ObjectTracker:
             # a fresh detection is the best box; the Kalman estimate bridges a missed one
             estimate = tuple(float(v) for v in obj.estimate.reshape(-1))
             box = last.box if matched_now else clamp_box(estimate)  # type: ignore[arg-type]
+            votes = self._votes.setdefault(int(obj.id), {})
+            if matched_now:
+                votes[last.label] = votes.get(last.label, 0.0) + last.score
             tracked.append(
                 TrackedObject(
                     track_id=int(obj.id),
-                    label=last.label,
+                    label=max(votes, key=votes.__getitem__) if votes else last.label,
                     score=last.score if matched_now else last.score * 0.8,
                     box=box,
                     first_seen_s=first,
@@ -81,4 +82,5 @@ class ObjectTracker:
         known = {int(o.id) for o in self._tracker.tracked_objects if o.id is not None}
         for gone in set(self._first_seen) - known:
             del self._first_seen[gone]
+            self._votes.pop(gone, None)
         return tracked

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -196,16 +197,19 @@ def bench_edge(
         Path | None, typer.Option(help="Add the figures to this markdown file")
     ] = None,
     label: Annotated[str, typer.Option(help="Name of the scene in the report")] = "",
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Play the clip this many times as one stream (memory)")
+    ] = 1,
 ) -> None:
     """Decode alone, detector alone on every frame, and the whole pipeline, in frames/s."""
     setup_logging(quiet=True)
     from zhizhi.bench import bench_edge as run_bench
 
     site = load_config_or_fail(config) if config is not None else None
-    result = _run_guarded("bench", lambda: run_bench(clip, site, camera, model, label))
+    result = _run_guarded("bench", lambda: run_bench(clip, site, camera, model, label, repeat))
     print(result.markdown_row())  # type: ignore[attr-defined]
     if write is not None:
-        result.append_to(write, " ".join(sys.argv[1:]))  # type: ignore[attr-defined]
+        result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
 
 
 @models_app.command("list")

@@ -60,6 +60,38 @@ def union_box(boxes: Sequence[Box]) -> Box:
     )
 
 
+def box_from_crop(box: Box, crop: Box) -> Box:
+    """A box normalised to a crop of the frame, normalised to the whole frame again.
+
+    >>> box_from_crop((0.0, 0.0, 1.0, 1.0), (0.2, 0.4, 0.6, 0.8))
+    (0.2, 0.4, 0.6, 0.8)
+    """
+    cw, ch = crop[2] - crop[0], crop[3] - crop[1]
+    return (
+        crop[0] + box[0] * cw,
+        crop[1] + box[1] * ch,
+        crop[0] + box[2] * cw,
+        crop[1] + box[3] * ch,
+    )
+
+
+def detection_roi(polygons: Sequence[Sequence[Point]], margin: float = 0.15) -> Box | None:
+    """The part of the frame worth detecting in: the zones' bounds grown by `margin` of the
+    frame on every side (vehicles are seen before they enter). None when that is most of the
+    frame anyway, or when there are no zones."""
+    if not polygons:
+        return None
+    bounds = union_box([polygon_bounds(p) for p in polygons])
+    roi = (
+        max(0.0, bounds[0] - margin),
+        max(0.0, bounds[1] - margin),
+        min(1.0, bounds[2] + margin),
+        min(1.0, bounds[3] + margin),
+    )
+    area = (roi[2] - roi[0]) * (roi[3] - roi[1])
+    return None if area >= 0.6 else roi
+
+
 def expand_box(box: Box, margin: float) -> Box:
     """Grow a box by `margin` of its own size on every side, clamped to the frame."""
     w, h = box[2] - box[0], box[3] - box[1]

@@ -7,6 +7,7 @@ way the pipeline does: `observe`, then `update`.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,10 +30,10 @@ from edge.types import Box, Frame, box_iou
 
 Image = npt.NDArray[np.uint8]
 FPS = 5.0
-# The object stays 28 s, longer than one period (23 s) of the synthetic light swing.
-BASE = LaneScene(fps=FPS, seconds=50.0, drop_s=12.0, clear_s=40.0)
+# The object stays 24 s, longer than one period (23 s) of the synthetic light swing.
+BASE = LaneScene(fps=FPS, seconds=42.0, drop_s=12.0, clear_s=36.0)
+# Nothing is left; a passer drives through every 6 s.
 EMPTY = LaneScene(fps=FPS, seconds=30.0, drop_s=None, clear_s=None)
-BUSY = LaneScene(fps=FPS, seconds=30.0, drop_s=None, clear_s=None, passers_every_s=3.0)
 JUMP_S = 10.0
 
 
@@ -124,12 +125,12 @@ def test_the_region_persists_until_the_object_is_taken(base_run: list[Step]) -> 
     start = BASE.drop_s + 3.0
     held = [s for s in base_run if start <= s.t < BASE.clear_s]
     checked = [s for s in held if not passer_near_object(BASE, s.t)]
-    assert len(checked) > 50
+    assert len(checked) > 40
     present = [s for s in checked if len(on_object(s.update.regions, BASE, 0.5)) == 1]
     # a passer driving over the object may hide it for a moment, never for long
     assert len(present) >= 0.9 * len(checked)
     times = [start] + [s.t for s in present] + [BASE.clear_s]
-    assert max(b - a for a, b in zip(times, times[1:], strict=False)) <= 3.5
+    assert max(b - a for a, b in itertools.pairwise(times)) <= 3.5
     # it never fades into the background nor restarts its clock, through the light swing
     assert present[-1].t >= BASE.clear_s - 1.0
     sinces = [on_object(s.update.regions, BASE, 0.5)[0].since_s for s in present]
@@ -140,14 +141,14 @@ def test_the_region_persists_until_the_object_is_taken(base_run: list[Step]) -> 
 def test_the_region_goes_once_the_object_is_taken(base_run: list[Step]) -> None:
     assert BASE.clear_s is not None
     after = [s for s in base_run if s.t >= BASE.clear_s + 3.0]
-    assert len(after) >= 30
+    assert len(after) >= 10
     assert [s.t for s in after if s.update.regions] == []
 
 
 def test_passers_never_become_regions() -> None:
-    steps = analyse(BUSY)
+    steps = analyse(EMPTY)
     moving = [s for s in steps if s.motion > 0.01]
-    assert len(moving) > 20  # the passers were seen moving
+    assert len(moving) > 12  # the passers were seen moving
     assert [s.t for s in steps if s.update.regions] == []
 
 

@@ -236,13 +236,16 @@ def test_shipped_label_files_load(path: Path) -> None:
     assert all(e.onset_s >= 0 for c in labels.clips for e in c.events)
 
 
+CLIP_HEAD = "clips:\n  - file: a.mp4\n    camera: c\n"
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "clips: []\n",
-        "clips:\n  - file: a.mp4\n    camera: c\n    events:\n      - {type: fire, onset_s: 1}\n",
-        "clips:\n  - file: a.mp4\n    camera: c\n    events:\n      - {type: fire_lane, onset_s: -1}\n",
-        "clips:\n  - file: a.mp4\n    camera: c\n    colour: red\n",
+        CLIP_HEAD + "    events:\n      - {type: fire, onset_s: 1}\n",
+        CLIP_HEAD + "    events:\n      - {type: fire_lane, onset_s: -1}\n",
+        CLIP_HEAD + "    colour: red\n",
     ],
 )
 def test_bad_label_files_are_refused(tmp_path: Path, text: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def test_directory_store_url_is_absolute_for_a_relative_folder(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     evidence = DirectoryStore(Path("out")).put("a.jpg", b"abc", "snapshot", "image/jpeg", "onset")
-    assert os.path.isabs(evidence.url)
+    assert Path(evidence.url).is_absolute()
     assert Path(evidence.url).read_bytes() == b"abc"
 
 

@@ -1,0 +1,294 @@
+"""One camera's analysis end to end, with a scripted fake detector on synthetic frames."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from common.config import SiteConfig
+from common.events import Event, ModelInfo
+from edge.evidence import DirectoryStore
+from edge.pipeline import CameraPipeline, UnsupportedRuleError, build_rules
+from edge.synthetic import LANE, LaneScene, frames
+from edge.types import Box, Detection, Frame, clamp_box
+
+Image = npt.NDArray[np.uint8]
+Script = Callable[[float], list[Detection]]
+
+QUIET = LaneScene(seconds=14.0, drop_s=None, clear_s=None, passers_every_s=1e9, light_swing=0.0)
+TRAFFIC = LaneScene(seconds=12.0, drop_s=None, clear_s=None, passers_every_s=4.0)
+PARKED: Box = (0.55, 0.62, 0.75, 0.85)  # ground point (0.65, 0.85): in the lane
+ARRIVE_S, STOP_S = 4.0, 5.0
+MASK = [(0.0, 0.0), (0.3, 0.0), (0.3, 0.3), (0.0, 0.3)]  # windows on the wall
+
+
+class ScriptedDetector:
+    """A detector whose answers are scripted by stream time (set `now` before each frame)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.now = 0.0
+        self.calls: list[float] = []
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="fake", version="0", sha256="0" * 64)
+
+    @property
+    def names(self) -> Sequence[str]:
+        return ("person", "bicycle", "car")
+
+    def detect(self, image: Image) -> list[Detection]:
+        self.calls.append(self.now)
+        return self.script(self.now)
+
+
+def site(**camera: Any) -> SiteConfig:
+    settings: dict[str, Any] = {
+        "id": "cam-1",
+        "source": 0,
+        "zones": [{"id": "lane", "polygon": [list(p) for p in LANE]}],
+        "privacy_masks": [MASK],
+        "rules": [{"id": "lane-blocked", "type": "fire_lane", "zone": "lane", "dwell_s": 5}],
+    }
+    settings.update(camera)
+    return SiteConfig.model_validate({"site": {"id": "test-site"}, "cameras": [settings]})
+
+
+@functools.cache
+def scene_frames(scene: LaneScene) -> tuple[Frame, ...]:
+    return tuple(frames(scene))
+
+
+def paint(image: Image, box: Box) -> Image:
+    out = image.copy()
+    h, w = out.shape[:2]
+    p1 = (round(box[0] * w), round(box[1] * h))
+    p2 = (round(box[2] * w), round(box[3] * h))
+    cv2.rectangle(out, p1, p2, (40, 40, 160), -1)
+    cv2.rectangle(out, p1, p2, (10, 10, 10), 2)
+    return out
+
+
+def car(box: Box, score: float = 0.9) -> Detection:
+    return Detection(label="car", class_id=2, score=score, box=clamp_box(box))
+
+
+def arriving_car(t: float) -> Box | None:
+    """Drives in from the left from ARRIVE_S and stops at PARKED at STOP_S, then stays."""
+    if t < ARRIVE_S:
+        return None
+    dx = -0.6 * max(0.0, STOP_S - t)
+    return (PARKED[0] + dx, PARKED[1], PARKED[2] + dx, PARKED[3])
+
+
+def crossing_car(t: float) -> Box | None:
+    """Drives across the lane again and again, never stopping (0.4 of the width a second)."""
+    x = -0.15 + (0.4 * t) % 1.3
+    return (x, 0.62, x + 0.2, 0.85) if x < 0.95 else None
+
+
+def run(
+    pipeline: CameraPipeline,
+    detector: ScriptedDetector,
+    scene_frames: Iterable[Frame],
+    car_at: Callable[[float], Box | None] | None = None,
+) -> list[Event]:
+    events: list[Event] = []
+    for frame in scene_frames:
+        box = car_at(frame.pts_s) if car_at else None
+        if box is not None:
+            frame = replace(frame, image=paint(frame.image, box))
+        detector.now = frame.pts_s
+        events.extend(pipeline.process(frame))
+    return events
+
+
+def no_detections(t: float) -> list[Detection]:
+    return []
+
+
+def script_for(car_at: Callable[[float], Box | None]) -> Script:
+    def script(t: float) -> list[Detection]:
+        box = car_at(t)
+        return [] if box is None else [car(box)]
+
+    return script
+
+
+# A parked car --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def parked_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Event], Path]:
+    folder = tmp_path_factory.mktemp("evidence")
+    config = site()
+    detector = ScriptedDetector(script_for(arriving_car))
+    pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(folder))
+    scene = QUIET
+    return run(pipeline, detector, scene_frames(scene), arriving_car), folder
+
+
+def test_a_parked_car_raises_one_new_event_after_dwell(
+    parked_run: tuple[list[Event], Path],
+) -> None:
+    events, _ = parked_run
+    assert [e.state for e in events] == ["new"]
+    (event,) = events
+    assert event.type == "fire_lane"
+    assert (event.site_id, event.camera_id, event.zone_id, event.rule_id) == (
+        "test-site",
+        "cam-1",
+        "lane",
+        "lane-blocked",
+    )
+    assert event.onset_pts_s == pytest.approx(STOP_S, abs=0.5)
+    assert event.pts_s == pytest.approx(event.onset_pts_s + 5.0, abs=0.25)
+    assert event.bbox == pytest.approx(PARKED, abs=0.01)
+    assert event.seq == 0
+    assert event.model == ModelInfo(name="fake", version="0", sha256="0" * 64)
+    assert event.observed_at == datetime.fromtimestamp(1.7e9 + event.pts_s, UTC)
+    (blocker,) = event.details["blockers"]  # the painted car is not also a left object
+    assert (blocker["kind"], blocker["label"]) == ("vehicle", "car")
+
+
+def test_the_event_carries_its_snapshot(parked_run: tuple[list[Event], Path]) -> None:
+    events, folder = parked_run
+    (evidence,) = events[0].evidence
+    path = Path(evidence.url)
+    assert path.is_absolute() and path.parent == folder.resolve()
+    assert path.name == f"{events[0].event_id}-0000-onset.jpg"
+    assert (evidence.kind, evidence.content_type, evidence.role) == (
+        "snapshot",
+        "image/jpeg",
+        "onset",
+    )
+    data = path.read_bytes()
+    assert evidence.sha256 == hashlib.sha256(data).hexdigest()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (QUIET.height, QUIET.width, 3)
+    # the privacy mask is applied (well inside it and below the caption: black) and the car
+    # is outlined in red
+    h, w = image.shape[:2]
+    assert image[round(0.15 * h) : round(0.27 * h), round(0.03 * w) : round(0.27 * w)].max() < 40
+    x1, y1, x2 = round(PARKED[0] * w), round(PARKED[1] * h), round(PARKED[2] * w)
+    top_edge = image[y1 - 1 : y1 + 2, x1 + 10 : x2 - 10].astype(int)
+    assert top_edge[..., 2].mean() > 150 and top_edge[..., 1].mean() < 100
+
+
+def test_without_an_evidence_store_the_event_has_no_evidence() -> None:
+    config = site()
+    detector = ScriptedDetector(script_for(arriving_car))
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    events = run(pipeline, detector, scene_frames(QUIET), arriving_car)
+    assert [(e.state, e.evidence) for e in events] == [("new", [])]
+
+
+def test_a_car_driving_through_raises_nothing(tmp_path: Path) -> None:
+    config = site()
+    detector = ScriptedDetector(script_for(crossing_car))
+    pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(tmp_path))
+    events = run(pipeline, detector, scene_frames(QUIET), crossing_car)
+    assert events == []
+    assert pipeline.stats.detector_runs >= 0.9 * pipeline.stats.frames_analysed  # it moved
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_low_score_parked_car_raises_nothing(tmp_path: Path) -> None:
+    config = site()
+
+    def script(t: float) -> list[Detection]:
+        box = arriving_car(t)
+        return [] if box is None else [car(box, score=0.2)]  # under detector.min_score 0.25
+
+    detector = ScriptedDetector(script)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(tmp_path))
+    assert run(pipeline, detector, scene_frames(QUIET), arriving_car) == []
+
+
+# Motion gating and frame skipping ------------------------------------------------------------
+
+
+def quiet_scene_runs(motion: dict[str, Any]) -> tuple[CameraPipeline, ScriptedDetector]:
+    config = site(motion=motion)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    run(pipeline, detector, scene_frames(QUIET))
+    return pipeline, detector
+
+
+@pytest.mark.parametrize("recheck_s", [1.0, 2.0, 4.0])
+def test_on_a_quiet_scene_the_detector_runs_only_at_the_recheck(recheck_s: float) -> None:
+    pipeline, detector = quiet_scene_runs({"recheck_s": recheck_s})
+    assert pipeline.stats.frames_analysed == pytest.approx(QUIET.seconds * 5, abs=2)
+    # the one passer of the scene crosses in the first 1.5 s; after that, nothing moves
+    settled = [t for t in detector.calls if t >= 3.0]
+    gaps = np.diff(settled)
+    assert gaps.min() >= recheck_s - 0.01
+    assert gaps.max() <= recheck_s + 0.21
+    assert len(settled) == pytest.approx((QUIET.seconds - 3.0) / recheck_s, abs=1.5)
+    assert pipeline.stats.detector_runs < 0.5 * pipeline.stats.frames_analysed
+
+
+def test_without_motion_gating_the_detector_runs_on_every_analysed_frame() -> None:
+    pipeline, _ = quiet_scene_runs({"enabled": False})
+    assert pipeline.stats.detector_runs == pipeline.stats.frames_analysed
+
+
+def passer_in_lane(scene: LaneScene, t: float) -> bool:
+    phase = (t % scene.passers_every_s) / 1.5
+    x = -0.2 + 1.4 * phase
+    return phase <= 1.0 and x + 0.18 > 0.2 and x < 0.8
+
+
+def test_with_passers_the_detector_runs_while_they_move() -> None:
+    config = site()
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    run(pipeline, detector, scene_frames(TRAFFIC))
+    analysed = [f.pts_s for f in scene_frames(TRAFFIC) if f.index % 2 == 0]
+    moving = [t for t in analysed if passer_in_lane(TRAFFIC, t)]
+    assert len(moving) >= 10
+    ran = set(np.round(detector.calls, 3))
+    assert sum(round(t, 3) in ran for t in moving) >= 0.9 * len(moving)
+    quiet = [t for t in analysed if not passer_in_lane(TRAFFIC, t)]
+    assert sum(round(t, 3) in ran for t in quiet) < 0.8 * len(quiet)
+
+
+@pytest.mark.parametrize("detect_fps", [2.0, 5.0, 10.0])
+def test_frames_between_analysis_slots_are_skipped(detect_fps: float) -> None:
+    config = site(detect_fps=detect_fps, motion={"enabled": False})
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    run(pipeline, detector, scene_frames(QUIET))
+    assert pipeline.stats.frames_seen == QUIET.seconds * QUIET.fps
+    assert pipeline.stats.frames_analysed == pytest.approx(QUIET.seconds * detect_fps, abs=1)
+    assert np.diff(detector.calls).min() >= 1.0 / detect_fps - 0.01
+
+
+# Rules the edge cannot run -------------------------------------------------------------------
+
+FALL_RULE = {"id": "facade-throw", "type": "falling_object", "zone": "lane"}
+
+
+def test_an_unsupported_rule_is_refused_naming_camera_and_rule() -> None:
+    config = site(rules=[FALL_RULE])
+    with pytest.raises(
+        UnsupportedRuleError, match=r"camera cam-1: rule facade-throw: type falling"
+    ):
+        CameraPipeline(config, config.cameras[0], ScriptedDetector(no_detections), None)
+
+
+def test_a_disabled_unsupported_rule_is_skipped() -> None:
+    config = site(rules=[{**FALL_RULE, "enabled": False}])
+    assert build_rules(config.cameras[0]) == []
