@@ -252,7 +252,7 @@ class SiteConfig(StrictModel):
         ids = [camera.id for camera in self.cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"camera ids must be unique in the site, repeated: {', '.join(dupes)}")
+            raise ValueError(f"{_REFERENCE_TAG}camera ids repeated: {', '.join(dupes)}")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
@@ -389,6 +389,9 @@ def _problems_from_raw(file: str, raw: Any) -> list[ConfigProblem]:
     cameras = raw.get("cameras") if isinstance(raw, dict) else None
     if not isinstance(cameras, list):
         return problems
+    ids = [c.get("id") for c in cameras if isinstance(c, dict)]
+    for dup in sorted({i for i in ids if isinstance(i, str) and ids.count(i) > 1}):
+        problems.append(ConfigProblem(file, f"camera {dup}", "camera id repeated in this site"))
     for index, camera in enumerate(cameras):
         if not isinstance(camera, dict):
             continue

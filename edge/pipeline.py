@@ -38,6 +38,7 @@ EXPLAINED_CLASSES = frozenset(
     {"person", *VEHICLE_CLASSES, "bird", "cat", "dog", "horse", "sheep", "cow"}
 )
 MOTION_HANGOVER_S = 1.0  # keep detecting this long after the last motion, to see things settle
+MOVING_ACTIVITY = 0.2  # share of recent frames with motion that marks a tracked box as moving
 WEAK_DETECTION_SCORE = 0.12  # people and vehicles this likely are still masked from the scene
 
 
@@ -151,7 +152,10 @@ class CameraPipeline:
         started = time.perf_counter()
         scene = self._scene.update(now, [*self._explained(self._tracks), *self._weak])
         self.stats.seconds["scene"] += time.perf_counter() - started
-        return Observation(now, tuple(self._tracks), scene.regions, ran)
+        moving = frozenset(
+            t.track_id for t in self._tracks if self._scene.activity(t.box) > MOVING_ACTIVITY
+        )
+        return Observation(now, tuple(self._tracks), scene.regions, ran, moving)
 
     def _detect(self, image: Image) -> list[Detection]:
         """The detector on the region around the zones only: small lanes in a wide view get

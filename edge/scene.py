@@ -10,8 +10,10 @@ Works on a small grey copy of each analysed frame:
   while, they become `StaticRegion`s: goods, bags, bins, piles, found with no class needed.
 
 Global brightness swings (auto-exposure, clouds) are removed by a gain match before comparing;
-small camera shake by a phase-correlation shift; a change over most of the watched area at once
-(lights on, day to night, a fade to black) re-learns the reference instead of raising regions.
+camera shake, drift and slow pans by registering each frame to the reference view (ORB feature
+homography, or a phase-correlation shift where the view has too little texture); a change over
+most of the watched area at once (lights on, day to night, a fade to black) re-learns the
+reference instead of raising regions.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy.typing as npt
 from edge.types import Box
 
 ANALYSIS_WIDTH = 320
+SATURATED = 250.0  # grey level from which a pixel is taken as clipped
 
 Array = npt.NDArray[Any]
 
@@ -72,6 +75,23 @@ class SceneUpdate:
 
 def _hw(image: Array) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
+
+
+def _plausible_view_change(homography: Array, shape_hw: tuple[int, int]) -> bool:
+    """A camera that shakes, drifts or pans moves the view by a fraction of itself and keeps its
+    size and shape; RANSAC on a bad match set can return wild warps, which are refused."""
+    h, w = shape_hw
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32).reshape(-1, 1, 2)
+    moved = cv2.perspectiveTransform(corners, homography).reshape(-1, 2)
+    if float(np.abs(moved - corners.reshape(-1, 2)).max()) > 0.25 * max(w, h):
+        return False
+    area = 0.5 * abs(
+        float(
+            np.dot(moved[:, 0], np.roll(moved[:, 1], 1))
+            - np.dot(moved[:, 1], np.roll(moved[:, 0], 1))
+        )
+    )
+    return 0.7 <= area / float(w * h) <= 1.4
 
 
 def _alpha(dt_s: float, tau_s: float) -> float:
@@ -133,6 +153,7 @@ class SceneModel:
         self._valid: Array | None = None
         self._dt = 0.0
         self._homography: Array | None = None  # current view -> reference view, None: identity
+        self._window: Array | None = None  # Hanning window for phase correlation
         self._known: Array | None = None  # reference pixels seen free of people and vehicles
         self._ref_features: tuple[Sequence[cv2.KeyPoint], Array | None] | None = None
         self._orb = cv2.ORB.create(nfeatures=500, fastThreshold=12)
@@ -188,8 +209,11 @@ class SceneModel:
         if self._known is None:  # what the first frame showed under people and vehicles is unknown
             self._known = np.ones(_hw(gray), bool) if explained_mask is None else ~explained_mask
         gain = self._gain(gray, valid)
-        diff = cv2.absdiff(self._recent, self._reference * gain)
-        changed = (diff > p.diff_threshold) & valid & self._known
+        expected = self._reference * gain
+        diff = cv2.absdiff(self._recent, expected)
+        # clipped pixels (over-exposed now, or would be at this gain) cannot be compared
+        saturated = (self._recent >= SATURATED) | (expected >= SATURATED)
+        changed = (diff > p.diff_threshold) & valid & self._known & ~saturated
         changed_fraction = float(changed.sum()) / valid_px
         if changed_fraction >= p.global_change:
             return self._relearn(gray, now_s, motion_fraction, changed_fraction)
@@ -231,27 +255,18 @@ class SceneModel:
     def _find_registration(self, gray: Array) -> tuple[Array, Array | None, Array | None]:
         """Map the frame onto the reference view, undoing camera shake, drift and pan.
 
-        ORB features of the frame are matched to those of the reference and a homography is fitted
-        with RANSAC. Returns the warped frame and the mask of pixels it covers; `None` for the mask
-        when the frame is already aligned (no warp was needed).
+        First a homography from ORB features matched to the reference's (fitted with RANSAC and
+        checked for sanity); failing that, a translation by phase correlation (shake of a few
+        pixels on a low-texture view). Returns the warped frame, the mask of pixels it covers
+        and the homography; `None` for both when the frame is already aligned.
         """
-        if self._ref_features is None:
-            return gray, None, None
-        ref_kp, ref_desc = self._ref_features
-        image = gray.astype(np.uint8)
-        keypoints, descriptors = self._orb.detectAndCompute(image, None)  # type: ignore[call-overload]
-        if descriptors is None or len(keypoints) < 12 or ref_desc is None:
-            return gray, None, None
-        matches = self._matcher.match(descriptors, ref_desc)
-        if len(matches) < 12:
-            return gray, None, None
-        src = np.array([keypoints[m.queryIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
-        dst = np.array([ref_kp[m.trainIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
-        homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
-        if homography is None or int(inliers.sum()) < 10:
-            return gray, None, None
+        homography = self._feature_homography(gray)
+        if homography is None:
+            homography = self._shift_homography(gray)
         h, w = _hw(gray)
         corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32).reshape(-1, 1, 2)
+        if homography is None:
+            return gray, None, None
         moved = cv2.perspectiveTransform(corners, homography) - corners
         if float(np.abs(moved).max()) < 0.75:
             return gray, None, None
@@ -261,6 +276,45 @@ class SceneModel:
         )
         covered = cv2.erode(covered, np.ones((5, 5), np.uint8))
         return warped, covered > 0, homography
+
+    def _feature_homography(self, gray: Array) -> Array | None:
+        """The view change found from features: the identity when the camera did not move,
+        None when the features cannot tell (too few, or no plausible fit)."""
+        if self._ref_features is None:
+            return None
+        ref_kp, ref_desc = self._ref_features
+        image = gray.astype(np.uint8)
+        keypoints, descriptors = self._orb.detectAndCompute(image, None)  # type: ignore[call-overload]
+        if descriptors is None or len(keypoints) < 20 or ref_desc is None:
+            return None
+        matches = self._matcher.match(descriptors, ref_desc)
+        if len(matches) < 20:
+            return None
+        src = np.array([keypoints[m.queryIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
+        dst = np.array([ref_kp[m.trainIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
+        homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
+        if homography is None or inliers is None:
+            return None
+        count = int(inliers.sum())
+        if count < 15 or count < 0.3 * len(matches):
+            return None
+        # a fixed camera that did not move: keep the identity unless the warp explains clearly
+        # more matches (moving people and cars give a few matches that fit neither)
+        still = int((np.linalg.norm(src - dst, axis=2) < 3.0).sum())
+        if still >= 0.8 * count:
+            return np.eye(3)
+        return homography if _plausible_view_change(homography, _hw(gray)) else None
+
+    def _shift_homography(self, gray: Array) -> Array | None:
+        assert self._reference is not None  # noqa: S101
+        h, w = _hw(gray)
+        if self._window is None or self._window.shape != (h, w):
+            self._window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+        # copies: with a window, phaseCorrelate multiplies its inputs in place
+        (dx, dy), response = cv2.phaseCorrelate(self._reference.copy(), gray.copy(), self._window)
+        if response < 0.2 or max(abs(dx) / w, abs(dy) / h) > 0.1:
+            return None
+        return np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]], np.float64)
 
     def _map_box(self, box: Box, shape_hw: tuple[int, int], inverse: bool) -> Box:
         if self._homography is None:
@@ -345,6 +399,17 @@ class SceneModel:
         if abs(gain - 1.0) > 0.02:
             self._reference *= 1.0 + (gain - 1.0) * _alpha(dt, 5.0)
         cv2.accumulateWeighted(gray, self._reference, _alpha(dt, self.params.reference_tau_s), mask)
+
+    def activity(self, box: Box) -> float:
+        """The recent share of frames with motion inside a box of the current view, 0..1.
+        Traffic passing through a spot keeps it high; a parked car lets it fall to 0."""
+        if self._activity is None:
+            return 0.0
+        h, w = _hw(self._activity)
+        x1, y1, x2, y2 = self._to_reference(box, (h, w))
+        c1, r1 = min(int(x1 * w), w - 1), min(int(y1 * h), h - 1)
+        c2, r2 = max(c1 + 1, math.ceil(x2 * w)), max(r1 + 1, math.ceil(y2 * h))
+        return float(self._activity[r1:r2, c1:c2].mean())
 
     def _is_new_thing(self, pixels: Array, rect: tuple[int, int, int, int]) -> bool:
         """Reject what is not an object left behind: something that keeps moving (a person

@@ -92,11 +92,44 @@ def frames(scene: LaneScene) -> Iterator[Frame]:
 
 def write_video(scene: LaneScene, path: str) -> None:
     """Write the scene as an MP4 (mp4v), for tests that go through the file reader."""
-    writer = cv2.VideoWriter(
-        path, cv2.VideoWriter.fourcc(*"mp4v"), scene.fps, (scene.width, scene.height)
-    )
+    write_frames(frames(scene), path, scene.fps)
+
+
+def paste_object(image: Image, patch: Image, box: tuple[float, float, float, float]) -> Image:
+    """A copy of `image` with `patch` resized into the normalised `box` (an object left there)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
+    out = image.copy()
+    out[y1:y2, x1:x2] = cv2.resize(patch, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def with_left_object(
+    source: Iterator[Frame],
+    patch: Image,
+    box: tuple[float, float, float, float],
+    drop_s: float,
+    clear_s: float | None = None,
+) -> Iterator[Frame]:
+    """Real footage with an object left in it from `drop_s` (until `clear_s`): ground truth by
+    construction on a real background, with the real traffic, noise and exposure changes."""
+    for frame in source:
+        if frame.pts_s >= drop_s and (clear_s is None or frame.pts_s < clear_s):
+            frame = Frame(
+                paste_object(frame.image, patch, box), frame.pts_s, frame.index, frame.wall_s
+            )
+        yield frame
+
+
+def write_frames(source: Iterator[Frame], path: str, fps: float) -> None:
+    """Write frames as an MP4 (mp4v)."""
+    writer: cv2.VideoWriter | None = None
     try:
-        for frame in frames(scene):
+        for frame in source:
+            if writer is None:
+                h, w = frame.image.shape[:2]
+                writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
             writer.write(frame.image)
     finally:
-        writer.release()
+        if writer is not None:
+            writer.release()

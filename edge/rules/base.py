@@ -20,6 +20,7 @@ class Observation:
     tracks: Sequence[TrackedObject] = ()
     regions: Sequence[StaticRegion] = ()
     detector_ran: bool = True
+    moving: frozenset[int] = frozenset()  # track ids whose pixels keep changing (in motion)
 
 
 @dataclass(frozen=True, slots=True)

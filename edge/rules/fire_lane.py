@@ -30,33 +30,65 @@ class Blocker:
 
 
 class RestClock:
-    """When did each tracked object come to rest? Positions per track id, time passed in."""
+    """When did each tracked object come to rest? Positions per track id, time passed in.
 
-    def __init__(self, tolerance: float) -> None:
+    A track that disappears (occlusion, missed detections) keeps its clock for `keep_s`: when
+    it comes back, or when a new track id appears on the same spot (an id switch), the clock
+    goes on from where it was instead of starting again.
+    """
+
+    def __init__(self, tolerance: float, keep_s: float) -> None:
         self._tolerance = tolerance
+        self._keep_s = keep_s
         self._history: dict[int, deque[tuple[float, tuple[float, float]]]] = {}
+        self._boxes: dict[int, Box] = {}
+        self._lost: dict[int, float] = {}  # track id -> when it was last seen
 
     def update(self, tracks: Sequence[TrackedObject], now_s: float) -> dict[int, float]:
         """Record positions; return, per track id, the time since which it has not moved."""
         rest_since: dict[int, float] = {}
-        alive = set()
         for track in tracks:
-            alive.add(track.track_id)
-            history = self._history.setdefault(track.track_id, deque())
+            history = self._history.get(track.track_id)
+            if history is None:
+                history = self._history[track.track_id] = self._inherit(track.box, now_s)
+            self._lost.pop(track.track_id, None)
+            self._boxes[track.track_id] = track.box
             point = bottom_center(track.box)
             history.append((now_s, point))
             while history and now_s - history[0][0] > _HISTORY_S:
                 history.popleft()
-            radius = self._tolerance * box_diagonal(track.box)
-            since = now_s
-            for t, past in reversed(history):
-                if distance(past, point) > radius:
-                    break
-                since = t
-            rest_since[track.track_id] = since
-        for gone in set(self._history) - alive:
-            del self._history[gone]
+            rest_since[track.track_id] = self._since(history, point, box_diagonal(track.box))
+        self._forget(set(rest_since), now_s)
         return rest_since
+
+    def _since(
+        self,
+        history: deque[tuple[float, tuple[float, float]]],
+        point: tuple[float, float],
+        diagonal: float,
+    ) -> float:
+        radius = self._tolerance * diagonal
+        since = history[-1][0]
+        for t, past in reversed(history):
+            if distance(past, point) > radius:
+                break
+            since = t
+        return since
+
+    def _inherit(self, box: Box, now_s: float) -> deque[tuple[float, tuple[float, float]]]:
+        """A new id on the spot of a lost track takes over that track's positions."""
+        for lost_id, lost_at in sorted(self._lost.items(), key=lambda item: -item[1]):
+            if now_s - lost_at <= self._keep_s and box_iou(box, self._boxes[lost_id]) >= 0.5:
+                history = self._history.pop(lost_id)
+                del self._lost[lost_id], self._boxes[lost_id]
+                return history
+        return deque()
+
+    def _forget(self, seen: set[int], now_s: float) -> None:
+        for track_id in set(self._history) - seen:
+            lost_at = self._lost.setdefault(track_id, now_s)
+            if now_s - lost_at > self._keep_s:
+                del self._history[track_id], self._lost[track_id], self._boxes[track_id]
 
 
 class FireLaneRule:
@@ -70,7 +102,7 @@ class FireLaneRule:
         self._polygon = [tuple(p) for p in zone.polygon]
         self._vehicles = set(config.vehicle_classes)
         self._objects = set(config.object_classes)
-        self._rest = RestClock(config.rest_tolerance)
+        self._rest = RestClock(config.rest_tolerance, keep_s=config.clear_s)
         self._onset_s: float | None = None
         self._last_blocked_s = float("-inf")
         self._alerted = False
@@ -93,6 +125,8 @@ class FireLaneRule:
             kind = _kind(track.label, self._vehicles, self._objects)
             if kind is None or track.score < cfg.min_score or not self.in_lane(track.box):
                 continue
+            if track.track_id in observation.moving:
+                continue  # its pixels keep changing: traffic creeping by, not a parked vehicle
             since = rest_since[track.track_id]
             if observation.pts_s - since >= cfg.rest_s:
                 found.append(Blocker(kind, track.label, track.box, since, track.score))

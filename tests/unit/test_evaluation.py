@@ -55,7 +55,7 @@ def clip(*labels: tuple[str, float], file: str = "a.mp4") -> LabelledClip:
     return LabelledClip(
         file=file,
         camera="c",
-        events=[LabelledEvent(type=kind, onset_s=onset) for kind, onset in labels],  # type: ignore[arg-type]
+        events=[LabelledEvent(type=kind, onset_s=onset) for kind, onset in labels],
     )
 
 

@@ -48,19 +48,20 @@ def bright_pattern() -> Image:
 def decode(data: bytes) -> Image:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
-    return image
+    return np.asarray(image, np.uint8)
 
 
 def inside(masks: Sequence[Polygon], margin_px: int) -> npt.NDArray[np.bool_]:
     """Pixels at least `margin_px` inside one of the polygons."""
     mask = polygons_mask(masks, (H, W))
     kernel = np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8)
-    return cv2.erode(mask, kernel) > 0 if margin_px else mask > 0
+    return np.asarray(cv2.erode(mask, kernel) > 0 if margin_px else mask > 0, bool)
 
 
 def outside(masks: Sequence[Polygon], margin_px: int) -> npt.NDArray[np.bool_]:
     mask = polygons_mask(masks, (H, W))
-    return cv2.dilate(mask, np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8)) == 0
+    grown = cv2.dilate(mask, np.ones((2 * margin_px + 1, 2 * margin_px + 1), np.uint8))
+    return np.asarray(grown == 0, bool)
 
 
 # Masks -------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ LANE = ZoneConfig(id="lane", polygon=[(0.2, 0.5), (0.8, 0.5), (0.8, 1.0), (0.2, 
 PARKED: Box = (0.4, 0.6, 0.6, 0.8)  # ground point (0.5, 0.8): in the lane
 BAG: Box = (0.3, 0.85, 0.38, 0.95)  # area 0.008, ground point in the lane
 
-Scene = Callable[[float], tuple[Sequence[TrackedObject], Sequence[StaticRegion]]]
+Seen = tuple[list[TrackedObject], list[StaticRegion]]  # what one analysed frame shows
+Scene = Callable[[float], Seen]
 
 
 def rule(**overrides: Any) -> FireLaneRule:
@@ -78,7 +79,7 @@ def arriving_car(stop_s: float, step: float = 0.1, track_id: int = 1) -> Callabl
 def parked_from(stop_s: float, leave_s: float = float("inf")) -> Scene:
     box_at = arriving_car(stop_s)
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         if t < stop_s - 2.0 or t >= leave_s:
             return [], []
         return [vehicle(box_at(t))], []
@@ -115,7 +116,7 @@ def test_the_alert_waits_for_dwell_counted_from_the_stop(dwell_s: float) -> None
 
 @pytest.mark.parametrize("label", ["car", "truck", "bus", "motorcycle", "e-bike"])
 def test_every_vehicle_class_blocks(label: str) -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(PARKED, label=label)], []
 
     assert states(run(rule(), scene, until_s=12.0)) == ["new"]
@@ -125,7 +126,7 @@ def test_every_vehicle_class_blocks(label: str) -> None:
 def test_traffic_driving_through_the_lane_never_raises(step: float) -> None:
     crossing_s = 1.4 / (step * FPS)  # from x1 = -0.3 to x1 = 1.1
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         lap, into = divmod(t, crossing_s)
         return [vehicle(shifted(PARKED, -0.7 + step * FPS * into), track_id=int(lap) + 1)], []
 
@@ -133,7 +134,7 @@ def test_traffic_driving_through_the_lane_never_raises(step: float) -> None:
 
 
 def test_a_person_standing_in_the_lane_never_raises() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle((0.45, 0.5, 0.52, 0.9), label="person")], []
 
     assert run(rule(), scene, until_s=60.0) == []
@@ -142,7 +143,7 @@ def test_a_person_standing_in_the_lane_never_raises() -> None:
 def test_a_car_parked_beside_the_lane_never_raises_even_if_its_box_overlaps() -> None:
     beside: Box = (0.0, 0.5, 0.3, 0.9)  # ground point (0.15, 0.9): left of the lane
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(beside)], []
 
     assert run(rule(), scene, until_s=60.0) == []
@@ -151,7 +152,7 @@ def test_a_car_parked_beside_the_lane_never_raises_even_if_its_box_overlaps() ->
 def test_a_car_parked_in_front_of_the_lane_never_raises() -> None:
     above: Box = (0.3, 0.2, 0.7, 0.48)  # stands above the lane's far edge
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(above)], []
 
     assert run(rule(), scene, until_s=60.0) == []
@@ -159,21 +160,21 @@ def test_a_car_parked_in_front_of_the_lane_never_raises() -> None:
 
 @pytest.mark.parametrize(("score", "raises"), [(0.2, False), (0.34, False), (0.35, True)])
 def test_low_score_vehicles_are_ignored(score: float, raises: bool) -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(PARKED, score=score)], []
 
     assert states(run(rule(), scene, until_s=20.0)) == (["new"] if raises else [])
 
 
 def test_a_class_left_out_of_vehicle_classes_does_not_block() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(PARKED, label="truck")], []
 
     assert run(rule(vehicle_classes=("car",)), scene, until_s=30.0) == []
 
 
 def test_a_detected_object_class_blocks_as_an_object() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(BAG, label="suitcase", score=0.6)], []
 
     (alert,) = run(rule(detect_left_objects=False), scene, until_s=20.0)
@@ -185,7 +186,7 @@ def test_a_detected_object_class_blocks_as_an_object() -> None:
 
 
 def test_an_id_switch_does_not_restart_the_clock() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [vehicle(PARKED, track_id=1 if t < 8.0 else 2)], []
 
     outputs = run(rule(), scene, until_s=30.0)
@@ -195,7 +196,7 @@ def test_an_id_switch_does_not_restart_the_clock() -> None:
 
 @pytest.mark.parametrize("gap_s", [0.2, 1.0, 3.0])
 def test_a_short_gap_in_detections_does_not_restart_the_clock(gap_s: float) -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         missed = 8.0 <= t < 8.0 + gap_s
         return ([] if missed else [vehicle(PARKED)]), []
 
@@ -206,7 +207,7 @@ def test_a_short_gap_in_detections_does_not_restart_the_clock(gap_s: float) -> N
 
 @pytest.mark.parametrize("gap_s", [0.2, 3.0])
 def test_a_short_gap_after_the_alert_sends_no_end(gap_s: float) -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         missed = 12.0 <= t < 12.0 + gap_s
         return ([] if missed else [vehicle(PARKED)]), []
 
@@ -214,15 +215,8 @@ def test_a_short_gap_after_the_alert_sends_no_end(gap_s: float) -> None:
     assert states(outputs) == ["new"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/rules/fire_lane.py:57 RestClock.update drops a track's history as soon as it "
-    "is missing from one observation, so after a gap the blocker needs rest_s again before it "
-    "counts; a gap shorter than clear_s but longer than clear_s - rest_s ends the situation "
-    "(and later raises a second `new`) although the car never left",
-)
 def test_a_gap_just_shorter_than_clear_s_does_not_end_the_situation() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         missed = 12.0 <= t < 18.0  # 6 s gap, clear_s 8 s
         return ([] if missed else [vehicle(PARKED)]), []
 
@@ -242,7 +236,7 @@ def test_end_after_clear_s_then_a_new_blockage_is_a_new_situation() -> None:
     first = parked_from(stop_s=5.0, leave_s=20.0)
     second = parked_from(stop_s=40.0)
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return first(t) if t < 30.0 else second(t)
 
     outputs = run(rule(), scene, until_s=60.0)
@@ -270,7 +264,7 @@ def test_a_blockage_that_clears_before_dwell_raises_nothing() -> None:
 
 
 def test_a_static_region_in_the_lane_raises_with_its_since() -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [], ([region(since_s=2.4)] if t >= 4.0 else [])
 
     outputs = run(rule(), scene, until_s=30.0)
@@ -292,7 +286,7 @@ def test_a_static_region_in_the_lane_raises_with_its_since() -> None:
     ],
 )
 def test_regions_that_do_not_count(found: StaticRegion, overrides: dict[str, Any]) -> None:
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         return [], [found]
 
     assert run(rule(**overrides), scene, until_s=30.0) == []
@@ -301,7 +295,7 @@ def test_regions_that_do_not_count(found: StaticRegion, overrides: dict[str, Any
 def test_a_region_on_a_resting_vehicle_is_not_counted_twice() -> None:
     car = parked_from(stop_s=5.0)
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         tracks, _ = car(t)
         regions = [region(box=(0.41, 0.62, 0.6, 0.8), since_s=6.0)] if t >= 8.0 else []
         return tracks, regions
@@ -314,7 +308,7 @@ def test_a_region_on_a_resting_vehicle_is_not_counted_twice() -> None:
 def test_a_region_and_a_separate_vehicle_are_both_blockers() -> None:
     car = parked_from(stop_s=5.0)
 
-    def scene(t: float) -> tuple[list[TrackedObject], list[StaticRegion]]:
+    def scene(t: float) -> Seen:
         tracks, _ = car(t)
         return tracks, [region(since_s=7.0)] if t >= 9.0 else []
 
@@ -338,8 +332,28 @@ def test_a_region_and_a_separate_vehicle_are_both_blockers() -> None:
     ],
 )
 def test_rest_clock(moves: list[float], rest_since: float) -> None:
-    clock = RestClock(tolerance=0.25)
+    clock = RestClock(tolerance=0.25, keep_s=10.0)
     result: dict[int, float] = {}
     for t, dx in enumerate(moves):
         result = clock.update([vehicle(shifted(PARKED, dx))], float(t))
     assert result == {1: rest_since}
+
+
+def test_rest_clock_goes_on_through_an_id_switch_on_the_same_spot() -> None:
+    clock = RestClock(tolerance=0.25, keep_s=10.0)
+    box = (0.4, 0.4, 0.5, 0.6)
+    for t in range(5):
+        clock.update([TrackedObject(1, "car", 0.9, box, 0.0)], float(t))
+    clock.update([], 5.0)  # a missed detection
+    since = clock.update([TrackedObject(7, "car", 0.9, box, 6.0)], 6.0)
+    assert since == {7: 0.0}
+
+
+def test_rest_clock_forgets_a_track_lost_for_longer_than_keep_s() -> None:
+    clock = RestClock(tolerance=0.25, keep_s=3.0)
+    box = (0.4, 0.4, 0.5, 0.6)
+    for t in range(3):
+        clock.update([TrackedObject(1, "car", 0.9, box, 0.0)], float(t))
+    for t in range(3, 8):
+        clock.update([], float(t))
+    assert clock.update([TrackedObject(1, "car", 0.9, box, 8.0)], 8.0) == {1: 8.0}
