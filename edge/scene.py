@@ -30,6 +30,7 @@ import numpy.typing as npt
 from edge.types import Box
 
 ANALYSIS_WIDTH = 320
+MIN_SHIFT_PX = 0.75  # a view change below this (analysis pixels) is estimation noise: no warp
 SATURATED = 250.0  # grey level from which a pixel is taken as clipped
 
 Array = npt.NDArray[Any]
@@ -268,9 +269,11 @@ class SceneModel:
         if homography is None:
             return gray, None, None
         moved = cv2.perspectiveTransform(corners, homography) - corners
-        if float(np.abs(moved).max()) < 0.75:
+        if float(np.abs(moved).max()) < MIN_SHIFT_PX:
             return gray, None, None
-        warped = cv2.warpPerspective(gray, homography, (w, h), flags=cv2.INTER_LINEAR)
+        warped = cv2.warpPerspective(
+            gray, homography, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         covered = cv2.warpPerspective(
             np.full((h, w), 255, np.uint8), homography, (w, h), flags=cv2.INTER_NEAREST
         )

@@ -8,6 +8,8 @@ import logging
 import os
 import shlex
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -187,7 +189,11 @@ def edge_run(
 
 @bench_app.command("edge")
 def bench_edge(
-    clip: Annotated[Path, typer.Option(help="Video file to measure on")],
+    clip: Annotated[Path | None, typer.Option(help="Video file to measure on")] = None,
+    synthetic_s: Annotated[
+        float | None,
+        typer.Option(help="Instead of a clip: a quiet synthetic lane of this many seconds"),
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Site config")] = None,
     camera: Annotated[str | None, typer.Option(help="Camera whose rules run")] = None,
     model: Annotated[str, typer.Option(help="Registry model for the detector-alone figure")] = (
@@ -206,7 +212,18 @@ def bench_edge(
     from zhizhi.bench import bench_edge as run_bench
 
     site = load_config_or_fail(config) if config is not None else None
-    result = _run_guarded("bench", lambda: run_bench(clip, site, camera, model, label, repeat))
+    if (clip is None) == (synthetic_s is None):
+        fail("bench edge: give either --clip or --synthetic-s")
+    with tempfile.TemporaryDirectory(prefix="zhizhi-bench-") as folder:
+        if synthetic_s is not None:
+            from edge.synthetic import LaneScene, write_video
+
+            clip = Path(folder) / "synthetic-lane.mp4"
+            scene = LaneScene(seconds=synthetic_s, fps=25, drop_s=synthetic_s / 3)
+            write_video(replace(scene, clear_s=synthetic_s * 5 / 6), str(clip))
+        assert clip is not None  # noqa: S101
+        video = clip
+        result = _run_guarded("bench", lambda: run_bench(video, site, camera, model, label, repeat))
     print(result.markdown_row())  # type: ignore[attr-defined]
     if write is not None:
         result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
