@@ -32,6 +32,7 @@ from edge.types import Box
 ANALYSIS_WIDTH = 320
 MIN_SHIFT_PX = 0.75  # a view change below this (analysis pixels) is estimation noise: no warp
 SATURATED = 250.0  # grey level from which a pixel is taken as clipped
+WARMUP_FRAMES = 30  # at most this many frames go into the start-up median
 
 Array = npt.NDArray[Any]
 
@@ -47,6 +48,7 @@ class SceneParams:
     global_change: float = 0.5  # changed fraction of the watched area that means "lighting"
     relearn_s: float = 3.0  # how long a global change must last before the reference resets
     min_region_px: int = 12  # at ANALYSIS_WIDTH, below this a component is noise
+    warmup_s: float = 3.0  # the reference is the median of the frames of the first seconds
     activity_tau_s: float = 1.0  # memory of the per-pixel motion activity
     max_activity: float = 0.08  # a region that still moves more often than this is not left
     lighting_ncc: float = 0.9  # a region whose texture matches the reference is only lighting
@@ -76,6 +78,13 @@ class SceneUpdate:
 
 def _hw(image: Array) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
+
+
+def _edge_strength(image: Array, where: Array) -> float:
+    """Mean gradient magnitude of `image` over the pixels of `where`."""
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    return float(cv2.magnitude(gx, gy)[where].mean())
 
 
 def _plausible_view_change(homography: Array, shape_hw: tuple[int, int]) -> bool:
@@ -149,6 +158,8 @@ class SceneModel:
         self._activity: Array | None = None  # recent share of frames with motion, per pixel
         self._last_t: float | None = None
         self._global_since: float | None = None
+        self._warmup: list[Array] | None = None
+        self._started_s = 0.0
         self._frame: Array | None = None
         self._motion: Array = np.zeros((1, 1), bool)
         self._valid: Array | None = None
@@ -205,6 +216,8 @@ class SceneModel:
         valid_px = max(1, int(valid.sum()))
         motion_fraction = float((self._motion & valid).sum()) / valid_px
         cv2.accumulateWeighted(gray, self._recent, _alpha(dt, p.recent_tau_s))
+        if self._warming_up(gray, now_s):
+            return SceneUpdate(motion_fraction, 0.0, False, ())
         explained = [self._to_reference(box, _hw(gray)) for box in explained]
         explained_mask = boxes_mask(explained, _hw(gray)) > 0 if explained else None
         if self._known is None:  # what the first frame showed under people and vehicles is unknown
@@ -239,7 +252,26 @@ class SceneModel:
         self._watch = polygons_mask(self._watch_polygons, _hw(gray))
         self._known = None
         self._last_t = now_s
+        self._started_s = now_s
+        self._warmup = [gray.copy()]
         self._set_reference(gray)
+
+    def _warming_up(self, gray: Array, now_s: float) -> bool:
+        """For the first `warmup_s` the reference is learnt as the per-pixel median of the frames
+        seen, so people and cars passing (or standing in the first frame and leaving) do not
+        stay in it as ghosts. No regions are reported meanwhile."""
+        if self._warmup is None:
+            return False
+        if now_s - self._started_s < self.params.warmup_s:
+            if len(self._warmup) < WARMUP_FRAMES:
+                self._warmup.append(gray.copy())
+            return True
+        self._set_reference(np.median(np.stack(self._warmup), axis=0).astype(np.float32))
+        self._warmup = None
+        self._known = np.ones(_hw(gray), bool)  # the median has no passers-by in it
+        assert self._changed_since is not None  # noqa: S101
+        self._changed_since[:] = np.nan
+        return False
 
     def _set_reference(self, gray: Array) -> None:
         self._reference = gray.copy()
@@ -377,7 +409,8 @@ class SceneModel:
         quiet scene, so the spot a person leaves is never taken for a new object (a ghost)."""
         assert self._known is not None and self._reference is not None  # noqa: S101
         assert self._recent is not None  # noqa: S101
-        learn = ~self._known & still
+        assert self._activity is not None  # noqa: S101
+        learn = ~self._known & still & (self._activity < 0.02)  # no trail of motion left either
         if explained is not None:
             learn &= ~explained
         self._reference[learn] = self._recent[learn]
@@ -413,6 +446,30 @@ class SceneModel:
         c1, r1 = min(int(x1 * w), w - 1), min(int(y1 * h), h - 1)
         c2, r2 = max(c1 + 1, math.ceil(x2 * w)), max(r1 + 1, math.ceil(y2 * h))
         return float(self._activity[r1:r2, c1:c2].mean())
+
+    def _is_ghost(self, pixels: Array) -> bool:
+        """Something that was in the reference and has gone (a person who stood there at start):
+        the region's outline shows in the reference, not in the current picture. A new object
+        is the other way round: its outline shows now and not in the reference."""
+        assert self._recent is not None and self._reference is not None  # noqa: S101
+        mask = pixels.astype(np.uint8)
+        ring = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - cv2.erode(
+            mask, np.ones((3, 3), np.uint8)
+        )
+        outline = ring > 0
+        if not outline.any():
+            return False
+        return _edge_strength(self._reference, outline) > 1.2 * _edge_strength(
+            self._recent, outline
+        )
+
+    def _heal(self, pixels: Array) -> None:
+        """Put what the camera shows now into the reference where a ghost was."""
+        assert self._recent is not None and self._reference is not None  # noqa: S101
+        assert self._changed_since is not None  # noqa: S101
+        grown = cv2.dilate(pixels.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        self._reference[grown] = self._recent[grown]
+        self._changed_since[grown] = np.nan
 
     def _is_new_thing(self, pixels: Array, rect: tuple[int, int, int, int]) -> bool:
         """Reject what is not an object left behind: something that keeps moving (a person
@@ -453,6 +510,9 @@ class SceneModel:
             if area < p.min_region_px:
                 continue
             pixels = labels == label
+            if self._is_ghost(pixels):
+                self._heal(pixels)
+                continue
             if not self._is_new_thing(pixels, (x, y, bw, bh)):
                 continue
             since = self._changed_since[pixels & ~np.isnan(self._changed_since)]

@@ -249,3 +249,17 @@ def test_reset_forgets_the_reference() -> None:
     assert model.reference is None
     assert model.observe(to_analysis_gray(second.image), 0.2) == 0.0
     assert model.reference is not None
+
+
+def test_an_object_taken_away_after_start_up_leaves_no_ghost() -> None:
+    """The box stands in the lane through the start-up median, so the reference holds it; when
+    it is taken away the empty lane differs from the reference, but that is a ghost (its outline
+    is in the reference, not in the picture) and is healed, never reported."""
+    scene = LaneScene(fps=FPS, seconds=20.0, drop_s=0.0, clear_s=6.0, passers_every_s=1e9)
+    steps = analyse(scene)
+    assert [s.t for s in steps if s.update.regions] == []
+
+
+def test_nothing_is_reported_during_the_start_up_median() -> None:
+    steps = analyse(BASE, until_s=SceneParams().warmup_s)
+    assert steps and all(s.update.regions == () for s in steps)
