@@ -97,3 +97,48 @@ def ack_topic(site_id: str, edge_id: str) -> str:
 
 def cmd_topic(site_id: str, edge_id: str) -> str:
     return f"zhizhi/v1/{site_id}/{edge_id}/cmd"
+
+
+class AckMessage(WireModel):
+    """Server → edge on zhizhi/v1/{site}/{edge}/ack once the server has stored that message."""
+
+    event_id: str
+    seq: int = Field(ge=0)
+
+
+class CameraStatus(WireModel):
+    online: bool
+    reason: str = ""
+    ts: float | None = None  # time.time() of the last change
+
+
+class StatusMessage(WireModel):
+    """Edge → server on zhizhi/v1/{site}/{edge}/status, retained, also the last will."""
+
+    state: Literal["online", "offline"]
+    edge_id: str | None = None
+    site_id: str | None = None
+    ts: float | None = None
+    cameras: dict[str, CameraStatus] = Field(default_factory=dict)
+    outbox: dict[str, int] = Field(default_factory=dict)  # pending, shed_events, shed_evidence
+
+
+TOPIC_PREFIX = "zhizhi/v1"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str | None, str] | None:
+    """(site_id, edge_id, camera_id or None, kind) of a contract topic, or None if it is not one.
+
+    >>> parse_topic("zhizhi/v1/garden-court/box-1/gate-east/events")
+    ('garden-court', 'box-1', 'gate-east', 'events')
+    >>> parse_topic("zhizhi/v1/garden-court/box-1/status")
+    ('garden-court', 'box-1', None, 'status')
+    """
+    parts = topic.split("/")
+    if parts[:2] != TOPIC_PREFIX.split("/"):
+        return None
+    if len(parts) == 6 and parts[5] == "events":
+        return parts[2], parts[3], parts[4], "events"
+    if len(parts) == 5 and parts[4] in ("status", "ack", "cmd"):
+        return parts[2], parts[3], None, parts[4]
+    return None
