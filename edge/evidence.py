@@ -89,26 +89,21 @@ def annotate(image: Array, annotation: Annotation) -> Array:
     if annotation.caption:
         scale = max(0.5, min(h, w) / 900)
         origin = (8, round(28 * scale) + 4)
-        cv2.putText(
-            out,
-            annotation.caption,
-            origin,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            out,
-            annotation.caption,
-            origin,
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (255, 255, 255),
-            max(1, thickness - 1),
-            cv2.LINE_AA,
-        )
+        # white on a black outline: legible on any background
+        for colour, weight in (
+            ((0, 0, 0), thickness + 2),
+            ((255, 255, 255), max(1, thickness - 1)),
+        ):
+            cv2.putText(
+                out,
+                annotation.caption,
+                origin,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                colour,
+                weight,
+                cv2.LINE_AA,
+            )
     return out
 
 

@@ -33,6 +33,15 @@ def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+def replay_args(
+    config: object, camera: str, source: object, out: object, evidence_dir: object = None
+) -> list[str]:
+    """The arguments of `zhizhi edge replay`."""
+    args = ["edge", "replay", "--config", str(config), "--camera", camera]
+    args += ["--source", str(source), "--out", str(out)]
+    return args if evidence_dir is None else [*args, "--evidence-dir", str(evidence_dir)]
+
+
 def read_events(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -59,20 +68,13 @@ def test_left_object_is_reported_once_with_its_onset(tmp_path: Path, models_dir:
     write_video(scene, str(video))
     out = tmp_path / "events.jsonl"
     result = run(
-        [
-            "edge",
-            "replay",
-            "--config",
+        replay_args(
             str(lane_config(tmp_path, video)),
-            "--camera",
             "lane-cam",
-            "--source",
             str(video),
-            "--out",
             str(out),
-            "--evidence-dir",
-            str(tmp_path / "ev"),
-        ]
+            evidence_dir=str(tmp_path / "ev"),
+        )
     )
     assert result.returncode == 0, result.stderr
     assert "frames=300" in result.stdout and "fps=" in result.stdout
@@ -93,18 +95,9 @@ def test_moving_traffic_raises_no_fire_lane_alert(
 ) -> None:
     out = tmp_path / "events.jsonl"
     result = run(
-        [
-            "edge",
-            "replay",
-            "--config",
-            str(EVAL_CONFIG),
-            "--camera",
-            "motorway",
-            "--source",
-            str(clips_dir / "traffic_motorway_nostop.mp4"),
-            "--out",
-            str(out),
-        ]
+        replay_args(
+            str(EVAL_CONFIG), "motorway", str(clips_dir / "traffic_motorway_nostop.mp4"), str(out)
+        )
     )
     assert result.returncode == 0, result.stderr
     assert "frames=917" in result.stdout
@@ -140,18 +133,7 @@ def test_eval_on_the_shared_clips(tmp_path: Path, models_dir: Path, clips_dir: P
     [
         (["config", "check", "missing.yaml"], "cannot read"),
         (
-            [
-                "edge",
-                "replay",
-                "--config",
-                str(EVAL_CONFIG),
-                "--camera",
-                "nope",
-                "--source",
-                "x.mp4",
-                "--out",
-                "/tmp/x.jsonl",
-            ],
+            replay_args(str(EVAL_CONFIG), "nope", "x.mp4", "/tmp/x.jsonl"),
             "no camera 'nope'",
         ),
     ],
@@ -167,18 +149,9 @@ def test_unreadable_video_is_refused(tmp_path: Path, models_dir: Path) -> None:
     video = tmp_path / "lane.mp4"
     video.write_text("this is not a video")
     result = run(
-        [
-            "edge",
-            "replay",
-            "--config",
-            str(lane_config(tmp_path, video)),
-            "--camera",
-            "lane-cam",
-            "--source",
-            str(video),
-            "--out",
-            str(tmp_path / "e.jsonl"),
-        ]
+        replay_args(
+            str(lane_config(tmp_path, video)), "lane-cam", str(video), str(tmp_path / "e.jsonl")
+        )
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -192,18 +165,9 @@ def test_model_with_wrong_sha256_is_refused(tmp_path: Path, models_dir: Path) ->
     video = tmp_path / "lane.mp4"
     write_video(LaneScene(seconds=1), str(video))
     result = run(
-        [
-            "edge",
-            "replay",
-            "--config",
-            str(lane_config(tmp_path, video)),
-            "--camera",
-            "lane-cam",
-            "--source",
-            str(video),
-            "--out",
-            str(tmp_path / "e.jsonl"),
-        ],
+        replay_args(
+            str(lane_config(tmp_path, video)), "lane-cam", str(video), str(tmp_path / "e.jsonl")
+        ),
         env={"ZHIZHI_MODEL_DIR": str(fake)},
     )
     assert result.returncode != 0
@@ -270,20 +234,9 @@ def test_a_bag_left_in_a_real_lane_is_reported_once_with_its_onset(
         )
     out = tmp_path / "events.jsonl"
     result = run(
-        [
-            "edge",
-            "replay",
-            "--config",
-            str(EVAL_CONFIG),
-            "--camera",
-            camera,
-            "--source",
-            str(video),
-            "--out",
-            str(out),
-            "--evidence-dir",
-            str(tmp_path / "ev"),
-        ]
+        replay_args(
+            str(EVAL_CONFIG), camera, str(video), str(out), evidence_dir=str(tmp_path / "ev")
+        )
     )
     assert result.returncode == 0, result.stderr
     alerts = [e for e in read_events(out) if e["state"] == "new"]

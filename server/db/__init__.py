@@ -1,0 +1,1 @@
+"""Database layer of the server: SQLAlchemy tables, engines and Alembic migrations."""

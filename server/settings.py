@@ -1,0 +1,117 @@
+"""Settings of the central server (`zhizhi server`): database, broker, HTTP and media storage.
+
+One frozen model, built by the command line (contract section 1) or by tests. A
+`postgresql://` URL is normalised to the psycopg 3 driver SQLAlchemy needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+KIB = 1024
+MIB = 1024 * KIB
+
+_PG_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+_PG_DRIVER = "postgresql+psycopg://"
+_DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+_MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+
+# Environment variables read by `ServerSettings.from_env`, by field name.
+ENV_NAMES: dict[str, str] = {
+    "db_url": "ZHIZHI_DB_URL",
+    "mqtt_url": "ZHIZHI_MQTT_URL",
+    "host": "ZHIZHI_HOST",
+    "port": "ZHIZHI_PORT",
+    "media_dir": "ZHIZHI_MEDIA_DIR",
+    "mqtt_group": "ZHIZHI_MQTT_GROUP",
+    "mqtt_client_id": "ZHIZHI_MQTT_CLIENT_ID",
+}
+
+
+def normalise_db_url(url: str) -> str:
+    """`postgresql://...` (and `postgres://`) → `postgresql+psycopg://...`; SQLite unchanged."""
+    for prefix in _PG_PREFIXES:
+        if url.startswith(prefix):
+            return _PG_DRIVER + url.removeprefix(prefix)
+    return url
+
+
+class ServerSettings(BaseModel):
+    """Everything the server process needs to start; immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db_url: str = Field(
+        default="sqlite:///./zhizhi.db",
+        description="sqlite:///path or postgresql://user@host:port/db",
+    )
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    media_dir: Path = Field(
+        default=Path("./zhizhi-media"), description="Evidence files: media_dir/ab/cd/<sha256>"
+    )
+    max_payload_bytes: int = Field(
+        default=256 * KIB, gt=0, description="Larger MQTT or HTTP event messages are refused"
+    )
+    max_evidence_bytes: int = Field(
+        default=50 * MIB, gt=0, description="Larger evidence uploads are refused"
+    )
+    mqtt_group: str = Field(
+        default="zhizhi-server",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Shared-subscription group: $share/<group>/zhizhi/v1/+/+/+/events",
+    )
+    mqtt_client_id: str = Field(
+        default="zhizhi-server-1",
+        min_length=1,
+        description="Stable per server process, so the broker keeps its persistent session",
+    )
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        url = normalise_db_url(url.strip())
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if scheme not in _DB_SCHEMES:
+            raise ValueError(f"db_url must be sqlite:///path or postgresql://..., got {url!r}")
+        return url
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in _MQTT_SCHEMES or not parts.hostname:
+            raise ValueError(f"mqtt_url must be mqtt://host:port, got {url!r}")
+        _ = parts.port  # raises ValueError on a port that is not a number
+        return url.strip()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        parts = urlsplit(self.mqtt_url)
+        return parts.port or _MQTT_SCHEMES[parts.scheme]
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ServerSettings:
+        """Settings from ZHIZHI_* variables (see ENV_NAMES); keyword overrides win."""
+        values: dict[str, object] = {
+            field: environ[name] for field, name in ENV_NAMES.items() if environ.get(name)
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls.model_validate(values)
