@@ -13,7 +13,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -21,9 +22,11 @@ from common.config import CameraConfig, SiteConfig
 from common.events import Event
 from edge.capture import Backoff, open_source
 from edge.evidence import DirectoryStore
+from edge.outbox import GIB, Outbox
 from edge.pipeline import CameraPipeline, build_rules
 from edge.publish import EventSink, JsonlSink, MqttSink
 from edge.replay import load_detector
+from edge.upload import EvidenceUploader
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +49,14 @@ class CameraWorker:
         sinks: Sequence[EventSink],
         evidence_dir: Path,
         stop: threading.Event,
+        prepare: Callable[[Event], Event] | None = None,
     ) -> None:
         self.site = site
         self.camera = camera
         self.sinks = sinks
         self.evidence = DirectoryStore(evidence_dir / camera.id)
         self.stop = stop
+        self.prepare = prepare
         self.thread = threading.Thread(target=self._supervise, name=f"camera:{camera.id}")
         self._log = logging.getLogger(f"edge.camera.{camera.id}")
 
@@ -95,6 +100,8 @@ class CameraWorker:
             source.close()
 
     def _emit(self, event: Event) -> None:
+        if self.prepare is not None:
+            event = self.prepare(event)  # never raises
         self._log.info(
             "event %s %s rule=%s zone=%s onset=%.1fs",
             event.type,
@@ -118,13 +125,27 @@ class CameraWorker:
             sink.camera_status(camera_id, online, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    """How `zhizhi edge run` delivers what it finds."""
+
+    evidence_dir: Path = Path("./zhizhi-evidence")
+    events_out: Path | None = None  # also append every event to this JSONL file
+    mqtt_url: str | None = None  # publish to this broker (contract topics, QoS 1)
+    edge_id: str | None = None  # default: the host name
+    outbox_path: Path = Path("./zhizhi-outbox.sqlite")  # events not yet acked by the server
+    outbox_quota_gib: float = 2.0
+    server_url: str | None = None  # upload evidence files to this server
+    token: str | None = None  # bearer token (role edge) for the uploads
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    keep_evidence: bool = False  # keep local evidence files after upload
+
+
 def run_edge(
     site: SiteConfig,
     camera_ids: Sequence[str],
-    events_out: Path | None,
-    evidence_dir: Path,
-    mqtt_url: str | None,
-    edge_id: str | None,
+    options: EdgeOptions,
     stop: threading.Event | None = None,
     install_signals: bool = True,
 ) -> None:
@@ -140,12 +161,11 @@ def run_edge(
     stop = stop or threading.Event()
     if install_signals:
         _stop_on_signals(stop)
-    sinks: list[EventSink] = []
-    if events_out is not None:
-        sinks.append(JsonlSink(events_out))
-    if mqtt_url is not None:
-        sinks.append(MqttSink(mqtt_url, site.site.id, edge_id or default_edge_id()))
-    workers = [CameraWorker(site, camera, sinks, evidence_dir, stop) for camera in cameras]
+    delivery = Delivery(site, options)
+    workers = [
+        CameraWorker(site, camera, delivery.sinks, options.evidence_dir, stop, delivery.prepare)
+        for camera in cameras
+    ]
     for worker in workers:
         worker.start()
     logger.info("edge running %d camera(s) of site %s", len(workers), site.site.id)
@@ -157,8 +177,51 @@ def run_edge(
         stop.set()
         for worker in workers:
             worker.thread.join(timeout=10)
-        for sink in sinks:
+        delivery.close()
+
+
+class Delivery:
+    """The sinks, the durable outbox and the evidence uploader of one edge run."""
+
+    def __init__(self, site: SiteConfig, options: EdgeOptions) -> None:
+        self.sinks: list[EventSink] = []
+        self.outbox: Outbox | None = None
+        self.uploader: EvidenceUploader | None = None
+        if options.mqtt_url is not None or options.server_url is not None:
+            quota = int(options.outbox_quota_gib * GIB)
+            self.outbox = Outbox(options.outbox_path, quota_bytes=quota)
+        if options.server_url is not None and self.outbox is not None:
+            self.uploader = EvidenceUploader(
+                options.server_url,
+                options.token or "",
+                self.outbox,
+                delete_after_upload=not options.keep_evidence,
+            )
+        if options.events_out is not None:
+            self.sinks.append(JsonlSink(options.events_out))
+        if options.mqtt_url is not None and self.outbox is not None:
+            self.sinks.append(
+                MqttSink(
+                    options.mqtt_url,
+                    site.site.id,
+                    options.edge_id or default_edge_id(),
+                    self.outbox,
+                    username=options.mqtt_username,
+                    password=options.mqtt_password,
+                )
+            )
+
+    def prepare(self, event: Event) -> Event:
+        """Register the event's evidence for upload and point its urls at the server."""
+        return self.uploader.prepare(event) if self.uploader is not None else event
+
+    def close(self) -> None:
+        for sink in self.sinks:
             sink.close()
+        if self.uploader is not None:
+            self.uploader.close()
+        if self.outbox is not None:
+            self.outbox.close()
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -32,6 +32,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(edge_app, name="edge")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Site config YAML")]
 
@@ -167,7 +169,7 @@ def edge_run(
     events_out: Annotated[
         Path | None, typer.Option(help="Also append every event to this JSONL file")
     ] = None,
-    evidence_dir: Annotated[Path, typer.Option(help="Where evidence files are kept")] = Path(
+    evidence_dir: Annotated[Path, typer.Option(help="Where evidence files are written")] = Path(
         "./zhizhi-evidence"
     ),
     mqtt: Annotated[
@@ -176,15 +178,43 @@ def edge_run(
     edge_id: Annotated[
         str | None, typer.Option(help="This edge box's id (default: host name)")
     ] = None,
+    outbox: Annotated[
+        Path, typer.Option(help="Durable outbox of events not yet acked by the server")
+    ] = Path("./zhizhi-outbox.sqlite"),
+    outbox_quota_gib: Annotated[float, typer.Option(min=0.01, help="Outbox disk quota")] = 2.0,
+    server: Annotated[
+        str | None, typer.Option(help="Upload evidence to this server, http://host:port")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="ZHIZHI_TOKEN", help="Bearer token for the server")
+    ] = None,
+    mqtt_username: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_USERNAME")] = None,
+    mqtt_password: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_PASSWORD")] = None,
+    keep_evidence: Annotated[
+        bool, typer.Option(help="Keep local evidence files after upload")
+    ] = False,
 ) -> None:
     """Production edge worker for the cameras of a site config."""
     setup_logging()
     site = load_config_or_fail(config)
-    from edge.worker import run_edge
+    if server is not None and not token:
+        fail("edge run: --server needs --token or ZHIZHI_TOKEN")
+    from edge.worker import EdgeOptions, run_edge
 
-    _run_guarded(
-        "edge run", lambda: run_edge(site, camera or [], events_out, evidence_dir, mqtt, edge_id)
+    options = EdgeOptions(
+        evidence_dir=evidence_dir,
+        events_out=events_out,
+        mqtt_url=mqtt,
+        edge_id=edge_id,
+        outbox_path=outbox,
+        outbox_quota_gib=outbox_quota_gib,
+        server_url=server,
+        token=token,
+        mqtt_username=mqtt_username,
+        mqtt_password=mqtt_password,
+        keep_evidence=keep_evidence,
     )
+    _run_guarded("edge run", lambda: run_edge(site, camera or [], options))
 
 
 @bench_app.command("edge")
@@ -238,16 +268,85 @@ def models_list() -> None:
         print(f"{name}: {status}")
 
 
+@app.command("server")
+def server(
+    db: Annotated[str, typer.Option(help="sqlite:///path or postgresql://...")] = (
+        "sqlite:///./zhizhi.db"
+    ),
+    mqtt: Annotated[str, typer.Option(help="Broker, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    host: Annotated[str, typer.Option(help="Address to serve on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on")] = 8080,
+    media_dir: Annotated[Path, typer.Option(help="Where evidence files are kept")] = Path(
+        "./zhizhi-media"
+    ),
+    client_id: Annotated[
+        str, typer.Option(help="Stable MQTT client id of this server process")
+    ] = "zhizhi-server-1",
+    group: Annotated[
+        str, typer.Option(help="MQTT 5 shared-subscription group (same for all processes)")
+    ] = "zhizhi-server",
+    mqtt_username: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_USERNAME")] = None,
+    mqtt_password: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_PASSWORD")] = None,
+) -> None:
+    """The central server: REST API, MQTT ingestion, evidence store."""
+    setup_logging()
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError
+
+    from server.main import build_server, run_server
+    from server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings(
+            db_url=db,
+            mqtt_url=mqtt,
+            host=host,
+            port=port,
+            media_dir=media_dir,
+            mqtt_client_id=client_id,
+            mqtt_group=group,
+        )
+    except ValidationError as error:
+        fail(f"server: {error.errors()[0]['msg']}")
+    try:
+        runtime = build_server(settings, mqtt_username=mqtt_username, mqtt_password=mqtt_password)
+    except OperationalError as error:
+        fail(f"server: cannot reach the database {db}: {str(error.orig).strip().splitlines()[0]}")
+    run_server(runtime)
+
+
+@token_app.command("create")
+def token_create(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    role: Annotated[str, typer.Option(help="admin | operator | viewer | edge")],
+    name: Annotated[str, typer.Option(help="Who or what the token is for")] = "",
+) -> None:
+    """Print a new API bearer token for that role (only its hash is stored)."""
+    from sqlalchemy.exc import OperationalError
+
+    from server.auth import ROLES, issue_token
+
+    if role not in ROLES:
+        fail(f"token create: role must be one of {', '.join(ROLES)}, got {role!r}")
+    try:
+        print(issue_token(db, role, name or role))
+    except OperationalError as error:
+        fail(f"token create: cannot reach the database {db}: {str(error.orig).strip()}")
+
+
 @app.command("demo")
 def demo(
-    speed: Annotated[float, typer.Option(help="Playback speed, x real time (0: flat out)")] = 4.0,
-    seconds: Annotated[float, typer.Option(help="Length of the built-in scene")] = 60.0,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: a free one)")] = None,
 ) -> None:
-    """The system on one machine with no outside services: built-in scenes, events live."""
+    """The whole system on one machine with no outside services: embedded broker, server on
+    SQLite, edge worker on built-in scenes; prints the server URL and the login to use."""
     setup_logging(quiet=True)
     from zhizhi.demo import run_demo
 
-    _run_guarded("demo", lambda: run_demo(speed=speed, seconds=seconds))
+    _run_guarded("demo", lambda: run_demo(seconds=seconds, port=port))
 
 
 def main() -> None:

@@ -1,90 +1,148 @@
-"""`zhizhi demo`: the edge on a built-in scene, with events printed as they happen.
+"""`zhizhi demo`: the whole system on one machine, with no outside service.
 
-The scene is synthetic (edge.synthetic), so the demo needs no camera and no video file: a lane
-with traffic driving through and, part-way in, a box left standing in it. The real detector runs
-on every analysed frame that the motion gate lets through. Evidence snapshots are written to a
-temporary folder whose path is printed.
+An embedded MQTT broker (amqtt), the server on SQLite (REST API + MQTT ingestion + evidence
+store), and the production edge worker (`edge run`) on built-in synthetic scenes: a fire lane
+where a box is left standing and later taken away, and a lane with traffic only. Events are
+printed as the server stores them, read back through the REST API.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import httpx
+import uvicorn
 from rich.console import Console
 
-from common.config import SiteConfig
+from common.config import load_site_config
 from common.events import Event
-from edge.evidence import DirectoryStore
-from edge.pipeline import CameraPipeline
-from edge.replay import load_detector
-from edge.synthetic import LANE, LaneScene, frames
+from edge.synthetic import LANE, LaneScene, write_video
+from edge.worker import EdgeOptions, run_edge
+from server.auth import create_token
+from server.db.session import make_session_factory
+from server.main import build_server
+from server.settings import ServerSettings
+from zhizhi.embedded_broker import EmbeddedBroker, free_port
 
 STATE_STYLE = {"new": "bold red", "update": "yellow", "end": "green"}
+SCENES = {
+    # camera id: (scene, what happens)
+    "lane-a": (LaneScene(seconds=60, drop_s=6, clear_s=40), "a box is left at 6 s, taken at 40 s"),
+    "lane-b": (LaneScene(seconds=60, drop_s=None, seed=11), "traffic only: no alert expected"),
+}
 
 
-def demo_site() -> SiteConfig:
-    return SiteConfig.model_validate(
-        {
-            "site": {"id": "demo-court", "name": "演示小区 Demo Court"},
-            "cameras": [
-                {
-                    "id": "lane-cam",
-                    "name": "消防通道 Fire lane",
-                    "source": "synthetic:lane",
-                    "zones": [{"id": "fire-lane", "polygon": [list(p) for p in LANE]}],
-                    "rules": [
-                        {
-                            "id": "fire-lane-blocked",
-                            "type": "fire_lane",
-                            "zone": "fire-lane",
-                            "dwell_s": 8,
-                            "clear_s": 5,
-                            "update_interval_s": 10,
-                        }
-                    ],
-                }
-            ],
-        }
+def _site_yaml(folder: Path) -> Path:
+    polygon = ", ".join(f"[{x}, {y}]" for x, y in LANE)
+    cameras = "".join(
+        f"""
+  - id: {camera}
+    name: 消防通道 {camera}
+    source: {camera}.mp4
+    zones: [{{id: fire-lane, name: 消防通道, polygon: [{polygon}]}}]
+    rules:
+      - {{id: {camera}-blocked, type: fire_lane, zone: fire-lane, dwell_s: 8, clear_s: 5,
+          update_interval_s: 15}}
+"""
+        for camera in SCENES
     )
+    path = folder / "demo-site.yaml"
+    path.write_text(f"site: {{id: demo-court, name: 演示小区 Demo Court}}\ncameras:{cameras}")
+    return path
 
 
 def _show(console: Console, event: Event) -> None:
     style = STATE_STYLE[event.state]
-    files = ", ".join(Path(e.url).name for e in event.evidence) or "-"
+    evidence = ", ".join(e.url.rsplit("/", 1)[-1][:12] for e in event.evidence) or "-"
     console.print(
-        f"[{style}]{event.state:>6}[/] t={event.pts_s:5.1f}s  {event.type} "
-        f"camera={event.camera_id} zone={event.zone_id} onset={event.onset_pts_s:.1f}s "
-        f"score={event.score:.2f} seq={event.seq}  evidence: {files}"
+        f"[{style}]{event.state:>6}[/] {event.type} camera={event.camera_id} "
+        f"zone={event.zone_id} onset={event.onset_pts_s:.1f}s at={event.pts_s:.1f}s "
+        f"score={event.score:.2f} seq={event.seq} evidence={evidence}"
     )
 
 
-def run_demo(speed: float = 4.0, seconds: float = 60.0) -> None:
-    console = Console(stderr=False, highlight=False)
-    site = demo_site()
-    camera = site.cameras[0]
-    scene = LaneScene(seconds=seconds, drop_s=seconds * 0.2, clear_s=seconds * 0.7)
-    evidence_dir = Path(tempfile.mkdtemp(prefix="zhizhi-demo-"))
-    console.print("[bold]智治 Zhizhi demo[/]: edge analytics on a built-in scene (a fire lane).")
-    console.print(
-        f"Scene: {seconds:.0f} s; traffic drives through; a box is left in the lane at "
-        f"{scene.drop_s:.0f} s and taken away at {scene.clear_s:.0f} s; alert after "
-        f"{camera.rules[0].dwell_s:.0f} s blocked (dwell_s)."  # type: ignore[union-attr]
-    )
-    console.print(f"Evidence snapshots: {evidence_dir}")
-    detector = load_detector(camera.detector)
-    pipeline = CameraPipeline(site, camera, detector, DirectoryStore(evidence_dir))
-    started = time.monotonic()
-    for frame in frames(scene):
-        if speed > 0:
-            delay = frame.pts_s / speed - (time.monotonic() - started)
-            if delay > 0:
-                time.sleep(delay)
-        for event in pipeline.process(frame):
-            _show(console, event)
-    stats = pipeline.stats
-    console.print(
-        f"Done: {stats.frames_seen} frames, {stats.frames_analysed} analysed, detector ran on "
-        f"{stats.detector_runs}, {stats.events} event(s)."
-    )
+class _Uvicorn(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the demo handles Ctrl-C itself
+        pass
+
+
+def run_demo(seconds: float | None = None, port: int | None = None) -> None:
+    console = Console(highlight=False)
+    folder = Path(tempfile.mkdtemp(prefix="zhizhi-demo-"))
+    for camera, (scene, _) in SCENES.items():
+        write_video(scene, str(folder / f"{camera}.mp4"))
+    site = load_site_config(_site_yaml(folder))
+    port = port or free_port()
+    with EmbeddedBroker() as broker:
+        settings = ServerSettings(
+            db_url=f"sqlite:///{folder / 'zhizhi.db'}",
+            mqtt_url=broker.url,
+            port=port,
+            media_dir=folder / "media",
+            mqtt_client_id="zhizhi-demo-server",
+        )
+        runtime = build_server(settings, shared=False, mqtt_version="3.1.1")
+        with make_session_factory(runtime.engine)() as session:
+            admin = create_token(session, "admin", "demo operator")
+            edge_token = create_token(session, "edge", "demo edge box")
+        web = _Uvicorn(
+            uvicorn.Config(runtime.app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        web_thread = threading.Thread(target=web.run, name="http", daemon=True)
+        web_thread.start()
+        runtime.start_consumer()
+        url = f"http://127.0.0.1:{port}"
+        console.print("[bold]智治 Zhizhi demo[/]: broker, server and edge on this machine")
+        console.print(f"  server:  {url}   (API docs: {url}/docs)")
+        console.print(f"  login:   Authorization: Bearer {admin}")
+        console.print(f"  broker:  {broker.url}   data: {folder}")
+        for camera, (_, story) in SCENES.items():
+            console.print(f"  camera {camera}: {story}; alert after 8 s blocked")
+        stop = threading.Event()
+        options = EdgeOptions(
+            evidence_dir=folder / "evidence",
+            mqtt_url=broker.url,
+            edge_id="demo-box",
+            outbox_path=folder / "outbox.sqlite",
+            server_url=url,
+            token=edge_token,
+        )
+        edge = threading.Thread(
+            target=run_edge,
+            args=(site, [], options, stop),
+            kwargs={"install_signals": False},
+            name="edge",
+            daemon=True,
+        )
+        edge.start()
+        try:
+            _print_events(console, url, admin, seconds)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        finally:
+            stop.set()
+            edge.join(timeout=15)
+            web.should_exit = True
+            web_thread.join(timeout=10)
+            runtime.stop()
+
+
+def _print_events(console: Console, url: str, token: str, seconds: float | None) -> None:
+    """Print what the server has stored, oldest first, as it arrives (until `seconds`)."""
+    seen: set[tuple[str, int]] = set()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1.0)
+            try:
+                page = client.get("/api/v1/events", params={"limit": 100}).json()
+            except httpx.HTTPError:
+                continue
+            for item in reversed(page["items"]):
+                event = Event.model_validate(item)
+                if (event.event_id, event.seq) not in seen:
+                    seen.add((event.event_id, event.seq))
+                    _show(console, event)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     Float,
@@ -51,14 +52,22 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_bind_param(
+        self,
+        value: datetime | None,
+        dialect: Dialect,  # noqa: ARG002
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: the server stores aware times only")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(
+        self,
+        value: datetime | None,
+        dialect: Dialect,  # noqa: ARG002
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -98,6 +107,8 @@ class EventRow(Base):
 
     __table_args__ = (
         UniqueConstraint("event_id", "seq"),
+        CheckConstraint("source IN ('mqtt', 'http')", name="source"),
+        CheckConstraint("state IN ('new', 'update', 'end')", name="state"),
         Index("ix_events_observed_at_id", "observed_at", "id"),
         Index("ix_events_site_camera_observed", "site_id", "camera_id", "observed_at"),
         Index("ix_events_type_observed", "type", "observed_at"),
@@ -148,6 +159,10 @@ class TokenRow(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'operator', 'viewer', 'edge')", name="role"),
+    )
 
 
 class EvidenceRow(Base):

@@ -80,6 +80,8 @@ def start_edge(tmp_path: Path, config: Path, edge_id: str) -> subprocess.Popen[s
             str(tmp_path / "events.jsonl"),
             "--evidence-dir",
             str(tmp_path / "ev"),
+            "--outbox",
+            str(tmp_path / "outbox.sqlite"),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

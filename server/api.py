@@ -1,0 +1,249 @@
+"""The REST API of the server (contract section 5): routes only, built by `create_app`.
+
+Routes parse HTTP, call a service or a repository and return a model; SQL lives in
+`server.repositories`, decisions in `server.ingest` and `server.evidence`. Every collaborator
+is passed in (no import-time globals); the caller runs the MQTT consumer beside the app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from common.events import Event, EventState, EventType
+from server.auth import require_role
+from server.db.session import database_answers, make_session_factory
+from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, ServerError
+from server.evidence import SHA256_PATTERN, EvidenceService
+from server.ingest import IngestService
+from server.metrics import CONTENT_TYPE, MESSAGES_REJECTED, render
+from server.repositories import EdgeRepository, EventRepository
+from server.schemas import (
+    EdgeList,
+    EventFilter,
+    EventPage,
+    EvidenceStored,
+    Health,
+    StoredResponse,
+)
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/api/v1/events"
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+_STATUS_OF: dict[type[ServerError], int] = {
+    EvidenceMismatch: status.HTTP_400_BAD_REQUEST,
+    EvidenceNotFound: status.HTTP_404_NOT_FOUND,
+    PayloadTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+}
+
+# Dependencies ---------------------------------------------------------------------------------
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_ingest(request: Request) -> IngestService:
+    service: IngestService = request.app.state.ingest
+    return service
+
+
+def get_evidence(request: Request) -> EvidenceService:
+    service: EvidenceService = request.app.state.evidence
+    return service
+
+
+def bounded_event_body(request: Request) -> None:
+    """413 for an event message longer than `max_payload_bytes` (by its Content-Length)."""
+    settings: ServerSettings = request.app.state.settings
+    if _declared_length(request) > settings.max_payload_bytes:
+        MESSAGES_REJECTED.labels("oversized").inc()
+        raise PayloadTooLarge(f"event message larger than {settings.max_payload_bytes} bytes")
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+IngestDep = Annotated[IngestService, Depends(get_ingest)]
+EvidenceDep = Annotated[EvidenceService, Depends(get_evidence)]
+Sha256 = Annotated[str, PathParam(pattern=SHA256_PATTERN, description="lowercase hex sha256")]
+VIEWERS = [Depends(require_role("viewer"))]
+
+# Routes ---------------------------------------------------------------------------------------
+
+health = APIRouter(tags=["health"])
+events = APIRouter(prefix="/api/v1/events", tags=["events"])
+evidence = APIRouter(prefix="/api/v1/evidence", tags=["evidence"])
+edges = APIRouter(prefix="/api/v1/edges", tags=["edges"])
+
+
+@health.get("/healthz", response_model=Health)
+def healthz(request: Request) -> JSONResponse:
+    """200 when the database answers and the broker is connected, else 503 naming which."""
+    database = database_answers(request.app.state.engine)
+    broker = bool(request.app.state.broker_connected())
+    body = Health(
+        status="ok" if database and broker else "unavailable", database=database, broker=broker
+    )
+    code = status.HTTP_200_OK if body.status == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(body.model_dump(), status_code=code)
+
+
+@health.get("/metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(render(), media_type=CONTENT_TYPE)
+
+
+@events.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_role("edge", "operator")), Depends(bounded_event_body)],
+    responses={200: {"model": StoredResponse, "description": "Stored already (a duplicate)"}},
+)
+def post_event(event: Event, response: Response, ingest: IngestDep) -> StoredResponse:
+    """Ingest one event message; idempotent on (event_id, seq): 201 new, 200 duplicate."""
+    stored = ingest.ingest(event, source="http")
+    response.status_code = status.HTTP_201_CREATED if stored else status.HTTP_200_OK
+    return StoredResponse(stored=stored)
+
+
+@events.get("", dependencies=VIEWERS)
+def list_events(
+    session: SessionDep,
+    site_id: str | None = None,
+    camera_id: str | None = None,
+    type: EventType | None = None,
+    state: EventState | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EventPage:
+    """Stored event messages, newest first, with the total matching the filters."""
+    filters = EventFilter(site_id=site_id, camera_id=camera_id, type=type, state=state)
+    items, total = EventRepository(session).list_newest(filters, limit=limit, offset=offset)
+    return EventPage(items=items, total=total)
+
+
+@evidence.put(
+    "/{sha256}",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_role("edge", "admin"))],
+    responses={200: {"model": EvidenceStored, "description": "Stored already"}},
+)
+async def put_evidence(
+    sha256: Sha256,
+    request: Request,
+    response: Response,
+    service: EvidenceDep,
+    event_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> EvidenceStored:
+    """Upload a file under its sha256 (raw body); 400 when the bytes hash otherwise."""
+    data = await _read_limited(request, service.max_bytes)
+    result = await run_in_threadpool(
+        service.store,
+        sha256,
+        data,
+        content_type=request.headers.get("content-type"),
+        event_id=event_id,
+    )
+    response.status_code = status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK
+    return result
+
+
+@evidence.get("/{sha256}", dependencies=VIEWERS, response_class=FileResponse)
+def get_evidence_file(sha256: Sha256, service: EvidenceDep) -> FileResponse:
+    """The file, with the content type it was uploaded with."""
+    info, path = service.find(sha256)
+    return FileResponse(path, media_type=info.content_type)
+
+
+@evidence.head("/{sha256}", dependencies=[Depends(require_role("edge", "viewer"))])
+def head_evidence_file(sha256: Sha256, service: EvidenceDep) -> Response:
+    """200 with type and size when the file is stored (the edge checks before uploading)."""
+    info, _ = service.find(sha256)
+    headers = {"Content-Length": str(info.size)}
+    return Response(status_code=status.HTTP_200_OK, headers=headers, media_type=info.content_type)
+
+
+@edges.get("", dependencies=VIEWERS)
+def list_edges(session: SessionDep) -> EdgeList:
+    """Each edge's and camera's online state and last-seen time."""
+    items = EdgeRepository(session).list_edges()
+    return EdgeList(items=items, total=len(items))
+
+
+# Helpers --------------------------------------------------------------------------------------
+
+
+def _declared_length(request: Request) -> int:
+    try:
+        return int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it grows past `limit` bytes."""
+    if _declared_length(request) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _server_error(request: Request, error: Exception) -> JSONResponse:  # noqa: ARG001
+    code = next(
+        (code for kind, code in _STATUS_OF.items() if isinstance(error, kind)),
+        status.HTTP_400_BAD_REQUEST,
+    )
+    return JSONResponse({"detail": str(error)}, status_code=code)
+
+
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    if request.method == "POST" and request.url.path == EVENTS_PATH:
+        MESSAGES_REJECTED.labels("invalid_event").inc()
+        log.info("refused an invalid event message over HTTP: %s", error)
+    if not isinstance(error, RequestValidationError):
+        raise TypeError(f"unexpected {type(error).__name__}")
+    return await request_validation_exception_handler(request, error)
+
+
+def create_app(
+    settings: ServerSettings,
+    engine: Engine,
+    *,
+    ingest: IngestService,
+    broker_connected: Callable[[], bool],
+) -> FastAPI:
+    """The REST API on `engine` (already migrated); `broker_connected` feeds /healthz."""
+    app = FastAPI(title="Zhizhi server", version="1", summary="Zhizhi central server API")
+    session_factory = make_session_factory(engine)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.ingest = ingest
+    app.state.broker_connected = broker_connected
+    app.state.evidence = EvidenceService(
+        session_factory, settings.media_dir, max_bytes=settings.max_evidence_bytes
+    )
+    for router in (health, events, evidence, edges):
+        app.include_router(router)
+    app.add_exception_handler(ServerError, _server_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    return app

@@ -1,0 +1,146 @@
+"""API bearer tokens and role checks (contract section 5: `Authorization: Bearer TOKEN`).
+
+A token is 32 random bytes, URL-safe; the database keeps only its sha256, so a leaked
+database does not leak tokens, and looking a token up by its hash compares in constant time
+with respect to the secret. Roles: admin > operator > viewer, and `edge`, which may only
+send events and evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from server.db.session import make_engine, make_session_factory, migrate
+from server.repositories import TokenRepository
+
+log = logging.getLogger(__name__)
+
+Role = Literal["admin", "operator", "viewer", "edge"]
+ROLES: tuple[Role, ...] = get_args(Role)
+# Rank of the hierarchical roles; `edge` stands outside the hierarchy.
+RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's id, name and role."""
+
+    token_id: int
+    name: str
+    role: Role
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _check_role(role: str) -> Role:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
+def create_token(session: Session, role: str, name: str) -> str:
+    """A new token for `role`, stored as its sha256 and committed; the token is returned once."""
+    token = secrets.token_urlsafe(32)
+    TokenRepository(session).add(
+        name=name, role=_check_role(role), token_sha256=hash_token(token), created_at=_now()
+    )
+    session.commit()
+    log.info("created a %s token named %s", role, name)
+    return token
+
+
+def verify_token(session: Session, token: str) -> Principal | None:
+    """The principal of a valid, unrevoked token, else None."""
+    if not token:
+        return None
+    digest = hash_token(token)
+    row = TokenRepository(session).find_active(digest)
+    if row is None or not hmac.compare_digest(row.token_sha256, digest):
+        return None
+    return Principal(token_id=row.id, name=row.name, role=_check_role(row.role))
+
+
+def revoke_token(session: Session, token_id: int) -> bool:
+    """Revoke a token by id (committed); False when it was unknown or revoked already."""
+    revoked = TokenRepository(session).revoke(token_id, revoked_at=_now())
+    session.commit()
+    return revoked
+
+
+def issue_token(db_url: str, role: str, name: str) -> str:
+    """`zhizhi token create`: migrate the database if needed, then create a token."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            return create_token(session, role, name)
+    finally:
+        engine.dispose()
+
+
+def role_allows(role: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `role` satisfies one of `allowed`; a higher rank satisfies a lower one."""
+    for wanted in allowed:
+        if role == wanted:
+            return True
+        if role in RANK and wanted in RANK and RANK[role] >= RANK[wanted]:
+            return True
+    return False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _session_from(request: Request) -> Session:
+    factory: Callable[[], Session] = request.app.state.session_factory
+    return factory()
+
+
+def require_role(*roles: str) -> Callable[..., Principal]:
+    """A FastAPI dependency: the caller's principal, 401 without a valid token, 403 for a role
+    that `roles` does not allow (admin > operator > viewer; `edge` only where named)."""
+    for role in roles:
+        _check_role(role)
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("missing bearer token")
+        with _session_from(request) as session:
+            principal = verify_token(session, credentials.credentials)
+        if principal is None:
+            raise _unauthorized("invalid or revoked token")
+        if not role_allows(principal.role, roles):
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"role {principal.role} may not do this",
+            )
+        return principal
+
+    return dependency

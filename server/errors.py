@@ -1,0 +1,19 @@
+"""Domain errors raised by services; `server.api` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base of the errors a client can cause."""
+
+
+class EvidenceMismatch(ServerError):
+    """The uploaded bytes do not hash to the sha256 they were sent under."""
+
+
+class EvidenceNotFound(ServerError):
+    """No evidence file with that sha256 is stored."""
+
+
+class PayloadTooLarge(ServerError):
+    """A body larger than the configured limit."""

@@ -1,0 +1,171 @@
+"""The ingest service: store each event message once, and keep each edge's online state.
+
+The MQTT consumer and `POST /api/v1/events` both call it; it knows nothing about either. A
+batch is one transaction (`INSERT ... ON CONFLICT DO NOTHING ... RETURNING`), rows sorted by
+key so two processes inserting overlapping batches lock in the same order and cannot
+deadlock; a transient conflict (deadlock, serialisation failure, SQLite busy) is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from common.events import Event, StatusMessage
+from server.db.models import SOURCES
+from server.metrics import EDGES_ONLINE, EVENT_AGE, EVENTS_INGESTED, INGEST_LATENCY
+from server.repositories import (
+    EDGE_OFFLINE_REASON,
+    EdgeRepository,
+    EventKey,
+    EventRepository,
+    event_to_row,
+)
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], Session]
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+MAX_ATTEMPTS = 4
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_transient(error: DBAPIError) -> bool:
+    """A failure that succeeds when the transaction is simply run again."""
+    if error.connection_invalidated:
+        return True
+    if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(error.orig)
+
+
+def first_occurrences(keys: Sequence[EventKey]) -> list[bool]:
+    """True for the first appearance of each key in `keys`, False for its repeats."""
+    seen: set[EventKey] = set()
+    flags = []
+    for key in keys:
+        flags.append(key not in seen)
+        seen.add(key)
+    return flags
+
+
+class IngestService:
+    """Exactly-once storage of event messages, and edge status, from any number of callers."""
+
+    def __init__(
+        self, session_factory: SessionFactory, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._session_factory = session_factory
+        self._clock = clock
+
+    def ingest(self, event: Event, *, source: str, edge_id: str | None = None) -> bool:
+        """Store one event; True when newly stored, False when (event_id, seq) was stored."""
+        return self.ingest_many([(event, edge_id)], source=source)[0]
+
+    def ingest_many(self, items: Sequence[tuple[Event, str | None]], *, source: str) -> list[bool]:
+        """Store (event, edge_id) pairs in one transaction; per item, True when newly stored.
+
+        A key repeated inside the batch is stored once: its first item is True, the rest False.
+        """
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        if not items:
+            return []
+        keys = [(event.event_id, event.seq) for event, _ in items]
+        first = first_occurrences(keys)
+        received_at = self._clock()
+        rows = sorted(
+            (
+                event_to_row(event, source=source, edge_id=edge_id, received_at=received_at)
+                for (event, edge_id), is_first in zip(items, first, strict=True)
+                if is_first
+            ),
+            key=lambda row: (row["event_id"], row["seq"]),
+        )
+        started = time.perf_counter()
+        inserted = self._insert_with_retry(rows)
+        INGEST_LATENCY.labels(source).observe(time.perf_counter() - started)
+        results = [is_first and key in inserted for key, is_first in zip(keys, first, strict=True)]
+        self._count(items, results, source, self._clock())
+        return results
+
+    def _insert_with_retry(self, rows: list[dict[str, object]]) -> set[EventKey]:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._session_factory() as session, session.begin():
+                    return EventRepository(session).insert_new(rows)
+            except DBAPIError as error:
+                if attempt == MAX_ATTEMPTS or not is_transient(error):
+                    raise
+                log.warning(
+                    "transient database error on attempt %s of %s, retrying: %s",
+                    attempt,
+                    MAX_ATTEMPTS,
+                    error.orig,
+                )
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _count(
+        items: Sequence[tuple[Event, str | None]],
+        results: list[bool],
+        source: str,
+        now: datetime,
+    ) -> None:
+        stored = sum(results)
+        if stored:
+            EVENTS_INGESTED.labels(source, "stored").inc(stored)
+        if len(results) - stored:
+            EVENTS_INGESTED.labels(source, "duplicate").inc(len(results) - stored)
+        age = EVENT_AGE.labels(source)
+        for (event, _), is_new in zip(items, results, strict=True):
+            if is_new:
+                age.observe(max(0.0, (now - event.observed_at).total_seconds()))
+
+    def record_status(
+        self, site_id: str, edge_id: str, status: StatusMessage, received_at: datetime
+    ) -> None:
+        """Store an edge's status message and its cameras' states (upserts, one transaction).
+
+        An `offline` status (the last will, or a clean shutdown) takes every camera of the
+        edge offline as well. A message older than the stored one changes nothing.
+        """
+        with self._session_factory() as session, session.begin():
+            edges = EdgeRepository(session)
+            edges.upsert_edge(
+                site_id=site_id, edge_id=edge_id, status=status, received_at=received_at
+            )
+            for camera_id, camera in sorted(status.cameras.items()):
+                edges.upsert_camera(
+                    site_id=site_id,
+                    edge_id=edge_id,
+                    camera_id=camera_id,
+                    online=camera.online and status.state == "online",
+                    reason=camera.reason
+                    if status.state == "online"
+                    else camera.reason or EDGE_OFFLINE_REASON,
+                    received_at=received_at,
+                )
+            if status.state == "offline":
+                edges.mark_cameras_offline(
+                    site_id=site_id, edge_id=edge_id, received_at=received_at
+                )
+            online = edges.count_online()
+        EDGES_ONLINE.set(online)
+        log.info("edge %s/%s is %s (%d edges online)", site_id, edge_id, status.state, online)
+
+    def refresh_edges_online(self) -> int:
+        """Set the edges_online gauge from the database (call once at start-up)."""
+        with self._session_factory() as session:
+            online = EdgeRepository(session).count_online()
+        EDGES_ONLINE.set(online)
+        return online

@@ -1,0 +1,82 @@
+"""`zhizhi server`: the REST API and the MQTT consumer in one process, sharing one database.
+
+`build_server` wires the parts (migrated engine, ingest service, consumer, FastAPI app) without
+starting anything, so the demo and tests can run them in threads; `run_server` runs uvicorn in
+the foreground with the consumer started and stopped around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from server.api import create_app
+from server.db.session import make_engine, make_session_factory, migrate
+from server.ingest import IngestService
+from server.mqtt import MqttConsumer
+from server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerRuntime:
+    settings: ServerSettings
+    engine: Engine
+    ingest: IngestService
+    consumer: MqttConsumer
+    app: FastAPI
+
+    def start_consumer(self) -> None:
+        self.consumer.start()
+
+    def stop(self) -> None:
+        self.consumer.stop()
+        self.engine.dispose()
+
+
+def build_server(
+    settings: ServerSettings,
+    *,
+    shared: bool = True,
+    mqtt_version: Literal["5", "3.1.1"] = "5",
+    mqtt_username: str | None = None,
+    mqtt_password: str | None = None,
+) -> ServerRuntime:
+    """Migrate the database and assemble the server; nothing runs until started."""
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    ingest = IngestService(make_session_factory(engine))
+    ingest.refresh_edges_online()
+    consumer = MqttConsumer(
+        settings.mqtt_url,
+        ingest,
+        client_id=settings.mqtt_client_id,
+        group=settings.mqtt_group if shared else None,
+        max_payload_bytes=settings.max_payload_bytes,
+        mqtt_version=mqtt_version,
+        username=mqtt_username,
+        password=mqtt_password,
+    )
+    app = create_app(settings, engine, ingest=ingest, broker_connected=lambda: consumer.connected)
+    return ServerRuntime(settings, engine, ingest, consumer, app)
+
+
+def run_server(runtime: ServerRuntime) -> None:
+    """Serve until interrupted; the consumer runs beside uvicorn and stops after it."""
+    runtime.start_consumer()
+    try:
+        uvicorn.run(
+            runtime.app,
+            host=runtime.settings.host,
+            port=runtime.settings.port,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        runtime.stop()

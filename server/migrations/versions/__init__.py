@@ -1,0 +1,1 @@
+"""Alembic revision scripts (loaded by Alembic by file name, not imported as modules)."""

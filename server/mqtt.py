@@ -1,0 +1,802 @@
+"""MQTT ingestion on the server (contract section 4): edge events in, acks out, nothing lost.
+
+Flow of one message::
+
+    broker ──PUBLISH(QoS 1)──▶ paho network thread ──bounded queue──▶ worker thread
+        worker: validate ─▶ store.ingest_many (one transaction per batch)
+                ─▶ publish {"event_id", "seq"} on zhizhi/v1/{site}/{edge}/ack (QoS 1)
+                ─▶ PUBACK to the broker
+
+The client uses MQTT 5 with ``clean_start=False``, a long Session Expiry Interval and a stable
+client id, so whatever the broker queued while the server was down arrives when it comes back.
+paho runs with ``manual_ack=True``: the broker's PUBACK is sent only once the message is stored
+(or rejected for good), so a crash between receipt and commit makes the broker deliver it again.
+The Receive Maximum sent in CONNECT bounds how many unacknowledged messages the broker hands us,
+and the queue between the threads is larger than that, so the network thread never blocks.
+
+A message that can never be stored (oversized, not JSON, not a contract event, a topic that lies
+about its site or camera) is logged, counted, PUBACKed so the broker does not redeliver it
+forever, and never acked to the edge. A store that raises (database away) is retried with
+backoff without PUBACKing anything; the consumer keeps running and reports itself unhealthy.
+
+Events go to ``$share/{group}/zhizhi/v1/+/+/+/events`` (MQTT 5 shared subscription) so several
+server processes split the load; status messages are retained, and the broker never sends
+retained messages to shared subscriptions, so every process subscribes to them directly.
+For brokers without MQTT 5 (the amqtt broker of `zhizhi demo`) use mqtt_version="3.1.1" and
+group=None. See docs/mqtt.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections import Counter as TallyCounter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, get_args
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import ValidationError
+
+from common.events import TOPIC_PREFIX, AckMessage, Event, StatusMessage, ack_topic, parse_topic
+from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_GROUP = "zhizhi-server"
+EVENTS_FILTER = f"{TOPIC_PREFIX}/+/+/+/events"
+STATUS_FILTER = f"{TOPIC_PREFIX}/+/+/status"
+SESSION_EXPIRY_S = 7 * 24 * 3600
+MqttVersion = Literal["5", "3.1.1"]
+CONNECT_WARNING_S = 10
+
+RejectReason = Literal[
+    "oversized",
+    "empty",
+    "bad_topic",
+    "not_utf8",
+    "bad_json",
+    "invalid_event",
+    "invalid_status",
+    "site_mismatch",
+    "camera_mismatch",
+    "edge_mismatch",
+    "store_error",
+]
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+
+for _reason in REJECT_REASONS:  # every reason shows in /metrics, at 0 until it happens
+    MESSAGES_REJECTED.labels(reason=_reason)
+
+
+class EventStore(Protocol):
+    """What the consumer needs from the storage (server/ingest.py IngestService provides it)."""
+
+    def ingest_many(self, items: Sequence[tuple[Event, str | None]], *, source: str) -> list[bool]:
+        """Store (event, edge_id) pairs in one transaction; per item True if newly stored,
+        False if that (event_id, seq) was already there. Raises if nothing was committed.
+        It counts zhizhi_events_ingested_total{source, result} for the items it is given."""
+        ...
+
+    def record_status(
+        self, site_id: str, edge_id: str, status: StatusMessage, received_at: datetime
+    ) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: pure functions, no broker needed.
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: RejectReason
+    detail: str  # short, safe to log: never the payload
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    site_id: str
+    edge_id: str
+    camera_id: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class StatusDelivery:
+    site_id: str
+    edge_id: str
+    status: StatusMessage
+
+
+def validate_message(
+    topic: str, payload: bytes, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> EventDelivery | StatusDelivery | Rejected:
+    """Classify one MQTT message from an edge: a valid event, a valid status, or why not."""
+    if len(payload) > max_payload_bytes:
+        return Rejected("oversized", f"{len(payload)} bytes > limit {max_payload_bytes}")
+    parsed = parse_topic(topic)
+    if parsed is None or parsed[3] not in ("events", "status") or "" in parsed[:3]:
+        return Rejected("bad_topic", "not a contract events or status topic")
+    if not payload:
+        return Rejected("empty", "empty payload")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Rejected("not_utf8", f"invalid UTF-8 at byte {error.start}")
+    site_id, edge_id, camera_id, kind = parsed
+    if kind == "status":
+        return validate_status(site_id, edge_id, text)
+    if camera_id is None:
+        return Rejected("bad_topic", "events topic without a camera")
+    return validate_event(site_id, edge_id, camera_id, text)
+
+
+def validate_event(
+    site_id: str, edge_id: str, camera_id: str, text: str
+) -> EventDelivery | Rejected:
+    """An event message received on zhizhi/v1/{site_id}/{edge_id}/{camera_id}/events."""
+    try:
+        event = Event.model_validate_json(text)
+    except ValidationError as error:
+        return Rejected(_json_or(error, "invalid_event"), _describe(error))
+    if event.site_id != site_id:
+        return Rejected(
+            "site_mismatch", f"topic site {site_id!r} but payload site {event.site_id!r}"
+        )
+    if event.camera_id != camera_id:
+        return Rejected(
+            "camera_mismatch", f"topic camera {camera_id!r} but payload camera {event.camera_id!r}"
+        )
+    return EventDelivery(site_id, edge_id, camera_id, event)
+
+
+def validate_status(site_id: str, edge_id: str, text: str) -> StatusDelivery | Rejected:
+    """A status message received on zhizhi/v1/{site_id}/{edge_id}/status."""
+    try:
+        status = StatusMessage.model_validate_json(text)
+    except ValidationError as error:
+        return Rejected(_json_or(error, "invalid_status"), _describe(error))
+    if status.site_id is not None and status.site_id != site_id:
+        return Rejected(
+            "site_mismatch", f"topic site {site_id!r} but payload site {status.site_id!r}"
+        )
+    if status.edge_id is not None and status.edge_id != edge_id:
+        return Rejected(
+            "edge_mismatch", f"topic edge {edge_id!r} but payload edge {status.edge_id!r}"
+        )
+    return StatusDelivery(site_id, edge_id, status)
+
+
+def _json_or(error: ValidationError, otherwise: RejectReason) -> RejectReason:
+    """bad_json when the text is not JSON at all (garbage, truncated), else `otherwise`."""
+    if any(item["type"] == "json_invalid" for item in error.errors(include_url=False)):
+        return "bad_json"
+    return otherwise
+
+
+def _describe(error: ValidationError, limit: int = 3) -> str:
+    """The first few validation problems as `field: message`, without the input values."""
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    parts = [f"{'.'.join(str(p) for p in item['loc']) or '$'}: {item['msg']}" for item in errors]
+    text = "; ".join(parts[:limit])
+    if len(parts) > limit:
+        text += f"; +{len(parts) - limit} more"
+    return text[:300]
+
+
+# ---------------------------------------------------------------------------------------------
+# Broker address
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """mqtt://[user:pass@]host[:port] (also tcp://), or mqtts:// / ssl:// for TLS (port 8883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+        raise ValueError(f"MQTT URL must look like mqtt://host:port or mqtts://host:port: {url!r}")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return BrokerAddress(
+        host=parts.hostname,
+        port=parts.port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The consumer
+
+
+@dataclass(slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int  # which connection it came on: a PUBACK only makes sense on that one
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class _PendingEvent:
+    inbound: _Inbound
+    delivery: EventDelivery
+    failures: int = 0  # store attempts that failed while the store took other events
+
+
+@dataclass(slots=True)
+class _PendingStatus:
+    inbound: _Inbound
+    delivery: StatusDelivery
+    failures: int = 0
+
+
+class ConsumerStats:
+    """In-process tallies (thread-safe), for /healthz details and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: TallyCounter[str] = TallyCounter()
+        self._rejected: TallyCounter[str] = TallyCounter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self._rejected[reason] += 1
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._rejected)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._counts, "rejected": dict(self._rejected)}
+
+
+class MqttConsumer:
+    """Consumes edge events and status from the broker into an EventStore; acks stored events.
+
+    `start()` returns at once; paho's thread connects and reconnects with backoff on its own.
+    `stop()` lets the worker store and acknowledge what it already holds (up to a timeout),
+    then disconnects while keeping the broker session, so nothing published meanwhile is lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        store: EventStore,
+        *,
+        client_id: str,
+        group: str | None = DEFAULT_GROUP,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        batch_max: int = 200,
+        batch_wait_s: float = 0.02,
+        username: str | None = None,
+        password: str | None = None,
+        on_connected_change: Callable[[bool], None] | None = None,
+        session_expiry_s: int = SESSION_EXPIRY_S,
+        mqtt_version: MqttVersion = "5",
+        receive_maximum: int = 1000,
+        keepalive_s: int = 30,
+        ca_file: str | None = None,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        max_store_attempts: int = 5,
+    ) -> None:
+        if not client_id:
+            raise ValueError("client_id must be set and stable: the broker keeps the session by it")
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        if not 1 <= receive_maximum <= 65535:
+            raise ValueError("receive_maximum must be within 1..65535")
+        if group is not None and (not group or any(c in group for c in "/+#")):
+            raise ValueError(f"shared subscription group must be a plain name: {group!r}")
+        self.address = parse_broker_url(url)
+        self.client_id = client_id
+        self.group = group
+        self.events_filter = f"$share/{group}/{EVENTS_FILTER}" if group else EVENTS_FILTER
+        self.status_filter = STATUS_FILTER
+        self.stats = ConsumerStats()
+        self._store = store
+        self._max_payload_bytes = max_payload_bytes
+        self._batch_max = batch_max
+        self._batch_wait_s = batch_wait_s
+        self._on_connected_change = on_connected_change
+        self._session_expiry_s = session_expiry_s
+        self.mqtt_version = mqtt_version
+        self._receive_maximum = receive_maximum
+        self._keepalive_s = keepalive_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._max_store_attempts = max_store_attempts
+
+        # More room than the broker may have in flight to us, so on_message never blocks.
+        self._queue: queue.Queue[_Inbound] = queue.Queue(maxsize=2 * receive_maximum + 100)
+        self._events: list[_PendingEvent] = []  # the batch being stored (worker thread only)
+        self._statuses: list[_PendingStatus] = []
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._connected = False
+        self._subscribed = False
+        self._store_ok = True
+        self._last_error: str | None = None
+        self._started = False
+        self._stop_requested = threading.Event()
+        self._drain_deadline = float("inf")
+        self._worker: threading.Thread | None = None
+        self._last_ack: mqtt.MQTTMessageInfo | None = None
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if mqtt_version == "5" else mqtt.MQTTv311,
+            clean_session=None if mqtt_version == "5" else False,
+            manual_ack=True,
+        )
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        user = username if username is not None else self.address.username
+        secret = password if password is not None else self.address.password
+        if user is not None:
+            client.username_pw_set(user, secret)
+        if self.address.tls:
+            client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+
+    # -- state for /healthz ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker (CONNACK accepted)."""
+        return self._connected
+
+    @property
+    def healthy(self) -> bool:
+        """Connected and subscribed, the worker is running and the store accepts writes."""
+        worker = self._worker
+        return (
+            self._connected
+            and self._subscribed
+            and self._store_ok
+            and worker is not None
+            and worker.is_alive()
+        )
+
+    def health(self) -> dict[str, Any]:
+        worker = self._worker
+        return {
+            "connected": self._connected,
+            "subscribed": self._subscribed,
+            "store_ok": self._store_ok,
+            "worker_alive": worker is not None and worker.is_alive(),
+            "queued": self._queue.qsize(),
+            "pending": len(self._events) + len(self._statuses),
+            "last_error": self._last_error,
+        }
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("MqttConsumer.start() called twice")
+        self._started = True
+        self._worker = threading.Thread(target=self._run, name="mqtt-consumer", daemon=True)
+        self._worker.start()
+        if self.mqtt_version == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._session_expiry_s
+            properties.ReceiveMaximum = self._receive_maximum
+            self._client.connect_async(
+                self.address.host,
+                self.address.port,
+                keepalive=self._keepalive_s,
+                clean_start=False,
+                properties=properties,
+            )
+        else:  # clean_session=False was set on the client; the broker's inflight limit applies
+            self._client.connect_async(
+                self.address.host, self.address.port, keepalive=self._keepalive_s
+            )
+        self._client.loop_start()
+        watchdog = threading.Timer(CONNECT_WARNING_S, self._warn_if_not_connected)
+        watchdog.daemon = True
+        watchdog.start()
+        logger.info(
+            "MQTT consumer %s connecting to %s:%s (events: %s)",
+            self.client_id,
+            self.address.host,
+            self.address.port,
+            self.events_filter,
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Store and acknowledge what was received (up to timeout_s), then disconnect.
+
+        The broker session is kept: messages published from now on, and any received but not
+        yet stored, are delivered again when a consumer with the same client id connects.
+        """
+        if not self._started or self._stop_requested.is_set():
+            return
+        deadline = time.monotonic() + timeout_s
+        self._drain_deadline = deadline
+        self._stop_requested.set()
+        if self._worker is not None:
+            self._worker.join(max(0.0, deadline - time.monotonic()))
+            if self._worker.is_alive():
+                logger.warning("MQTT consumer worker did not finish within %.1f s", timeout_s)
+        while not self._acks_sent() and time.monotonic() < deadline:
+            time.sleep(0.01)  # let the acks to the edges go out before the DISCONNECT
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._set_connected(False)
+        logger.info("MQTT consumer %s stopped", self.client_id)
+
+    def _warn_if_not_connected(self) -> None:
+        if not self._connected and not self._stop_requested.is_set():
+            logger.warning(
+                "MQTT consumer %s not connected to %s:%s after %s s (%s); MQTT %s broker?",
+                self.client_id,
+                self.address.host,
+                self.address.port,
+                CONNECT_WARNING_S,
+                self._last_error or "no answer",
+                self.mqtt_version,
+            )
+
+    def _acks_sent(self) -> bool:
+        last = self._last_ack
+        try:
+            return last is None or last.is_published()
+        except (RuntimeError, ValueError):  # published while disconnected: paho resends it
+            return True
+
+    def __enter__(self) -> MqttConsumer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- paho network thread -------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._last_error = f"broker refused the connection: {reason_code}"
+            logger.error("MQTT broker refused the connection: %s", reason_code)
+            self._set_connected(False)
+            return
+        with self._lock:
+            self._generation += 1
+        logger.info(
+            "MQTT consumer %s connected (session present: %s)",
+            self.client_id,
+            flags.session_present,
+        )
+        # Subscribing on every connect: harmless when the session already holds the subscriptions.
+        if self.mqtt_version == "5":
+            client.subscribe(
+                [
+                    (self.events_filter, SubscribeOptions(qos=1)),
+                    (self.status_filter, SubscribeOptions(qos=1)),
+                ]
+            )
+        else:
+            client.subscribe([(self.events_filter, 1), (self.status_filter, 1)])
+        self._set_connected(True)
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self._subscribed = False
+        if not self._stop_requested.is_set():
+            self._last_error = f"disconnected: {reason_code}"
+            logger.warning("MQTT consumer disconnected (%s); reconnecting", reason_code)
+        self._set_connected(False)
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            self._last_error = f"subscription refused: {', '.join(refused)}"
+            logger.error(
+                "MQTT broker refused the subscriptions %s / %s: %s (check the ACL)",
+                self.events_filter,
+                self.status_filter,
+                ", ".join(refused),
+            )
+            self._subscribed = False
+        else:
+            self._subscribed = True
+
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "<topic not UTF-8>"
+        item = _Inbound(
+            topic=topic,
+            payload=bytes(message.payload),
+            mid=message.mid,
+            qos=message.qos,
+            generation=self._generation,
+            received_at=datetime.now(UTC),
+        )
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop_requested.is_set():
+                    # Not PUBACKed: the broker delivers it again in the next session.
+                    return
+                logger.warning("MQTT consumer queue full; holding the network thread")
+
+    def _set_connected(self, value: bool) -> None:
+        changed = value != self._connected
+        self._connected = value
+        if changed and self._on_connected_change is not None:
+            try:
+                self._on_connected_change(value)
+            except Exception:
+                logger.exception("on_connected_change callback failed")
+
+    # -- worker thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self._retry_initial_s
+        retry_at = 0.0
+        while True:
+            pending = self._pending_count()
+            if self._stop_requested.is_set() and (
+                (not pending and self._queue.empty()) or time.monotonic() >= self._drain_deadline
+            ):
+                break
+            try:
+                if not pending:
+                    try:
+                        first = self._queue.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    self._accept(first)
+                    if not self._pending_count():
+                        continue  # it was rejected: nothing to store
+                    self._fill(time.monotonic() + self._batch_wait_s)
+                else:
+                    # Retrying after a store failure: take in more while the backoff runs out.
+                    self._fill(retry_at)
+                    self._sleep_until(retry_at)
+                if self._attempt():
+                    backoff = self._retry_initial_s
+                else:
+                    retry_at = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self._retry_max_s)
+            except Exception:  # a bug here must not end ingestion
+                logger.exception("MQTT consumer worker error; continuing")
+                retry_at = time.monotonic() + backoff
+        left = self._pending_count() + self._queue.qsize()
+        if left:
+            logger.warning(
+                "MQTT consumer stopping with %d messages not stored; the broker delivers them "
+                "again in the next session",
+                left,
+            )
+
+    def _pending_count(self) -> int:
+        return len(self._events) + len(self._statuses)
+
+    def _fill(self, until: float) -> None:
+        """Move messages from the queue into the batch until `until` or the batch is full."""
+        while self._pending_count() < self._batch_max:
+            remaining = until - time.monotonic()
+            if self._stop_requested.is_set():
+                remaining = min(remaining, self._drain_deadline - time.monotonic())
+            try:
+                if remaining <= 0:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                if remaining <= 0:
+                    return
+                continue
+            self._accept(item)
+
+    def _sleep_until(self, when: float) -> None:
+        if self._stop_requested.is_set():
+            when = min(when, self._drain_deadline)
+            time.sleep(max(0.0, when - time.monotonic()))
+        else:
+            self._stop_requested.wait(max(0.0, when - time.monotonic()))
+
+    def _accept(self, inbound: _Inbound) -> None:
+        verdict = validate_message(
+            inbound.topic, inbound.payload, max_payload_bytes=self._max_payload_bytes
+        )
+        if isinstance(verdict, Rejected):
+            self._reject(inbound, verdict)
+        elif isinstance(verdict, EventDelivery):
+            self._events.append(_PendingEvent(inbound, verdict))
+        else:
+            self._statuses.append(_PendingStatus(inbound, verdict))
+
+    def _attempt(self) -> bool:
+        """Store everything pending; True when nothing is left over."""
+        events_ok, failed_events = self._store_events(self._events) if self._events else (False, [])
+        statuses_ok = False
+        failed_statuses: list[_PendingStatus] = []
+        for pending in self._statuses:
+            delivery = pending.delivery
+            try:
+                self._store.record_status(
+                    delivery.site_id, delivery.edge_id, delivery.status, pending.inbound.received_at
+                )
+            except Exception as error:
+                self._store_failed(error, 1)
+                failed_statuses.append(pending)
+                continue
+            statuses_ok = True
+            self.stats.add("status_recorded")
+            self._puback(pending.inbound)
+        if events_ok:
+            # The store takes other events, so these fail on their own: poison for the database.
+            # After max_store_attempts they are dropped like any invalid message (the edge got
+            # no ack, so its outbox still holds them).
+            failed_events = [p for p in failed_events if not self._poisoned(p)]
+            failed_statuses = [p for p in failed_statuses if not self._poisoned(p)]
+        self._events = failed_events
+        self._statuses = failed_statuses
+        if events_ok or statuses_ok or not self._pending_count():
+            self._store_ok = True
+        return not self._pending_count()
+
+    def _poisoned(self, pending: _PendingEvent | _PendingStatus) -> bool:
+        pending.failures += 1
+        if pending.failures < self._max_store_attempts:
+            return False
+        self._reject(
+            pending.inbound, Rejected("store_error", f"store refused it {pending.failures} times")
+        )
+        return True
+
+    def _store_events(self, events: list[_PendingEvent]) -> tuple[bool, list[_PendingEvent]]:
+        """Store a batch in one call; on failure isolate the messages that fail on their own.
+
+        Returns (whether the store accepted anything, the messages still to store).
+        """
+        groups: dict[tuple[str, int], list[_PendingEvent]] = {}
+        for pending in events:  # the same (event_id, seq) twice in one batch: store it once
+            event = pending.delivery.event
+            groups.setdefault((event.event_id, event.seq), []).append(pending)
+        batch = list(groups.values())
+        try:
+            results = self._ingest([group[0] for group in batch])
+        except Exception as error:
+            self._store_failed(error, len(batch))
+        else:
+            for group, stored in zip(batch, results, strict=True):
+                self._finish_group(group, stored)
+            return True, []
+        if len(batch) == 1:
+            return False, events
+        stored_any = False
+        failed: list[_PendingEvent] = []
+        for index, group in enumerate(batch):
+            try:
+                (stored,) = self._ingest([group[0]])
+            except Exception as error:
+                if not stored_any:
+                    # Alone it fails too: the store is probably away. Try another one first
+                    # next time, so one bad message cannot keep the rest waiting forever.
+                    self._store_failed(error, 1)
+                    rest = [p for g in batch[index + 1 :] for p in g]
+                    return False, rest + group
+                failed.extend(group)
+                continue
+            stored_any = True
+            self._finish_group(group, stored)
+        return True, failed
+
+    def _ingest(self, items: list[_PendingEvent]) -> list[bool]:
+        pairs: list[tuple[Event, str | None]] = [
+            (p.delivery.event, p.delivery.edge_id) for p in items
+        ]
+        results = self._store.ingest_many(pairs, source="mqtt")
+        if len(results) != len(pairs):
+            raise RuntimeError(f"store returned {len(results)} results for {len(pairs)} events")
+        return results
+
+    def _finish_group(self, group: list[_PendingEvent], stored: bool) -> None:
+        self._finish_event(group[0], stored)
+        for duplicate in group[1:]:
+            # Never handed to the store, which counts what it is given: count it here.
+            EVENTS_INGESTED.labels(source="mqtt", result="duplicate").inc()
+            self._finish_event(duplicate, False)
+
+    def _finish_event(self, pending: _PendingEvent, stored: bool) -> None:
+        delivery = pending.delivery
+        self.stats.add("stored" if stored else "duplicate")
+        ack = AckMessage(event_id=delivery.event.event_id, seq=delivery.event.seq)
+        self._last_ack = self._client.publish(
+            ack_topic(delivery.site_id, delivery.edge_id), ack.model_dump_json(), qos=1
+        )
+        self.stats.add("acks_sent")
+        self._puback(pending.inbound)
+
+    def _store_failed(self, error: Exception, count: int) -> None:
+        self._store_ok = False
+        self._last_error = f"store: {type(error).__name__}: {error}"[:300]
+        self.stats.add("store_failures")
+        logger.warning(
+            "Storing %d MQTT messages failed (%s: %s); will retry, not acknowledged",
+            count,
+            type(error).__name__,
+            error,
+        )
+
+    def _reject(self, inbound: _Inbound, rejected: Rejected) -> None:
+        log = logger.error if rejected.reason == "store_error" else logger.warning
+        log("Rejected MQTT message on %s: %s (%s)", inbound.topic, rejected.reason, rejected.detail)
+        MESSAGES_REJECTED.labels(reason=rejected.reason).inc()
+        self.stats.reject(rejected.reason)
+        self._puback(inbound)  # so the broker does not deliver poison forever
+
+    def _puback(self, inbound: _Inbound) -> None:
+        if inbound.qos == 0:
+            return
+        if inbound.generation != self._generation:
+            # Received on an earlier connection: the broker sends it again on this one (MQTT 5
+            # section 4.4), and that copy gets its own PUBACK once stored (as a duplicate).
+            return
+        self._client.ack(inbound.mid, inbound.qos)

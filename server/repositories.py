@@ -1,0 +1,327 @@
+"""SQL of the server, and nothing else: each repository wraps one session.
+
+Inserts that must be idempotent use the dialect's `INSERT ... ON CONFLICT` (SQLite and
+PostgreSQL both have it, and both support RETURNING), so a duplicate is never an error and
+two processes inserting the same row at once store it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from common.events import SCHEMA, Event, StatusMessage
+from server.db.models import CameraStatusRow, EdgeRow, EventRow, EvidenceRow, TokenRow
+from server.schemas import CameraView, EdgeView, EventFilter, EvidenceInfo
+
+EventKey = tuple[str, int]
+EDGE_OFFLINE_REASON = "edge offline"
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+def upsert_insert(session: Session, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for the session's dialect that offers `on_conflict_do_*`."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(_table(model))
+    if name == "sqlite":
+        return sqlite.insert(_table(model))
+    raise ValueError(f"unsupported database dialect {name!r}")
+
+
+# Events ---------------------------------------------------------------------------------------
+
+
+def event_to_row(
+    event: Event, *, source: str, edge_id: str | None, received_at: datetime
+) -> dict[str, Any]:
+    """The column values of one event message."""
+    return {
+        "event_id": event.event_id,
+        "seq": event.seq,
+        "state": event.state,
+        "type": event.type,
+        "site_id": event.site_id,
+        "camera_id": event.camera_id,
+        "zone_id": event.zone_id,
+        "rule_id": event.rule_id,
+        "observed_at": event.observed_at,
+        "pts_s": event.pts_s,
+        "onset_pts_s": event.onset_pts_s,
+        "score": event.score,
+        "bbox": list(event.bbox),
+        "details": event.details,
+        "model": None if event.model is None else event.model.model_dump(mode="json"),
+        "evidence": [item.model_dump(mode="json") for item in event.evidence],
+        "edge_id": edge_id,
+        "source": source,
+        "received_at": received_at,
+    }
+
+
+def row_to_event(row: EventRow) -> Event:
+    """The contract event message stored in `row`."""
+    return Event.model_validate(
+        {
+            "schema": SCHEMA,
+            "event_id": row.event_id,
+            "seq": row.seq,
+            "state": row.state,
+            "type": row.type,
+            "site_id": row.site_id,
+            "camera_id": row.camera_id,
+            "zone_id": row.zone_id,
+            "rule_id": row.rule_id,
+            "observed_at": row.observed_at,
+            "pts_s": row.pts_s,
+            "onset_pts_s": row.onset_pts_s,
+            "score": row.score,
+            "bbox": row.bbox,
+            "details": row.details,
+            "model": row.model,
+            "evidence": row.evidence,
+        }
+    )
+
+
+class EventRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def insert_new(self, rows: Sequence[dict[str, Any]]) -> set[EventKey]:
+        """Insert rows whose (event_id, seq) is not stored yet; the keys actually inserted."""
+        if not rows:
+            return set()
+        stmt = (
+            upsert_insert(self._session, EventRow)
+            .on_conflict_do_nothing(index_elements=["event_id", "seq"])
+            .returning(_table(EventRow).c.event_id, _table(EventRow).c.seq)
+        )
+        result = self._session.execute(stmt, list(rows))
+        return {(str(row[0]), int(row[1])) for row in result}
+
+    def _filtered(self, query: Select[Any], filters: EventFilter) -> Select[Any]:
+        for column, value in (
+            (EventRow.site_id, filters.site_id),
+            (EventRow.camera_id, filters.camera_id),
+            (EventRow.type, filters.type),
+            (EventRow.state, filters.state),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        return query
+
+    def list_newest(
+        self, filters: EventFilter, *, limit: int, offset: int
+    ) -> tuple[list[Event], int]:
+        """One page of events, newest `observed_at` first, and the total that match."""
+        total = self._session.scalar(self._filtered(select(func.count(EventRow.id)), filters))
+        query = (
+            self._filtered(select(EventRow), filters)
+            .order_by(EventRow.observed_at.desc(), EventRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = self._session.scalars(query).all()
+        return [row_to_event(row) for row in rows], int(total or 0)
+
+    def count(self) -> int:
+        return int(self._session.scalar(select(func.count(EventRow.id))) or 0)
+
+    def get(self, event_id: str, seq: int) -> EventRow | None:
+        query = select(EventRow).where(EventRow.event_id == event_id, EventRow.seq == seq)
+        return self._session.scalars(query).one_or_none()
+
+
+# Edges ----------------------------------------------------------------------------------------
+
+
+class EdgeRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def upsert_edge(
+        self, *, site_id: str, edge_id: str, status: StatusMessage, received_at: datetime
+    ) -> None:
+        """Store the edge's latest status; an older message never overwrites a newer one."""
+        stmt = upsert_insert(self._session, EdgeRow).values(
+            site_id=site_id,
+            edge_id=edge_id,
+            state=status.state,
+            last_seen=received_at,
+            status=status.model_dump(mode="json"),
+        )
+        table = _table(EdgeRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["site_id", "edge_id"],
+            set_={
+                "state": stmt.excluded.state,
+                "last_seen": stmt.excluded.last_seen,
+                "status": stmt.excluded.status,
+            },
+            where=table.c.last_seen <= stmt.excluded.last_seen,
+        )
+        self._session.execute(stmt)
+
+    def upsert_camera(
+        self,
+        *,
+        site_id: str,
+        edge_id: str,
+        camera_id: str,
+        online: bool,
+        reason: str,
+        received_at: datetime,
+    ) -> None:
+        """Store one camera's state; `last_seen` moves only while the camera is online."""
+        stmt = upsert_insert(self._session, CameraStatusRow).values(
+            site_id=site_id,
+            edge_id=edge_id,
+            camera_id=camera_id,
+            online=online,
+            reason=reason[:256],
+            last_seen=received_at if online else None,
+            updated_at=received_at,
+        )
+        table = _table(CameraStatusRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["site_id", "edge_id", "camera_id"],
+            set_={
+                "online": stmt.excluded.online,
+                "reason": stmt.excluded.reason,
+                "last_seen": func.coalesce(stmt.excluded.last_seen, table.c.last_seen),
+                "updated_at": stmt.excluded.updated_at,
+            },
+            where=table.c.updated_at <= stmt.excluded.updated_at,
+        )
+        self._session.execute(stmt)
+
+    def mark_cameras_offline(self, *, site_id: str, edge_id: str, received_at: datetime) -> None:
+        """Every camera of an edge that went offline is offline too."""
+        self._session.execute(
+            update(CameraStatusRow)
+            .where(
+                CameraStatusRow.site_id == site_id,
+                CameraStatusRow.edge_id == edge_id,
+                CameraStatusRow.online.is_(True),
+                CameraStatusRow.updated_at <= received_at,
+            )
+            .values(online=False, reason=EDGE_OFFLINE_REASON, updated_at=received_at)
+        )
+
+    def count_online(self) -> int:
+        query = select(func.count()).select_from(EdgeRow).where(EdgeRow.state == "online")
+        return int(self._session.scalar(query) or 0)
+
+    def list_edges(self) -> list[EdgeView]:
+        """Every edge with its cameras, by site then edge id."""
+        edges = self._session.scalars(select(EdgeRow).order_by(EdgeRow.site_id, EdgeRow.edge_id))
+        cameras = self._session.scalars(
+            select(CameraStatusRow).order_by(CameraStatusRow.camera_id)
+        ).all()
+        by_edge: dict[tuple[str, str], list[CameraView]] = {}
+        for camera in cameras:
+            by_edge.setdefault((camera.site_id, camera.edge_id), []).append(
+                CameraView(
+                    camera_id=camera.camera_id,
+                    online=camera.online,
+                    reason=camera.reason,
+                    last_seen=camera.last_seen,
+                )
+            )
+        return [_edge_view(edge, by_edge.get((edge.site_id, edge.edge_id), [])) for edge in edges]
+
+
+def _edge_view(edge: EdgeRow, cameras: list[CameraView]) -> EdgeView:
+    outbox = edge.status.get("outbox") if isinstance(edge.status, dict) else None
+    return EdgeView(
+        site_id=edge.site_id,
+        edge_id=edge.edge_id,
+        state=edge.state,
+        online=edge.state == "online",
+        last_seen=edge.last_seen,
+        cameras=cameras,
+        outbox=outbox if isinstance(outbox, dict) else {},
+    )
+
+
+# Tokens ---------------------------------------------------------------------------------------
+
+
+class TokenRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, *, name: str, role: str, token_sha256: str, created_at: datetime) -> TokenRow:
+        row = TokenRow(name=name, role=role, token_sha256=token_sha256, created_at=created_at)
+        self._session.add(row)
+        self._session.flush()
+        return row
+
+    def find_active(self, token_sha256: str) -> TokenRow | None:
+        query = select(TokenRow).where(
+            TokenRow.token_sha256 == token_sha256, TokenRow.revoked_at.is_(None)
+        )
+        return self._session.scalars(query).one_or_none()
+
+    def revoke(self, token_id: int, *, revoked_at: datetime) -> bool:
+        result = self._session.execute(
+            update(TokenRow)
+            .where(TokenRow.id == token_id, TokenRow.revoked_at.is_(None))
+            .values(revoked_at=revoked_at)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+# Evidence -------------------------------------------------------------------------------------
+
+
+class EvidenceRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, sha256: str) -> EvidenceRow | None:
+        return self._session.get(EvidenceRow, sha256)
+
+    def add_if_new(
+        self,
+        *,
+        sha256: str,
+        content_type: str,
+        size: int,
+        path: str,
+        created_at: datetime,
+        event_id: str | None,
+    ) -> bool:
+        """Insert the file's row unless it is there already; True when inserted."""
+        stmt = (
+            upsert_insert(self._session, EvidenceRow)
+            .values(
+                sha256=sha256,
+                content_type=content_type,
+                size=size,
+                path=path,
+                created_at=created_at,
+                event_id=event_id,
+            )
+            .on_conflict_do_nothing(index_elements=["sha256"])
+            .returning(_table(EvidenceRow).c.sha256)
+        )
+        return self._session.execute(stmt).first() is not None
+
+
+def evidence_info(row: EvidenceRow) -> EvidenceInfo:
+    return EvidenceInfo(
+        sha256=row.sha256, content_type=row.content_type, size=row.size, event_id=row.event_id
+    )

@@ -1,0 +1,701 @@
+"""server/mqtt.py MqttConsumer against private Mosquitto brokers (one per test, random port).
+
+The store is an in-memory fake that enforces (event_id, seq) uniqueness and can be told to fail
+like a database that went away. Missing mosquitto binary: skip locally, fail with CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
+
+from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
+from server.mqtt import MqttConsumer
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "mosquitto"
+SITE, EDGE, CAMERA = "garden-court", "box1", "gate-east"
+REJECTED = "zhizhi_messages_rejected_total"
+
+
+def _require(binary: str, fallback: str) -> str:
+    path = shutil.which(binary) or (fallback if Path(fallback).exists() else None)
+    if path is None:
+        message = f"{binary} not found (install mosquitto)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class Broker:
+    """A private mosquitto with persistence in its own folder; can be stopped and restarted."""
+
+    def __init__(self, folder: Path, extra: str = "") -> None:
+        self.binary = _require("mosquitto", "/usr/sbin/mosquitto")
+        self.folder = folder
+        self.port = _free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.config = folder / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {folder}/",
+            f"log_dest file {folder}/mosquitto.log",
+            extra,
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to user mosquitto and cannot read folder
+        self.write_config("\n".join(lines) + "\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+        def listening() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise AssertionError(f"mosquitto exited: {stderr}{self.log()}")
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, 5, "mosquitto to listen")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: mosquitto saves its persistence file
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.folder / "mosquitto.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+
+class FakeStore:
+    """EventStore in memory: (event_id, seq) stored once; `failing` makes every call raise."""
+
+    def __init__(self, poison: frozenset[str] = frozenset()) -> None:
+        self.lock = threading.Lock()
+        self.events: dict[tuple[str, int], tuple[Event, str | None]] = {}
+        self.statuses: list[tuple[str, str, StatusMessage, datetime]] = []
+        self.calls = 0
+        self.failures = 0
+        self.failing = False
+        self.poison = poison  # event ids that make any batch holding them raise
+
+    def ingest_many(self, items: Sequence[tuple[Event, str | None]], *, source: str) -> list[bool]:
+        assert source == "mqtt"
+        with self.lock:
+            self.calls += 1
+            if self.failing or any(event.event_id in self.poison for event, _ in items):
+                self.failures += 1
+                raise ConnectionError("database away")
+            results = []
+            for event, edge_id in items:
+                key = (event.event_id, event.seq)
+                results.append(key not in self.events)
+                self.events.setdefault(key, (event, edge_id))
+            return results
+
+    def record_status(
+        self, site_id: str, edge_id: str, status: StatusMessage, received_at: datetime
+    ) -> None:
+        with self.lock:
+            if self.failing:
+                raise ConnectionError("database away")
+            self.statuses.append((site_id, edge_id, status, received_at))
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.events)
+
+    def keys(self) -> set[tuple[str, int]]:
+        with self.lock:
+            return set(self.events)
+
+
+class Edge:
+    """Plays an edge box (MQTT 3.1.1 like edge/publish.py) and records every ack it sees."""
+
+    def __init__(
+        self, port: int, *, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.acks: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-edge-{uuid.uuid4().hex[:8]}"
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+
+    def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.acks.append((message.topic, json.loads(message.payload)))
+
+    def listen_acks(self, topic: str = "zhizhi/v1/+/+/ack") -> None:
+        """Subscribe to acks, again after every reconnect (this client's session is clean)."""
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        self.client.on_connect = lambda client, *_args: client.subscribe(topic, qos=1)
+        self.client.subscribe(topic, qos=1)
+        assert subscribed.wait(5), "ack subscription not confirmed"
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        self.infos.append(self.client.publish(topic, payload, qos=1, retain=retain))
+
+    def send(self, event: Event, *, edge_id: str = EDGE) -> None:
+        self.publish(events_topic(event.site_id, edge_id, event.camera_id), event.to_json())
+
+    def flush(self, timeout_s: float = 10) -> None:
+        """Wait until the broker has PUBACKed everything sent (paho resends after a reconnect)."""
+        infos, self.infos = self.infos, []
+        wait_until(lambda: all(info.is_published() for info in infos), timeout_s, "PUBACKs")
+
+    def ack_list(self) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return list(self.acks)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def make_event(n: int, *, event_id: str | None = None, seq: int = 0, **fields: Any) -> Event:
+    values: dict[str, Any] = {
+        "event_id": event_id or f"ev-{n:05d}",
+        "seq": seq,
+        "state": "new" if seq == 0 else "update",
+        "type": "fire_lane",
+        "site_id": SITE,
+        "camera_id": CAMERA,
+        "zone_id": "lane-north",
+        "rule_id": "lane-north-blocked",
+        "observed_at": datetime(2026, 11, 23, 2, 12, 35, tzinfo=UTC),
+        "pts_s": 130.0 + n,
+        "onset_pts_s": 10.0,
+        "bbox": (0.1, 0.5, 0.3, 0.9),
+        "score": 0.8,
+    }
+    values.update(fields)
+    return Event.model_validate(values)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    instance = Broker(tmp_path)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Callable[[], None]]]:
+    """Stop consumers and edge clients even when a test fails."""
+    actions: list[Callable[[], None]] = []
+    yield actions
+    for action in reversed(actions):
+        action()
+
+
+def start_consumer(
+    broker: Broker,
+    store: FakeStore,
+    cleanup: list[Callable[[], None]],
+    client_id: str = "server-1",
+    **options: Any,
+) -> MqttConsumer:
+    options.setdefault("retry_initial_s", 0.05)
+    options.setdefault("retry_max_s", 0.2)
+    consumer = MqttConsumer(broker.url, store, client_id=client_id, **options)
+    consumer.start()
+    cleanup.append(lambda: consumer.stop(timeout_s=2))
+    wait_until(lambda: consumer.healthy, 5, f"{client_id} to connect and subscribe")
+    return consumer
+
+
+def start_edge(broker: Broker, cleanup: list[Callable[[], None]], **login: Any) -> Edge:
+    edge = Edge(broker.port, **login)
+    cleanup.append(edge.close)
+    return edge
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_events_are_stored_once_and_acked_on_their_edges_ack_topic(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    store = FakeStore()
+    consumer = start_consumer(broker, store, cleanup)
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(5):
+        edge.send(make_event(n))
+    repeated = make_event(99, event_id="ev-repeated", seq=3)
+    for _ in range(3):
+        edge.send(repeated)
+    other = make_event(7, site_id="river-park", camera_id="door-2")
+    edge.send(other, edge_id="box9")
+    edge.flush()
+
+    wait_until(lambda: len(edge.ack_list()) == 9, 10, "9 acks")
+    assert store.keys() == {(f"ev-{n:05d}", 0) for n in range(5)} | {
+        ("ev-repeated", 3),
+        ("ev-00007", 0),
+    }
+    assert store.events[("ev-00007", 0)][1] == "box9"  # the edge id comes from the topic
+    assert store.events[("ev-00000", 0)][1] == EDGE
+    acks = edge.ack_list()
+    assert [a for a in acks if a[1]["event_id"] == "ev-repeated"] == [
+        (ack_topic(SITE, EDGE), {"event_id": "ev-repeated", "seq": 3})
+    ] * 3
+    assert (ack_topic("river-park", "box9"), {"event_id": "ev-00007", "seq": 0}) in acks
+    assert sorted(a[1]["event_id"] for a in acks if a[0] == ack_topic(SITE, EDGE)) == sorted(
+        [f"ev-{n:05d}" for n in range(5)] + ["ev-repeated"] * 3
+    )
+    assert consumer.stats.get("stored") == 7 and consumer.stats.get("duplicate") == 2
+    assert consumer.stats.rejected == {}
+
+
+def test_bad_payloads_are_rejected_and_counted_while_valid_events_go_through(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    store = FakeStore()
+    consumer = start_consumer(broker, store, cleanup, max_payload_bytes=4096)
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    before = {r: metric(REJECTED, reason=r) for r in ("bad_json", "oversized")}
+    topic = events_topic(SITE, EDGE, CAMERA)
+    valid = make_event(1).to_json()
+    edge.send(make_event(0))
+    edge.publish(topic, b"this is not json")
+    edge.publish(topic, valid[: len(valid) // 2])  # truncated
+    edge.publish(topic, make_event(2, details={"pad": "x" * 5000}).to_json())  # oversized
+    edge.publish(topic, b"\xff\xfe\x00garbage")  # not UTF-8
+    edge.publish(topic, json.dumps({**json.loads(valid), "score": 7}))  # not a valid event
+    edge.publish(events_topic("river-park", EDGE, CAMERA), make_event(3).to_json())  # lies
+    edge.publish(events_topic(SITE, EDGE, "door-2"), make_event(4).to_json())  # wrong camera
+    edge.publish(f"zhizhi/v1//{EDGE}/{CAMERA}/events", make_event(5).to_json())  # bad topic
+    edge.send(make_event(1))
+    edge.flush()
+
+    wait_until(lambda: sum(consumer.stats.rejected.values()) == 8, 10, "8 rejections")
+    wait_until(lambda: store.count() == 2, 10, "the 2 valid events")
+    assert consumer.stats.rejected == {
+        "bad_json": 2,
+        "oversized": 1,
+        "not_utf8": 1,
+        "invalid_event": 1,
+        "site_mismatch": 1,
+        "camera_mismatch": 1,
+        "bad_topic": 1,
+    }
+    assert metric(REJECTED, reason="bad_json") == before["bad_json"] + 2
+    assert metric(REJECTED, reason="oversized") == before["oversized"] + 1
+    assert store.keys() == {("ev-00000", 0), ("ev-00001", 0)}
+    wait_until(lambda: len(edge.ack_list()) == 2, 5, "2 acks")
+    time.sleep(0.2)
+    assert sorted(a[1]["event_id"] for a in edge.ack_list()) == ["ev-00000", "ev-00001"]
+    assert consumer.healthy
+
+    # Everything was PUBACKed, poison included: a restart with the same session gets nothing
+    # back. The broker would send redeliveries before the new sentinel event.
+    consumer.stop()
+    again = FakeStore()
+    restarted = start_consumer(broker, again, cleanup, max_payload_bytes=4096)
+    edge.send(make_event(6, event_id="sentinel"))
+    edge.flush()
+    wait_until(lambda: again.count() == 1, 10, "the sentinel")
+    assert again.keys() == {("sentinel", 0)}
+    assert restarted.stats.rejected == {}
+
+
+def test_what_is_published_while_the_server_is_down_arrives_after_restart(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    store = FakeStore()
+    first = start_consumer(broker, store, cleanup, client_id="server-a")
+    first.stop()
+    assert not first.connected
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(50):
+        edge.send(make_event(n))
+    edge.flush()  # the broker has them all (PUBACKed to the edge) and queues them for server-a
+    time.sleep(0.2)
+    assert store.count() == 0
+
+    second = start_consumer(broker, store, cleanup, client_id="server-a")
+    wait_until(lambda: store.count() == 50, 10, "the 50 queued events")
+    wait_until(lambda: len(edge.ack_list()) == 50, 10, "50 acks")
+    assert second.stats.get("stored") == 50
+
+
+def test_two_consumers_in_one_shared_group_split_the_events(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    stores = [FakeStore(), FakeStore()]
+    consumers = [
+        start_consumer(broker, stores[0], cleanup, client_id="server-a"),
+        start_consumer(broker, stores[1], cleanup, client_id="server-b"),
+    ]
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(400):
+        edge.send(make_event(n))
+    edge.flush()
+
+    wait_until(lambda: stores[0].count() + stores[1].count() >= 400, 15, "400 events")
+    time.sleep(0.2)
+    a, b = stores[0].keys(), stores[1].keys()
+    assert not a & b, "an event went to both consumers"
+    assert len(a | b) == 400 and len(a) + len(b) == 400
+    assert a and b, f"one consumer got everything: {len(a)} / {len(b)}"
+    wait_until(lambda: len(edge.ack_list()) == 400, 10, "400 acks")
+    assert all(c.stats.get("duplicate") == 0 for c in consumers)
+
+
+def test_nothing_is_lost_while_the_store_is_down(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    store = FakeStore()
+    store.failing = True
+    consumer = start_consumer(broker, store, cleanup)  # healthy until the first failure
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(30):
+        edge.send(make_event(n))
+    edge.flush()
+
+    wait_until(lambda: store.failures >= 5, 10, "several failed store attempts")
+    assert consumer.connected and not consumer.healthy
+    assert consumer.health()["store_ok"] is False
+    assert edge.ack_list() == [] and store.count() == 0
+
+    store.failing = False
+    wait_until(lambda: store.count() == 30, 10, "the 30 events once the store is back")
+    wait_until(lambda: len(edge.ack_list()) == 30, 10, "30 acks")
+    assert consumer.healthy
+    assert consumer.stats.rejected == {}
+
+
+def test_a_server_stopped_while_the_store_is_down_gets_the_events_again(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    broken = FakeStore()
+    broken.failing = True
+    consumer = start_consumer(broker, broken, cleanup)
+    edge = start_edge(broker, cleanup)
+    for n in range(10):
+        edge.send(make_event(n))
+    edge.flush()
+    wait_until(lambda: broken.failures >= 2, 10, "failed store attempts")
+    consumer.stop(timeout_s=0.5)  # gives up on the batch: nothing was PUBACKed
+
+    working = FakeStore()
+    start_consumer(broker, working, cleanup, client_id="server-1")
+    wait_until(lambda: working.count() == 10, 10, "the 10 events, delivered again")
+
+
+def test_an_event_the_store_always_refuses_does_not_block_the_others(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    store = FakeStore(poison=frozenset({"ev-poison"}))
+    consumer = start_consumer(broker, store, cleanup, retry_initial_s=0.01, retry_max_s=0.05)
+    edge = start_edge(broker, cleanup)
+    edge.send(make_event(0))
+    edge.send(make_event(1, event_id="ev-poison"))
+    for n in range(2, 20):
+        edge.send(make_event(n))
+    edge.flush()
+    wait_until(lambda: store.count() == 19, 10, "the 19 good events")
+    # Other traffic proves the store works: after max_store_attempts the poison is dropped.
+    for n in range(20, 30):
+        edge.send(make_event(n))
+        edge.flush()
+        time.sleep(0.05)
+    wait_until(lambda: consumer.stats.rejected.get("store_error") == 1, 10, "poison dropped")
+    wait_until(lambda: store.count() == 29, 10, "all good events")
+    assert consumer.healthy
+
+
+@pytest.mark.parametrize("group", [None, "zhizhi-server"])
+def test_broker_restart_mid_stream(
+    broker: Broker, cleanup: list[Callable[[], None]], group: str | None
+) -> None:
+    store = FakeStore()
+    changes: list[bool] = []
+    consumer = start_consumer(
+        broker, store, cleanup, group=group, on_connected_change=changes.append
+    )
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    events = [make_event(n) for n in range(50)]
+    for event in events[:20]:
+        edge.send(event)
+    edge.flush()
+    wait_until(lambda: store.count() == 20, 10, "first 20")
+    broker.stop()
+    wait_until(lambda: not consumer.connected, 5, "the consumer to notice")
+    for event in events[20:]:  # paho keeps these in memory and sends them on reconnect
+        edge.send(event)
+    edge.infos.clear()  # published while disconnected: paho reports them as failed, yet resends
+    broker.start()
+    wait_until(lambda: consumer.healthy, 10, "the consumer to reconnect")
+    if group is not None:
+        # Mosquitto 2.0 restores a persistent session's plain subscriptions after a restart but
+        # not its shared ones, so events that reach the restarted broker before the server has
+        # subscribed again are dropped (docs/mqtt.md). The edge's outbox sends again whatever
+        # the server has not acked; play that here.
+        deadline = time.monotonic() + 15
+        while store.count() < 50 and time.monotonic() < deadline:
+            time.sleep(1.0)
+            acked = {payload["event_id"] for _, payload in edge.ack_list()}
+            for event in events:
+                if event.event_id not in acked:
+                    edge.send(event)
+    wait_until(lambda: store.count() == 50, 15, "all 50 after the broker restart")
+    assert changes[:3] == [True, False, True]
+    wait_until(
+        lambda: {p["event_id"] for _, p in edge.ack_list()} == {e.event_id for e in events},
+        10,
+        "an ack for every event",
+    )
+
+
+def test_status_messages_are_recorded_and_lying_ones_rejected(
+    broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    edge = start_edge(broker, cleanup)
+    online = StatusMessage(state="online", edge_id=EDGE, site_id=SITE, ts=1.0)
+    edge.publish(status_topic(SITE, EDGE), online.model_dump_json(), retain=True)
+    edge.flush()
+    store = FakeStore()
+    consumer = start_consumer(broker, store, cleanup)  # gets the retained status on subscribe
+    wait_until(lambda: len(store.statuses) == 1, 5, "the retained status")
+    liar = StatusMessage(state="offline", edge_id="box7", site_id=SITE)
+    edge.publish(status_topic(SITE, EDGE), liar.model_dump_json())
+    edge.publish(status_topic(SITE, EDGE), b'{"state": "sleeping"}')
+    edge.flush()
+    wait_until(lambda: sum(consumer.stats.rejected.values()) == 2, 5, "2 rejections")
+    assert consumer.stats.rejected == {"edge_mismatch": 1, "invalid_status": 1}
+    site_id, edge_id, status, received_at = store.statuses[0]
+    assert (site_id, edge_id, status) == (SITE, EDGE, online)
+    assert received_at.tzinfo is not None
+
+
+# --- broker security: the shipped ACL ------------------------------------------------------
+
+
+SERVER_USER = "zhizhi-server"
+BOX1_USER, BOX2_USER = "edge-garden-court-box1", "edge-garden-court-box2"
+LOGINS = {u: f"{u}-{uuid.uuid4().hex[:8]}" for u in (SERVER_USER, BOX1_USER, BOX2_USER)}
+
+
+def _secured_broker(folder: Path) -> Broker:
+    """A private broker running deploy/mosquitto/mosquitto.conf with the shipped ACL; only the
+    TLS listener, paths and ports are swapped for the test's."""
+    passwd = _require("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    password_file = folder / "passwd"
+    for index, (user, secret) in enumerate(LOGINS.items()):
+        create = ["-c"] if index == 0 else []
+        subprocess.run([passwd, "-b", *create, str(password_file), user, secret], check=True)
+    broker = Broker(folder)
+    dropped = re.compile(
+        r"^\s*(listener|certfile|keyfile|tls_version|cafile|require_certificate|password_file"
+        r"|acl_file|persistence_location|log_dest)\b"
+    )
+    kept = [
+        line
+        for line in (DEPLOY / "mosquitto.conf").read_text().splitlines()
+        if not dropped.match(line)
+    ]
+    kept += [
+        f"listener {broker.port} 127.0.0.1",
+        f"password_file {password_file}",
+        f"acl_file {DEPLOY / 'acl'}",
+        f"persistence_location {folder}/",
+        f"log_dest file {folder}/mosquitto.log",
+    ]
+    if os.geteuid() == 0:
+        kept.append("user root")
+    broker.write_config("\n".join(kept) + "\n")
+    return broker
+
+
+def test_the_acl_lets_an_edge_publish_only_under_its_own_site_and_edge(
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
+    broker = _secured_broker(tmp_path)
+    broker.start()
+    cleanup.append(broker.stop)
+    store = FakeStore()
+    consumer = start_consumer(
+        broker, store, cleanup, username=SERVER_USER, password=LOGINS[SERVER_USER]
+    )
+    box1 = start_edge(broker, cleanup, username=BOX1_USER, password=LOGINS[BOX1_USER])
+    box1.listen_acks("zhizhi/v1/garden-court/box1/ack")
+    # Forbidden first; the broker handles one connection's messages in order, so once the
+    # allowed one is stored, the forbidden ones would have been too.
+    box1.send(make_event(1, site_id="river-park"))  # another site
+    box1.send(make_event(2), edge_id="box2")  # another edge of the same site
+    box1.send(make_event(3))  # its own
+    box1.flush()
+    wait_until(lambda: store.count() == 1, 5, "the edge's own event")
+    time.sleep(0.3)
+    assert store.keys() == {("ev-00003", 0)}
+    wait_until(lambda: len(box1.ack_list()) == 1, 5, "the ack, readable by box1")
+
+    # box2 cannot read box1's acks; a wrong password and anonymous clients get nowhere.
+    box2 = start_edge(broker, cleanup, username=BOX2_USER, password=LOGINS[BOX2_USER])
+    box2.listen_acks("zhizhi/v1/garden-court/box1/ack")
+    box1.send(make_event(4))
+    box1.flush()
+    wait_until(lambda: len(box1.ack_list()) == 2, 5, "box1's second ack")
+    time.sleep(0.2)
+    assert box2.ack_list() == []
+    for login in ({"username": BOX1_USER, "password": LOGINS[BOX2_USER]}, {}):
+        with pytest.raises(ConnectionRefusedError):
+            _connect_or_raise(broker, **login)
+    assert consumer.stats.rejected == {}
+
+
+def _connect_or_raise(
+    broker: Broker, username: str | None = None, password: str | None = None
+) -> None:
+    refused: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"intruder-{uuid.uuid4().hex[:6]}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda _c, _u, _f, reason, _p: refused.append(reason.is_failure)
+    client.connect("127.0.0.1", broker.port)
+    try:
+        deadline = time.monotonic() + 5
+        while not refused and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+    finally:
+        client.disconnect()
+    if refused == [True]:
+        raise ConnectionRefusedError("broker refused the login")
+
+
+# --- the real storage ---------------------------------------------------------------------------
+
+
+def test_with_the_real_ingest_service_on_sqlite(
+    tmp_path: Path, broker: Broker, cleanup: list[Callable[[], None]]
+) -> None:
+    """The EventStore protocol matches server/ingest.py: stored once, duplicates counted."""
+    from sqlalchemy import text
+
+    from server.db.session import make_engine, make_session_factory, migrate
+    from server.ingest import IngestService
+    from server.mqtt import EventStore
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
+    cleanup.append(engine.dispose)
+    migrate(engine)
+    service: EventStore = IngestService(make_session_factory(engine))
+    stored = ("zhizhi_events_ingested_total", {"source": "mqtt", "result": "stored"})
+    duplicate = ("zhizhi_events_ingested_total", {"source": "mqtt", "result": "duplicate"})
+    before = (metric(stored[0], **stored[1]), metric(duplicate[0], **duplicate[1]))
+    consumer = MqttConsumer(broker.url, service, client_id="server-sqlite")
+    consumer.start()
+    cleanup.append(lambda: consumer.stop(timeout_s=2))
+    wait_until(lambda: consumer.healthy, 5, "connect")
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(20):
+        edge.send(make_event(n))
+    for _ in range(3):
+        edge.send(make_event(0))
+    edge.publish(
+        status_topic(SITE, EDGE), StatusMessage(state="online", edge_id=EDGE).model_dump_json()
+    )
+    edge.flush()
+    wait_until(lambda: len(edge.ack_list()) == 23, 10, "23 acks")
+    wait_until(lambda: consumer.stats.get("status_recorded") == 1, 5, "the status")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM events")).scalar_one()
+        edges = connection.execute(text("SELECT count(*) FROM edges")).scalar_one()
+    assert (rows, edges) == (20, 1)
+    assert metric(stored[0], **stored[1]) - before[0] == 20
+    assert metric(duplicate[0], **duplicate[1]) - before[1] == 3
+
+
+def test_mqtt_311_mode_with_the_embedded_demo_broker(cleanup: list[Callable[[], None]]) -> None:
+    """`zhizhi demo` runs amqtt (MQTT 3.1.1, no shared subscriptions): mqtt_version="3.1.1"."""
+    pytest.importorskip("amqtt")
+    from zhizhi.embedded_broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker().start()
+    cleanup.append(embedded.stop)
+    store = FakeStore()
+    consumer = MqttConsumer(
+        embedded.url, store, client_id="server-demo", group=None, mqtt_version="3.1.1"
+    )
+    consumer.start()
+    cleanup.append(lambda: consumer.stop(timeout_s=2))
+    wait_until(lambda: consumer.healthy, 5, "connect")
+    edge = Edge(embedded.port)
+    cleanup.append(edge.close)
+    edge.listen_acks()
+    for n in range(30):
+        edge.send(make_event(n))
+    edge.send(make_event(0))
+    edge.publish(events_topic("river-park", EDGE, CAMERA), make_event(1).to_json())
+    edge.flush()
+    wait_until(lambda: len(edge.ack_list()) == 31, 10, "31 acks")
+    wait_until(lambda: consumer.stats.rejected == {"site_mismatch": 1}, 5, "the liar rejected")
+    assert store.count() == 30
