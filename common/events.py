@@ -104,6 +104,11 @@ class AckMessage(WireModel):
 
     event_id: str
     seq: int = Field(ge=0)
+    rejected: str | None = Field(
+        default=None,
+        description="Set when the server refuses the message for good (invalid, a topic that "
+        "disagrees with the payload): the edge stops re-sending it and logs the reason",
+    )
 
 
 class CameraStatus(WireModel):

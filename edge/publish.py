@@ -44,6 +44,7 @@ from common.events import (
     events_topic,
     status_topic,
 )
+from common.logs import paho_logger
 from edge.outbox import EventKey, Outbox
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class MqttSink:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
-        client.enable_logger(logging.getLogger("edge.mqtt"))
+        client.enable_logger(paho_logger("edge.mqtt"))
         if username is not None:
             client.username_pw_set(username, password)
         client.will_set(self._status_topic, self._status_json("offline"), qos=1, retain=True)
@@ -306,6 +307,13 @@ class MqttSink:
                 "invalid ack on %s (%d errors), ignored", message.topic, error.error_count()
             )
             return
+        if ack.rejected is not None:
+            logger.error(
+                "server rejected event %s/%d for good (%s): removed from the outbox",
+                ack.event_id,
+                ack.seq,
+                ack.rejected,
+            )
         self._acks.put((ack.event_id, ack.seq))
         self._wake.set()
 

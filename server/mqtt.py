@@ -28,6 +28,7 @@ group=None. See docs/mqtt.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import ssl
@@ -49,6 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from common.events import TOPIC_PREFIX, AckMessage, Event, StatusMessage, ack_topic, parse_topic
+from common.logs import paho_logger
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
 
 logger = logging.getLogger(__name__)
@@ -176,6 +178,22 @@ def validate_status(site_id: str, edge_id: str, text: str) -> StatusDelivery | R
             "edge_mismatch", f"topic edge {edge_id!r} but payload edge {status.edge_id!r}"
         )
     return StatusDelivery(site_id, edge_id, status)
+
+
+def _event_key(payload: bytes) -> tuple[str, int] | None:
+    """(event_id, seq) of a payload that is JSON but not a valid event, if it says them."""
+    if len(payload) > 1 << 20:
+        return None  # not worth parsing: far beyond any real event
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    event_id, seq = data.get("event_id"), data.get("seq")
+    if isinstance(event_id, str) and event_id and isinstance(seq, int) and seq >= 0:
+        return event_id, seq
+    return None
 
 
 def _json_or(error: ValidationError, otherwise: RejectReason) -> RejectReason:
@@ -361,7 +379,7 @@ class MqttConsumer:
             clean_session=None if mqtt_version == "5" else False,
             manual_ack=True,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(paho_logger(f"{__name__}.paho"))
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         user = username if username is not None else self.address.username
         secret = password if password is not None else self.address.password
@@ -769,7 +787,9 @@ class MqttConsumer:
         self.stats.add("stored" if stored else "duplicate")
         ack = AckMessage(event_id=delivery.event.event_id, seq=delivery.event.seq)
         self._last_ack = self._client.publish(
-            ack_topic(delivery.site_id, delivery.edge_id), ack.model_dump_json(), qos=1
+            ack_topic(delivery.site_id, delivery.edge_id),
+            ack.model_dump_json(exclude_none=True),
+            qos=1,
         )
         self.stats.add("acks_sent")
         self._puback(pending.inbound)
@@ -790,7 +810,24 @@ class MqttConsumer:
         log("Rejected MQTT message on %s: %s (%s)", inbound.topic, rejected.reason, rejected.detail)
         MESSAGES_REJECTED.labels(reason=rejected.reason).inc()
         self.stats.reject(rejected.reason)
+        if rejected.reason != "store_error":
+            self._ack_rejected(inbound, rejected.reason)
         self._puback(inbound)  # so the broker does not deliver poison forever
+
+    def _ack_rejected(self, inbound: _Inbound, reason: str) -> None:
+        """Tell the edge to stop re-sending a message that can never be stored, when the topic
+        names the edge and the payload still names the event."""
+        parsed = parse_topic(inbound.topic)
+        if parsed is None or parsed[3] != "events" or not parsed[0] or not parsed[1]:
+            return  # no edge to tell
+        key = _event_key(inbound.payload)
+        if key is None:
+            return
+        ack = AckMessage(event_id=key[0], seq=key[1], rejected=reason)
+        self._client.publish(
+            ack_topic(parsed[0], parsed[1]), ack.model_dump_json(exclude_none=True), qos=1
+        )
+        self.stats.add("rejections_acked")
 
     def _puback(self, inbound: _Inbound) -> None:
         if inbound.qos == 0:

@@ -539,3 +539,24 @@ def test_jsonl_sink_appends_one_line_per_event(tmp_path: Path) -> None:
 
     lines = path.read_text().splitlines()
     assert [Event.model_validate_json(line).seq for line in lines] == [0, 1]
+
+
+def test_a_rejection_ack_removes_the_event_and_logs_why(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server refuses a message for good (it can never be stored): the edge must stop
+    re-sending it, and say so loudly."""
+    sink = sink_for(broker, tmp_path / "outbox.sqlite", resend_after_s=30.0)
+    sink.send(make_event(1))
+    sink.send(make_event(2))
+    wait_for(lambda: sink.outbox.due(time.time(), 30.0, 2) == [], 5, "the first sends")
+    poke = client(broker.port)
+    poke.connect("127.0.0.1", broker.port)
+    poke.loop_start()
+    rejection = {"event_id": "ev-0001", "seq": 0, "rejected": "invalid_event"}
+    poke.publish(ack_topic(SITE, EDGE), json.dumps(rejection), qos=1).wait_for_publish(2)
+
+    wait_for(lambda: sink.outbox.stats().pending_events == 1, 5, "the rejection")
+    assert "rejected event ev-0001/0 for good (invalid_event)" in caplog.text
+    poke.loop_stop()
+    sink.close()
