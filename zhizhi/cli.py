@@ -259,6 +259,28 @@ def bench_edge(
         result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    db: Annotated[str, typer.Option(help="sqlite:///path or postgresql://...")],
+    mqtt: Annotated[str, typer.Option(help="Broker, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
+    events: Annotated[int, typer.Option(min=100, help="Events for the throughput figure")] = 20000,
+    rate: Annotated[float, typer.Option(help="Events/s for the latency figure")] = 200.0,
+    seconds: Annotated[float, typer.Option(help="Length of the latency run")] = 10.0,
+    window: Annotated[int, typer.Option(help="Unacknowledged events at most")] = 500,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """Sustained events/s from MQTT into the database, and publish → stored latency."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_ingest import bench_ingest as run_bench
+
+    result = _run_guarded(
+        "bench ingest", lambda: run_bench(db, mqtt, events, rate, seconds, window)
+    )
+    print(result.markdown_row())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
 @models_app.command("list")
 def models_list() -> None:
     """The registry's models and whether their files are found and verified."""
