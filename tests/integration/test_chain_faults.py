@@ -277,6 +277,11 @@ class Broker:
 
         wait_until(listening, 10, f"mosquitto on port {self.port}")
 
+    def kill(self) -> None:
+        """SIGKILL: whatever arrived since the last save (autosave_interval) is lost."""
+        stop_process(self.process)
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()  # SIGTERM: Mosquitto writes its persistence file
@@ -631,11 +636,17 @@ def chain(database: tuple[str, str], tmp_path: Path) -> Iterator[Chain]:
 # Scenarios -----------------------------------------------------------------------------------
 
 
-def test_broker_stopped_and_started_again_mid_stream(chain: Chain) -> None:
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_broker_stopped_and_started_again_mid_stream(chain: Chain, how: str) -> None:
+    """terminate: Mosquitto saves its sessions and queues and restores them. kill: it loses
+    everything since its last save (here: all of it); the outboxes and resends cover that."""
     server = chain.server()
     edge = chain.edge(N_EVENTS)
     edge.wait_sent(N_EVENTS // 3)
-    chain.broker.stop()
+    if how == "terminate":
+        chain.broker.stop()
+    else:
+        chain.broker.kill()
     down_from = edge.sent()
     time.sleep(1.0)  # the edge keeps adding events to its outbox meanwhile
     down_to = edge.sent()
@@ -646,29 +657,41 @@ def test_broker_stopped_and_started_again_mid_stream(chain: Chain) -> None:
     counts = chain.assert_exactly_once(expected_keys(chain.tag, N_EVENTS), server)
     assert down_to > down_from, "the edge should have sent while the broker was down"
     counts.update(sent_while_down=down_to - down_from, publishes=edge.publishes())
-    summary(chain, "broker restart", counts)
+    summary(chain, f"broker {how} + restart", counts)
 
 
-def test_server_killed_and_restarted_mid_stream(chain: Chain) -> None:
+@pytest.mark.parametrize("when", ["idle", "holding"])
+def test_server_killed_and_restarted_mid_stream(chain: Chain, when: str) -> None:
+    """idle: killed between batches. holding: frozen for a second first, so the broker has
+    handed it up to a second of events it never stored or PUBACKed when it dies.
+
+    The edge's resend timer is 60 s here, longer than the test: everything must come through
+    the server's persistent session (queued by the broker while it was down, or delivered
+    again because it was never PUBACKed), so the edge publishes each message exactly once."""
     server = chain.server()
-    edge = chain.edge(N_EVENTS)
+    edge = chain.edge(N_EVENTS, resend_after_s=60.0)
     edge.wait_sent(N_EVENTS // 3)
-    server.send(signal.SIGKILL)
     down_from = edge.sent()
+    if when == "holding":
+        server.send(signal.SIGSTOP)
+        time.sleep(1.0)
+    server.send(signal.SIGKILL)
     time.sleep(1.0)
     down_to = edge.sent()
     server.start()  # same port, client id and database
-    edge.wait_done()
+    edge.wait_done(timeout_s=30)
     counts = chain.assert_exactly_once(expected_keys(chain.tag, N_EVENTS), server)
     assert down_to > down_from, "the edge should have sent while the server was down"
     after = server.ingested()
+    publishes = edge.publishes()
     counts.update(
         sent_while_down=down_to - down_from,
-        publishes=edge.publishes(),
+        publishes=publishes,
         stored_after_restart=int(after.get("stored", 0)),
         duplicates_after_restart=int(after.get("duplicate", 0)),
     )
-    summary(chain, "server kill -9", counts)
+    assert publishes == N_EVENTS, f"the edge had to re-publish: {counts}"
+    summary(chain, f"server kill -9 ({when})", counts)
 
 
 def test_edge_killed_with_events_in_its_outbox(chain: Chain) -> None:

@@ -30,7 +30,8 @@ def broker() -> Iterator[tuple[mqtt.Client, queue.Queue[tuple[str, dict[str, obj
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
 
     def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        messages.put((message.topic, json.loads(message.payload)))
+        if message.payload:  # an empty retained message clears a topic
+            messages.put((message.topic, json.loads(message.payload)))
 
     client.on_message = on_message
     try:
@@ -107,6 +108,13 @@ def wait_for(
     raise AssertionError(f"no message on *{topic_end} within {timeout_s} s")
 
 
+def clear_retained(client: mqtt.Client, edge_id: str) -> None:
+    """Leave the shared broker as we found it: no retained status of a test edge."""
+    client.publish(f"zhizhi/v1/it-site/{edge_id}/status", b"", qos=1, retain=True).wait_for_publish(
+        5
+    )
+
+
 def stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
@@ -137,6 +145,7 @@ def test_edge_publishes_events_and_status(
     assert any(json.loads(line)["event_id"] == event["event_id"] for line in lines)
     offline = wait_for(messages, f"{edge_id}/status", lambda p: p["state"] == "offline", 10)
     assert offline["edge_id"] == edge_id, output
+    clear_retained(broker[0], edge_id)
 
 
 def test_camera_that_never_answers_is_reported_offline_and_retried(
@@ -154,11 +163,13 @@ def test_camera_that_never_answers_is_reported_offline_and_retried(
             lambda p: (
                 p["state"] == "online" and p["cameras"].get("lane-cam", {}).get("online") is False
             ),
-            40,
+            60,
         )
         time.sleep(3)
         assert process.poll() is None  # still running: retrying, not crashed
-    finally:
-        output = stop(process)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; edge output:\n{stop(process)[-4000:]}") from None
+    output = stop(process)
+    clear_retained(broker[0], edge_id)
     assert "lane-cam" in str(status["cameras"])
     assert "offline" in output and "Traceback" not in output
