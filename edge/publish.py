@@ -258,14 +258,16 @@ class MqttSink:
             )
             return
         client.subscribe(self._ack_topic, qos=1)  # here, so it survives reconnects
-        self._publish_status("online")
         if self._lost_at is None:
             logger.info("MQTT connected to %s:%d", self._host, self._port)
         else:
             logger.info("MQTT connection back after %.1f s", time.monotonic() - self._lost_at)
         self._connected_at = time.time()
         self._lost_at = None
+        # connected first, status second: a camera change racing with this connect is then
+        # either in this status or published by camera_status() itself
         self._connected.set()
+        self._publish_status("online")
         self._wake.set()
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:

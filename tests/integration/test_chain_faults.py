@@ -8,8 +8,11 @@ Each test breaks one link mid-stream, then checks in the database (directly, and
 REST API with an admin token from `zhizhi token create`) that every (event_id, seq) sent is
 stored exactly once, and that the edge's outbox ended empty.
 
-1. the broker stopped and started again mid-stream (persistence on);
-2. the server killed with SIGKILL mid-stream and restarted (same client id, same database);
+1. the broker stopped (SIGTERM: it saves its sessions; and SIGKILL: it loses them) and started
+   again mid-stream, persistence on;
+2. the server killed with SIGKILL mid-stream and restarted (same client id, same database),
+   between batches and while it holds messages it never stored; the edge's resend timer is
+   longer than the test there, so the server's persistent session alone must bring them back;
 3. the edge killed with SIGKILL with everything still in its outbox, then a fresh edge process
    on the same outbox file that sends nothing new;
 4. duplicate deliveries: resend_after_s=0.2 s and the server frozen (SIGSTOP) for a while;
