@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,11 +27,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from common.events import Event, ack_topic, parse_topic, status_topic
 from edge.outbox import Outbox
 from edge.publish import JsonlSink, MqttSink
+from tests.support.mosquitto import PrivateBroker, free_port
 
 # tests that start a broker; the others run anywhere
 broker_test = pytest.mark.integration
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
 SITE, EDGE = "site-t", "edge-t"
 FAST = {"resend_after_s": 1.0, "reconnect_max_s": 1, "flush_timeout_s": 2.0}
 
@@ -69,62 +67,9 @@ def make_event(i: int, seq: int = 0, camera: str = "cam-1") -> Event:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Broker:
-    """A private Mosquitto with persistence, stopped and started by the test."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.conf = folder / "mosquitto.conf"
-        user = "root" if os.geteuid() == 0 else ""  # as root, Mosquitto would drop to 'mosquitto'
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\n"
-            + (f"user {user}\n" if user else "")
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)])
-        wait_for(self._accepts, 10, f"mosquitto on port {self.port}")
-
-    def _accepts(self) -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()  # SIGTERM: Mosquitto saves its persistence file
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not MOSQUITTO.exists():
-        message = f"{MOSQUITTO} is not installed"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder)
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    running = PrivateBroker(tmp_path / "broker")
     running.start()
     yield running
     running.stop()
@@ -190,7 +135,7 @@ class FakeServer:
 
 
 @pytest.fixture
-def server(broker: Broker) -> Iterator[FakeServer]:
+def server(broker: PrivateBroker) -> Iterator[FakeServer]:
     fake = FakeServer(broker.port)
     assert fake.subscribed.wait(5)
     yield fake
@@ -218,7 +163,7 @@ def read_retained(port: int, topic: str, timeout_s: float = 3.0) -> dict[str, An
     return got[0] if got else None
 
 
-def sink_for(broker: Broker, outbox_path: Path, **options: Any) -> MqttSink:
+def sink_for(broker: PrivateBroker, outbox_path: Path, **options: Any) -> MqttSink:
     return MqttSink(broker.url, SITE, EDGE, Outbox(outbox_path), **{**FAST, **options})
 
 
@@ -231,7 +176,7 @@ def keys(events: list[Event]) -> list[tuple[str, int]]:
 
 @broker_test
 def test_events_arrive_in_order_and_acks_empty_the_outbox(
-    broker: Broker, server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: PrivateBroker, server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = sink_for(broker, tmp_path / "outbox.sqlite")
     sent = [make_event(i, seq) for i in range(10) for seq in range(3)]
@@ -248,7 +193,7 @@ def test_events_arrive_in_order_and_acks_empty_the_outbox(
 
 
 @broker_test
-def test_events_go_to_the_contract_topic(broker: Broker, tmp_path: Path) -> None:
+def test_events_go_to_the_contract_topic(broker: PrivateBroker, tmp_path: Path) -> None:
     topics: list[str] = []
     spy = client(broker.port)
     spy.on_message = lambda _c, _u, message: topics.append(message.topic)
@@ -270,7 +215,7 @@ def test_events_go_to_the_contract_topic(broker: Broker, tmp_path: Path) -> None
 
 @broker_test
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
-    broker: Broker, server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: PrivateBroker, server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="edge.publish")
     sink = sink_for(broker, tmp_path / "outbox.sqlite")
@@ -303,7 +248,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
 
 @broker_test
 def test_a_reconnect_sends_every_unacked_event_again_at_once(
-    broker: Broker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     # the server ignores first deliveries; resend_after_s is far beyond the test's waits, so
     # only the reconnect can bring the second deliveries that it acks
@@ -317,8 +262,7 @@ def test_a_reconnect_sends_every_unacked_event_again_at_once(
     time.sleep(0.3)
     assert sink.outbox.stats().pending_events == 10
 
-    broker.stop()
-    broker.start()
+    broker.restart()
 
     wait_for(lambda: sink.outbox.stats().pending_events == 0, 10, "acks after the reconnect")
     sink.close()
@@ -328,7 +272,7 @@ def test_a_reconnect_sends_every_unacked_event_again_at_once(
 
 @broker_test
 def test_a_restarted_edge_sends_every_unacked_event_again_at_once(
-    broker: Broker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     server = FakeServer(broker.port, lambda _event, count: count >= 2)
     assert server.subscribed.wait(5)
@@ -401,7 +345,7 @@ def kill_9(process: subprocess.Popen[str]) -> None:
 
 @broker_test
 def test_edge_killed_with_events_in_its_outbox_sends_them_after_restart(
-    broker: Broker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     outbox = tmp_path / "outbox.sqlite"
     broker.stop()
@@ -426,7 +370,7 @@ def test_edge_killed_with_events_in_its_outbox_sends_them_after_restart(
 
 @broker_test
 def test_events_not_acked_are_sent_again_after_resend_after_s(
-    broker: Broker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     # odd events are ignored the first time they arrive, acked the second time
     server = FakeServer(broker.port, lambda event, count: event.pts_s % 2 == 0 or count >= 2)
@@ -452,7 +396,9 @@ def test_events_not_acked_are_sent_again_after_resend_after_s(
 
 
 @broker_test
-def test_status_is_retained_online_then_offline_after_close(broker: Broker, tmp_path: Path) -> None:
+def test_status_is_retained_online_then_offline_after_close(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
     topic = status_topic(SITE, EDGE)
     sink = sink_for(broker, tmp_path / "outbox.sqlite")
     wait_for(
@@ -479,7 +425,7 @@ def test_status_is_retained_online_then_offline_after_close(broker: Broker, tmp_
 
 @broker_test
 def test_status_goes_offline_through_the_last_will_after_kill_9(
-    broker: Broker, tmp_path: Path
+    broker: PrivateBroker, tmp_path: Path
 ) -> None:
     topic = status_topic(SITE, EDGE)
     process = edge_process(tmp_path, "idle", broker.url, tmp_path / "outbox.sqlite")
@@ -515,7 +461,7 @@ def test_send_never_raises_into_the_caller(
 
 
 @broker_test
-def test_an_invalid_ack_is_ignored(broker: Broker, tmp_path: Path) -> None:
+def test_an_invalid_ack_is_ignored(broker: PrivateBroker, tmp_path: Path) -> None:
     sink = sink_for(broker, tmp_path / "outbox.sqlite", resend_after_s=30.0)
     sink.send(make_event(1))
     wait_for(lambda: sink.outbox.due(time.time(), 30.0, 1) == [], 5, "the first send")
@@ -542,7 +488,7 @@ def test_jsonl_sink_appends_one_line_per_event(tmp_path: Path) -> None:
 
 
 def test_a_rejection_ack_removes_the_event_and_logs_why(
-    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker: PrivateBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server refuses a message for good (it can never be stored): the edge must stop
     re-sending it, and say so loudly."""

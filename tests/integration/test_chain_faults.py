@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -56,11 +55,11 @@ from sqlalchemy.exc import OperationalError
 from common.events import Event
 from edge.outbox import Outbox
 from edge.publish import MqttSink
+from tests.support.mosquitto import PrivateBroker, free_port, unavailable
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-MOSQUITTO = Path("/usr/sbin/mosquitto")
 PG_SERVER = os.environ.get("ZHIZHI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 SITE, EDGE, CAMERA = "site-chain", "edge-chain", "cam-1"
 STATES = ("new", "update", "end")
@@ -182,23 +181,6 @@ def edge_main(argv: list[str]) -> int:
 # Helpers -------------------------------------------------------------------------------------
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(message: str) -> None:
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_until(
     condition: Callable[[], bool],
     timeout_s: float,
@@ -239,60 +221,6 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     process.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-
-
-class Broker:
-    """A private Mosquitto with persistence, on a free port; stopped with SIGTERM (it saves)."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.log = folder / "mosquitto.log"
-        self.config = folder / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {folder}/",
-            "max_queued_messages 100000",
-            f"log_dest file {self.log}",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to 'mosquitto' and cannot write folder
-        self.config.write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [str(MOSQUITTO), "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def listening() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"mosquitto exited\n{tail(self.log)}")
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_until(listening, 10, f"mosquitto on port {self.port}")
-
-    def kill(self) -> None:
-        """SIGKILL: whatever arrived since the last save (autosave_interval) is lost."""
-        stop_process(self.process)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: Mosquitto writes its persistence file
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                stop_process(self.process)
-        self.process = None
 
 
 class Server:
@@ -476,7 +404,7 @@ class Chain:
         self.tag = f"ev{uuid.uuid4().hex[:8]}"
         self.outbox = folder / "edge" / "outbox.sqlite"
         self.outbox.parent.mkdir(parents=True)
-        self.broker = Broker(folder / "broker")
+        self.broker = PrivateBroker(folder / "broker", ["max_queued_messages 100000"])
         self.servers: list[Server] = []
         self.edges: list[EdgeProcess] = []
         self.started = time.monotonic()
@@ -557,7 +485,7 @@ class Chain:
     def diagnostics(self) -> str:
         parts = [edge.diagnostics() for edge in self.edges]
         parts += [server.diagnostics() for server in self.servers]
-        parts.append(tail(self.broker.log, 1500))
+        parts.append(self.broker.log(1500))
         return "\n".join(parts)
 
     def assert_exactly_once(self, sent: set[EventKey], api_server: Server) -> dict[str, int]:
@@ -625,8 +553,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[s
 
 @pytest.fixture
 def chain(database: tuple[str, str], tmp_path: Path) -> Iterator[Chain]:
-    if not MOSQUITTO.exists():
-        unavailable(f"{MOSQUITTO} is not installed")
     backend, url = database
     made = Chain(tmp_path / "chain", url, backend)
     try:
@@ -649,7 +575,7 @@ def test_broker_stopped_and_started_again_mid_stream(chain: Chain, how: str) -> 
     if how == "terminate":
         chain.broker.stop()
     else:
-        chain.broker.kill()
+        chain.broker.stop(kill=True)
     down_from = edge.sent()
     time.sleep(1.0)  # the edge keeps adding events to its outbox meanwhile
     down_to = edge.sent()

@@ -34,9 +34,9 @@ from edge.evidence import DirectoryStore
 from edge.outbox import Outbox
 from edge.publish import MqttSink
 from edge.upload import EvidenceUploader, Outcome, classify, evidence_url
+from tests.support.mosquitto import PrivateBroker
 
 TOKEN = "edge-token-1"  # noqa: S105 - a test token
-MOSQUITTO = Path("/usr/sbin/mosquitto")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -340,49 +340,10 @@ def test_a_vanished_file_is_reported_failed(
 # The whole chain, with the edge killed -9 while broker and server are away -------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Broker:
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.conf = folder / "mosquitto.conf"
-        user = "user root\n" if os.geteuid() == 0 else ""  # else Mosquitto drops to 'mosquitto'
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\n{user}"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)])
-
-        def accepts() -> bool:
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_for(accepts, 10, "mosquitto")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not MOSQUITTO.exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{MOSQUITTO} is not installed")
-        pytest.skip(f"{MOSQUITTO} is not installed")
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    running = Broker(folder)
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """Not started: the test starts it once the edge is gone."""
+    running = PrivateBroker(tmp_path / "broker")
     yield running
     running.stop()
 
@@ -456,7 +417,7 @@ time.sleep(60)
 
 @pytest.mark.integration
 def test_nothing_is_lost_when_the_edge_dies_while_broker_and_server_are_away(
-    broker: Broker, http_server: EvidenceServer, tmp_path: Path
+    broker: PrivateBroker, http_server: EvidenceServer, tmp_path: Path
 ) -> None:
     http_server.fail_all = 503
     script = tmp_path / "edge_process.py"

@@ -7,10 +7,8 @@ like a database that went away. Missing mosquitto binary: skip locally, fail wit
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,29 +25,13 @@ from prometheus_client import REGISTRY
 
 from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
 from server.mqtt import MqttConsumer
+from tests.support.mosquitto import PrivateBroker, unavailable
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "mosquitto"
 SITE, EDGE, CAMERA = "garden-court", "box1", "gate-east"
 REJECTED = "zhizhi_messages_rejected_total"
-
-
-def _require(binary: str, fallback: str) -> str:
-    path = shutil.which(binary) or (fallback if Path(fallback).exists() else None)
-    if path is None:
-        message = f"{binary} not found (install mosquitto)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -59,59 +41,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class Broker:
-    """A private mosquitto with persistence in its own folder; can be stopped and restarted."""
-
-    def __init__(self, folder: Path, extra: str = "") -> None:
-        self.binary = _require("mosquitto", "/usr/sbin/mosquitto")
-        self.folder = folder
-        self.port = _free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.config = folder / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {folder}/",
-            f"log_dest file {folder}/mosquitto.log",
-            extra,
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to user mosquitto and cannot read folder
-        self.write_config("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def write_config(self, text: str) -> None:
-        self.config.write_text(text)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-        def listening() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise AssertionError(f"mosquitto exited: {stderr}{self.log()}")
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_until(listening, 5, "mosquitto to listen")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: mosquitto saves its persistence file
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.folder / "mosquitto.log"
-        return path.read_text()[-4000:] if path.exists() else ""
 
 
 class FakeStore:
@@ -228,8 +157,8 @@ def make_event(n: int, *, event_id: str | None = None, seq: int = 0, **fields: A
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    instance = Broker(tmp_path)
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    instance = PrivateBroker(tmp_path, start_timeout_s=5)
     instance.start()
     yield instance
     instance.stop()
@@ -245,7 +174,7 @@ def cleanup() -> Iterator[list[Callable[[], None]]]:
 
 
 def start_consumer(
-    broker: Broker,
+    broker: PrivateBroker,
     store: FakeStore,
     cleanup: list[Callable[[], None]],
     client_id: str = "server-1",
@@ -260,7 +189,7 @@ def start_consumer(
     return consumer
 
 
-def start_edge(broker: Broker, cleanup: list[Callable[[], None]], **login: Any) -> Edge:
+def start_edge(broker: PrivateBroker, cleanup: list[Callable[[], None]], **login: Any) -> Edge:
     edge = Edge(broker.port, **login)
     cleanup.append(edge.close)
     return edge
@@ -274,7 +203,7 @@ def metric(name: str, **labels: str) -> float:
 
 
 def test_events_are_stored_once_and_acked_on_their_edges_ack_topic(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     store = FakeStore()
     consumer = start_consumer(broker, store, cleanup)
@@ -309,7 +238,7 @@ def test_events_are_stored_once_and_acked_on_their_edges_ack_topic(
 
 
 def test_bad_payloads_are_rejected_and_counted_while_valid_events_go_through(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     store = FakeStore()
     consumer = start_consumer(broker, store, cleanup, max_payload_bytes=4096)
@@ -371,7 +300,7 @@ def test_bad_payloads_are_rejected_and_counted_while_valid_events_go_through(
 
 
 def test_what_is_published_while_the_server_is_down_arrives_after_restart(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     store = FakeStore()
     first = start_consumer(broker, store, cleanup, client_id="server-a")
@@ -392,7 +321,7 @@ def test_what_is_published_while_the_server_is_down_arrives_after_restart(
 
 
 def test_two_consumers_in_one_shared_group_split_the_events(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     stores = [FakeStore(), FakeStore()]
     consumers = [
@@ -416,7 +345,7 @@ def test_two_consumers_in_one_shared_group_split_the_events(
 
 
 def test_nothing_is_lost_while_the_store_is_down(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     store = FakeStore()
     store.failing = True
@@ -440,7 +369,7 @@ def test_nothing_is_lost_while_the_store_is_down(
 
 
 def test_a_server_stopped_while_the_store_is_down_gets_the_events_again(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     broken = FakeStore()
     broken.failing = True
@@ -458,7 +387,7 @@ def test_a_server_stopped_while_the_store_is_down_gets_the_events_again(
 
 
 def test_an_event_the_store_always_refuses_does_not_block_the_others(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     store = FakeStore(poison=frozenset({"ev-poison"}))
     consumer = start_consumer(broker, store, cleanup, retry_initial_s=0.01, retry_max_s=0.05)
@@ -481,7 +410,7 @@ def test_an_event_the_store_always_refuses_does_not_block_the_others(
 
 @pytest.mark.parametrize("group", [None, "zhizhi-server"])
 def test_broker_restart_mid_stream(
-    broker: Broker, cleanup: list[Callable[[], None]], group: str | None
+    broker: PrivateBroker, cleanup: list[Callable[[], None]], group: str | None
 ) -> None:
     store = FakeStore()
     changes: list[bool] = []
@@ -524,7 +453,7 @@ def test_broker_restart_mid_stream(
 
 
 def test_status_messages_are_recorded_and_lying_ones_rejected(
-    broker: Broker, cleanup: list[Callable[[], None]]
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     edge = start_edge(broker, cleanup)
     online = StatusMessage(state="online", edge_id=EDGE, site_id=SITE, ts=1.0)
@@ -552,15 +481,17 @@ BOX1_USER, BOX2_USER = "edge-garden-court-box1", "edge-garden-court-box2"
 LOGINS = {u: f"{u}-{uuid.uuid4().hex[:8]}" for u in (SERVER_USER, BOX1_USER, BOX2_USER)}
 
 
-def _secured_broker(folder: Path) -> Broker:
+def _secured_broker(folder: Path) -> PrivateBroker:
     """A private broker running deploy/mosquitto/mosquitto.conf with the shipped ACL; only the
     TLS listener, paths and ports are swapped for the test's."""
-    passwd = _require("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(passwd).exists():
+        unavailable("mosquitto_passwd not found (install mosquitto)")
     password_file = folder / "passwd"
     for index, (user, secret) in enumerate(LOGINS.items()):
         create = ["-c"] if index == 0 else []
         subprocess.run([passwd, "-b", *create, str(password_file), user, secret], check=True)
-    broker = Broker(folder)
+    broker = PrivateBroker(folder, start_timeout_s=5)
     dropped = re.compile(
         r"^\s*(listener|certfile|keyfile|tls_version|cafile|require_certificate|password_file"
         r"|acl_file|persistence_location|log_dest)\b"
@@ -570,16 +501,7 @@ def _secured_broker(folder: Path) -> Broker:
         for line in (DEPLOY / "mosquitto.conf").read_text().splitlines()
         if not dropped.match(line)
     ]
-    kept += [
-        f"listener {broker.port} 127.0.0.1",
-        f"password_file {password_file}",
-        f"acl_file {DEPLOY / 'acl'}",
-        f"persistence_location {folder}/",
-        f"log_dest file {folder}/mosquitto.log",
-    ]
-    if os.geteuid() == 0:
-        kept.append("user root")
-    broker.write_config("\n".join(kept) + "\n")
+    broker.write_config([*kept, f"password_file {password_file}", f"acl_file {DEPLOY / 'acl'}"])
     return broker
 
 
@@ -621,7 +543,7 @@ def test_the_acl_lets_an_edge_publish_only_under_its_own_site_and_edge(
 
 
 def _connect_or_raise(
-    broker: Broker, username: str | None = None, password: str | None = None
+    broker: PrivateBroker, username: str | None = None, password: str | None = None
 ) -> None:
     refused: list[bool] = []
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"intruder-{uuid.uuid4().hex[:6]}")
@@ -643,7 +565,7 @@ def _connect_or_raise(
 
 
 def test_with_the_real_ingest_service_on_sqlite(
-    tmp_path: Path, broker: Broker, cleanup: list[Callable[[], None]]
+    tmp_path: Path, broker: PrivateBroker, cleanup: list[Callable[[], None]]
 ) -> None:
     """The EventStore protocol matches server/ingest.py: stored once, duplicates counted."""
     from sqlalchemy import text
