@@ -19,13 +19,20 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from common.config import VEHICLE_CLASSES, CameraConfig, FireLaneRuleConfig, SiteConfig
+from common.config import (
+    VEHICLE_CLASSES,
+    CameraConfig,
+    FireLaneRuleConfig,
+    GarbagePileRuleConfig,
+    SiteConfig,
+)
 from common.events import Event, Evidence, ModelInfo
 from edge.detect.base import Detector
 from edge.events import EventSequencer
 from edge.evidence import Annotation, EvidenceStore, snapshot
 from edge.rules.base import Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
+from edge.rules.garbage_pile import GarbagePileRule
 from edge.rules.geometry import box_from_crop, detection_roi
 from edge.scene import SceneModel, SceneParams, to_analysis_gray
 from edge.track import ObjectTracker
@@ -64,6 +71,8 @@ def build_rules(camera: CameraConfig) -> list[Rule]:
             continue
         if isinstance(rule, FireLaneRuleConfig):
             rules.append(FireLaneRule(rule, camera.zone(rule.zone)))
+        elif isinstance(rule, GarbagePileRuleConfig):
+            rules.append(GarbagePileRule(rule, camera.zone(rule.zone)))
         else:
             raise UnsupportedRuleError(
                 f"camera {camera.id}: rule {rule.id}: type {rule.type} is not supported by this "

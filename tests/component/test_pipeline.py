@@ -292,3 +292,29 @@ def test_an_unsupported_rule_is_refused_naming_camera_and_rule() -> None:
 def test_a_disabled_unsupported_rule_is_skipped() -> None:
     config = site(rules=[{**FALL_RULE, "enabled": False}])
     assert build_rules(config.cameras[0]) == []
+
+
+DUMPED = LaneScene(seconds=40.0, drop_s=12.0, clear_s=30.0)
+PILE_RULE = {
+    "id": "no-dumping",
+    "type": "garbage_pile",
+    "zone": "lane",
+    "dwell_s": 5,
+    "clear_s": 4,
+    "min_area": 0.002,
+}
+
+
+def test_a_dumped_object_is_a_garbage_pile_with_its_onset_and_end(tmp_path: Path) -> None:
+    config = site(rules=[PILE_RULE])
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(tmp_path))
+    events = run(pipeline, detector, scene_frames(DUMPED))
+    assert [(e.type, e.state) for e in events] == [("garbage_pile", "new"), ("garbage_pile", "end")]
+    new, end = events
+    assert new.event_id == end.event_id and abs(new.onset_pts_s - 12.0) <= 1.0
+    assert 17.0 <= new.pts_s <= 19.0 and 33.5 <= end.pts_s <= 36.0
+    assert new.details["area"] > 0.002 and len(new.evidence) == len(end.evidence) == 1
+    x1, y1, x2, y2 = new.bbox
+    ox, oy = (DUMPED.object_box[0] + DUMPED.object_box[2]) / 2, DUMPED.object_box[3] - 0.02
+    assert x1 < ox < x2 and y1 < oy < y2
