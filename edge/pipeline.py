@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -29,7 +30,8 @@ from common.config import (
 from common.events import Event, Evidence, ModelInfo
 from edge.detect.base import Detector
 from edge.events import EventSequencer
-from edge.evidence import Annotation, EvidenceStore, snapshot
+from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg, snapshot
+from edge.history import FrameHistory
 from edge.rules.base import Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
 from edge.rules.garbage_pile import GarbagePileRule
@@ -108,6 +110,9 @@ class CameraPipeline:
         self._min_score = camera.detector.min_score
         self._interval = 1.0 / camera.detect_fps
         self._scene = SceneModel(_watched_zones(camera), SceneParams())
+        self._pile_rules = {r.rule_id for r in self.rules if isinstance(r, GarbagePileRule)}
+        self._history = FrameHistory(self._masks) if self._pile_rules else None
+        self._pile_onsets: dict[str, bytes] = {}  # rule id -> 'appeared' snapshot of its pile
         self._roi = detection_roi(_watched_zones(camera))
         self._tracker = ObjectTracker()
         self._tracks: list[TrackedObject] = []
@@ -129,6 +134,9 @@ class CameraPipeline:
         self._last_analysis = frame.pts_s
         self.stats.frames_analysed += 1
         observation = self._observe(frame)
+        if self._history is not None:
+            actors = [t.box for t in observation.tracks if t.label in EXPLAINED_CLASSES]
+            self._history.put(frame.pts_s, frame.image, actors)
         started = time.perf_counter()
         outputs = [out for rule in self.rules for out in rule.update(observation)]
         events = [self._to_event(output, frame) for output in outputs]
@@ -206,9 +214,45 @@ class CameraPipeline:
         caption = f"{self.camera.id} {output.rule_id} {output.state} t={output.pts_s:.1f}s"
         annotation = Annotation(self._zones.get(output.zone_id), output.highlight, caption)
         try:
-            data = snapshot(frame.image, self._masks, annotation)
-            name = f"{ids[0]}-{ids[1]:04d}-{role}.jpg"
-            return [self.evidence.put(name, data, "snapshot", "image/jpeg", role)]
-        except (OSError, ValueError):
-            logger.exception("camera %s: could not write the evidence snapshot", self.camera.id)
+            files = [(role, snapshot(frame.image, self._masks, annotation))]
+            if self._history is not None and output.rule_id in self._pile_rules:
+                files.extend(self._pile_evidence(output, caption))
+        except ValueError:  # an image OpenCV could not encode: the event still goes out
+            logger.exception("camera %s: could not make the evidence snapshot", self.camera.id)
             return []
+        evidence = []
+        for file_role, data in files:
+            name = f"{ids[0]}-{ids[1]:04d}-{file_role}.jpg"
+            try:
+                evidence.append(self.evidence.put(name, data, "snapshot", "image/jpeg", file_role))
+            except OSError:
+                logger.exception("camera %s: could not write evidence %s", self.camera.id, name)
+        return evidence
+
+    def _pile_evidence(self, output: RuleOutput, caption: str) -> list[tuple[str, bytes]]:
+        """Enforcement evidence for a garbage pile: at `new`, the moment it appeared and the
+        person or vehicle there just before; at `end`, the 'before' picture again beside the
+        closing ('after') one."""
+        assert self._history is not None  # noqa: S101
+        if output.state == "end":
+            before = self._pile_onsets.pop(output.rule_id, None)
+            return [("before", before)] if before is not None else []
+        if output.state != "new":
+            return []
+        files: list[tuple[str, bytes]] = []
+        appeared = self._history.at(output.onset_s)
+        if appeared is not None:
+            data = _annotated(appeared.jpeg, [output.box], f"{caption} appeared")
+            files.append(("appeared", data))
+            self._pile_onsets[output.rule_id] = data
+        actor = self._history.actor_before(output.onset_s, output.box)
+        if actor is not None:
+            past, box = actor
+            files.append(("offender", _annotated(past.jpeg, [box], f"{caption} before")))
+        return files
+
+
+def _annotated(jpeg: bytes, boxes: Sequence[Box], caption: str) -> bytes:
+    """A kept (already masked) JPEG with boxes and a caption drawn on it."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption)))

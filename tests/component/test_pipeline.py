@@ -314,7 +314,38 @@ def test_a_dumped_object_is_a_garbage_pile_with_its_onset_and_end(tmp_path: Path
     new, end = events
     assert new.event_id == end.event_id and abs(new.onset_pts_s - 12.0) <= 1.0
     assert 17.0 <= new.pts_s <= 19.0 and 33.5 <= end.pts_s <= 36.0
-    assert new.details["area"] > 0.002 and len(new.evidence) == len(end.evidence) == 1
+    assert new.details["area"] > 0.002
+    assert {e.role for e in new.evidence} == {"onset", "appeared"}  # nobody was there before
+    assert {e.role for e in end.evidence} == {"closing", "before"}
     x1, y1, x2, y2 = new.bbox
     ox, oy = (DUMPED.object_box[0] + DUMPED.object_box[2]) / 2, DUMPED.object_box[3] - 0.02
     assert x1 < ox < x2 and y1 < oy < y2
+
+
+def test_a_garbage_pile_carries_who_was_there_and_before_after_pictures(tmp_path: Path) -> None:
+    """A person stands by the spot just before the object appears (scripted detections): the
+    `new` event carries the 'appeared' picture and the 'offender' picture of that person; the
+    `end` event carries 'before' (appeared) and the closing ('after') picture."""
+    person: Box = (0.5, 0.35, 0.6, 0.75)
+
+    def script(t: float) -> list[Detection]:
+        if 9.0 <= t < 11.5:
+            return [Detection("person", 0, 0.9, person)]
+        return []
+
+    config = site(rules=[PILE_RULE])
+    detector = ScriptedDetector(script)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(tmp_path))
+    events = run(
+        pipeline, detector, scene_frames(DUMPED), lambda t: person if 9.0 <= t < 11.5 else None
+    )
+    new, end = events
+    roles = {e.role: e for e in new.evidence}
+    assert set(roles) == {"onset", "appeared", "offender"}
+    assert {e.role for e in end.evidence} == {"closing", "before"}
+    offender = cv2.imread(roles["offender"].url)
+    assert offender is not None and offender.shape[:2] == (DUMPED.height, DUMPED.width)
+    # the masked wall windows stay black in every kept picture (below the caption line)
+    for item in [*new.evidence, *end.evidence]:
+        image = cv2.imread(item.url)
+        assert image is not None and int(image[60:100, 10:150].max()) <= 40
