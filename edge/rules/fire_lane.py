@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.config import FireLaneRuleConfig, ZoneConfig
-from edge.rules.base import Observation, RuleOutput, State
+from edge.rules.base import Observation, RuleOutput, Situation, State
 from edge.rules.geometry import bottom_center, box_diagonal, distance, point_in_polygon
 from edge.scene import StaticRegion
 from edge.types import Box, TrackedObject, box_iou
@@ -103,15 +103,12 @@ class FireLaneRule:
         self._vehicles = set(config.vehicle_classes)
         self._objects = set(config.object_classes)
         self._rest = RestClock(config.rest_tolerance, keep_s=config.clear_s)
-        self._onset_s: float | None = None
-        self._last_blocked_s = float("-inf")
-        self._alerted = False
-        self._last_sent_s = float("-inf")
+        self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
 
     @property
     def is_open(self) -> bool:
-        return self._alerted
+        return self._situation.alerted
 
     def in_lane(self, box: Box) -> bool:
         return point_in_polygon(bottom_center(box), self._polygon)  # type: ignore[arg-type]
@@ -150,44 +147,23 @@ class FireLaneRule:
         now = observation.pts_s
         blockers = self.blockers(observation)
         if blockers:
-            earliest = min(b.since_s for b in blockers)
-            if self._onset_s is None or now - self._last_blocked_s > self.config.clear_s:
-                self._onset_s = earliest
-            elif not self._alerted:
-                self._onset_s = min(self._onset_s, earliest)
-            self._last_blocked_s = now
             self._last_blockers = blockers
-            return self._while_blocked(now)
-        if self._onset_s is not None and now - self._last_blocked_s >= self.config.clear_s:
-            return self._cleared(now)
+            state = self._situation.seen(now, min(b.since_s for b in blockers))
+            return [self._output(state, now)] if state is not None else []
+        if self._situation.over(now):
+            outputs = [self._output("end", now)] if self._situation.alerted else []
+            self._situation.reset()
+            self._last_blockers = []
+            return outputs
         return []
-
-    def _while_blocked(self, now: float) -> list[RuleOutput]:
-        assert self._onset_s is not None  # noqa: S101
-        if not self._alerted:
-            if now - self._onset_s < self.config.dwell_s:
-                return []
-            self._alerted = True
-            self._last_sent_s = now
-            return [self._output("new", now)]
-        if now - self._last_sent_s >= self.config.update_interval_s:
-            self._last_sent_s = now
-            return [self._output("update", now)]
-        return []
-
-    def _cleared(self, now: float) -> list[RuleOutput]:
-        outputs = [self._output("end", now)] if self._alerted else []
-        self._onset_s = None
-        self._alerted = False
-        self._last_blockers = []
-        return outputs
 
     def _output(self, state: State, now: float) -> RuleOutput:
-        assert self._onset_s is not None  # noqa: S101
+        onset = self._situation.onset_s
+        assert onset is not None  # noqa: S101
         blockers = sorted(self._last_blockers, key=lambda b: b.since_s)
         main = blockers[0]
         details = {
-            "blocked_s": round(now - self._onset_s, 2),
+            "blocked_s": round(now - onset, 2),
             "dwell_s": self.config.dwell_s,
             "blockers": [
                 {
@@ -202,12 +178,12 @@ class FireLaneRule:
         }
         if state == "end":
             details["cleared_pts_s"] = round(now, 3)
-            details["last_blocked_pts_s"] = round(self._last_blocked_s, 3)
+            details["last_blocked_pts_s"] = round(self._situation.last_seen_s, 3)
         return RuleOutput(
             rule_id=self.rule_id,
             zone_id=self.zone_id,
             state=state,
-            onset_s=self._onset_s,
+            onset_s=onset,
             pts_s=now,
             box=main.box,
             score=max(b.score for b in blockers),

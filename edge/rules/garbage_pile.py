@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import Observation, RuleOutput, State
+from edge.rules.base import Observation, RuleOutput, Situation, State
 from edge.rules.geometry import box_center, point_in_polygon, union_box
 from edge.scene import StaticRegion
 
@@ -25,10 +25,7 @@ class GarbagePileRule:
         self.rule_id = config.id
         self.zone_id = zone.id
         self._polygon = [tuple(p) for p in zone.polygon]
-        self._onset_s: float | None = None
-        self._last_seen_s = float("-inf")
-        self._alerted = False
-        self._last_sent_s = float("-inf")
+        self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._sent_area = 0.0
         self._regions: list[StaticRegion] = []
 
@@ -41,43 +38,32 @@ class GarbagePileRule:
         regions = self.pile(observation.regions)
         area = sum(r.area for r in regions)
         if regions and area >= self.config.min_area:
-            if self._onset_s is None or now - self._last_seen_s > self.config.clear_s:
-                self._onset_s = min(r.since_s for r in regions)
-            elif not self._alerted:
-                self._onset_s = min(self._onset_s, *(r.since_s for r in regions))
-            self._last_seen_s = now
             self._regions = regions
-            return self._while_present(now, area)
-        if self._onset_s is not None and now - self._last_seen_s >= self.config.clear_s:
-            outputs = [self._output("end", now, self._sent_area)] if self._alerted else []
-            self._onset_s, self._alerted, self._regions = None, False, []
+            state = self._situation.seen(now, min(r.since_s for r in regions))
+            grown = area >= self._sent_area * (1.0 + GROWTH_FOR_UPDATE)
+            if state is None and self._situation.alerted and grown:
+                self._situation.last_sent_s = now
+                state = "update"
+            if state is None:
+                return []
+            output = self._output(state, now, area)
+            self._sent_area = area
+            return [output]
+        if self._situation.over(now):
+            alerted = self._situation.alerted
+            outputs = [self._output("end", now, self._sent_area)] if alerted else []
+            self._situation.reset()
+            self._regions = []
             return outputs
         return []
 
-    def _while_present(self, now: float, area: float) -> list[RuleOutput]:
-        assert self._onset_s is not None  # noqa: S101
-        if not self._alerted:
-            if now - self._onset_s < self.config.dwell_s:
-                return []
-            self._alerted = True
-            return [self._sent("new", now, area)]
-        grown = area >= self._sent_area * (1.0 + GROWTH_FOR_UPDATE)
-        if grown or now - self._last_sent_s >= self.config.update_interval_s:
-            return [self._sent("update", now, area)]
-        return []
-
-    def _sent(self, state: State, now: float, area: float) -> RuleOutput:
-        output = self._output(state, now, area)
-        self._last_sent_s = now
-        self._sent_area = area
-        return output
-
     def _output(self, state: State, now: float, area: float) -> RuleOutput:
-        assert self._onset_s is not None  # noqa: S101
+        onset = self._situation.onset_s
+        assert onset is not None  # noqa: S101
         boxes = [r.box for r in self._regions]
         details = {
             "area": round(area, 5),
-            "present_s": round(now - self._onset_s, 2),
+            "present_s": round(now - onset, 2),
             "dwell_s": self.config.dwell_s,
             "regions": [
                 {"bbox": [round(v, 4) for v in r.box], "since_pts_s": round(r.since_s, 3)}
@@ -92,7 +78,7 @@ class GarbagePileRule:
             rule_id=self.rule_id,
             zone_id=self.zone_id,
             state=state,
-            onset_s=self._onset_s,
+            onset_s=onset,
             pts_s=now,
             box=union_box(boxes),
             score=max(r.score for r in self._regions),
