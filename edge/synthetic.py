@@ -33,11 +33,18 @@ class LaneScene:
     object_size: float = 0.09  # side, as a fraction of the frame width
     passers_every_s: float = 6.0  # a shape drives through the lane this often
     light_swing: float = 0.12  # +- fraction of brightness drift over the scene
+    growth_per_s: float = 0.0  # the object's side grows by this fraction per second (a pile)
     seed: int = 7
 
     @property
     def object_box(self) -> tuple[float, float, float, float]:
-        half_w = self.object_size / 2
+        """The object's box when it is left (at `drop_s`)."""
+        return self.object_box_at(self.drop_s or 0.0)
+
+    def object_box_at(self, t: float) -> tuple[float, float, float, float]:
+        """The object's box at time `t`: a pile grows from `drop_s` at `growth_per_s`."""
+        grown = 1.0 + self.growth_per_s * max(0.0, t - (self.drop_s or 0.0))
+        half_w = self.object_size * grown / 2
         half_h = half_w * self.width / self.height
         x, y = self.object_xy
         return (x - half_w, y - half_h, x + half_w, y + half_h)
@@ -78,7 +85,7 @@ def frames(scene: LaneScene) -> Iterator[Frame]:
         image = background.copy()
         present = scene.drop_s is not None and t >= scene.drop_s
         if present and (scene.clear_s is None or t < scene.clear_s):
-            _paste_box(image, scene.object_box, (40, 70, 150))
+            _paste_box(image, scene.object_box_at(t), (40, 70, 150))
         phase = (t % scene.passers_every_s) / 1.5  # a passer takes 1.5 s to cross
         if phase <= 1.0:
             x = -0.2 + 1.4 * phase

@@ -349,3 +349,23 @@ def test_a_garbage_pile_carries_who_was_there_and_before_after_pictures(tmp_path
     for item in [*new.evidence, *end.evidence]:
         image = cv2.imread(item.url)
         assert image is not None and int(image[60:100, 10:150].max()) <= 40
+
+
+def test_a_pile_growing_under_changing_light_is_one_situation_with_growth_updates(
+    tmp_path: Path,
+) -> None:
+    """Ground truth by construction: dumped at 5 s, the pile's side grows 3 % a second (its
+    area doubles in about 14 s) while the light swings by ±25 %."""
+    growing = LaneScene(
+        seconds=30.0, drop_s=5.0, clear_s=None, growth_per_s=0.03, light_swing=0.25, seed=3
+    )
+    config = site(rules=[{**PILE_RULE, "update_interval_s": 600}])
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    events = run(pipeline, detector, scene_frames(growing))
+    assert [e.state for e in events][:2] == ["new", "update"], events
+    assert {e.event_id for e in events} == {events[0].event_id}
+    assert abs(events[0].onset_pts_s - 5.0) <= 1.0
+    updates = [e for e in events if e.state == "update"]
+    assert all(u.details["growth"] >= 1.5 for u in updates)
+    assert updates[0].details["area"] > 1.5 * events[0].details["area"]
