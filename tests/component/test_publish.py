@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from common.events import Event, ack_topic, parse_topic, status_topic
 from edge.outbox import Outbox
 from edge.publish import JsonlSink, MqttSink
+from tests.support.events import numbered_event
 from tests.support.mosquitto import PrivateBroker, free_port
 
 # tests that start a broker; the others run anywhere
@@ -48,23 +49,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def make_event(i: int, seq: int = 0, camera: str = "cam-1") -> Event:
-    return Event.model_validate(
-        {
-            "event_id": f"ev-{i:04d}",
-            "seq": seq,
-            "state": "new" if seq == 0 else "update",
-            "type": "fire_lane",
-            "site_id": SITE,
-            "camera_id": camera,
-            "zone_id": "lane",
-            "rule_id": "lane-blocked",
-            "observed_at": "2026-11-23T02:12:35.120Z",
-            "pts_s": float(i),
-            "onset_pts_s": 0.0,
-            "bbox": [0.1, 0.2, 0.3, 0.4],
-            "score": 0.9,
-        }
-    )
+    return numbered_event(i, seq, site=SITE, camera=camera)
 
 
 @pytest.fixture

@@ -16,29 +16,13 @@ import pytest
 
 from common.events import Event, events_topic
 from edge.outbox import Outbox
+from tests.support.events import numbered_event
 
 T0 = 1_700_000_000.0
 
 
 def make_event(i: int, seq: int = 0, pad: int = 0) -> Event:
-    return Event.model_validate(
-        {
-            "event_id": f"ev-{i:04d}",
-            "seq": seq,
-            "state": "new" if seq == 0 else "update",
-            "type": "fire_lane",
-            "site_id": "site-a",
-            "camera_id": "cam-1",
-            "zone_id": "lane",
-            "rule_id": "lane-blocked",
-            "observed_at": "2026-11-23T02:12:35.120Z",
-            "pts_s": float(i),
-            "onset_pts_s": 0.0,
-            "bbox": [0.1, 0.2, 0.3, 0.4],
-            "score": 0.9,
-            "details": {"pad": "x" * pad},
-        }
-    )
+    return numbered_event(i, seq, details={"pad": "x" * pad})
 
 
 def topic(event: Event) -> str:
