@@ -21,6 +21,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from server.db.models import UserRow
 from server.db.session import make_engine, make_session_factory, migrate
 from server.repositories import TokenRepository
 
@@ -30,17 +31,24 @@ Role = Literal["admin", "operator", "viewer", "edge"]
 ROLES: tuple[Role, ...] = get_args(Role)
 # Rank of the hierarchical roles; `edge` stands outside the hierarchy.
 RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+ALL_SITES = "*"
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's id, name and role."""
+    """Who is calling: the token's id, name and role; for a user's session token, the user
+    and the sites they may see (`sites` None: every site)."""
 
     token_id: int
     name: str
     role: Role
+    user_id: int | None = None
+    sites: frozenset[str] | None = None
+
+    def may_see(self, site_id: str) -> bool:
+        return self.sites is None or site_id in self.sites
 
 
 def hash_token(token: str) -> str:
@@ -65,14 +73,28 @@ def create_token(session: Session, role: str, name: str) -> str:
 
 
 def verify_token(session: Session, token: str) -> Principal | None:
-    """The principal of a valid, unrevoked token, else None."""
+    """The principal of a valid, unrevoked, unexpired token (of an enabled user), else None."""
     if not token:
         return None
     digest = hash_token(token)
     row = TokenRepository(session).find_active(digest)
     if row is None or not hmac.compare_digest(row.token_sha256, digest):
         return None
-    return Principal(token_id=row.id, name=row.name, role=_check_role(row.role))
+    if row.expires_at is not None and row.expires_at <= _now():
+        return None
+    if row.user_id is None:
+        return Principal(token_id=row.id, name=row.name, role=_check_role(row.role))
+    user = session.get(UserRow, row.user_id)
+    if user is None or user.disabled:
+        return None
+    sites = None if ALL_SITES in user.sites else frozenset(user.sites)
+    return Principal(
+        token_id=row.id,
+        name=user.username,
+        role=_check_role(user.role),
+        user_id=user.id,
+        sites=sites,
+    )
 
 
 def revoke_token(session: Session, token_id: int) -> bool:
@@ -120,9 +142,13 @@ def _session_from(request: Request) -> Session:
     return factory()
 
 
-def require_role(*roles: str) -> Callable[..., Principal]:
+def require_role(*roles: str, query_token: bool = False) -> Callable[..., Principal]:
     """A FastAPI dependency: the caller's principal, 401 without a valid token, 403 for a role
-    that `roles` does not allow (admin > operator > viewer; `edge` only where named)."""
+    that `roles` does not allow (admin > operator > viewer; `edge` only where named).
+
+    With `query_token`, the token may come as `?token=` instead (the browser's EventSource,
+    <img> and <video> cannot set headers); the header wins when both are given.
+    """
     for role in roles:
         _check_role(role)
 
@@ -130,10 +156,15 @@ def require_role(*roles: str) -> Callable[..., Principal]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        token = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            token = credentials.credentials
+        elif query_token:
+            token = request.query_params.get("token") or None
+        if token is None:
             raise _unauthorized("missing bearer token")
         with _session_from(request) as session:
-            principal = verify_token(session, credentials.credentials)
+            principal = verify_token(session, token)
         if principal is None:
             raise _unauthorized("invalid or revoked token")
         if not role_allows(principal.role, roles):

@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from common.events import Event, StatusMessage
 from server.db.models import SOURCES
+from server.incidents import IncidentChange, IncidentPolicy, SituationRace, attach_events
 from server.metrics import EDGES_ONLINE, EVENT_AGE, EVENTS_INGESTED, INGEST_LATENCY
 from server.repositories import (
     EDGE_OFFLINE_REASON,
@@ -30,6 +32,16 @@ from server.repositories import (
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], Session]
+
+
+class IngestListener(Protocol):
+    """Told after each commit what changed (the notifier: live push and webhooks)."""
+
+    def incidents_changed(self, changes: Sequence[IncidentChange]) -> None: ...
+
+    def cameras_changed(self, site_id: str, edge_id: str) -> None: ...
+
+
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 MAX_ATTEMPTS = 4
 
@@ -61,10 +73,20 @@ class IngestService:
     """Exactly-once storage of event messages, and edge status, from any number of callers."""
 
     def __init__(
-        self, session_factory: SessionFactory, *, clock: Callable[[], datetime] = utc_now
+        self,
+        session_factory: SessionFactory,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        policy: IncidentPolicy | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._clock = clock
+        self.policy = policy or IncidentPolicy()
+        self._listeners: list[IngestListener] = []
+
+    def add_listener(self, listener: IngestListener) -> None:
+        """Call `listener` after each commit that changed incidents or cameras."""
+        self._listeners.append(listener)
 
     def ingest(self, event: Event, *, source: str, edge_id: str | None = None) -> bool:
         """Store one event; True when newly stored, False when (event_id, seq) was stored."""
@@ -91,17 +113,26 @@ class IngestService:
             key=lambda row: (row["event_id"], row["seq"]),
         )
         started = time.perf_counter()
-        inserted = self._insert_with_retry(rows)
+        inserted, changes = self._insert_with_retry(rows, received_at)
         INGEST_LATENCY.labels(source).observe(time.perf_counter() - started)
         results = [is_first and key in inserted for key, is_first in zip(keys, first, strict=True)]
         self._count(items, results, source, self._clock())
+        if changes:
+            for listener in self._listeners:
+                listener.incidents_changed(changes)
         return results
 
-    def _insert_with_retry(self, rows: list[dict[str, object]]) -> set[EventKey]:
+    def _insert_with_retry(
+        self, rows: list[dict[str, Any]], received_at: datetime
+    ) -> tuple[set[EventKey], list[IncidentChange]]:
+        """Insert the new rows and join them to incidents, in one transaction."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self._session_factory() as session, session.begin():
-                    return EventRepository(session).insert_new(rows)
+                    inserted = EventRepository(session).insert_new(rows)
+                    fresh = [row for row in rows if (row["event_id"], row["seq"]) in inserted]
+                    changes = attach_events(session, fresh, self.policy, received_at)
+                    return inserted, changes
             except DBAPIError as error:
                 if attempt == MAX_ATTEMPTS or not is_transient(error):
                     raise
@@ -111,6 +142,11 @@ class IngestService:
                     MAX_ATTEMPTS,
                     error.orig,
                 )
+                time.sleep(0.01 * 2**attempt)
+            except SituationRace as race:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("retrying a batch: %s", race)
                 time.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -162,6 +198,8 @@ class IngestService:
             online = edges.count_online()
         EDGES_ONLINE.set(online)
         log.info("edge %s/%s is %s (%d edges online)", site_id, edge_id, status.state, online)
+        for listener in self._listeners:
+            listener.cameras_changed(site_id, edge_id)
 
     def refresh_edges_online(self) -> int:
         """Set the edges_online gauge from the database (call once at start-up)."""

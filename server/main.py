@@ -17,8 +17,13 @@ from sqlalchemy import Engine
 
 from server.api import create_app
 from server.db.session import make_engine, make_session_factory, migrate
+from server.dispatch import DispatchConfig, load_dispatch_config
+from server.incidents import IncidentPolicy
 from server.ingest import IngestService
 from server.mqtt import MqttConsumer
+from server.notify import Notifier, StreamHub, WebhookSender
+from server.retention import RetentionPolicy
+from server.scheduler import Scheduler, build_scheduler
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -31,12 +36,18 @@ class ServerRuntime:
     ingest: IngestService
     consumer: MqttConsumer
     app: FastAPI
+    scheduler: Scheduler
+    webhooks: WebhookSender
 
     def start_consumer(self) -> None:
+        """Start MQTT ingestion and the periodic work (escalation, webhooks, retention)."""
         self.consumer.start()
+        self.scheduler.start()
 
     def stop(self) -> None:
+        self.scheduler.stop()
         self.consumer.stop()
+        self.webhooks.close()
         self.engine.dispose()
 
 
@@ -48,10 +59,22 @@ def build_server(
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
 ) -> ServerRuntime:
-    """Migrate the database and assemble the server; nothing runs until started."""
+    """Migrate the database and assemble the server; nothing runs until started.
+
+    DispatchConfigError when the dispatch file is invalid (every problem listed).
+    """
+    dispatch = (
+        load_dispatch_config(settings.dispatch_file)
+        if settings.dispatch_file is not None
+        else DispatchConfig()
+    )
     engine = make_engine(settings.db_url)
     migrate(engine)
-    ingest = IngestService(make_session_factory(engine))
+    session_factory = make_session_factory(engine)
+    policy = IncidentPolicy(group_window_s=settings.group_window_s, dispatch=dispatch)
+    ingest = IngestService(session_factory, policy=policy)
+    notifier = Notifier(session_factory, StreamHub(), dispatch)
+    ingest.add_listener(notifier)
     ingest.refresh_edges_online()
     consumer = MqttConsumer(
         settings.mqtt_url,
@@ -63,8 +86,25 @@ def build_server(
         username=mqtt_username,
         password=mqtt_password,
     )
-    app = create_app(settings, engine, ingest=ingest, broker_connected=lambda: consumer.connected)
-    return ServerRuntime(settings, engine, ingest, consumer, app)
+    app = create_app(
+        settings,
+        engine,
+        ingest=ingest,
+        broker_connected=lambda: consumer.connected,
+        notifier=notifier,
+    )
+    sender = WebhookSender(session_factory, dispatch)
+    scheduler = build_scheduler(
+        session_factory,
+        dispatch,
+        notifier,
+        sender,
+        media_dir=settings.media_dir,
+        retention=RetentionPolicy(settings.retention_days, settings.retention_default_days),
+        escalation_check_s=settings.escalation_check_s,
+        retention_sweep_s=settings.retention_sweep_s,
+    )
+    return ServerRuntime(settings, engine, ingest, consumer, app, scheduler, sender)
 
 
 def run_server(runtime: ServerRuntime) -> None:

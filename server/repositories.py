@@ -263,8 +263,24 @@ class TokenRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def add(self, *, name: str, role: str, token_sha256: str, created_at: datetime) -> TokenRow:
-        row = TokenRow(name=name, role=role, token_sha256=token_sha256, created_at=created_at)
+    def add(
+        self,
+        *,
+        name: str,
+        role: str,
+        token_sha256: str,
+        created_at: datetime,
+        user_id: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> TokenRow:
+        row = TokenRow(
+            name=name,
+            role=role,
+            token_sha256=token_sha256,
+            created_at=created_at,
+            user_id=user_id,
+            expires_at=expires_at,
+        )
         self._session.add(row)
         self._session.flush()
         return row

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from common.events import Event, EventState, EventType, format_rfc3339
 
@@ -82,3 +83,225 @@ class Health(ApiModel):
     status: str  # "ok" or "unavailable"
     database: bool
     broker: bool
+
+
+# Command center --------------------------------------------------------------------------------
+
+
+class TimedModel(ApiModel):
+    """Serialises every datetime field as RFC 3339 UTC with milliseconds (like events)."""
+
+    @field_serializer("*", when_used="json")
+    def _times(self, value: object) -> object:
+        return format_rfc3339(value) if isinstance(value, datetime) else value
+
+
+class EvidenceRef(ApiModel):
+    kind: str
+    sha256: str
+    content_type: str
+    role: str | None = None
+    url: str  # /api/v1/evidence/{sha256}
+
+
+class IncidentView(TimedModel):
+    id: int
+    status: str
+    type: str
+    site_id: str
+    camera_id: str
+    zone_id: str
+    rule_id: str
+    event_id: str
+    event_ids: list[str]
+    alert_count: int
+    state: str
+    opened_at: datetime
+    updated_at: datetime
+    acked_at: datetime | None
+    closed_at: datetime | None
+    onset_pts_s: float
+    severity: str
+    score: float
+    bbox: list[float]
+    details: dict[str, Any]
+    dwell_s: float | None
+    evidence: list[EvidenceRef]
+    assignee: str | None
+    deadline_at: datetime | None
+    escalation_level: int
+    silenced: bool
+    inhibited: bool
+    legal_hold: bool
+    allowed_actions: list[str]
+
+
+class TransitionView(TimedModel):
+    action: str
+    from_status: str | None
+    to_status: str
+    by: str
+    at: datetime
+    note: str | None
+
+
+class IncidentDetail(IncidentView):
+    events: list[Event]
+    history: list[TransitionView]
+
+
+class IncidentPage(ApiModel):
+    items: list[IncidentView]
+    total: int
+
+
+class NoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class DispatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: str = Field(min_length=1, max_length=128)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class HoldBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hold: bool = True
+    note: str | None = Field(default=None, max_length=2000)
+
+
+Locale = Literal["zh-CN", "en"]
+
+
+class UserView(ApiModel):
+    username: str
+    display_name: str
+    role: str
+    sites: list[str]  # ["*"]: every site
+    locale: Locale
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResponse(ApiModel):
+    token: str
+    user: UserView
+
+
+class CameraItem(TimedModel):
+    site_id: str
+    edge_id: str
+    camera_id: str
+    online: bool
+    reason: str
+    last_seen: datetime | None
+    plan_xy: tuple[float, float] | None
+
+
+class CameraItems(ApiModel):
+    items: list[CameraItem]
+
+
+class PlanPosition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float = Field(ge=0.0, le=1.0)
+    y: float = Field(ge=0.0, le=1.0)
+
+
+class TypeDayCount(ApiModel):
+    day: str  # YYYY-MM-DD (UTC)
+    type: str
+    count: int
+
+
+class Percentiles(ApiModel):
+    p50: float | None
+    p90: float | None
+
+
+class FalseAlarmRate(ApiModel):
+    camera_id: str
+    rule_id: str
+    incidents: int
+    false_alarms: int
+    rate: float
+
+
+class Stats(ApiModel):
+    per_type_day: list[TypeDayCount]
+    time_to_ack_s: Percentiles
+    time_to_close_s: Percentiles
+    false_alarm_rate: list[FalseAlarmRate]
+
+
+class SilenceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    site_id: str | None = Field(default=None, min_length=1, max_length=63)
+    camera_id: str | None = Field(default=None, min_length=1, max_length=63)
+    rule_id: str | None = Field(default=None, min_length=1, max_length=63)
+    type: EventType | None = None
+    starts_at: AwareDatetime | None = Field(default=None, description="Default: now")
+    ends_at: AwareDatetime
+    comment: str = Field(default="", max_length=1000)
+
+
+class SilenceView(TimedModel):
+    id: int
+    site_id: str | None
+    camera_id: str | None
+    rule_id: str | None
+    type: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    created_at: datetime
+    comment: str
+    active: bool
+
+
+class SilenceList(ApiModel):
+    items: list[SilenceView]
+
+
+class AuditEntry(TimedModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    client_ip: str
+    details: dict[str, Any]
+
+
+class AuditPage(ApiModel):
+    items: list[AuditEntry]
+    total: int
+
+
+class DeadLetter(TimedModel):
+    id: int
+    webhook: str
+    url: str
+    incident_id: int | None
+    kind: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    payload: dict[str, Any]
+
+
+class DeadLetterList(ApiModel):
+    items: list[DeadLetter]

@@ -72,6 +72,43 @@ class ServerSettings(BaseModel):
         description="Stable per server process, so the broker keeps its persistent session",
     )
 
+    group_window_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A new alert of the same site, camera, rule and zone within this many "
+        "seconds of the open incident's latest alert joins it (0: never group)",
+    )
+    dispatch_file: Path | None = Field(
+        default=None, description="Dispatch rules, deadlines and webhooks (YAML)"
+    )
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="Login session lifetime")
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=20, ge=1)
+    login_window_s: float = Field(default=900.0, gt=0, description="Failed logins count this long")
+    retention_days: dict[str, float] = Field(
+        default_factory=lambda: {
+            "falling_object": 180.0,
+            "person_fall": 90.0,
+            "fire_lane": 30.0,
+            "garbage_pile": 30.0,
+        },
+        description="Days to keep evidence, per incident type (longest wins for shared files)",
+    )
+    retention_default_days: float = Field(
+        default=30.0, gt=0, description="Days to keep evidence that belongs to no incident"
+    )
+    escalation_check_s: float = Field(default=10.0, gt=0, description="Deadline check period")
+    retention_sweep_s: float = Field(default=3600.0, gt=0, description="Retention sweep period")
+    max_plan_bytes: int = Field(default=10 * MIB, gt=0, description="Largest site plan image")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _positive_days(cls, days: dict[str, float]) -> dict[str, float]:
+        bad = sorted(kind for kind, value in days.items() if value <= 0)
+        if bad:
+            raise ValueError(f"retention days must be positive (not for {', '.join(bad)})")
+        return days
+
     @field_validator("db_url")
     @classmethod
     def _known_database(cls, url: str) -> str:

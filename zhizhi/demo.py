@@ -8,6 +8,7 @@ printed as the server stores them, read back through the REST API.
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from server.auth import create_token
 from server.db.session import make_session_factory
 from server.main import build_server
 from server.settings import ServerSettings
+from server.users import create_user
 from zhizhi.embedded_broker import EmbeddedBroker, free_port
 
 STATE_STYLE = {"new": "bold red", "update": "yellow", "end": "green"}
@@ -85,9 +87,19 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
             mqtt_client_id="zhizhi-demo-server",
         )
         runtime = build_server(settings, shared=False, mqtt_version="3.1.1")
+        logins = {role: secrets.token_urlsafe(9) for role in ("admin", "operator")}
         with make_session_factory(runtime.engine)() as session:
             admin = create_token(session, "admin", "demo operator")
             edge_token = create_token(session, "edge", "demo edge box")
+            for role, password in logins.items():
+                create_user(
+                    session,
+                    username=role,
+                    password=password,
+                    role=role,
+                    sites=["*"],
+                    display_name=f"演示{'管理员' if role == 'admin' else '值班员'} demo {role}",
+                )
         web = _Uvicorn(
             uvicorn.Config(runtime.app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -96,8 +108,9 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
         runtime.start_consumer()
         url = f"http://127.0.0.1:{port}"
         console.print("[bold]智治 Zhizhi demo[/]: broker, server and edge on this machine")
-        console.print(f"  server:  {url}   (API docs: {url}/docs)")
-        console.print(f"  login:   Authorization: Bearer {admin}")
+        console.print(f"  dashboard: {url}/   (API docs: {url}/docs)")
+        console.print(f"  login:   admin / {logins['admin']}   operator / {logins['operator']}")
+        console.print(f"  API:     Authorization: Bearer {admin}")
         console.print(f"  broker:  {broker.url}   data: {folder}")
         for camera, (_, story) in SCENES.items():
             console.print(f"  camera {camera}: {story}; alert after 8 s blocked")

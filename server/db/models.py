@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
@@ -159,9 +160,13 @@ class TokenRow(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Set for a login session's token (0002): the user it acts as, and when it lapses.
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         CheckConstraint("role IN ('admin', 'operator', 'viewer', 'edge')", name="role"),
+        ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
     )
 
 
@@ -176,3 +181,225 @@ class EvidenceRow(Base):
     path: Mapped[str] = mapped_column(String(512))  # relative to the media folder
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+
+
+# Command center (migration 0002) ---------------------------------------------------------------
+
+INCIDENT_STATUSES = (
+    "reported",
+    "filed",
+    "dispatched",
+    "handling",
+    "feedback",
+    "verified",
+    "closed",
+    "false_alarm",
+)
+
+
+class UserRow(Base):
+    """A person at the command center: argon2 password hash, role and the sites they see."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    sites: Mapped[list[str]] = mapped_column(JsonType)  # ["*"] for every site
+    locale: Mapped[str] = mapped_column(String(8))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'operator', 'viewer')", name="role"),
+        CheckConstraint("locale IN ('zh-CN', 'en')", name="locale"),
+    )
+
+
+class LoginAttemptRow(Base):
+    """A failed login, counted per username and per client address to limit guessing."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_client_ip_at", "client_ip", "at"),
+    )
+
+
+class IncidentRow(Base):
+    """A work order: the situations (event_ids) grouped into it and its lifecycle status."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str] = mapped_column(String(32))
+    site_id: Mapped[str] = mapped_column(String(63))
+    camera_id: Mapped[str] = mapped_column(String(63))
+    zone_id: Mapped[str] = mapped_column(String(63))
+    rule_id: Mapped[str] = mapped_column(String(63))
+    event_id: Mapped[str] = mapped_column(String(128))
+    # The first situations grouped in (at most EVENT_IDS_SHOWN; all are in incident_situations).
+    event_ids: Mapped[list[str]] = mapped_column(JsonType)
+    alert_count: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_alert_at: Mapped[datetime] = mapped_column(UTCDateTime())  # observed_at of latest new
+    last_observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    onset_pts_s: Mapped[float] = mapped_column(Float)
+    last_pts_s: Mapped[float] = mapped_column(Float)
+    last_onset_pts_s: Mapped[float] = mapped_column(Float)  # onset of the latest message's event
+    score: Mapped[float] = mapped_column(Float)
+    bbox: Mapped[list[float]] = mapped_column(JsonType)
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    assignee: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    dispatch_rule: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    escalation_level: Mapped[int] = mapped_column(Integer)
+    silenced: Mapped[bool] = mapped_column(Boolean)
+    inhibited: Mapped[bool] = mapped_column(Boolean)
+    legal_hold: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('reported', 'filed', 'dispatched', 'handling', 'feedback', 'verified', "
+            "'closed', 'false_alarm')",
+            name="status",
+        ),
+        Index("ix_incidents_opened_at_id", "opened_at", "id"),
+        Index("ix_incidents_status_opened", "status", "opened_at"),
+        Index("ix_incidents_group", "site_id", "camera_id", "rule_id", "zone_id", "status"),
+        Index("ix_incidents_deadline_at", "deadline_at"),
+    )
+
+
+class IncidentSituationRow(Base):
+    """Which incident each situation (event_id) belongs to: one incident per event_id."""
+
+    __tablename__ = "incident_situations"
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    incident_id: Mapped[int] = mapped_column(BigId, index=True)
+
+    __table_args__ = (ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),)
+
+
+class IncidentEvidenceRow(Base):
+    """Which incident an evidence file belongs to (for site scoping, retention and holds)."""
+
+    __tablename__ = "incident_evidence"
+
+    incident_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+    __table_args__ = (ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),)
+
+
+class TransitionRow(Base):
+    """One step of an incident's lifecycle (or an escalation): who, when, from, to, why."""
+
+    __tablename__ = "incident_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(BigId, index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+    __table_args__ = (ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),)
+
+
+class AuditRow(Base):
+    """Who did or saw what, when, from where (evidence views, actions, logins)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    client_ip: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class SilenceRow(Base):
+    """A maintenance window: matching incidents are recorded but neither notified nor escalated."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    camera_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    rule_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    comment: Mapped[str] = mapped_column(String(1000))
+
+
+class WebhookDeliveryRow(Base):
+    """One notification to one webhook: pending (with its next try), delivered, or dead."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook: Mapped[str] = mapped_column(String(63))
+    url: Mapped[str] = mapped_column(String(2000))
+    incident_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+
+class SitePlanRow(Base):
+    """The site plan image (PNG or JPEG) the dashboard places cameras on."""
+
+    __tablename__ = "site_plans"
+
+    site_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class CameraPositionRow(Base):
+    """Where a camera sits on its site plan, normalised (0,0) top-left to (1,1) bottom-right."""
+
+    __tablename__ = "camera_positions"
+
+    site_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -40,6 +40,89 @@ def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
     assert result.stderr.startswith("zhizhi: error: token create: role must be one of")
 
 
+def test_user_create_reads_the_password_from_stdin_and_the_user_can_log_in(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'z.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zhizhi.cli",
+            "user",
+            "create",
+            "--db",
+            db,
+            "--username",
+            "li",
+            "--role",
+            "operator",
+            "--sites",
+            "garden-court,north-park",
+            "--password-stdin",
+        ],
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("created operator user li (sites: garden-court,north-park)")
+    from server.db.session import make_engine, make_session_factory
+    from server.users import LoginLimits, login
+
+    engine = make_engine(db)
+    with make_session_factory(engine)() as session:
+        token, user = login(
+            session, "li", "a long enough password", client_ip="test", limits=LoginLimits()
+        )
+    engine.dispose()
+    assert token and user.sites == ["garden-court", "north-park"]
+
+
+def test_user_create_lists_every_problem(tmp_path: Path) -> None:
+    result = zhizhi(
+        "user",
+        "create",
+        "--db",
+        f"sqlite:///{tmp_path / 'z.db'}",
+        "--username",
+        "a b",
+        "--role",
+        "root",
+        "--sites",
+        ",",
+        "--password-stdin",
+    )
+
+    assert result.returncode != 0
+    assert result.stderr.startswith("zhizhi: error: user create: username must be")
+    for fragment in ("role must be one of", "sites must name", "password must have"):
+        assert fragment in result.stderr
+
+
+def test_server_with_an_invalid_dispatch_file_lists_every_problem(tmp_path: Path) -> None:
+    dispatch = tmp_path / "dispatch.yaml"
+    dispatch.write_text(
+        "timezone: Nowhere/City\nrules:\n  - {id: r, assign: ''}\n", encoding="utf-8"
+    )
+
+    result = zhizhi("server", "--db", f"sqlite:///{tmp_path / 'z.db'}", "--dispatch", str(dispatch))
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("zhizhi: error:"))
+    assert lines[first] == f"zhizhi: error: {dispatch}: invalid dispatch file (2 problem(s))"
+    details = lines[first + 1 :]
+    assert len(details) == 2
+    assert any("timezone" in line for line in details)
+    assert any("rules[0].assign" in line for line in details)
+    assert "Traceback" not in result.stderr
+
+
 def test_server_with_an_unreachable_database_fails_with_one_line() -> None:
     result = zhizhi("server", "--db", "postgresql://postgres@127.0.0.1:1/none", timeout=60)
     assert result.returncode != 0
@@ -51,7 +134,9 @@ def test_demo_runs_the_whole_chain(models_dir: Path) -> None:
     result = zhizhi("demo", "--seconds", "24", timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "server:  http://127.0.0.1:" in out and "login:   Authorization: Bearer " in out
+    assert "dashboard: http://127.0.0.1:" in out and "API:     Authorization: Bearer " in out
+    login = next(line for line in out.splitlines() if line.strip().startswith("login:"))
+    assert login.split()[1:3] == ["admin", "/"] and "operator /" in login
     # the box left in lane-a at 6 s is stored by the server with its onset, read back over REST
     alerts = [line for line in out.splitlines() if "new fire_lane camera=lane-a" in line]
     assert len(alerts) == 1, out

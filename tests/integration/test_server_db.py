@@ -39,7 +39,24 @@ pytestmark = pytest.mark.integration
 
 PG_SERVER = os.environ.get("ZHIZHI_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 BASE_TIME = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
-TABLES = ("camera_status", "edges", "events", "api_tokens", "evidence")
+TABLES = (
+    "camera_status",
+    "edges",
+    "events",
+    "api_tokens",
+    "evidence",
+    "incident_transitions",
+    "incident_evidence",
+    "incident_situations",
+    "incidents",
+    "users",
+    "login_attempts",
+    "audit_log",
+    "silences",
+    "webhook_deliveries",
+    "site_plans",
+    "camera_positions",
+)
 
 
 def make_event(event_id: str = "ev-1", seq: int = 0, *, t: float = 0.0, **fields: Any) -> Event:
@@ -157,7 +174,7 @@ def test_migrate_again_changes_nothing(engine: Engine, db_url: str) -> None:
     migrate(db_url)
 
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:

@@ -1,0 +1,553 @@
+"""Incidents (work orders): events join them at ingestion, operators move them through the
+lifecycle, the periodic check escalates the ones nobody acknowledged.
+
+`attach_events` runs inside the ingest transaction, on the rows that transaction inserted, so an
+event message is stored and joins its incident exactly once, or neither happens. All messages of
+one `event_id` belong to one incident (a unique link per event_id); a new situation of the same
+site, camera, rule and zone within the group window joins the open incident (Alertmanager-style)
+instead of opening another. An `end` message updates `state` and never closes the work order.
+A camera reported offline makes its new incidents `inhibited`: recorded, never notified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from common.events import Event
+from server.db.models import (
+    CameraStatusRow,
+    EventRow,
+    IncidentEvidenceRow,
+    IncidentRow,
+    IncidentSituationRow,
+    SilenceRow,
+    TransitionRow,
+)
+from server.dispatch import DispatchConfig, assign, escalate
+from server.repositories import row_to_event, upsert_insert
+from server.schemas import (
+    EvidenceRef,
+    IncidentDetail,
+    IncidentView,
+    TransitionView,
+)
+from server.workflow import (
+    CLOSED_STATUSES,
+    OPEN_STATUSES,
+    GroupCandidate,
+    Matchers,
+    SilenceWindow,
+    allowed_actions,
+    choose_group,
+    dwell_seconds,
+    next_status,
+    severity_of,
+    silence_applies,
+)
+
+SYSTEM = "system"
+EVIDENCE_URL = "/api/v1/evidence/{sha256}"
+# Situations listed in an incident's `event_ids` in lists and on the stream (a camera crying
+# wolf may group thousands; `alert_count` has the number, the detail view lists them all).
+EVENT_IDS_SHOWN = 100
+ChangeKind = Literal["created", "updated", "transition", "escalated", "hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentPolicy:
+    """How events become incidents: the group window and the dispatch rules."""
+
+    group_window_s: float = 300.0
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChange:
+    """Something the notifiers should hear about once the transaction has committed."""
+
+    incident_id: int
+    kind: ChangeKind
+    notify: bool  # False for silenced or inhibited incidents (pushed, never sent out)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFilter:
+    status: str | None = None
+    site_id: str | None = None
+    type: str | None = None
+    camera_id: str | None = None
+    sites: frozenset[str] | None = None  # the caller's sites; None: every site
+
+
+class SituationRace(Exception):
+    """Another writer joined one of the batch's situations first; run the transaction again."""
+
+
+class IncidentNotFound(LookupError):
+    """No incident with that id (or none the caller may see)."""
+
+
+# Ingestion -------------------------------------------------------------------------------------
+
+
+def attach_events(
+    session: Session, rows: Sequence[dict[str, Any]], policy: IncidentPolicy, now: datetime
+) -> list[IncidentChange]:
+    """Join each newly stored event row to its incident, in the caller's transaction."""
+    if not rows:
+        return []
+    ordered = sorted(rows, key=lambda r: (r["observed_at"], r["event_id"], r["seq"]))
+    batch = _Batch(session, policy, now, {row["event_id"] for row in ordered})
+    changes: dict[int, IncidentChange] = {}
+    # Each incident is written once at the end, not before every statement of every row.
+    with session.no_autoflush:
+        for row in ordered:
+            change = batch.attach(row)
+            previous = changes.get(change.incident_id)
+            if previous is None or previous.kind != "created":
+                changes[change.incident_id] = change
+    session.flush()
+    batch.store_links()
+    return list(changes.values())
+
+
+GroupKey = tuple[str, str, str, str]
+
+
+class _Batch:
+    """One transaction's joining work, with what it has read kept for the rows after it: the
+    links of the batch's situations (one query), the incidents it locked, and the open
+    incidents of each group key."""
+
+    def __init__(
+        self, session: Session, policy: IncidentPolicy, now: datetime, event_ids: set[str]
+    ) -> None:
+        self._session = session
+        self._policy = policy
+        self._now = now
+        query = select(IncidentSituationRow.event_id, IncidentSituationRow.incident_id).where(
+            IncidentSituationRow.event_id.in_(sorted(event_ids))
+        )
+        self._links: dict[str, int] = {str(e): int(i) for e, i in session.execute(query)}
+        self._incidents: dict[int, IncidentRow] = {}
+        self._groups: dict[GroupKey, list[GroupCandidate]] = {}
+        self._new_links: list[dict[str, Any]] = []
+
+    def attach(self, row: dict[str, Any]) -> IncidentChange:
+        linked = self._links.get(row["event_id"])
+        if linked is not None:
+            incident = self._locked(linked)
+            _absorb(self._session, incident, row, self._now)
+            return IncidentChange(incident.id, "updated", _notifies(incident))
+        key: GroupKey = (row["site_id"], row["camera_id"], row["rule_id"], row["zone_id"])
+        candidates = self._candidates(key)
+        group = choose_group(candidates, row["observed_at"], self._policy.group_window_s)
+        if group is not None:
+            incident = self._locked(group)
+            self._link(row["event_id"], incident.id)
+            incident.alert_count += 1
+            if len(incident.event_ids) < EVENT_IDS_SHOWN:
+                incident.event_ids = [*incident.event_ids, row["event_id"]]
+            incident.last_alert_at = max(incident.last_alert_at, row["observed_at"])
+            self._groups[key] = [
+                GroupCandidate(c.incident_id, c.status, incident.last_alert_at)
+                if c.incident_id == incident.id
+                else c
+                for c in candidates
+            ]
+            _absorb(self._session, incident, row, self._now)
+            return IncidentChange(incident.id, "updated", _notifies(incident))
+        incident = _open(self._session, row, self._policy, self._now)
+        self._link(row["event_id"], incident.id)
+        self._incidents[incident.id] = incident
+        candidates.append(GroupCandidate(incident.id, incident.status, incident.last_alert_at))
+        _absorb(self._session, incident, row, self._now)
+        return IncidentChange(incident.id, "created", _notifies(incident))
+
+    def _locked(self, incident_id: int) -> IncidentRow:
+        incident = self._incidents.get(incident_id)
+        if incident is None:
+            query = select(IncidentRow).where(IncidentRow.id == incident_id).with_for_update()
+            incident = self._session.scalars(query).one()
+            self._incidents[incident_id] = incident
+        return incident
+
+    def _candidates(self, key: GroupKey) -> list[GroupCandidate]:
+        if key not in self._groups:
+            site_id, camera_id, rule_id, zone_id = key
+            query = select(IncidentRow.id, IncidentRow.status, IncidentRow.last_alert_at).where(
+                IncidentRow.site_id == site_id,
+                IncidentRow.camera_id == camera_id,
+                IncidentRow.rule_id == rule_id,
+                IncidentRow.zone_id == zone_id,
+                IncidentRow.status.in_(sorted(OPEN_STATUSES)),
+            )
+            self._groups[key] = [
+                GroupCandidate(int(i), str(s), t) for i, s, t in self._session.execute(query)
+            ]
+        return self._groups[key]
+
+    def _link(self, event_id: str, incident_id: int) -> None:
+        self._links[event_id] = incident_id
+        self._new_links.append({"event_id": event_id, "incident_id": incident_id})
+
+    def store_links(self) -> None:
+        """Insert the batch's new links in one statement; SituationRace when another process
+        linked one of these situations since this batch read the links (the caller retries
+        the whole transaction, which then sees that link)."""
+        if not self._new_links:
+            return
+        stmt = (
+            upsert_insert(self._session, IncidentSituationRow)
+            .values(self._new_links)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(IncidentSituationRow.event_id)
+        )
+        stored = {str(event_id) for event_id in self._session.scalars(stmt)}
+        lost = sorted({link["event_id"] for link in self._new_links} - stored)
+        if lost:
+            raise SituationRace(f"situations linked meanwhile by another writer: {lost[:5]}")
+
+
+def _notifies(incident: IncidentRow) -> bool:
+    return not (incident.silenced or incident.inhibited)
+
+
+def _camera_offline(session: Session, site_id: str, camera_id: str) -> bool:
+    query = select(func.count()).where(
+        CameraStatusRow.site_id == site_id,
+        CameraStatusRow.camera_id == camera_id,
+        CameraStatusRow.online.is_(False),
+    )
+    return bool(session.scalar(query))
+
+
+def active_silences(session: Session, at: datetime) -> list[SilenceWindow]:
+    query = select(SilenceRow).where(SilenceRow.starts_at <= at, SilenceRow.ends_at > at)
+    return [
+        SilenceWindow(
+            Matchers(row.site_id, row.camera_id, row.rule_id, row.type), row.starts_at, row.ends_at
+        )
+        for row in session.scalars(query)
+    ]
+
+
+def _open(
+    session: Session, row: dict[str, Any], policy: IncidentPolicy, now: datetime
+) -> IncidentRow:
+    labels = {key: row[key] for key in ("site_id", "camera_id", "rule_id", "type")}
+    silenced = any(
+        silence_applies(silence, at=now, **labels) for silence in active_silences(session, now)
+    )
+    assignment = assign(
+        policy.dispatch,
+        site_id=row["site_id"],
+        type=row["type"],
+        zone_id=row["zone_id"],
+        at=now,
+    )
+    incident = IncidentRow(
+        status="reported",
+        type=row["type"],
+        site_id=row["site_id"],
+        camera_id=row["camera_id"],
+        zone_id=row["zone_id"],
+        rule_id=row["rule_id"],
+        event_id=row["event_id"],
+        event_ids=[row["event_id"]],
+        alert_count=1,
+        state=row["state"],
+        severity=severity_of(row["type"]),
+        opened_at=now,
+        updated_at=now,
+        last_alert_at=row["observed_at"],
+        last_observed_at=row["observed_at"],
+        onset_pts_s=row["onset_pts_s"],
+        last_pts_s=row["pts_s"],
+        last_onset_pts_s=row["onset_pts_s"],
+        score=row["score"],
+        bbox=list(row["bbox"]),
+        details=dict(row["details"]),
+        evidence=[],
+        assignee=assignment.assignee,
+        dispatch_rule=assignment.rule_id,
+        deadline_at=assignment.deadline_at,
+        escalation_level=0,
+        silenced=silenced,
+        inhibited=_camera_offline(session, row["site_id"], row["camera_id"]),
+        legal_hold=False,
+    )
+    session.add(incident)
+    session.flush()
+    note = "inhibited: camera offline" if incident.inhibited else None
+    if silenced:
+        note = "silenced: maintenance window"
+    _record(session, incident.id, "report", None, "reported", SYSTEM, now, note)
+    return incident
+
+
+def _absorb(session: Session, incident: IncidentRow, row: dict[str, Any], now: datetime) -> None:
+    """Take in one message: the latest message's state, box, score and details win."""
+    if row["observed_at"] >= incident.last_observed_at:
+        incident.last_observed_at = row["observed_at"]
+        incident.state = row["state"]
+        incident.score = row["score"]
+        incident.bbox = list(row["bbox"])
+        incident.details = dict(row["details"])
+        incident.last_pts_s = row["pts_s"]
+        incident.last_onset_pts_s = row["onset_pts_s"]
+    known = {item.get("sha256") for item in incident.evidence}
+    added = [item for item in row["evidence"] if item.get("sha256") not in known]
+    if added:
+        incident.evidence = [*incident.evidence, *added]
+        stmt = (
+            upsert_insert(session, IncidentEvidenceRow)
+            .values([{"incident_id": incident.id, "sha256": item["sha256"]} for item in added])
+            .on_conflict_do_nothing(index_elements=["incident_id", "sha256"])
+        )
+        session.execute(stmt)
+    incident.updated_at = now
+
+
+def _record(
+    session: Session,
+    incident_id: int,
+    action: str,
+    from_status: str | None,
+    to_status: str,
+    by: str,
+    at: datetime,
+    note: str | None,
+) -> None:
+    session.add(
+        TransitionRow(
+            incident_id=incident_id,
+            action=action,
+            from_status=from_status,
+            to_status=to_status,
+            by=by,
+            at=at,
+            note=note,
+        )
+    )
+
+
+# Actions ---------------------------------------------------------------------------------------
+
+
+def apply_action(
+    session: Session,
+    incident_id: int,
+    action: str,
+    *,
+    by: str,
+    at: datetime,
+    note: str | None = None,
+    team: str | None = None,
+) -> IncidentChange:
+    """Move the incident by `action` (TransitionNotAllowed: 409), recording who and when."""
+    incident = session.scalars(
+        select(IncidentRow).where(IncidentRow.id == incident_id).with_for_update()
+    ).one_or_none()
+    if incident is None:
+        raise IncidentNotFound(incident_id)
+    before = incident.status
+    after = next_status(action, before)
+    incident.status = after
+    if before == "reported" and incident.acked_at is None:
+        incident.acked_at = at
+    if incident.acked_at is not None:
+        incident.deadline_at = None  # the deadline is for acknowledging
+    if team is not None:
+        incident.assignee = team
+    if after in CLOSED_STATUSES:
+        incident.closed_at = at
+    elif before in CLOSED_STATUSES:
+        incident.closed_at = None
+    incident.updated_at = at
+    _record(session, incident.id, action, before, after, by, at, note)
+    session.flush()
+    return IncidentChange(incident.id, "transition", _notifies(incident))
+
+
+def set_hold(
+    session: Session, incident_id: int, *, hold: bool, by: str, at: datetime, note: str | None
+) -> IncidentChange:
+    """Put an incident's evidence on legal hold (or release it); recorded in its history."""
+    incident = session.get(IncidentRow, incident_id)
+    if incident is None:
+        raise IncidentNotFound(incident_id)
+    incident.legal_hold = hold
+    incident.updated_at = at
+    action = "hold" if hold else "release_hold"
+    _record(session, incident.id, action, incident.status, incident.status, by, at, note)
+    session.flush()
+    return IncidentChange(incident.id, "hold", _notifies(incident))
+
+
+def escalate_overdue(
+    session: Session, dispatch: DispatchConfig, now: datetime
+) -> list[IncidentChange]:
+    """Escalate every reported incident past its ack deadline (not silenced, not inhibited)."""
+    query = (
+        select(IncidentRow)
+        .where(
+            IncidentRow.status == "reported",
+            IncidentRow.deadline_at.is_not(None),
+            IncidentRow.deadline_at <= now,
+            IncidentRow.silenced.is_(False),
+            IncidentRow.inhibited.is_(False),
+        )
+        .order_by(IncidentRow.id)
+        .with_for_update(skip_locked=True)
+    )
+    changes = []
+    for incident in session.scalars(query).all():
+        step = escalate(
+            dispatch,
+            rule_id=incident.dispatch_rule,
+            type=incident.type,
+            level=incident.escalation_level,
+            current=incident.assignee,
+            at=now,
+        )
+        incident.escalation_level = step.level
+        incident.assignee = step.assignee
+        incident.deadline_at = step.deadline_at
+        incident.updated_at = now
+        note = f"not acknowledged in time: level {step.level}, to {step.assignee or '-'}"
+        _record(session, incident.id, "escalate", "reported", "reported", SYSTEM, now, note)
+        changes.append(IncidentChange(incident.id, "escalated", True))
+    session.flush()
+    return changes
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+def _filtered(query: Select[Any], filters: IncidentFilter) -> Select[Any]:
+    for column, value in (
+        (IncidentRow.status, filters.status),
+        (IncidentRow.site_id, filters.site_id),
+        (IncidentRow.type, filters.type),
+        (IncidentRow.camera_id, filters.camera_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.sites is not None:
+        query = query.where(IncidentRow.site_id.in_(sorted(filters.sites)))
+    return query
+
+
+def list_incidents(
+    session: Session, filters: IncidentFilter, *, limit: int, offset: int
+) -> tuple[list[IncidentView], int]:
+    """One page of incidents, newest first, and the total that match."""
+    total = session.scalar(_filtered(select(func.count(IncidentRow.id)), filters))
+    query = (
+        _filtered(select(IncidentRow), filters)
+        .order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = session.scalars(query).all()
+    return views_of(rows), int(total or 0)
+
+
+def views_of(rows: Iterable[IncidentRow]) -> list[IncidentView]:
+    """Incident views as lists and the stream show them (the first situations only)."""
+    return [incident_view(row, row.event_ids) for row in rows]
+
+
+def get_incident(session: Session, incident_id: int) -> IncidentRow | None:
+    return session.get(IncidentRow, incident_id)
+
+
+def incident_view(row: IncidentRow, event_ids: Sequence[str]) -> IncidentView:
+    ordered = [row.event_id, *sorted(e for e in event_ids if e != row.event_id)]
+    return IncidentView(
+        id=row.id,
+        status=row.status,
+        type=row.type,
+        site_id=row.site_id,
+        camera_id=row.camera_id,
+        zone_id=row.zone_id,
+        rule_id=row.rule_id,
+        event_id=row.event_id,
+        event_ids=ordered,
+        alert_count=row.alert_count,
+        state=row.state,
+        opened_at=row.opened_at,
+        updated_at=row.updated_at,
+        acked_at=row.acked_at,
+        closed_at=row.closed_at,
+        onset_pts_s=row.onset_pts_s,
+        severity=row.severity,
+        score=row.score,
+        bbox=list(row.bbox),
+        details=dict(row.details),
+        dwell_s=dwell_seconds(row.type, row.last_onset_pts_s, row.last_pts_s),
+        evidence=[
+            EvidenceRef(
+                kind=str(item.get("kind", "snapshot")),
+                sha256=str(item["sha256"]),
+                content_type=str(item.get("content_type", "application/octet-stream")),
+                role=item.get("role"),
+                url=EVIDENCE_URL.format(sha256=item["sha256"]),
+            )
+            for item in row.evidence
+        ],
+        assignee=row.assignee,
+        deadline_at=row.deadline_at,
+        escalation_level=row.escalation_level,
+        silenced=row.silenced,
+        inhibited=row.inhibited,
+        legal_hold=row.legal_hold,
+        allowed_actions=allowed_actions(row.status),
+    )
+
+
+def incident_detail(session: Session, row: IncidentRow) -> IncidentDetail:
+    """The incident with every situation, its event messages (oldest first), its history."""
+    links = select(IncidentSituationRow.event_id).where(IncidentSituationRow.incident_id == row.id)
+    view = incident_view(row, [str(event_id) for event_id in session.scalars(links)])
+    events_query = (
+        select(EventRow)
+        .join(IncidentSituationRow, IncidentSituationRow.event_id == EventRow.event_id)
+        .where(IncidentSituationRow.incident_id == row.id)
+        .order_by(EventRow.observed_at, EventRow.event_id, EventRow.seq)
+    )
+    events: list[Event] = [row_to_event(event) for event in session.scalars(events_query)]
+    history_query = (
+        select(TransitionRow)
+        .where(TransitionRow.incident_id == row.id)
+        .order_by(TransitionRow.at, TransitionRow.id)
+    )
+    history = [
+        TransitionView(
+            action=t.action,
+            from_status=t.from_status,
+            to_status=t.to_status,
+            by=t.by,
+            at=t.at,
+            note=t.note,
+        )
+        for t in session.scalars(history_query)
+    ]
+    return IncidentDetail(**view.model_dump(), events=events, history=history)
+
+
+def evidence_sites(session: Session, sha256: str) -> set[str]:
+    """The sites of the incidents an evidence file belongs to (for site-scoped users)."""
+    query = (
+        select(IncidentRow.site_id)
+        .join(IncidentEvidenceRow, IncidentEvidenceRow.incident_id == IncidentRow.id)
+        .where(IncidentEvidenceRow.sha256 == sha256)
+    )
+    return {str(site) for site in session.scalars(query)}

@@ -1,0 +1,322 @@
+"""Notifications: the live push to dashboards (server-sent events) and outgoing webhooks.
+
+`StreamHub` fans each change out to the connected dashboards, each seeing only its user's
+sites; publishing is thread-safe (the MQTT worker and the API's threads both publish).
+`Notifier` is the ingest service's listener and the actions' too: after a commit it pushes the
+incident as it now is, and for incidents that are neither silenced nor inhibited it queues one
+delivery per matching webhook. `WebhookSender` posts the queued deliveries, signed with
+HMAC-SHA256 over "{timestamp}.{body}", retries with exponential backoff and gives up into a
+dead-letter record after the configured number of attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.models import CameraPositionRow, CameraStatusRow, IncidentRow, WebhookDeliveryRow
+from server.dispatch import DispatchConfig, Webhook
+from server.incidents import IncidentChange, views_of
+from server.schemas import CameraItem
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], Session]
+HEARTBEAT_S = 15.0
+QUEUE_SIZE = 1000
+SIGNATURE_HEADER = "X-Zhizhi-Signature"
+TIMESTAMP_HEADER = "X-Zhizhi-Timestamp"
+# Which incident changes go out to webhooks (updates of a running situation do not).
+WEBHOOK_KINDS = frozenset({"created", "transition", "escalated"})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    event: str  # incident | camera
+    data: dict[str, Any]
+    site_id: str
+
+    def encode(self) -> str:
+        """The SSE frame: `event:` line, one `data:` line of JSON, blank line."""
+        body = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        return f"event: {self.event}\ndata: {body}\n\n"
+
+
+@dataclass(eq=False)
+class Subscriber:
+    sites: frozenset[str] | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[StreamMessage] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
+    )
+
+    def offer(self, message: StreamMessage) -> None:
+        """Runs on the subscriber's loop: enqueue, dropping the oldest when the client lags."""
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
+
+
+class StreamHub:
+    """The connected dashboards; `publish` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: set[Subscriber] = set()
+
+    def subscribe(self, sites: frozenset[str] | None) -> Subscriber:
+        subscriber = Subscriber(sites=sites, loop=asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, message: StreamMessage) -> None:
+        with self._lock:
+            targets = [
+                s for s in self._subscribers if s.sites is None or message.site_id in s.sites
+            ]
+        for subscriber in targets:
+            try:
+                subscriber.loop.call_soon_threadsafe(subscriber.offer, message)
+            except RuntimeError:  # its loop has closed: the client is gone
+                self.unsubscribe(subscriber)
+
+    def publish_camera(self, item: CameraItem) -> None:
+        self.publish(StreamMessage("camera", item.model_dump(mode="json"), item.site_id))
+
+    async def frames(
+        self,
+        subscriber: Subscriber,
+        disconnected: Callable[[], Any],
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> AsyncIterator[str]:
+        """SSE frames for one client until it disconnects; a comment every `heartbeat_s`."""
+        try:
+            yield ": connected\n\n"
+            while not await disconnected():
+                try:
+                    message = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                yield message.encode()
+        finally:
+            self.unsubscribe(subscriber)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Zhizhi-Signature value: sha256=hex(HMAC-SHA256(secret, timestamp + "." + body))."""
+    digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, "sha256")
+    return f"sha256={digest.hexdigest()}"
+
+
+def signature_valid(secret: str, timestamp: str, body: bytes, header: str) -> bool:
+    """What a receiver checks (constant-time); it should also refuse old timestamps."""
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
+    """Delay before the next try after `attempts` failures: base, 2·base, 4·base, ... capped."""
+    return float(min(max_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+def camera_items(
+    session: Session, *, site_id: str | None = None, edge_id: str | None = None
+) -> list[CameraItem]:
+    """Every camera's health and plan position (optionally of one site or edge)."""
+    query = select(CameraStatusRow).order_by(
+        CameraStatusRow.site_id, CameraStatusRow.edge_id, CameraStatusRow.camera_id
+    )
+    if site_id is not None:
+        query = query.where(CameraStatusRow.site_id == site_id)
+    if edge_id is not None:
+        query = query.where(CameraStatusRow.edge_id == edge_id)
+    positions = {
+        (p.site_id, p.camera_id): (p.x, p.y) for p in session.scalars(select(CameraPositionRow))
+    }
+    return [
+        CameraItem(
+            site_id=row.site_id,
+            edge_id=row.edge_id,
+            camera_id=row.camera_id,
+            online=row.online,
+            reason=row.reason,
+            last_seen=row.last_seen,
+            plan_xy=positions.get((row.site_id, row.camera_id)),
+        )
+        for row in session.scalars(query)
+    ]
+
+
+class Notifier:
+    """Pushes committed changes to the stream and queues webhook deliveries."""
+
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        hub: StreamHub,
+        dispatch: DispatchConfig,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._session_factory = session_factory
+        self.hub = hub
+        self._dispatch = dispatch
+        self._clock = clock
+
+    def incidents_changed(self, changes: Sequence[IncidentChange]) -> None:
+        try:
+            self._incidents_changed(changes)
+        except Exception:  # the change is committed; a failed push must not undo the caller
+            log.exception("could not notify about incidents %s", [c.incident_id for c in changes])
+
+    def _incidents_changed(self, changes: Sequence[IncidentChange]) -> None:
+        by_id = {change.incident_id: change for change in changes}
+        with self._session_factory() as session, session.begin():
+            rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(by_id))))
+            views = views_of(rows)
+            now = self._clock()
+            for view in views:
+                change = by_id[view.id]
+                payload = view.model_dump(mode="json")
+                self.hub.publish(StreamMessage("incident", payload, view.site_id))
+                if change.notify and change.kind in WEBHOOK_KINDS:
+                    for hook in self._dispatch.webhooks:
+                        if hook.wants(site_id=view.site_id, type=view.type):
+                            session.add(_delivery(hook, view.id, change.kind, payload, now))
+
+    def cameras_changed(self, site_id: str, edge_id: str) -> None:
+        try:
+            with self._session_factory() as session:
+                items = camera_items(session, site_id=site_id, edge_id=edge_id)
+            for item in items:
+                self.hub.publish_camera(item)
+        except Exception:
+            log.exception("could not push the cameras of %s/%s", site_id, edge_id)
+
+
+def _delivery(
+    hook: Webhook, incident_id: int, kind: str, incident: dict[str, Any], now: datetime
+) -> WebhookDeliveryRow:
+    return WebhookDeliveryRow(
+        webhook=hook.id,
+        url=str(hook.url),
+        incident_id=incident_id,
+        kind=kind,
+        payload={"kind": f"incident.{kind}", "incident": incident},
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+
+
+class WebhookSender:
+    """Posts due deliveries; called periodically (and from tests with a fixed clock)."""
+
+    def __init__(
+        self,
+        session_factory: SessionFactory,
+        dispatch: DispatchConfig,
+        *,
+        client: httpx.Client | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch: int = 50,
+    ) -> None:
+        self._session_factory = session_factory
+        self._dispatch = dispatch
+        self._client = client or httpx.Client(timeout=dispatch.webhook_timeout_s)
+        self._clock = clock
+        self._batch = batch
+
+    def close(self) -> None:
+        self._client.close()
+
+    def deliver_due(self) -> int:
+        """Try every delivery whose time has come; the number delivered."""
+        now = self._clock()
+        with self._session_factory() as session:
+            due = session.scalars(
+                select(WebhookDeliveryRow.id)
+                .where(
+                    WebhookDeliveryRow.status == "pending",
+                    WebhookDeliveryRow.next_attempt_at <= now,
+                )
+                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+                .limit(self._batch)
+            ).all()
+        return sum(self._deliver(int(delivery_id)) for delivery_id in due)
+
+    def _deliver(self, delivery_id: int) -> bool:
+        with self._session_factory() as session, session.begin():
+            row = session.scalars(
+                select(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.id == delivery_id, WebhookDeliveryRow.status == "pending")
+                .with_for_update(skip_locked=True)
+            ).one_or_none()
+            if row is None:
+                return False  # another process took it
+            hook = next((h for h in self._dispatch.webhooks if h.id == row.webhook), None)
+            error = "webhook no longer configured" if hook is None else self._post(hook, row)
+            now = self._clock()
+            row.attempts += 1
+            if error is None:
+                row.status, row.finished_at, row.last_error = "delivered", now, None
+                return True
+            row.last_error = error[:1000]
+            if hook is None or row.attempts >= self._dispatch.webhook_max_attempts:
+                row.status, row.finished_at = "dead", now
+                log.warning(
+                    "webhook %s gave up on delivery %s after %d attempts: %s",
+                    row.webhook,
+                    row.id,
+                    row.attempts,
+                    error,
+                )
+            else:
+                delay = backoff_s(
+                    row.attempts,
+                    self._dispatch.webhook_backoff_s,
+                    self._dispatch.webhook_backoff_max_s,
+                )
+                row.next_attempt_at = now + timedelta(seconds=delay)
+            return False
+
+    def _post(self, hook: Webhook, row: WebhookDeliveryRow) -> str | None:
+        """None when the receiver answered 2xx, else why not."""
+        body = json.dumps(row.payload, ensure_ascii=False, separators=(",", ":")).encode()
+        timestamp = str(int(self._clock().timestamp()))
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
+            "X-Zhizhi-Delivery": str(row.id),
+            "X-Zhizhi-Event": row.payload.get("kind", row.kind),
+        }
+        try:
+            response = self._client.post(str(hook.url), content=body, headers=headers)
+        except httpx.HTTPError as error:
+            return f"{type(error).__name__}: {error}"
+        if response.is_success:
+            return None
+        return f"HTTP {response.status_code}"

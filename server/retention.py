@@ -1,0 +1,70 @@
+"""Evidence retention: files older than their type's retention are deleted, unless an incident
+they belong to is on legal hold. `sweep_evidence` is called periodically by the server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server.db.models import EvidenceRow, IncidentEvidenceRow, IncidentRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Days to keep evidence, per incident type; `default_days` for files of no incident."""
+
+    days_by_type: dict[str, float]
+    default_days: float
+
+    def days_for(self, types: set[str]) -> float:
+        """The longest retention among the incident types a file belongs to."""
+        if not types:
+            return self.default_days
+        return max(self.days_by_type.get(t, self.default_days) for t in types)
+
+
+def expired(
+    created_at: datetime, types: set[str], held: bool, policy: RetentionPolicy, now: datetime
+) -> bool:
+    """Whether a file created at `created_at` may be deleted now (pure)."""
+    if held:
+        return False
+    return now - created_at >= timedelta(days=policy.days_for(types))
+
+
+def sweep_evidence(
+    session: Session, media_dir: Path, policy: RetentionPolicy, now: datetime, *, batch: int = 500
+) -> int:
+    """Delete expired evidence files and their records (committed); how many were deleted."""
+    oldest_kept = now - timedelta(days=min([policy.default_days, *policy.days_by_type.values()]))
+    candidates = session.scalars(
+        select(EvidenceRow)
+        .where(EvidenceRow.created_at <= oldest_kept)
+        .order_by(EvidenceRow.created_at)
+        .limit(batch)
+    ).all()
+    deleted = 0
+    for row in candidates:
+        links = session.execute(
+            select(IncidentRow.type, IncidentRow.legal_hold)
+            .join(IncidentEvidenceRow, IncidentEvidenceRow.incident_id == IncidentRow.id)
+            .where(IncidentEvidenceRow.sha256 == row.sha256)
+        ).all()
+        types = {str(kind) for kind, _ in links}
+        held = any(bool(hold) for _, hold in links)
+        if not expired(row.created_at, types, held, policy, now):
+            continue
+        (media_dir / row.path).unlink(missing_ok=True)
+        session.execute(delete(EvidenceRow).where(EvidenceRow.sha256 == row.sha256))
+        deleted += 1
+    session.commit()
+    if deleted:
+        log.info("retention: deleted %d evidence file(s)", deleted)
+    return deleted
