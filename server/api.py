@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -21,12 +22,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from common.events import Event, EventState, EventType
-from server.auth import require_role
+from server import audit
+from server.auth import Principal, require_role
+from server.command_api import ROUTERS, client_ip
+from server.dashboard import mount_dashboard
 from server.db.session import database_answers, make_session_factory
 from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, ServerError
 from server.evidence import SHA256_PATTERN, EvidenceService
+from server.incidents import evidence_sites
 from server.ingest import IngestService
 from server.metrics import CONTENT_TYPE, MESSAGES_REJECTED, render
+from server.notify import Notifier, StreamHub
 from server.repositories import EdgeRepository, EventRepository
 from server.schemas import (
     EdgeList,
@@ -161,11 +167,37 @@ async def put_evidence(
     return result
 
 
-@evidence.get("/{sha256}", dependencies=VIEWERS, response_class=FileResponse)
-def get_evidence_file(sha256: Sha256, service: EvidenceDep) -> FileResponse:
-    """The file, with the content type it was uploaded with."""
+@evidence.get("/{sha256}", response_class=FileResponse)
+def get_evidence_file(
+    sha256: Sha256,
+    service: EvidenceDep,
+    request: Request,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_role("viewer", query_token=True))],
+    token: Annotated[str | None, Query(max_length=256, description="Bearer token (<img>)")] = None,
+    download: bool = False,
+) -> FileResponse:
+    """The file, with the content type it was uploaded with; every view is audited."""
+    del token  # read by the dependency
     info, path = service.find(sha256)
-    return FileResponse(path, media_type=info.content_type)
+    if principal.sites is not None:
+        sites = evidence_sites(session, sha256)
+        if not sites & principal.sites:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "that evidence is outside your sites")
+    audit.record(
+        session,
+        actor=principal.name,
+        role=principal.role,
+        action="download_evidence" if download else "view_evidence",
+        target=f"evidence {sha256}",
+        client_ip=client_ip(request),
+        at=datetime.now(UTC),
+        details={"content_type": info.content_type},
+    )
+    session.commit()
+    disposition = "attachment" if download else "inline"
+    headers = {"Content-Disposition": f'{disposition}; filename="{sha256[:16]}"'}
+    return FileResponse(path, media_type=info.content_type, headers=headers)
 
 
 @evidence.head("/{sha256}", dependencies=[Depends(require_role("edge", "viewer"))])
@@ -230,8 +262,12 @@ def create_app(
     *,
     ingest: IngestService,
     broker_connected: Callable[[], bool],
+    notifier: Notifier | None = None,
 ) -> FastAPI:
-    """The REST API on `engine` (already migrated); `broker_connected` feeds /healthz."""
+    """The REST API on `engine` (already migrated); `broker_connected` feeds /healthz.
+
+    Without a `notifier`, one is made on a new stream hub and registered with `ingest`.
+    """
     app = FastAPI(title="Zhizhi server", version="1", summary="Zhizhi central server API")
     session_factory = make_session_factory(engine)
     app.state.settings = settings
@@ -242,8 +278,16 @@ def create_app(
     app.state.evidence = EvidenceService(
         session_factory, settings.media_dir, max_bytes=settings.max_evidence_bytes
     )
-    for router in (health, events, evidence, edges):
+    if notifier is None:
+        notifier = Notifier(session_factory, StreamHub(), ingest.policy.dispatch)
+        ingest.add_listener(notifier)
+    app.state.notifier = notifier
+    for router in (health, events, evidence, edges, *ROUTERS):
         app.include_router(router)
+    from server.models_api import router as models_router  # model roll-out (issue 7)
+
+    app.include_router(models_router)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    mount_dashboard(app)  # GET / and /dashboard/...: the command center's web page
     return app
