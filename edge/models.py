@@ -59,6 +59,9 @@ class ModelSpec(BaseModel):
     obtain: str = Field(default="", description="How to produce or download the file")
     trained_from: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    dataset_sha256: str | None = Field(
+        default=None, description="sha256 of the manifest.json of the dataset it was trained on"
+    )
 
     @field_validator("file")
     @classmethod

@@ -39,6 +39,7 @@ from common.events import (
     AckMessage,
     CameraStatus,
     Event,
+    ModelStatus,
     StatusMessage,
     ack_topic,
     events_topic,
@@ -118,6 +119,7 @@ class MqttSink:
         self._status_topic = status_topic(site_id, edge_id)
         self._ack_topic = ack_topic(site_id, edge_id)
         self._cameras: dict[str, CameraStatus] = {}
+        self._models: dict[str, ModelStatus] = {}  # guarded by _cameras_lock too
         self._cameras_lock = threading.Lock()
         self._acks: queue.SimpleQueue[EventKey] = queue.SimpleQueue()
         self._connected = threading.Event()
@@ -186,6 +188,13 @@ class MqttSink:
         if self._connected.is_set():
             self._publish_status("online")
 
+    def set_models(self, models: dict[str, ModelStatus]) -> None:
+        """The models this edge runs (roll-outs change them); republishes the status."""
+        with self._cameras_lock:
+            self._models = dict(models)
+        if self._connected.is_set():
+            self._publish_status("online")
+
     def close(self) -> None:
         """Publish what can be published within `flush_timeout_s`, go offline, stop."""
         if self._closing:
@@ -208,6 +217,7 @@ class MqttSink:
     def _status_json(self, state: Literal["online", "offline"]) -> str:
         with self._cameras_lock:
             cameras = dict(self._cameras)
+            models = dict(self._models)
         try:
             outbox = self.outbox.stats().as_status()
         except Exception:
@@ -220,6 +230,7 @@ class MqttSink:
             ts=time.time(),
             cameras=cameras,
             outbox=outbox,
+            models=models,
         )
         return message.model_dump_json()
 

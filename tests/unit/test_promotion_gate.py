@@ -1,0 +1,67 @@
+"""The promotion gate and the INT8 decision: pure functions on reports and measurements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.export import decide_int8
+from training.gate import GateConfig, judge
+
+
+def report(**types: dict[str, Any]) -> dict[str, Any]:
+    base = {
+        "true_positives": 4,
+        "false_alarms": 1,
+        "misses": 1,
+        "precision": 0.8,
+        "recall": 0.8,
+        "median_latency_s": 3.0,
+    }
+    return {"types": {name: {**base, **values} for name, values in types.items()}}
+
+
+def test_equal_results_are_promoted() -> None:
+    decision = judge(report(fire_lane={}), report(fire_lane={}), GateConfig())
+    assert decision.promoted
+
+
+def test_a_recall_drop_in_any_type_blocks_promotion() -> None:
+    current = report(fire_lane={}, garbage_pile={})
+    candidate = report(fire_lane={"recall": 0.9}, garbage_pile={"recall": 0.6})
+    decision = judge(current, candidate, GateConfig(max_recall_drop=0.1))
+    assert not decision.promoted
+    assert any("garbage_pile: recall" in reason for reason in decision.reasons)
+
+
+def test_a_drop_within_the_margin_passes() -> None:
+    candidate = report(fire_lane={"precision": 0.76})
+    assert judge(report(fire_lane={}), candidate, GateConfig(max_precision_drop=0.05)).promoted
+
+
+def test_extra_false_alarms_and_slower_alerts_block() -> None:
+    candidate = report(fire_lane={"false_alarms": 2, "median_latency_s": 6.0})
+    decision = judge(report(fire_lane={}), candidate, GateConfig(max_latency_increase_s=2.0))
+    assert not decision.promoted
+    assert len(decision.reasons) == 2
+
+
+def test_a_type_the_candidate_no_longer_reports_counts_as_lost() -> None:
+    decision = judge(report(fire_lane={}), {"types": {}}, GateConfig())
+    assert not decision.promoted
+
+
+def test_no_event_results_is_not_a_pass() -> None:
+    assert not judge({"types": {}}, {"types": {}}, GateConfig()).promoted
+
+
+def test_detector_map_is_gated_only_when_configured() -> None:
+    detector = {"current": {"map50": 0.6}, "candidate": {"map50": 0.5}}
+    same = report(fire_lane={})
+    assert judge(same, same, GateConfig(), detector).promoted
+    assert not judge(same, same, GateConfig(max_map50_drop=0.05), detector).promoted
+
+
+def test_int8_needs_both_speed_and_accuracy() -> None:
+    assert decide_int8(50.0, 30.0, 0.6, 0.6).use_int8
+    assert not decide_int8(50.0, 30.0, 0.6, 0.5).use_int8  # faster but worse
+    assert not decide_int8(50.0, 49.0, 0.6, 0.6).use_int8  # as good but not faster
