@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.events import Evidence
+from edge.privacy import MaskStyle, RedactionRecord, Redactor, obscure_polygons
 from edge.types import Box
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 Polygon = Sequence[tuple[float, float]]
 ZONE_COLOUR = (0, 200, 255)  # BGR amber
 BOX_COLOUR = (0, 0, 255)  # red
+PATH_COLOUR = (255, 0, 255)  # magenta: a trajectory, its origin ringed
 JPEG_QUALITY = 85
 
 Array = npt.NDArray[Any]
@@ -33,6 +35,7 @@ class Annotation:
     zone: Polygon | None = None
     boxes: Sequence[Box] = ()
     caption: str = ""
+    paths: Sequence[Polygon] = ()  # open polylines (a falling object's trajectory), normalised
 
 
 class EvidenceStore(Protocol):
@@ -62,16 +65,12 @@ class DirectoryStore:
         )
 
 
-def apply_privacy_masks(image: Array, masks: Sequence[Polygon]) -> Array:
-    """Black out the masked areas (in place on a copy); nothing under a mask survives."""
-    if not masks:
-        return image
-    out = image.copy()
-    h, w = out.shape[:2]
-    for polygon in masks:
-        pts = np.array([[x * w, y * h] for x, y in polygon], np.float32).round().astype(np.int32)
-        cv2.fillPoly(out, [pts], (0, 0, 0))
-    return out
+def apply_privacy_masks(
+    image: Array, masks: Sequence[Polygon], style: MaskStyle = "black"
+) -> Array:
+    """Hide the masked areas on a copy (black, or unrecoverable mosaic: `edge.privacy`, the
+    one masking implementation); nothing under a mask survives."""
+    return obscure_polygons(image, masks, style)
 
 
 def annotate(image: Array, annotation: Annotation) -> Array:
@@ -82,6 +81,12 @@ def annotate(image: Array, annotation: Annotation) -> Array:
     if annotation.zone:
         pts = np.array([[x * w, y * h] for x, y in annotation.zone], np.float32)
         cv2.polylines(out, [pts.round().astype(np.int32)], True, ZONE_COLOUR, thickness)
+    for path in annotation.paths:
+        pts = np.array([[x * w, y * h] for x, y in path], np.float32).round().astype(np.int32)
+        if len(pts) >= 2:
+            cv2.polylines(out, [pts], False, PATH_COLOUR, thickness, cv2.LINE_AA)
+        if len(pts):
+            cv2.circle(out, tuple(int(v) for v in pts[0]), thickness * 3, PATH_COLOUR, thickness)
     for x1, y1, x2, y2 in annotation.boxes:
         p1 = (round(x1 * w), round(y1 * h))
         p2 = (round(x2 * w), round(y2 * h))
@@ -121,3 +126,17 @@ def snapshot(
 ) -> bytes:
     """The JPEG of a frame as it may leave the box: masks first, then the drawing on top."""
     return encode_jpeg(annotate(apply_privacy_masks(image, privacy_masks), annotation))
+
+
+def redacted_snapshot(
+    image: Array,
+    redactor: Redactor,
+    annotation: Annotation,
+    blur_faces: bool = True,
+    people: Sequence[Box] = (),
+) -> tuple[bytes, RedactionRecord]:
+    """The JPEG of a frame as it may leave the box: masks hidden and faces blurred first, then
+    the drawing on top; with the record of what was hidden (`event.details["privacy"]`).
+    `people`: the detector's person boxes in this frame (see `Redactor.image`)."""
+    redacted, record = redactor.image(image, blur_faces, people)
+    return encode_jpeg(annotate(redacted, annotation)), record

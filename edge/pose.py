@@ -1,0 +1,55 @@
+"""The pose model: people with COCO keypoints, loaded once per process and shared.
+
+One pose-model idea in the codebase: evidence redaction (faces from the head keypoints) and any
+rule that needs body keypoints take the estimator from `load_pose_estimator`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from common.events import ModelInfo
+from edge.detect.onnx import OnnxDetector
+from edge.detect.yolo import PoseDetection
+from edge.models import load_registry
+
+DEFAULT_POSE_MODEL = "yolov8n-pose-640"
+POSE_MIN_SCORE = 0.1  # callers filter further; a low floor keeps dim and distant people
+
+# COCO keypoint order (17): what the head and shoulders are
+NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR = 0, 1, 2, 3, 4
+LEFT_SHOULDER, RIGHT_SHOULDER = 5, 6
+HEAD_KEYPOINTS = (NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR)
+SHOULDER_KEYPOINTS = (LEFT_SHOULDER, RIGHT_SHOULDER)
+
+
+class PoseEstimator(Protocol):
+    """Finds people and their keypoints in one BGR frame (tests pass fakes)."""
+
+    @property
+    def info(self) -> ModelInfo:
+        """`{name, version, sha256}` of the pose model."""
+        ...
+
+    def detect_pose(self, image_bgr: npt.NDArray[np.uint8]) -> list[PoseDetection]:
+        """People with `(17, 3)` keypoints: x, y normalised to `image_bgr`, and visibility."""
+        ...
+
+
+@cache
+def load_pose_estimator(name: str = DEFAULT_POSE_MODEL) -> OnnxDetector:
+    """The registered pose model `name`, found, verified and loaded once per process.
+
+    Raises:
+        KeyError: no such model in the registry.
+        ValueError: the model is not a pose model.
+        ModelNotFoundError, ModelIntegrityError: as `OnnxDetector.load`.
+    """
+    spec = load_registry()[name]
+    if spec.layout != "yolov8-pose":
+        raise ValueError(f"model {name} is not a pose model (layout {spec.layout})")
+    return OnnxDetector.load(spec, min_score=POSE_MIN_SCORE)

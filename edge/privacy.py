@@ -1,0 +1,510 @@
+"""Evidence redaction before anything is written: privacy masks hidden, faces blurred.
+
+Masks (the camera's `privacy_masks`) are blacked out or made unrecoverable with large mosaic
+cells (`pixelate`), smoothed over (`blur`). Faces are placed by the pose model's head keypoints
+(`head_box`) and blurred the same way. The analysis never sees any of this: redaction works on
+copies, and the boxes and trajectories of the evidence are drawn afterwards, on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from common.config import CameraConfig, PrivacyConfig
+from edge.errors import EdgeError
+from edge.pose import HEAD_KEYPOINTS, SHOULDER_KEYPOINTS, PoseEstimator, load_pose_estimator
+from edge.scene import polygons_mask
+from edge.types import Box, box_iou, clamp_box
+
+logger = logging.getLogger(__name__)
+
+MaskStyle = Literal["black", "blur", "pixelate"]
+Polygon = Sequence[tuple[float, float]]
+Image = npt.NDArray[np.uint8]
+FloatArray = npt.NDArray[np.float64]
+
+MIN_VISIBILITY = 0.5  # keypoints the pose model is at least this sure it sees
+HEAD_MARGIN = 1.8  # the blurred square is this many head widths across (hair, chin, error)
+FRAME_CELLS = 40  # mask mosaic cells are at least 1/40 of the frame's longer side...
+REGION_CELLS = 8  # ...and at most 8 cells span a mask's shorter side
+FACE_CELLS = 4  # a head box becomes a 4 x 4 mosaic before smoothing
+CLIP_GROW = 0.25  # heads carried between sampled clip frames grow by this share on each side
+MATCH_DISTANCE = 4.0  # a head moves at most this many head sizes between two sampled frames
+ASSUMED_FPS = 10.0  # frame rate of a clip whose timestamps are not given
+FACE_METHOD = "pose_keypoints"
+PERSON_BOX_METHOD = "person_box_top"
+SAME_PERSON_IOU = 0.3  # a caller's person box overlapping a pose detection this much is it
+
+
+class RedactionError(ValueError):
+    """Faces could not be looked for: the evidence must not be written unredacted."""
+
+
+# Obscuring ----------------------------------------------------------------------------------
+
+
+def _mosaic(crop: Image, cell: int, smooth: bool) -> Image:
+    """`crop` reduced to one mean colour per `cell` x `cell` block, then enlarged again:
+    nearest-neighbour (visible blocks), or the grid blurred and enlarged bilinearly (a smooth
+    wash). Either way only the cell means survive, never what was inside a cell."""
+    h, w = crop.shape[:2]
+    grid = (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell)))
+    small = cv2.resize(crop, grid, interpolation=cv2.INTER_AREA)
+    if not smooth:
+        return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST), np.uint8)
+    if min(grid) >= 3:
+        small = cv2.GaussianBlur(small, (3, 3), 0)
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
+
+
+def mask_cell_px(frame_hw: tuple[int, int], region_hw: tuple[int, int]) -> int:
+    """Mosaic cell size for a privacy mask: large against the frame (nothing legible survives
+    in a small mask) and against the mask (a large one is still a coarse grid)."""
+    by_frame = round(max(frame_hw) / FRAME_CELLS)
+    by_region = round(min(region_hw) / REGION_CELLS)
+    return max(4, by_frame, by_region)
+
+
+def obscure_polygons(image: Image, masks: Sequence[Polygon], style: MaskStyle = "black") -> Image:
+    """The image with everything under the normalised polygons hidden (on a copy).
+
+    `black` fills them; `pixelate` replaces them with coarse mosaic cells (`mask_cell_px`) and
+    `blur` with the same cells smoothed, so the content is unrecoverable in all three. With no
+    masks the image itself is returned.
+
+    Example: `obscure_polygons(img, [[(0.6, 0), (1, 0), (1, 0.4), (0.6, 0.4)]])` blacks out
+    the top-right window area.
+    """
+    if not masks:
+        return image
+    out = image.copy()
+    h, w = out.shape[:2]
+    if style == "black":
+        for polygon in masks:
+            pts = np.array([[x * w, y * h] for x, y in polygon], np.float32)
+            cv2.fillPoly(out, [pts.round().astype(np.int32)], (0, 0, 0))
+        return out
+    key = tuple(tuple((float(x), float(y)) for x, y in polygon) for polygon in masks)
+    for x, y, region in _mask_regions(key, (h, w)):
+        bh, bw = region.shape
+        crop = out[y : y + bh, x : x + bw]
+        hidden = _mosaic(crop, mask_cell_px((h, w), (bh, bw)), smooth=style == "blur")
+        cv2.copyTo(hidden, region, crop)
+    return out
+
+
+@lru_cache(maxsize=32)
+def _mask_regions(
+    masks: tuple[tuple[tuple[float, float], ...], ...], shape_hw: tuple[int, int]
+) -> list[tuple[int, int, Image]]:
+    """Each polygon's bounding rectangle in pixels (x, y) and its uint8 mask inside it; a
+    camera's masks and frame size do not change, so this is computed once."""
+    regions = []
+    for polygon in masks:
+        inside = polygons_mask([polygon], shape_hw)
+        x, y, bw, bh = cv2.boundingRect(inside)
+        if bw > 0 and bh > 0:
+            region = np.ascontiguousarray(inside[y : y + bh, x : x + bw])
+            region.flags.writeable = False
+            regions.append((x, y, region))
+    return regions
+
+
+def blur_boxes(image: Image, boxes: Sequence[Box]) -> Image:
+    """The image with each normalised box (a head) reduced to a smoothed 4 x 4 mosaic (on a
+    copy; with no boxes the image itself is returned)."""
+    if not boxes:
+        return image
+    out = image.copy()
+    _blur_boxes_into(out, boxes)
+    return out
+
+
+def _blur_boxes_into(out: Image, boxes: Sequence[Box]) -> None:
+    h, w = out.shape[:2]
+    for box in boxes:
+        x1, y1, x2, y2 = clamp_box(box)
+        px1, py1 = math.floor(x1 * w), math.floor(y1 * h)
+        px2, py2 = math.ceil(x2 * w), math.ceil(y2 * h)
+        if px2 - px1 < 2 or py2 - py1 < 2:
+            continue
+        crop = out[py1:py2, px1:px2]
+        cell = max(2, round(min(py2 - py1, px2 - px1) / FACE_CELLS))
+        crop[:] = _mosaic(crop, cell, smooth=True)
+
+
+# Where the head is ---------------------------------------------------------------------------
+
+
+def head_box(
+    keypoints: npt.ArrayLike,
+    person_box: Box,
+    *,
+    aspect: float = 1.0,
+    min_visibility: float = MIN_VISIBILITY,
+) -> Box | None:
+    """The square around a person's head, normalised, or None for an empty person box.
+
+    The head is centred on its visible keypoints (nose, eyes, ears); its width is the largest
+    of what the head points span, 0.45 of the shoulder width and 0.9 of the distance from head
+    to shoulders, kept between a quarter of the box's short side and 0.6 of its long side; the
+    square is `HEAD_MARGIN` head widths across. Without a visible head point (a person seen
+    from behind) it is the top of the person box (`top_of_person`).
+
+    Args:
+        keypoints: `(17, 3)` COCO keypoints: x, y normalised to the frame, visibility 0..1.
+        person_box: the person's normalised box.
+        aspect: the frame's width / height, so that the square is square in pixels.
+        min_visibility: keypoints seen with less confidence are ignored.
+
+    Example: on a square frame, a person box (0.4, 0.15, 0.6, 0.9) with eyes at (0.48, 0.20)
+    and (0.52, 0.20), nose at (0.50, 0.23) and shoulders at (0.42, 0.32) and (0.58, 0.32)
+    gives about (0.411, 0.121, 0.589, 0.299): a head 0.099 wide (head to shoulders 0.11).
+    """
+    x1, y1, x2, y2 = person_box
+    if x2 <= x1 or y2 <= y1:
+        return None
+    points = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    if len(points) <= max(SHOULDER_KEYPOINTS):
+        return top_of_person(person_box, aspect)
+    scaled = points[:, :2] * np.array([aspect, 1.0])  # isotropic units: frame heights
+    seen = points[:, 2] >= min_visibility
+    head = scaled[list(HEAD_KEYPOINTS)][seen[list(HEAD_KEYPOINTS)]]
+    if len(head) == 0:
+        return top_of_person(person_box, aspect)
+    centre = head.mean(axis=0)
+    shoulders = scaled[list(SHOULDER_KEYPOINTS)][seen[list(SHOULDER_KEYPOINTS)]]
+    width = _head_width(head, shoulders, centre)
+    short, long = sorted(((x2 - x1) * aspect, y2 - y1))
+    width = min(max(width, 0.25 * short), 0.6 * long)
+    half = width * HEAD_MARGIN / 2
+    cx, cy = float(centre[0]) / aspect, float(centre[1])
+    return clamp_box((cx - half / aspect, cy - half, cx + half / aspect, cy + half))
+
+
+def _head_width(head: FloatArray, shoulders: FloatArray, centre: FloatArray) -> float:
+    estimates = [0.0]
+    if len(head) >= 2:
+        spread = np.linalg.norm(head[:, None, :] - head[None, :, :], axis=-1).max()
+        estimates.append(1.2 * float(spread))  # ear to ear is about one head width
+    if len(shoulders) == 2:
+        estimates.append(0.45 * float(np.linalg.norm(shoulders[0] - shoulders[1])))
+    if len(shoulders) >= 1:
+        estimates.append(0.9 * float(np.linalg.norm(centre - shoulders.mean(axis=0))))
+    return max(estimates)
+
+
+def top_of_person(person_box: Box, aspect: float = 1.0) -> Box:
+    """Where the head must be when no head keypoint is visible: the top band of the person
+    box, a fifth of a standing person, half of a crouching or lying one.
+
+    Example: `top_of_person((0.4, 0.2, 0.5, 0.8))` on a square frame is
+    `(0.4, 0.2, 0.5, 0.32)`.
+    """
+    x1, y1, x2, y2 = person_box
+    bw, bh = (x2 - x1) * aspect, y2 - y1
+    band = min(bh, max(bh / 5, 0.5 * min(bw, bh)))
+    return clamp_box((x1, y1, x2, y1 + band))
+
+
+def carry_heads(before: Sequence[Box], after: Sequence[Box], t: float) -> list[Box]:
+    """Head boxes for a clip frame between two sampled frames, `t` of the way (0..1).
+
+    Heads found in both are matched (nearest centres, within `MATCH_DISTANCE` head sizes) and
+    moved linearly; the others are kept over the whole gap (a head may have been missed in the
+    other sample). All but the samples' own boxes grow by `CLIP_GROW` on each side, so a
+    moving head stays covered.
+    """
+    if t <= 0.0:
+        return list(before)
+    if t >= 1.0:
+        return list(after)
+    pairs, lone = _match_heads(before, after)
+    carried = [_lerp(before[i], after[j], t) for i, j in pairs]
+    carried += [box for k, box in enumerate(before) if k not in {i for i, _ in pairs}]
+    carried += [box for k, box in enumerate(after) if k in lone]
+    return [_grow(box, CLIP_GROW) for box in carried]
+
+
+def _match_heads(
+    before: Sequence[Box], after: Sequence[Box]
+) -> tuple[list[tuple[int, int]], set[int]]:
+    """Greedy nearest-centre matching; returns the pairs and the unmatched indices of
+    `after`."""
+    candidates = []
+    for i, a in enumerate(before):
+        for j, b in enumerate(after):
+            size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+            dist = math.dist(_centre(a), _centre(b))
+            if dist <= MATCH_DISTANCE * size:
+                candidates.append((dist, i, j))
+    pairs: list[tuple[int, int]] = []
+    used_i: set[int] = set()
+    used_j: set[int] = set()
+    for _, i, j in sorted(candidates):
+        if i not in used_i and j not in used_j:
+            pairs.append((i, j))
+            used_i.add(i)
+            used_j.add(j)
+    return pairs, set(range(len(after))) - used_j
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _lerp(a: Box, b: Box, t: float) -> Box:
+    x1, y1, x2, y2 = (p + (q - p) * t for p, q in zip(a, b, strict=True))
+    return (x1, y1, x2, y2)
+
+
+def _grow(box: Box, share: float) -> Box:
+    dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
+    return clamp_box((box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy))
+
+
+def sample_indices(count: int, every_s: float, pts_s: Sequence[float] | None = None) -> list[int]:
+    """Which of `count` clip frames the face finder runs on: the first, then the first frame
+    at least `every_s` after the last sampled one, and always the last.
+
+    Without timestamps the frames are taken as `ASSUMED_FPS` apart.
+    """
+    if count <= 0:
+        return []
+    times = list(pts_s) if pts_s is not None else [i / ASSUMED_FPS for i in range(count)]
+    if len(times) != count:
+        raise ValueError(f"{count} frames but {len(times)} timestamps")
+    chosen = [0]
+    for index in range(1, count):
+        if times[index] - times[chosen[-1]] >= every_s - 1e-9:
+            chosen.append(index)
+    if chosen[-1] != count - 1:
+        chosen.append(count - 1)
+    return chosen
+
+
+# What was done ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionRecord:
+    """What was hidden in one evidence file, for `event.details["privacy"]`.
+
+    `faces_blurred` is the number of heads blurred (in a clip: the most in any one frame);
+    `faces_skipped` says why faces were not looked for, when they were not.
+    """
+
+    masks: tuple[int, ...]
+    mask_style: MaskStyle
+    faces_blurred: int = 0
+    face_method: str | None = None
+    face_model: str | None = None
+    faces_skipped: str | None = None
+    frames: int = 1
+    face_frames: int = 0  # frames the face finder ran on
+
+    def as_details(self) -> dict[str, Any]:
+        faces: dict[str, Any]
+        if self.faces_skipped is not None:
+            faces = {"skipped": self.faces_skipped}
+        else:
+            faces = {
+                "blurred": self.faces_blurred,
+                "method": self.face_method,
+                "model": self.face_model,
+            }
+            if self.frames > 1:
+                faces["searched_frames"] = self.face_frames
+        details: dict[str, Any] = {
+            "masks": list(self.masks),
+            "mask_style": self.mask_style,
+            "faces": faces,
+        }
+        if self.frames > 1:
+            details["frames"] = self.frames
+        return details
+
+
+# The redactor -------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Redacts one camera's evidence: masks hidden in `mask_style`, faces blurred.
+
+    Not tied to a thread; the pose estimator it holds is the process-wide shared one.
+    """
+
+    def __init__(
+        self,
+        masks: Sequence[Polygon] = (),
+        options: PrivacyConfig | None = None,
+        pose: PoseEstimator | None = None,
+        pose_problem: str | None = None,
+    ) -> None:
+        self._masks = [list(mask) for mask in masks]
+        self.options = options or PrivacyConfig()
+        self._pose = pose
+        self._pose_problem = pose_problem
+
+    @classmethod
+    def for_camera(cls, camera: CameraConfig, pose: PoseEstimator | None = None) -> Redactor:
+        """The camera's masks and privacy options, with `pose` to find faces (None: faces
+        are not looked for and every record says so)."""
+        problem = None if pose is not None else "no face finder was given"
+        return cls(camera.privacy_masks, camera.privacy, pose, problem)
+
+    @classmethod
+    def load(cls, camera: CameraConfig) -> Redactor:
+        """`for_camera` with the camera's pose model loaded (once per process). When it
+        cannot be loaded the reason is logged and recorded in every evidence's record."""
+        if not camera.privacy.blur_faces:
+            return cls.for_camera(camera)
+        try:
+            pose = load_pose_estimator(camera.privacy.face_model)
+        except (KeyError, ValueError, EdgeError) as error:  # not registered, missing, corrupt
+            reason = f"pose model {camera.privacy.face_model} unavailable: {error}"
+            logger.error("camera %s: faces will not be blurred: %s", camera.id, reason)
+            return cls(camera.privacy_masks, camera.privacy, None, reason)
+        return cls.for_camera(camera, pose)
+
+    @property
+    def mask_style(self) -> MaskStyle:
+        return self.options.mask_style
+
+    def mask(self, image: Image) -> Image:
+        """The privacy masks alone (for frames kept in memory until evidence is made)."""
+        return obscure_polygons(image, self._masks, self.options.mask_style)
+
+    def image(
+        self, image: Image, blur_faces: bool = True, people: Sequence[Box] = ()
+    ) -> tuple[Image, RedactionRecord]:
+        """A snapshot as it may be written: masks hidden, faces blurred unless `blur_faces`
+        is False (the rule's `evidence_faces: keep`). `image` itself is not changed.
+
+        `people`: boxes of people the caller's detector found in this frame; one the pose
+        model missed still gets the top of its box blurred (`top_of_person`), and without a
+        pose model these are the only faces found.
+
+        Raises:
+            RedactionError: the face finder failed; nothing may be written.
+        """
+        skipped = self._skip_reason(blur_faces)
+        if skipped is not None and people and self._pose is None and self._faces_wanted(blur_faces):
+            skipped = None  # the person boxes alone
+        heads = [] if skipped else self.find_heads(image, people)
+        out = self._redact(image, heads)
+        method = _method(self._pose is not None, bool(people))
+        searched = 0 if skipped else 1
+        return out, self._record(len(heads), skipped, frames=1, searched=searched, method=method)
+
+    def frames(
+        self,
+        images: Sequence[Image],
+        blur_faces: bool = True,
+        pts_s: Sequence[float] | None = None,
+    ) -> tuple[list[Image], RedactionRecord]:
+        """The frames of a clip as they may be written. Faces are looked for every
+        `options.clip_face_every_s` of stream time (`pts_s`; without it frames are taken as
+        `ASSUMED_FPS` apart) and carried between (`carry_heads`).
+
+        Raises:
+            RedactionError: the face finder failed; nothing may be written.
+        """
+        skipped = self._skip_reason(blur_faces)
+        if skipped or not images:
+            masked = [self._redact(image, []) for image in images]
+            return masked, self._record(0, skipped, frames=len(images), searched=0)
+        samples = sample_indices(len(images), self.options.clip_face_every_s, pts_s)
+        found = {index: self.find_heads(images[index]) for index in samples}
+        out = [
+            self._redact(image, _heads_at(index, samples, found))
+            for index, image in enumerate(images)
+        ]
+        most = max(len(heads) for heads in found.values())
+        return out, self._record(most, None, frames=len(images), searched=len(samples))
+
+    def find_heads(self, image: Image, people: Sequence[Box] = ()) -> list[Box]:
+        """Head boxes of the people the pose model finds in `image` (normalised), and the
+        tops of those `people` boxes that no pose detection overlaps."""
+        h, w = image.shape[:2]
+        found = []
+        if self._pose is not None:
+            try:
+                found = [
+                    person
+                    for person in self._pose.detect_pose(image)
+                    if person.detection.score >= self.options.face_min_score
+                ]
+            except Exception as error:  # onnxruntime raises its own untyped errors
+                raise RedactionError(f"the face finder failed: {error}") from error
+        boxes = [head_box(p.keypoints, p.detection.box, aspect=w / h) for p in found]
+        seen = [p.detection.box for p in found]
+        boxes += [
+            top_of_person(box, w / h)
+            for box in people
+            if all(box_iou(box, other) < SAME_PERSON_IOU for other in seen)
+        ]
+        return [box for box in boxes if box is not None]
+
+    def _redact(self, image: Image, heads: Sequence[Box]) -> Image:
+        """Masks then heads, on one new array (never `image` itself)."""
+        out = self.mask(image)
+        if out is image:
+            out = image.copy()
+        _blur_boxes_into(out, heads)
+        return out
+
+    def _faces_wanted(self, blur_faces: bool) -> bool:
+        return blur_faces and self.options.blur_faces
+
+    def _skip_reason(self, blur_faces: bool) -> str | None:
+        if not self.options.blur_faces:
+            return "blur_faces is off for this camera"
+        if not blur_faces:
+            return "the rule keeps faces (evidence_faces: keep)"
+        if self._pose is None:
+            return self._pose_problem or "no face finder"
+        return None
+
+    def _record(
+        self,
+        faces: int,
+        skipped: str | None,
+        frames: int,
+        searched: int,
+        method: str = FACE_METHOD,
+    ) -> RedactionRecord:
+        model = None if skipped or self._pose is None else self._pose.info.name
+        return RedactionRecord(
+            masks=tuple(range(len(self._masks))),
+            mask_style=self.options.mask_style,
+            faces_blurred=faces,
+            face_method=None if skipped else method,
+            face_model=model,
+            faces_skipped=skipped,
+            frames=frames,
+            face_frames=searched,
+        )
+
+
+def _method(pose: bool, people: bool) -> str:
+    if pose and people:
+        return f"{FACE_METHOD}+{PERSON_BOX_METHOD}"
+    return FACE_METHOD if pose else PERSON_BOX_METHOD
+
+
+def _heads_at(index: int, samples: Sequence[int], found: dict[int, list[Box]]) -> list[Box]:
+    if index in found:
+        return found[index]
+    after = next(s for s in samples if s > index)  # the last frame is always sampled
+    before = max(s for s in samples if s < index)
+    return carry_heads(found[before], found[after], (index - before) / (after - before))
