@@ -1,0 +1,679 @@
+"""Falling objects (高空抛物): something thrown or dropped down a facade.
+
+Every decoded frame goes through the speck finder (`edge.facade`, OpenCV); everything after
+it is pure and tested without video:
+
+- `SpeckLinker` links specks into tracks, each new speck gated by the position its track
+  predicts under constant acceleration (a least-squares fit of its recent sightings);
+- `judge` accepts a track as a fall only when it descends with the acceleration of a falling
+  thing over a real distance: y(t) = y0 + v0 t + a t²/2 and x(t) linear, fitted by least
+  squares, with a positive, significant, large enough `a`, a small residual and no climbing
+  after the apex; birds, insects, leaves, laundry, rain and lights in windows all fail one of
+  these (docs/falling-object.md);
+- `FloorScale` turns a height in the picture into a floor, from a few marked slab lines;
+- `IncidentGrouper` makes objects thrown together one incident.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.config import CameraConfig, FallingObjectRuleConfig, FloorMark, ZoneConfig
+from common.events import ModelInfo
+from edge.facade import Speck, SpeckFinder, SpeckParams
+from edge.rules.base import RuleOutput, State
+from edge.types import Box, Frame, clamp_box
+
+GRAVITY_M_S2 = 9.81
+LINK_HISTORY = 10  # sightings a track's prediction is fitted on
+MAX_TRACKS = 300  # live tracks at most (clutter beyond this is dropped, newest first)
+MAX_TRACK_S = 8.0  # a track this old is closed and judged (a 90 m fall takes 4.3 s)
+MAX_ACCEL_G = 2.0  # with floors: faster than this is not a fall (perspective adds a little)
+# without floors: a view one storey high (the closest a facade camera gets) shows gravity as
+# about 3.3 frame heights/s²; more than this is clutter linked by chance, not a fall
+MAX_ACCEL_FRAME_HEIGHTS = 5.0
+ISOLATION = 0.03  # frame heights: another speck this close makes a sighting not isolated
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A speck at stream time `t`, in pixels of the full frame."""
+
+    t: float
+    x: float
+    y: float
+    area: float = 1.0
+    neighbours: int = 0  # other specks close by in the same frame (fragments of something big)
+    extent: float = 0.0  # share of the area around it that differs from the background
+
+
+# ------------------------------------------------------------------------- trajectory fitting
+
+
+@dataclass(frozen=True, slots=True)
+class FallFit:
+    """Least-squares fit of a track: x(t) = x0 + vx·s, y(t) = y0 + vy0·s + a·s²/2, s = t − t0.
+
+    Example:
+        >>> fit = fit_fall([Sighting(t, 100.0, 50 + 200 * t * t) for t in (0, .1, .2, .3)])
+        >>> round(fit.accel, 1), round(fit.apex_s, 3)
+        (400.0, 0.0)
+    """
+
+    t0: float
+    x0: float
+    vx: float
+    y0: float
+    vy0: float
+    accel: float  # px/s², downward positive (image y grows downward)
+    accel_sigma: float  # standard error of `accel`
+    rms_x: float
+    rms_y: float
+
+    def x_at(self, t: float) -> float:
+        return self.x0 + self.vx * (t - self.t0)
+
+    def y_at(self, t: float) -> float:
+        s = t - self.t0
+        return self.y0 + self.vy0 * s + 0.5 * self.accel * s * s
+
+    def vy_at(self, t: float) -> float:
+        return self.vy0 + self.accel * (t - self.t0)
+
+    @property
+    def apex_s(self) -> float | None:
+        """When the fitted vertical speed is zero (the top of the path), if it accelerates
+        downward."""
+        if self.accel <= 0:
+            return None
+        return self.t0 - self.vy0 / self.accel
+
+
+def fit_fall(points: Sequence[Sighting]) -> FallFit:
+    """Fit x linear and y quadratic in time (at least 4 sightings)."""
+    if len(points) < 4:
+        raise ValueError("a fall fit needs at least 4 sightings")
+    t0 = points[0].t
+    s = np.array([p.t - t0 for p in points])
+    xs = np.array([p.x for p in points])
+    ys = np.array([p.y for p in points])
+    design_y = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
+    coef_y, _, rank, _ = np.linalg.lstsq(design_y, ys, rcond=None)
+    if rank < 3:
+        raise ValueError("sightings at fewer than 3 distinct times")
+    design_x = design_y[:, :2]
+    coef_x = np.linalg.lstsq(design_x, xs, rcond=None)[0]
+    res_y = ys - design_y @ coef_y
+    res_x = xs - design_x @ coef_x
+    dof = max(1, len(points) - 3)
+    variance = float(res_y @ res_y) / dof
+    # measurement noise is at least a fraction of a pixel, however well the points line up
+    variance = max(variance, 0.25)
+    covariance = variance * np.linalg.pinv(design_y.T @ design_y)
+    return FallFit(
+        t0=t0,
+        x0=float(coef_x[0]),
+        vx=float(coef_x[1]),
+        y0=float(coef_y[0]),
+        vy0=float(coef_y[1]),
+        accel=float(coef_y[2]),
+        accel_sigma=math.sqrt(max(0.0, float(covariance[2, 2]))),
+        rms_x=float(np.sqrt(np.mean(res_x * res_x))),
+        rms_y=float(np.sqrt(np.mean(res_y * res_y))),
+    )
+
+
+# ------------------------------------------------------------------------------ acceptance
+
+
+@dataclass(frozen=True, slots=True)
+class FallParams:
+    """What a track must show to be a fall (config keys, docs/falling-object.md)."""
+
+    min_fall_px: float = 40.0
+    min_accel_px_s2: float = 30.0
+    max_accel_px_s2: float = math.inf
+    min_duration_s: float = 0.3
+    min_points: int = 6
+    min_density: float = 0.7  # share of the frames between first and last sighting seen on
+    min_isolated: float = 0.6  # share of sightings with no other speck close by
+    max_extent: float = 0.35  # typical share of changed pixels around it (more: a large thing)
+    max_extrapolation_s: float = 1.5
+    accel_significance: float = 3.0  # the acceleration must be this many standard errors
+    min_speedup: float = 0.2  # the speed must grow by this share of the final speed
+    max_residual: float = 0.02  # rms off the fitted path, as a share of the fall
+    min_residual_px: float = 2.0  # ... but never less than this many pixels
+    max_climb_share: float = 0.15  # sightings after the apex that go up (beyond the noise)
+    max_sideways: float = 1.2  # horizontal speed at most this times the final fall speed
+
+
+@dataclass(frozen=True, slots=True)
+class Fall:
+    """A track accepted as a fall."""
+
+    sightings: tuple[Sighting, ...]
+    fit: FallFit
+    release_s: float  # when the object left its origin (fitted apex, or first sighting)
+    origin: tuple[float, float]  # pixels: the highest point of the path
+    drop_px: float  # from the origin to the last sighting
+    score: float
+
+    @property
+    def landed_s(self) -> float:
+        return self.sightings[-1].t
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    fall: Fall | None
+    reason: str  # why not a fall ("" when it is one)
+
+
+def judge(
+    points: Sequence[Sighting],
+    params: FallParams,
+    frame_interval_s: float,
+    accel_range: tuple[float, float] | None = None,
+) -> Verdict:
+    """Is this track a fall? `accel_range` (px/s²) overrides the params' (gravity from the
+    floors); `frame_interval_s` is the stream's time between frames. A track whose first
+    sightings stray from the path (it started on some other speck) is judged without them.
+
+    Example:
+        >>> judge([Sighting(t / 25, 300, 100 + 400 * (t / 25) ** 2) for t in range(20)],
+        ...       FallParams(), 1 / 25).reason
+        ''
+    """
+    verdict = _judge(points, params, frame_interval_s, accel_range)
+    if verdict.fall is None and verdict.reason.startswith("erratic"):
+        for skip in range(1, len(points) // 3 + 1):
+            trimmed = _judge(points[skip:], params, frame_interval_s, accel_range)
+            if trimmed.fall is not None:
+                return trimmed
+    return verdict
+
+
+def _judge(
+    points: Sequence[Sighting],
+    params: FallParams,
+    frame_interval_s: float,
+    accel_range: tuple[float, float] | None,
+) -> Verdict:
+    if len(points) < params.min_points:
+        return Verdict(None, f"seen on {len(points)} frames, fewer than {params.min_points}")
+    duration = points[-1].t - points[0].t
+    if duration < params.min_duration_s:
+        return Verdict(None, f"followed {duration:.2f} s, less than {params.min_duration_s}")
+    frames = round(duration / frame_interval_s) + 1
+    if len(points) < params.min_density * frames:
+        return Verdict(None, f"seen on {len(points)} of {frames} frames: not one object")
+    isolated = sum(1 for p in points if p.neighbours == 0)
+    if isolated < params.min_isolated * len(points):
+        return Verdict(None, "moves among other specks: part of something large (a car, people)")
+    if float(np.median([p.extent for p in points])) > params.max_extent:
+        return Verdict(None, "the edge of a large changed area, not a small object")
+    ys = [p.y for p in points]
+    top = min(ys)
+    observed_drop = points[-1].y - top
+    if observed_drop < params.min_fall_px:
+        return Verdict(None, f"fell {observed_drop:.0f} px, less than {params.min_fall_px:.0f}")
+    try:
+        fit = fit_fall(points)
+    except ValueError as error:
+        return Verdict(None, str(error))
+    low, high = accel_range or (params.min_accel_px_s2, params.max_accel_px_s2)
+    if fit.accel < low:
+        return Verdict(None, f"acceleration {fit.accel:.0f} px/s², less than {low:.0f}")
+    if fit.accel > high:
+        return Verdict(None, f"acceleration {fit.accel:.0f} px/s², more than a fall's")
+    if fit.accel < params.accel_significance * fit.accel_sigma:
+        return Verdict(None, f"acceleration {fit.accel:.0f}±{fit.accel_sigma:.0f} px/s² unsure")
+    end = points[-1].t
+    v_end = fit.vy_at(end)
+    if v_end <= 0 or fit.accel * duration < params.min_speedup * v_end:
+        return Verdict(None, "no speeding up: drifts or sinks at a steady speed")
+    tolerance = max(params.min_residual_px, params.max_residual * observed_drop)
+    if fit.rms_y > tolerance or fit.rms_x > tolerance:
+        return Verdict(None, f"erratic path ({max(fit.rms_x, fit.rms_y):.1f} px off the fit)")
+    if abs(fit.vx) > params.max_sideways * v_end:
+        return Verdict(None, "moves sideways more than down")
+    apex = fit.apex_s
+    assert apex is not None  # noqa: S101 - accel > 0 here
+    after = [p for p in points if p.t >= apex]
+    climbs = sum(1 for a, b in itertools.pairwise(after) if b.y < a.y - max(2.0, 2 * fit.rms_y))
+    if after and climbs > params.max_climb_share * len(after):
+        return Verdict(None, "climbs while coming down (a bird, an insect)")
+    first = points[0].t
+    release = min(first, max(apex, first - params.max_extrapolation_s))
+    origin_y = min(top, fit.y_at(release))
+    origin = (fit.x_at(release), origin_y)
+    drop = points[-1].y - origin_y
+    quality = 1.0 - min(1.0, max(fit.rms_x, fit.rms_y) / tolerance)
+    certainty = min(1.0, drop / (4 * params.min_fall_px)) * min(1.0, len(points) / 15)
+    score = round(0.5 + 0.25 * quality + 0.25 * certainty, 3)
+    fall = Fall(tuple(points), fit, release, origin, drop, score)
+    return Verdict(fall, "")
+
+
+# ----------------------------------------------------------------------------------- linking
+
+
+@dataclass(slots=True)
+class Track:
+    track_id: int
+    sightings: list[Sighting]
+    confirmed: bool = False  # already accepted as a fall while in flight
+    judged: int = 0  # sightings it had when last judged in flight
+    top: float = math.inf
+    bottom: float = -math.inf
+
+    def add(self, sighting: Sighting) -> None:
+        self.sightings.append(sighting)
+        self.top = min(self.top, sighting.y)
+        self.bottom = max(self.bottom, sighting.y)
+
+    @property
+    def last(self) -> Sighting:
+        return self.sightings[-1]
+
+    def predict(self, t: float, max_speed_px_s: float) -> list[tuple[float, float, float]]:
+        """Where the track should be at `t`, with the gate radius around it (pixels): from
+        its last step (constant velocity) and, with four sightings or more, from the fit of
+        its recent path (constant acceleration), so one stray early sighting cannot make the
+        track lose its object."""
+        last = self.last
+        dt = t - last.t
+        if len(self.sightings) == 1:
+            return [(last.x, last.y, 3.0 + max_speed_px_s * dt)]
+        before = self.sightings[-2]
+        step = max(1e-6, last.t - before.t)
+        vx, vy = (last.x - before.x) / step, (last.y - before.y) / step
+        radius = 4.0 + 0.5 * math.hypot(vx, vy) * dt + 0.25 * max_speed_px_s * dt
+        guesses = [(last.x + vx * dt, last.y + vy * dt, radius)]
+        recent = self.sightings[-LINK_HISTORY:]
+        if len(recent) >= 4:
+            s = np.array([p.t - t for p in recent])
+            xs = np.array([p.x for p in recent])
+            ys = np.array([p.y for p in recent])
+            cy = np.polyfit(s, ys, 2)
+            cx = np.polyfit(s, xs, 1)
+            residual = float(np.sqrt(np.mean((np.polyval(cy, s) - ys) ** 2)))
+            speed = math.hypot(float(cx[0]), float(cy[1]))
+            guesses.append((float(cx[1]), float(cy[2]), 4.0 + 3.0 * residual + 0.3 * speed * dt))
+        return guesses
+
+
+class SpeckLinker:
+    """Links each frame's specks to the live tracks: nearest within the gate of each track's
+    predicted position, longer tracks served first; the rest start tracks. A track unseen for
+    `max_gap_s` has ended (landed, or left the zone).
+
+    A maintained tracker does not fit: Kalman trackers (Norfair, SORT) assume constant
+    velocity and need several frames of a track before they gate well, and they keep no
+    history, while a fall is judged on the least-squares fit of its whole path.
+    """
+
+    def __init__(self, max_gap_s: float, max_speed_px_s: float) -> None:
+        self.max_gap_s = max_gap_s
+        self.max_speed_px_s = max_speed_px_s
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(
+        self, t: float, specks: Sequence[Sighting], frame_interval_s: float = 0.04
+    ) -> list[Track]:
+        """Add this frame's specks; return the tracks that ended. A lone sighting is linked
+        only on the next frame or the one after (what appears once and again later in
+        another place is two things)."""
+        first_link_s = 2.5 * frame_interval_s
+        ended = [
+            track
+            for track in self.tracks
+            if t - track.last.t > (self.max_gap_s if len(track.sightings) > 1 else first_link_s)
+            or track.last.t - track.sightings[0].t > MAX_TRACK_S
+        ]
+        if ended:
+            gone = {id(track) for track in ended}
+            self.tracks = [track for track in self.tracks if id(track) not in gone]
+        pairs: list[tuple[int, float, int, int]] = []
+        for ti, track in enumerate(self.tracks):
+            guesses = track.predict(t, self.max_speed_px_s)
+            tier = 0 if len(track.sightings) >= 4 else 1 if len(track.sightings) >= 2 else 2
+            for si, speck in enumerate(specks):
+                cost = min(math.hypot(speck.x - x, speck.y - y) / r for x, y, r in guesses)
+                if cost <= 1.0:
+                    pairs.append((tier, cost, ti, si))
+        used_tracks: set[int] = set()
+        used_specks: set[int] = set()
+        for _, _, ti, si in sorted(pairs):
+            if ti in used_tracks or si in used_specks:
+                continue
+            used_tracks.add(ti)
+            used_specks.add(si)
+            self.tracks[ti].add(specks[si])
+        for si, speck in enumerate(specks):
+            if si not in used_specks:
+                track = Track(self._next_id, [])
+                track.add(speck)
+                self._next_id += 1
+                self.tracks.append(track)
+        if len(self.tracks) > MAX_TRACKS:
+            self.tracks.sort(key=lambda track: -len(track.sightings))
+            del self.tracks[MAX_TRACKS:]
+        return ended
+
+
+# ------------------------------------------------------------------------------------ floors
+
+
+class FloorScale:
+    """Which floor a point of the picture is on, from slab lines marked on a still frame.
+
+    Each mark is the floor level (slab) of one floor, as a line across the facade; at the
+    point's x each line gives the slab's height in the picture. Slabs of a flat facade are
+    equally spaced in the world, and a camera maps heights on a plane to picture rows by a 1-D
+    projective map f = (p·y + q) / (r·y + 1): with three or more marks it is fitted (least
+    squares), which follows the perspective of a camera looking up; with two it is linear.
+
+    Example:
+        >>> scale = FloorScale([(1, ((0, .9), (1, .9))), (5, ((0, .5), (1, .5)))])
+        >>> scale.floor_at(0.5, 0.68)
+        3.2
+    """
+
+    def __init__(
+        self, marks: Sequence[tuple[int, tuple[tuple[float, float], tuple[float, float]]]]
+    ) -> None:
+        if len(marks) < 2:
+            raise ValueError("mark at least two floors")
+        self._marks = sorted(marks)
+
+    @classmethod
+    def from_config(cls, marks: Sequence[FloorMark]) -> FloorScale | None:
+        if not marks:
+            return None
+        return cls([(m.floor, m.line) for m in marks])
+
+    def _rows(self, x: float) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        floors, rows = [], []
+        for floor, ((x1, y1), (x2, y2)) in self._marks:
+            floors.append(float(floor))
+            rows.append(y1 + (y2 - y1) * (x - x1) / (x2 - x1))
+        return np.array(rows), np.array(floors)
+
+    def _map(self, x: float) -> tuple[float, float, float]:
+        """(p, q, r) of f = (p·y + q) / (r·y + 1) at this x (r = 0: linear)."""
+        rows, floors = self._rows(x)
+        if len(rows) >= 3:
+            design = np.column_stack([rows, np.ones_like(rows), -floors * rows])
+            p, q, r = (float(v) for v in np.linalg.lstsq(design, floors, rcond=None)[0])
+            # the map must stay one-to-one over the picture: no pole between 0 and 1
+            if all(r * y + 1 > 0.05 for y in (0.0, 1.0, float(rows.min()), float(rows.max()))):
+                return p, q, r
+        slope, intercept = np.polyfit(rows, floors, 1)
+        return float(slope), float(intercept), 0.0
+
+    def floor_at(self, x: float, y: float) -> float:
+        """The floor (continuous: 3.5 is half-way up floor 3) at the normalised point."""
+        p, q, r = self._map(x)
+        return round((p * y + q) / (r * y + 1), 3)
+
+    def floor_height(self, x: float, y: float) -> float:
+        """One storey's height in the picture (normalised rows) at this point."""
+        p, q, r = self._map(x)
+        slope = abs((p - r * q) / (r * y + 1) ** 2)
+        return 1.0 / slope if slope > 0 else math.inf
+
+
+def origin_floor(scale: FloorScale, x: float, y: float) -> int:
+    """The floor an object released at this point came from: the floor whose slab is just
+    below (a hand or a window sill is above its own floor's slab)."""
+    return math.floor(scale.floor_at(x, y) + 1e-6)
+
+
+# ---------------------------------------------------------------------------------- incidents
+
+
+@dataclass(slots=True)
+class Incident:
+    falls: list[Fall] = field(default_factory=list)
+
+    @property
+    def onset_s(self) -> float:
+        return min(f.release_s for f in self.falls)
+
+    @property
+    def last_landing_s(self) -> float:
+        return max(f.landed_s for f in self.falls)
+
+
+class IncidentGrouper:
+    """Objects released within `group_s` of the incident's last landing join it (one `new`,
+    then `update`s); the incident ends once nothing more has fallen for `group_s`."""
+
+    def __init__(self, group_s: float) -> None:
+        self.group_s = group_s
+        self.open: Incident | None = None
+
+    def add(self, fall: Fall) -> State:
+        if self.open is not None and fall.release_s <= self.open.last_landing_s + self.group_s:
+            self.open.falls.append(fall)
+            return "update"
+        self.open = Incident([fall])
+        return "new"
+
+    def expire(self, now_s: float) -> Incident | None:
+        """The incident that is over at `now_s`, if any (it is closed)."""
+        if self.open is not None and now_s - self.open.last_landing_s >= self.group_s:
+            over, self.open = self.open, None
+            return over
+        return None
+
+
+# -------------------------------------------------------------------------------------- rule
+
+
+class FallingObjectRule:
+    """Watches every frame of the facade zone; one event per throw incident: `new` once the
+    first object has landed (or fallen `confirm_after_s`), `update` for each further object
+    thrown with it, `end` once nothing more has fallen for `group_s`."""
+
+    def __init__(
+        self,
+        config: FallingObjectRuleConfig,
+        zone: ZoneConfig,
+        finder: SpeckFinder | None = None,
+    ) -> None:
+        self.config = config
+        self.rule_id = config.id
+        self.zone_id = zone.id
+        self.clip_pre_s = config.clip_pre_s
+        self.clip_post_s = config.clip_post_s
+        self.params = FallParams(
+            min_fall_px=config.min_fall_px,
+            min_accel_px_s2=config.min_accel_px_s2,
+            min_duration_s=config.min_duration_s,
+            min_points=config.min_points,
+            max_extrapolation_s=config.max_extrapolation_s,
+        )
+        self.floors = FloorScale.from_config(config.floors)
+        self.finder = finder or SpeckFinder(
+            list(zone.polygon),
+            [list(area) for area in config.ignore_areas],
+            SpeckParams(
+                min_contrast=config.min_contrast,
+                noise_factor=config.noise_factor,
+                max_speck_px=config.max_speck_px,
+                max_specks=config.max_specks,
+                scale=config.analysis_scale,
+            ),
+        )
+        self.grouper = IncidentGrouper(config.group_s)
+        self.skipped_frames = 0
+        self._linker: SpeckLinker | None = None
+        self._size = (1, 1)
+        self._last_pts: float | None = None
+        self._interval = 1.0 / 25  # the stream's frame interval, followed as frames come
+
+    @classmethod
+    def from_config(
+        cls, config: FallingObjectRuleConfig, zone: ZoneConfig, camera: CameraConfig
+    ) -> FallingObjectRule:
+        del camera  # the zone and the rule's own keys say everything this rule needs
+        return cls(config, zone)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        return None  # no learned model: motion, tracking and a physical fit
+
+    def on_frame(self, frame: Frame) -> list[RuleOutput]:
+        width, height = frame.size_wh
+        if self._linker is None or self._size != (width, height):
+            self._size = (width, height)
+            self._linker = SpeckLinker(self.config.max_gap_s, self.config.max_speed * height)
+        if self._last_pts is not None and frame.pts_s > self._last_pts:
+            step = min(0.5, frame.pts_s - self._last_pts)
+            self._interval += 0.1 * (step - self._interval)
+        self._last_pts = frame.pts_s
+        found = self.finder.find(frame.image)
+        self.skipped_frames += int(found.skipped)
+        sightings = _sightings(frame.pts_s, found.specks, ISOLATION * height)
+        ended = self._linker.update(frame.pts_s, sightings, self._interval)
+        outputs: list[RuleOutput] = []
+        for track in ended:
+            if not track.confirmed:
+                outputs.extend(self._consider(track, frame.pts_s))
+        for track in self._linker.tracks:
+            in_flight = track.last.t - track.sightings[0].t
+            fresh = len(track.sightings) > track.judged
+            if fresh and not track.confirmed and in_flight >= self.config.confirm_after_s:
+                track.judged = len(track.sightings)
+                outputs.extend(self._consider(track, frame.pts_s))
+        closed = self.grouper.expire(frame.pts_s)
+        if closed is not None:
+            outputs.append(self._output("end", closed, frame.pts_s))
+        return outputs
+
+    def judge_track(self, points: Sequence[Sighting]) -> Verdict:
+        """`judge` with this camera's acceleration threshold (from the floors if marked)."""
+        return judge(points, self.params, self._interval, self._accel_range(points))
+
+    def _consider(self, track: Track, now_s: float) -> list[RuleOutput]:
+        if track.bottom - track.top < self.params.min_fall_px:
+            return []
+        verdict = self.judge_track(track.sightings)
+        if verdict.fall is None:
+            return []
+        track.confirmed = True
+        state = self.grouper.add(verdict.fall)
+        assert self.grouper.open is not None  # noqa: S101
+        return [self._output(state, self.grouper.open, now_s)]
+
+    def _accel_range(self, points: Sequence[Sighting]) -> tuple[float, float]:
+        """The downward acceleration (px/s²) a fall may show here: from the floors when they
+        are marked (a share of g at the track's place), else from the config and the frame."""
+        width, height = self._size
+        if self.floors is None:
+            return self.config.min_accel_px_s2, MAX_ACCEL_FRAME_HEIGHTS * height
+        x = sum(p.x for p in points) / len(points) / width
+        y = sum(p.y for p in points) / len(points) / height
+        storey_px = self.floors.floor_height(x, y) * height
+        gravity = GRAVITY_M_S2 * storey_px / self.config.floor_height_m
+        return self.config.min_accel_g * gravity, MAX_ACCEL_G * gravity
+
+    # ---------------------------------------------------------------------------- messages
+
+    def trajectory(self, fall: Fall) -> list[list[float]]:
+        """[[pts_s, x, y], ...] normalised, the origin first."""
+        width, height = self._size
+        points = [(p.t, p.x, p.y) for p in fall.sightings]
+        if fall.release_s < fall.sightings[0].t - 1e-3:
+            points.insert(0, (fall.release_s, *fall.origin))
+        return [
+            [round(t, 3), round(_unit(x / width), 4), round(_unit(y / height), 4)]
+            for t, x, y in points
+        ]
+
+    def _describe(self, fall: Fall) -> dict[str, Any]:
+        width, height = self._size
+        x, y = fall.origin[0] / width, fall.origin[1] / height
+        described: dict[str, Any] = {
+            "release_pts_s": round(fall.release_s, 3),
+            "landed_pts_s": round(fall.landed_s, 3),
+            "origin": [round(_unit(x), 4), round(_unit(y), 4)],
+            "fall_px": round(fall.drop_px, 1),
+            "duration_s": round(fall.landed_s - fall.release_s, 3),
+            "accel_px_s2": round(fall.fit.accel, 1),
+            "score": fall.score,
+        }
+        if self.floors is not None:
+            described["origin_floor"] = origin_floor(self.floors, x, y)
+            storey_px = self.floors.floor_height(x, y) * height
+            metres_per_px = self.config.floor_height_m / storey_px
+            described["accel_g"] = round(fall.fit.accel * metres_per_px / GRAVITY_M_S2, 2)
+            described["fall_m"] = round(fall.drop_px * metres_per_px, 1)
+        return described
+
+    def _box(self, fall: Fall) -> Box:
+        width, height = self._size
+        xs = [fall.origin[0], *(p.x for p in fall.sightings)]
+        ys = [fall.origin[1], *(p.y for p in fall.sightings)]
+        pad = 4.0
+        return clamp_box(
+            (
+                (min(xs) - pad) / width,
+                (min(ys) - pad) / height,
+                (max(xs) + pad) / width,
+                (max(ys) + pad) / height,
+            )
+        )
+
+    def _output(self, state: State, incident: Incident, now_s: float) -> RuleOutput:
+        falls = sorted(incident.falls, key=lambda f: f.release_s)
+        main = falls[0]
+        described = [self._describe(f) for f in falls]
+        details: dict[str, Any] = {
+            "trajectory": self.trajectory(main),
+            "trajectories": [self.trajectory(f) for f in falls],
+            "objects": len(falls),
+            "falls": described,
+            **{k: v for k, v in described[0].items() if k != "score"},
+        }
+        if state == "end":
+            details["cleared_pts_s"] = round(now_s, 3)
+        return RuleOutput(
+            rule_id=self.rule_id,
+            zone_id=self.zone_id,
+            state=state,
+            onset_s=incident.onset_s,
+            pts_s=now_s,
+            box=self._box(main),
+            score=max(f.score for f in falls),
+            details=details,
+            highlight=tuple(self._box(f) for f in falls) if state != "end" else (),
+        )
+
+
+def _sightings(t: float, specks: Sequence[Speck], radius: float) -> list[Sighting]:
+    """This frame's specks, each with how many others lie within `radius` (or within four
+    times its own size, for a large one)."""
+    if not specks:
+        return []
+    xy = np.array([(s.x, s.y) for s in specks])
+    distance = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
+    reach = np.maximum(radius, 4.0 * np.sqrt([s.area for s in specks]))
+    close = (distance <= reach[:, None]).sum(axis=1) - 1
+    return [
+        Sighting(t, s.x, s.y, s.area, int(n), s.extent)
+        for s, n in zip(specks, close.tolist(), strict=True)
+    ]
+
+
+def _unit(value: float) -> float:
+    return min(1.0, max(0.0, value))
