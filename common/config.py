@@ -6,6 +6,7 @@ raises `ConfigError` listing *every* problem, each named by file, camera, zone, 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -103,6 +104,11 @@ class _RuleBase(StrictModel):
     id: Identifier
     zone: Identifier = Field(description="A zone id of this camera")
     enabled: bool = True
+    evidence_faces: Literal["blur", "keep"] = Field(
+        default="blur",
+        description="Faces in this rule's evidence: blurred (the default), or kept where the "
+        "operator needs to see the person (a fall victim); privacy masks apply either way",
+    )
 
 
 class FireLaneRuleConfig(_RuleBase):
@@ -145,23 +151,249 @@ class FireLaneRuleConfig(_RuleBase):
     min_score: UnitFloat = Field(default=0.35, description="Detector score needed for a vehicle")
 
 
+GARBAGE_KINDS: dict[str, tuple[str, ...]] = {
+    # what a pile holds → detector class names that mean it (a model trained as in
+    # docs/training.md uses the first names; COCO's bag-like classes are accepted too)
+    "bag": ("garbage_bag", "bag", "handbag", "backpack", "suitcase"),
+    "box": ("box", "carton", "cardboard"),
+    "bulky_waste": ("bulky_waste", "furniture", "mattress", "couch", "chair", "bed"),
+    "overflowing_bin": ("overflowing_bin", "bin_overflow", "bin"),
+    "litter": ("litter", "bottle", "cup", "trash"),
+}
+
+
+class PileClassifierConfig(StrictModel):
+    """A garbage detector that confirms and classifies what a new region holds."""
+
+    model: str = Field(description="A detector in models/registry.yaml trained for garbage")
+    classes: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(GARBAGE_KINDS),
+        description="Kind of waste → the detector class names that mean it",
+    )
+    min_score: UnitFloat = Field(default=0.3, description="Detector score needed to count")
+    require: bool = Field(
+        default=False,
+        description="True: alert only once the model finds waste in the region (it is asked "
+        "again every `recheck_s`); false: the scene alone decides and the model classifies",
+    )
+    recheck_s: float = Field(
+        default=10.0, gt=0, description="While unconfirmed, ask the model again this often"
+    )
+
+
 class GarbagePileRuleConfig(_RuleBase):
     type: Literal["garbage_pile"]
     dwell_s: float = Field(default=300.0, gt=0)
     clear_s: float = Field(default=60.0, gt=0)
     update_interval_s: float = Field(default=300.0, gt=0)
     min_area: float = Field(default=0.002, gt=0, le=1)
+    classifier: PileClassifierConfig | None = Field(
+        default=None,
+        description="Optional garbage detector to confirm and classify the pile; without "
+        "one, the scene-based rule alone decides",
+    )
+
+
+class FloorMark(StrictModel):
+    """One floor's slab line (its floor level), marked on a still frame of the camera."""
+
+    floor: int = Field(description="The floor whose floor level (slab) the line marks")
+    line: tuple[NormPoint, NormPoint] = Field(
+        description="Two normalised points on the slab line, e.g. at the facade's left and "
+        "right edges"
+    )
+
+    @field_validator("line")
+    @classmethod
+    def _not_vertical(
+        cls, line: tuple[tuple[float, float], tuple[float, float]]
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        (x1, _), (x2, _) = line
+        if abs(x2 - x1) < 0.01:
+            raise ValueError("the two points of a slab line must lie apart left to right")
+        return line
 
 
 class FallingObjectRuleConfig(_RuleBase):
+    """Objects thrown or dropped down a facade (高空抛物); docs/falling-object.md."""
+
     type: Literal["falling_object"]
-    min_fall_px: float = Field(default=40.0, gt=0)
+    min_fall_px: float = Field(
+        default=40.0, gt=0, description="An object must fall at least this many pixels"
+    )
+    ignore_areas: list[Polygon] = Field(
+        default_factory=list,
+        description="Areas of the zone never looked at (trees, sky, flags, a busy window)",
+    )
+    floors: list[FloorMark] = Field(
+        default_factory=list,
+        description="Slab lines of some floors (two or more); the event then names the floor "
+        "the object came from",
+    )
+    floor_height_m: float = Field(
+        default=3.0, gt=0, le=10, description="Storey height, to scale gravity from the floors"
+    )
+    min_accel_g: float = Field(
+        default=0.15,
+        gt=0,
+        le=2,
+        description="With floors: the fitted downward acceleration must reach this share of g",
+    )
+    min_accel_px_s2: float = Field(
+        default=30.0,
+        gt=0,
+        description="Without floors: the fitted downward acceleration must reach this many "
+        "pixels per second squared",
+    )
+    group_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Objects released within this long of the last landing are one incident; "
+        "`end` once nothing more has fallen for this long",
+    )
+    min_duration_s: float = Field(
+        default=0.25, gt=0, description="A fall must be followed for at least this long"
+    )
+    min_points: int = Field(
+        default=6, ge=4, description="A fall must be seen on at least this many frames"
+    )
+    max_gap_s: float = Field(
+        default=0.2, gt=0, description="A speck unseen for longer than this has landed or gone"
+    )
+    max_speed: float = Field(
+        default=2.5, gt=0, description="Fastest fall followed, in frame heights per second"
+    )
+    confirm_after_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="A fall followed this long is alerted while still falling (tall buildings)",
+    )
+    max_extrapolation_s: float = Field(
+        default=1.5,
+        ge=0,
+        description="The release is extrapolated at most this long before the first sighting",
+    )
+    min_contrast: int = Field(
+        default=8, ge=1, le=255, description="Smallest grey-level change that can be a speck"
+    )
+    noise_factor: float = Field(
+        default=3.0,
+        gt=0,
+        description="A speck must stand out this many times the local frame-to-frame noise",
+    )
+    max_speck_px: int = Field(
+        default=900, ge=4, description="Largest speck, in pixels of area (larger: not an object)"
+    )
+    max_specks: int = Field(
+        default=60,
+        ge=1,
+        description="More moving specks than this in one frame (rain, a shake, lights switched) "
+        "and the frame is skipped",
+    )
+    analysis_scale: float = Field(
+        default=1.0,
+        gt=0.2,
+        le=1.0,
+        description="Scale the zone is analysed at (1: full resolution; 0.5 for 4K cameras)",
+    )
+    clip_pre_s: float = Field(
+        default=5.0, ge=0, le=30, description="The clip starts this long before the release"
+    )
+    clip_post_s: float = Field(
+        default=2.0, ge=0, le=30, description="The clip ends this long after the alert"
+    )
+
+    @field_validator("ignore_areas")
+    @classmethod
+    def _areas_ok(cls, areas: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        return [_check_polygon(area) for area in areas]
+
+    @field_validator("floors")
+    @classmethod
+    def _floors_ok(cls, floors: list[FloorMark]) -> list[FloorMark]:
+        if not floors:
+            return floors
+        if len(floors) < 2:
+            raise ValueError("mark at least two floors (or none)")
+        numbers = [mark.floor for mark in floors]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("a floor is marked twice")
+        ordered = sorted(floors, key=lambda mark: mark.floor)
+        heights = [(mark.line[0][1] + mark.line[1][1]) / 2 for mark in ordered]
+        if any(upper >= lower for lower, upper in itertools.pairwise(heights)):
+            raise ValueError("a higher floor must be marked higher in the picture")
+        return ordered
 
 
 class PersonFallRuleConfig(_RuleBase):
+    """A person falls: a fast drop of the body, then lying on the ground (docs/person-fall.md)."""
+
     type: Literal["person_fall"]
-    lying_s: float = Field(default=2.0, gt=0)
-    clear_s: float = Field(default=10.0, gt=0)
+    lying_s: float = Field(
+        default=2.0, gt=0, description="Down on the ground this long after the drop before `new`"
+    )
+    clear_s: float = Field(
+        default=10.0, gt=0, description="After `new`: `end` once nobody is seen there this long"
+    )
+    model: str = Field(default="yolov8n-pose-640", description="Pose model from the registry")
+    analysis_fps: float = Field(
+        default=8.0, gt=0, le=30, description="Pose analyses per second of stream"
+    )
+    min_score: UnitFloat = Field(default=0.3, description="Pose detection score for a person")
+    keypoint_min_conf: UnitFloat = Field(
+        default=0.5, description="A keypoint with a lower visibility is treated as missing"
+    )
+    fall_window_s: float = Field(
+        default=1.5, gt=0, le=5, description="The drop must happen within this many seconds"
+    )
+    min_drop: float = Field(
+        default=0.4,
+        gt=0,
+        le=2,
+        description="Head (or box top) drop needed, as a fraction of the person's standing height",
+    )
+    min_drop_speed: float = Field(
+        default=0.7, gt=0, description="Mean drop speed needed, in standing heights per second"
+    )
+    min_hip_drop: float = Field(
+        default=0.15,
+        ge=0,
+        le=2,
+        description="Hip drop needed when hips are visible (rejects bending over), in heights",
+    )
+    lying_angle_deg: float = Field(
+        default=60.0, gt=0, le=180, description="Torso this far from upright counts as lying"
+    )
+    upright_angle_deg: float = Field(
+        default=30.0, ge=0, lt=90, description="Torso within this of vertical counts as upright"
+    )
+    recover_s: float = Field(
+        default=0.5, gt=0, description="Before `new`: upright this long cancels the fall"
+    )
+    upright_s: float = Field(
+        default=2.0, gt=0, description="After `new`: upright this long at the spot gives `end`"
+    )
+    update_interval_s: float | None = Field(
+        default=None, gt=0, description="While lying after `new`, an `update` this often; none"
+    )
+    roi_margin: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="The pose model sees the zone's bounds grown by this fraction of the frame",
+    )
+    motion_min_changed: float = Field(
+        default=0.002,
+        ge=0,
+        le=1,
+        description="With nobody tracked, the model runs only when this fraction of the "
+        "region changed (0: always)",
+    )
+    recheck_s: float = Field(
+        default=2.0, gt=0, description="With nobody tracked, run the model at least this often"
+    )
+    clip_pre_s: float = Field(default=5.0, ge=0, description="Evidence clip before the onset")
+    clip_post_s: float = Field(default=2.0, ge=0, description="Evidence clip after the alert")
 
 
 RuleConfig = Annotated[
@@ -192,6 +424,35 @@ class MotionConfig(StrictModel):
     )
 
 
+class PrivacyConfig(StrictModel):
+    """How evidence is redacted before it is written (masks from `privacy_masks`, faces)."""
+
+    mask_style: Literal["black", "blur", "pixelate"] = Field(
+        default="black",
+        description="How the privacy masks are hidden: black fill, or content made "
+        "unrecoverable by large mosaic cells (pixelate) smoothed over (blur)",
+    )
+    blur_faces: bool = Field(
+        default=True, description="Blur faces in every snapshot and clip (rules may opt out)"
+    )
+    face_model: str = Field(
+        default="yolov8n-pose-640",
+        description="Pose model (registry name) whose head keypoints place the faces",
+    )
+    face_min_score: UnitFloat = Field(
+        default=0.1,
+        description="Heads of people the pose model finds with at least this score are blurred "
+        "(low: a missed face costs more than a blurred patch of wall)",
+    )
+    clip_face_every_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=2,
+        description="In clips, faces are found on one frame this often and carried between "
+        "(moved linearly, grown a little); lower costs more pose-model runs per clip",
+    )
+
+
 class CameraConfig(StrictModel):
     id: Identifier
     name: str | None = None
@@ -204,6 +465,7 @@ class CameraConfig(StrictModel):
     detect_fps: float = Field(default=5.0, gt=0, le=60, description="Analysis frames per second")
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     enabled: bool = True
 
     _masks_ok = field_validator("privacy_masks")(

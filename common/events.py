@@ -35,6 +35,11 @@ class Evidence(WireModel):
     role: str | None = Field(
         default=None, description="What the file shows: onset, latest, closing, before, after"
     )
+    redaction: dict[str, Any] | None = Field(
+        default=None,
+        description="What was hidden in the file before it was written: the privacy masks "
+        "applied (indices into the camera's privacy_masks) and their style, faces blurred",
+    )
 
 
 class Event(WireModel):
@@ -117,6 +122,16 @@ class CameraStatus(WireModel):
     ts: float | None = None  # time.time() of the last change
 
 
+class ModelStatus(WireModel):
+    """The model a slot of the edge runs (by the registry name it was configured with)."""
+
+    name: str
+    version: str
+    sha256: str
+    rollout: Literal["running", "rolled_back", "failed"] = "running"
+    detail: str = ""
+
+
 class StatusMessage(WireModel):
     """Edge → server on zhizhi/v1/{site}/{edge}/status, retained, also the last will."""
 
@@ -126,6 +141,7 @@ class StatusMessage(WireModel):
     ts: float | None = None
     cameras: dict[str, CameraStatus] = Field(default_factory=dict)
     outbox: dict[str, int] = Field(default_factory=dict)  # pending, shed_events, shed_evidence
+    models: dict[str, ModelStatus] = Field(default_factory=dict)  # by configured model name
 
 
 TOPIC_PREFIX = "zhizhi/v1"

@@ -1,8 +1,14 @@
-"""A rolling history of analysed frames, for evidence about what happened before an alert.
+"""A rolling history of frames, for evidence about what happened before an alert.
 
 Frames are kept as JPEGs with the privacy masks already applied (nothing unmasked is ever kept
-for longer than one frame), one every `every_s` when nothing is going on and every analysed
-frame while people or vehicles are in view, for the last `keep_s` seconds.
+for longer than one frame), one every `every_s` when nothing is going on and every frame given
+while people or vehicles are in view, for the last `keep_s` seconds, scaled down to at most
+`max_width` pixels wide. `max_bytes` bounds the memory of one camera's history whatever the
+scene does: past it, the oldest frames go first.
+
+The pipeline keeps two: a long, sparse one of the analysed frames (who was there when a pile
+appeared, the clip of a vehicle arriving) and, for the rules that watch every frame (falls), a
+short dense one: the pre-event buffer their clips start from.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from edge.evidence import Polygon, apply_privacy_masks, encode_jpeg
+from edge.privacy import MaskStyle
 from edge.rules.geometry import expand_box
 from edge.types import Box, box_iou
 
@@ -28,24 +36,56 @@ class PastFrame:
 
 class FrameHistory:
     def __init__(
-        self, masks: Sequence[Polygon], keep_s: float = 60.0, every_s: float = 1.0
+        self,
+        masks: Sequence[Polygon],
+        keep_s: float = 60.0,
+        every_s: float = 1.0,
+        max_width: int = 1280,
+        max_bytes: int = 64 * 2**20,
+        style: MaskStyle = "black",
     ) -> None:
         self._masks = [list(m) for m in masks]
+        self._style: MaskStyle = style
         self._keep_s = keep_s
         self._every_s = every_s
+        self._max_width = max_width
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._frames: deque[PastFrame] = deque()
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    def put(self, pts_s: float, image: npt.NDArray[np.uint8], actors: Sequence[Box]) -> None:
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def wants(self, pts_s: float, busy: bool = False) -> bool:
+        """Whether a frame at `pts_s` would be kept (callers skip preparing it otherwise)."""
         last = self._frames[-1].pts_s if self._frames else float("-inf")
-        if not actors and pts_s - last < self._every_s:
+        return busy or pts_s - last >= self._every_s
+
+    def put(self, pts_s: float, image: npt.NDArray[np.uint8], actors: Sequence[Box]) -> None:
+        if not self.wants(pts_s, bool(actors)):
             return
-        jpeg = encode_jpeg(apply_privacy_masks(image, self._masks))
+        jpeg = encode_jpeg(self._shrink(apply_privacy_masks(image, self._masks, self._style)))
         self._frames.append(PastFrame(pts_s, jpeg, tuple(actors)))
-        while self._frames and pts_s - self._frames[0].pts_s > self._keep_s:
-            self._frames.popleft()
+        self._bytes += len(jpeg)
+        while self._frames and (
+            pts_s - self._frames[0].pts_s > self._keep_s or self._bytes > self._max_bytes
+        ):
+            self._bytes -= len(self._frames.popleft().jpeg)
+
+    def _shrink(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        h, w = image.shape[:2]
+        if w <= self._max_width:
+            return image
+        size = (self._max_width, max(1, round(h * self._max_width / w)))
+        return np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+    def between(self, start_s: float, end_s: float) -> list[PastFrame]:
+        """The kept frames from `start_s` to `end_s`, in time order."""
+        return [f for f in self._frames if start_s <= f.pts_s <= end_s]
 
     def at(self, pts_s: float) -> PastFrame | None:
         """The kept frame closest to `pts_s`."""

@@ -3,8 +3,13 @@
 Per analysed frame (at `detect_fps`, by stream time): the scene model registers the frame and
 measures motion; the detector runs only when something moved in the watched area, or at the
 periodic re-check of a quiet scene; the tracker follows what the detector found; the scene
-model finds what newly appeared and stays; each rule decides; decisions become events with
+model finds what newly appeared and stays; each zone rule decides; decisions become events with
 evidence.
+
+Rules that must see every frame (falling objects, falling people) get every decoded frame
+(`FrameRule.on_frame`); a short dense pre-event buffer lets their clips start seconds before
+the fall. Their `new` messages wait until the clip's post-roll has been seen, and every later
+message waits behind them, so messages leave in the order they were made.
 """
 
 from __future__ import annotations
@@ -12,33 +17,39 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from common.config import (
     VEHICLE_CLASSES,
     CameraConfig,
+    FallingObjectRuleConfig,
     FireLaneRuleConfig,
     GarbagePileRuleConfig,
+    PersonFallRuleConfig,
+    PileClassifierConfig,
     SiteConfig,
 )
 from common.events import Event, Evidence, ModelInfo
+from edge.clips import CONTENT_TYPE as CLIP_TYPE
+from edge.clips import ClipError, decode_jpeg, encode_mp4
 from edge.detect.base import Detector
 from edge.events import EventSequencer
-from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg, snapshot
-from edge.history import FrameHistory
-from edge.rules.base import Observation, Rule, RuleOutput
+from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg
+from edge.history import FrameHistory, PastFrame
+from edge.privacy import RedactionError, RedactionRecord, Redactor
+from edge.rules.base import Content, FrameRule, Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
 from edge.rules.garbage_pile import GarbagePileRule
-from edge.rules.geometry import box_from_crop, detection_roi
+from edge.rules.geometry import box_from_crop, detection_roi, expand_box
 from edge.scene import SceneModel, SceneParams, to_analysis_gray
 from edge.track import ObjectTracker
-from edge.types import Box, Detection, Frame, TrackedObject
+from edge.types import Box, Detection, Frame, TrackedObject, box_iou
 
 logger = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
@@ -49,6 +60,11 @@ EXPLAINED_CLASSES = frozenset(
 MOTION_HANGOVER_S = 1.0  # keep detecting this long after the last motion, to see things settle
 MOVING_ACTIVITY = 0.2  # share of recent frames with motion that marks a tracked box as moving
 WEAK_DETECTION_SCORE = 0.12  # people and vehicles this likely are still masked from the scene
+CLIP_FPS = 10.0  # frames a second in the dense pre-event buffer of the frame rules' clips
+ZONE_CLIP_PRE_S = 8.0  # a zone rule's clip: from this long before the onset...
+ZONE_CLIP_POST_S = 8.0  # ...to this long after it (or the alert, if sooner)
+HISTORY_SLACK_S = 30.0  # the sparse history reaches this far back beyond the longest dwell
+MAX_HISTORY_S = 900.0
 
 
 class UnsupportedRuleError(ValueError):
@@ -62,11 +78,19 @@ class PipelineStats:
     detector_runs: int = 0
     events: int = 0
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"scene": 0.0, "detect": 0.0, "track": 0.0, "rules": 0.0}
+        default_factory=lambda: {
+            "scene": 0.0,
+            "detect": 0.0,
+            "track": 0.0,
+            "rules": 0.0,
+            "history": 0.0,
+            "evidence": 0.0,
+        }
     )
 
 
 def build_rules(camera: CameraConfig) -> list[Rule]:
+    """The camera's enabled zone rules (judged on the analysed frames)."""
     rules: list[Rule] = []
     for rule in camera.rules:
         if not rule.enabled:
@@ -75,12 +99,61 @@ def build_rules(camera: CameraConfig) -> list[Rule]:
             rules.append(FireLaneRule(rule, camera.zone(rule.zone)))
         elif isinstance(rule, GarbagePileRuleConfig):
             rules.append(GarbagePileRule(rule, camera.zone(rule.zone)))
-        else:
+        elif not isinstance(rule, FallingObjectRuleConfig | PersonFallRuleConfig):
             raise UnsupportedRuleError(
                 f"camera {camera.id}: rule {rule.id}: type {rule.type} is not supported by this "
                 "edge version"
             )
     return rules
+
+
+def build_frame_rules(camera: CameraConfig) -> list[FrameRule]:
+    """The camera's enabled rules that watch every frame; loads the models they need (a
+    missing model is refused here, at start-up)."""
+    rules: list[FrameRule] = []
+    for rule in camera.rules:
+        if not rule.enabled:
+            continue
+        if isinstance(rule, FallingObjectRuleConfig):
+            from edge.rules.falling_object import FallingObjectRule
+
+            rules.append(FallingObjectRule.from_config(rule, camera.zone(rule.zone), camera))
+        elif isinstance(rule, PersonFallRuleConfig):
+            from edge.rules.person_fall import PersonFallRule
+
+            rules.append(PersonFallRule.from_config(rule, camera.zone(rule.zone), camera))
+    return rules
+
+
+def load_classifiers(camera: CameraConfig) -> dict[str, Detector]:
+    """The garbage detectors the camera's enabled pile rules name, loaded and verified (a
+    missing model is refused here, at start-up)."""
+    from edge.detect.onnx import OnnxDetector
+    from edge.models import load_registry
+
+    wanted = {
+        rule.classifier.model: rule.classifier
+        for rule in camera.rules
+        if rule.enabled and isinstance(rule, GarbagePileRuleConfig) and rule.classifier
+    }
+    if not wanted:
+        return {}
+    registry = load_registry()
+    return {
+        name: OnnxDetector.load(
+            registry[name], config.min_score, camera.detector.iou, camera.detector.providers
+        )
+        for name, config in wanted.items()
+    }
+
+
+@dataclass(slots=True)
+class _Held:
+    """An event waiting for the post-roll of its clip (or behind one that is)."""
+
+    event: Event
+    due_s: float
+    clip: tuple[float, float] | None = None  # stream seconds the clip covers
 
 
 def _watched_zones(camera: CameraConfig) -> list[list[tuple[float, float]]]:
@@ -98,21 +171,44 @@ class CameraPipeline:
         detector: Detector,
         evidence: EvidenceStore | None,
         wall_clock: Callable[[Frame], datetime] | None = None,
+        frame_rules: Sequence[FrameRule] | None = None,
+        classifiers: dict[str, Detector] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.site = site
         self.camera = camera
         self.detector = detector
         self.evidence = evidence
         self.rules = build_rules(camera)
+        self.frame_rules = list(build_frame_rules(camera) if frame_rules is None else frame_rules)
+        self._classifiers = load_classifiers(camera) if classifiers is None else classifiers
+        self._image: Image | None = None  # the frame being analysed, for the classifiers
         self.stats = PipelineStats()
         self._zones = {zone.id: list(zone.polygon) for zone in camera.zones}
         self._masks = [list(mask) for mask in camera.privacy_masks]
+        style = camera.privacy.mask_style
+        # evidence is redacted before it is written: masks hidden, faces blurred (edge.privacy)
+        self._redactor = redactor or (
+            Redactor.load(camera) if evidence is not None else Redactor.for_camera(camera)
+        )
+        self._blur_faces = {rule.id: rule.evidence_faces == "blur" for rule in camera.rules}
         self._min_score = camera.detector.min_score
         self._interval = 1.0 / camera.detect_fps
         self._scene = SceneModel(_watched_zones(camera), SceneParams())
         self._pile_rules = {r.rule_id for r in self.rules if isinstance(r, GarbagePileRule)}
-        self._history = FrameHistory(self._masks) if self._pile_rules else None
-        self._pile_onsets: dict[str, bytes] = {}  # rule id -> 'appeared' snapshot of its pile
+        self._history = (
+            FrameHistory(self._masks, keep_s=_history_seconds(camera), style=style)
+            if self.rules
+            else None
+        )
+        longest = max((r.clip_pre_s + r.clip_post_s for r in self.frame_rules), default=0.0)
+        self._recent = (
+            FrameHistory(self._masks, keep_s=longest + 2.0, every_s=1.0 / CLIP_FPS, style=style)
+            if self.frame_rules and evidence is not None
+            else None
+        )
+        self._held: deque[_Held] = deque()
+        self._pile_onsets: dict[str, tuple[bytes, RedactionRecord]] = {}  # 'appeared' pictures
         self._roi = detection_roi(_watched_zones(camera))
         self._tracker = ObjectTracker()
         self._tracks: list[TrackedObject] = []
@@ -124,25 +220,77 @@ class CameraPipeline:
         info = detector.info
         model = ModelInfo(name=info.name, version=info.version, sha256=info.sha256)
         rule_types: dict[str, str] = {rule.id: rule.type for rule in camera.rules}
-        self._events = EventSequencer(site.site.id, camera.id, rule_types, model)
+        own_models = {rule.rule_id: rule.model for rule in self.frame_rules}
+        self._events = EventSequencer(site.site.id, camera.id, rule_types, model, own_models)
+        self._clip_windows = {r.rule_id: (r.clip_pre_s, r.clip_post_s) for r in self.frame_rules}
+        if self.frame_rules:
+            self.stats.seconds["frame_rules"] = 0.0
 
     def process(self, frame: Frame) -> list[Event]:
-        """Analyse one decoded frame (frames between analysis slots only advance the clock)."""
+        """Analyse one decoded frame: the frame rules see every frame; the zone rules the
+        frames of the analysis slots (the others only advance their clock)."""
         self.stats.frames_seen += 1
-        if frame.pts_s - self._last_analysis < self._interval * 0.98:
-            return []
+        events: list[Event] = []
+        if self.frame_rules:
+            events.extend(self._every_frame(frame))
+        # the scene model and the detector serve the zone rules only: a camera with frame
+        # rules alone (a facade) spends nothing on them
+        if self.rules and frame.pts_s - self._last_analysis >= self._interval * 0.98:
+            events.extend(self._analyse(frame))
+        return self._release(events, frame.pts_s)
+
+    def finish(self) -> list[Event]:
+        """The stream ended: the messages still waiting for their clip's post-roll leave now,
+        with the clip cut from what was seen."""
+        return self._release([], float("inf"))
+
+    def _every_frame(self, frame: Frame) -> list[Event]:
+        if self._recent is not None:
+            started = time.perf_counter()
+            self._recent.put(frame.pts_s, frame.image, ())
+            self.stats.seconds["history"] += time.perf_counter() - started
+        started = time.perf_counter()
+        outputs = [out for rule in self.frame_rules for out in rule.on_frame(frame)]
+        self.stats.seconds["frame_rules"] += time.perf_counter() - started
+        return [self._to_event(output, frame) for output in outputs]
+
+    def _analyse(self, frame: Frame) -> list[Event]:
         self._last_analysis = frame.pts_s
         self.stats.frames_analysed += 1
         observation = self._observe(frame)
         if self._history is not None:
+            started = time.perf_counter()
             actors = [t.box for t in observation.tracks if t.label in EXPLAINED_CLASSES]
             self._history.put(frame.pts_s, frame.image, actors)
+            self.stats.seconds["history"] += time.perf_counter() - started
         started = time.perf_counter()
         outputs = [out for rule in self.rules for out in rule.update(observation)]
-        events = [self._to_event(output, frame) for output in outputs]
         self.stats.seconds["rules"] += time.perf_counter() - started
-        self.stats.events += len(events)
-        return events
+        return [self._to_event(output, frame) for output in outputs]
+
+    def _release(self, made: list[Event], now_s: float) -> list[Event]:
+        """Hold the frame rules' `new` messages until their clip's post-roll has been seen,
+        and everything made after them behind them; give back what may leave now, in order."""
+        out: list[Event] = []
+        for event in made:
+            window = self._clip_windows.get(event.rule_id)
+            if event.state == "new" and window is not None and self._recent is not None:
+                clip = (event.onset_pts_s - window[0], event.pts_s + window[1])
+                self._held.append(_Held(event, clip[1], clip))
+            elif self._held:
+                self._held.append(_Held(event, float("-inf")))
+            else:
+                out.append(event)
+        while self._held and self._held[0].due_s <= now_s:
+            held = self._held.popleft()
+            event = held.event
+            if held.clip is not None and self._recent is not None:
+                started = time.perf_counter()
+                event = self._with_clip(event, self._recent.between(*held.clip))
+                self.stats.seconds["evidence"] += time.perf_counter() - started
+            out.append(event)
+        self.stats.events += len(out)
+        return [_with_privacy(event) for event in out]
 
     def _observe(self, frame: Frame) -> Observation:
         now = frame.pts_s
@@ -172,7 +320,39 @@ class CameraPipeline:
         moving = frozenset(
             t.track_id for t in self._tracks if self._scene.activity(t.box) > MOVING_ACTIVITY
         )
-        return Observation(now, tuple(self._tracks), scene.regions, ran, moving)
+        self._image = frame.image
+        classify = self._classify if self._classifiers else None
+        return Observation(now, tuple(self._tracks), scene.regions, ran, moving, classify)
+
+    def _classify(self, box: Box, config: PileClassifierConfig) -> list[Content]:
+        """What the configured garbage model finds in (and around) `box` on the current frame,
+        as kinds of waste; only detections that overlap the box count."""
+        detector = self._classifiers.get(config.model)
+        if detector is None or self._image is None:
+            return []
+        started = time.perf_counter()
+        h, w = self._image.shape[:2]
+        region = expand_box(box, 0.5)
+        x1, y1 = int(region[0] * w), int(region[1] * h)
+        x2, y2 = max(x1 + 1, math.ceil(region[2] * w)), max(y1 + 1, math.ceil(region[3] * h))
+        crop = (x1 / w, y1 / h, x2 / w, y2 / h)
+        kinds = {label: kind for kind, labels in config.classes.items() for label in labels}
+        found = detector.detect(np.ascontiguousarray(self._image[y1:y2, x1:x2]))
+        self.stats.seconds["classify"] = (
+            self.stats.seconds.get("classify", 0.0) + time.perf_counter() - started
+        )
+        contents = []
+        for detection in found:
+            where = box_from_crop(detection.box, crop)
+            if (
+                detection.label in kinds
+                and detection.score >= config.min_score
+                and box_iou(where, box) > 0.0
+            ):
+                contents.append(
+                    Content(kinds[detection.label], detection.label, detection.score, where)
+                )
+        return sorted(contents, key=lambda c: -c.score)
 
     def _detect(self, image: Image) -> list[Detection]:
         """The detector on the region around the zones only: small lanes in a wide view get
@@ -203,56 +383,151 @@ class CameraPipeline:
         return [t.box for t in tracks if t.label in EXPLAINED_CLASSES]
 
     def _to_event(self, output: RuleOutput, frame: Frame) -> Event:
+        started = time.perf_counter()
         ids = self._events.next_id(output)
         evidence = self._snapshot(output, frame, ids)
+        if (
+            output.state == "new"
+            and self._history is not None
+            and output.rule_id not in self._clip_windows
+        ):
+            start = output.onset_s - ZONE_CLIP_PRE_S
+            end = min(output.onset_s + ZONE_CLIP_POST_S, output.pts_s)
+            clip = self._clip(self._history.between(start, end), ids, output.rule_id)
+            evidence.extend([clip] if clip is not None else [])
+        self.stats.seconds["evidence"] += time.perf_counter() - started
         return self._events.make(output, self._wall_clock(frame), evidence, ids)
+
+    def _with_clip(self, event: Event, frames: Sequence[PastFrame]) -> Event:
+        clip = self._clip(frames, (event.event_id, event.seq), event.rule_id)
+        if clip is None:
+            return event
+        return event.model_copy(update={"evidence": [*event.evidence, clip]})
+
+    def _clip(
+        self, frames: Sequence[PastFrame], ids: tuple[str, int], rule_id: str
+    ) -> Evidence | None:
+        """The kept (already masked) frames, faces blurred, as an MP4 evidence file; None when
+        there is no store, no frame, or redaction or encoding failed (the event still goes out,
+        with its pictures; nothing unredacted is ever written)."""
+        if self.evidence is None or not frames:
+            return None
+        name = f"{ids[0]}-{ids[1]:04d}-clip.mp4"
+        try:
+            times = [f.pts_s for f in frames]
+            images, record = self._redactor.frames(
+                [decode_jpeg(f.jpeg) for f in frames], self._blur_faces.get(rule_id, True), times
+            )
+            data = encode_mp4(list(zip(times, images, strict=True)))
+            return _redacted(self.evidence.put(name, data, "clip", CLIP_TYPE, "clip"), record)
+        except (ClipError, RedactionError, OSError):
+            logger.exception("camera %s: could not make the evidence clip %s", self.camera.id, name)
+            return None
 
     def _snapshot(self, output: RuleOutput, frame: Frame, ids: tuple[str, int]) -> list[Evidence]:
         if self.evidence is None:  # no evidence kept in this run (a replay without a folder)
             return []
         role = {"new": "onset", "update": "latest", "end": "closing"}[output.state]
         caption = f"{self.camera.id} {output.rule_id} {output.state} t={output.pts_s:.1f}s"
-        annotation = Annotation(self._zones.get(output.zone_id), output.highlight, caption)
+        annotation = Annotation(
+            self._zones.get(output.zone_id), output.highlight, caption, _paths(output)
+        )
+        blur = self._blur_faces.get(output.rule_id, True)
+        people = [t.box for t in self._tracks if t.label == "person"]
         try:
-            files = [(role, snapshot(frame.image, self._masks, annotation))]
+            image, record = self._redactor.image(frame.image, blur, people)
+            files = [(role, encode_jpeg(annotate(image, annotation)), record)]
             if self._history is not None and output.rule_id in self._pile_rules:
-                files.extend(self._pile_evidence(output, caption))
-        except ValueError:  # an image OpenCV could not encode: the event still goes out
+                files.extend(self._pile_evidence(output, caption, blur))
+        except ValueError:  # the face finder failed, or OpenCV could not encode: the event
+            # still goes out, without pictures (nothing unredacted is written)
             logger.exception("camera %s: could not make the evidence snapshot", self.camera.id)
             return []
         evidence = []
-        for file_role, data in files:
+        for file_role, data, file_record in files:
             name = f"{ids[0]}-{ids[1]:04d}-{file_role}.jpg"
             try:
-                evidence.append(self.evidence.put(name, data, "snapshot", "image/jpeg", file_role))
+                stored = self.evidence.put(name, data, "snapshot", "image/jpeg", file_role)
+                evidence.append(_redacted(stored, file_record))
             except OSError:
                 logger.exception("camera %s: could not write evidence %s", self.camera.id, name)
         return evidence
 
-    def _pile_evidence(self, output: RuleOutput, caption: str) -> list[tuple[str, bytes]]:
+    def _pile_evidence(
+        self, output: RuleOutput, caption: str, blur: bool
+    ) -> list[tuple[str, bytes, RedactionRecord]]:
         """Enforcement evidence for a garbage pile: at `new`, the moment it appeared and the
-        person or vehicle there just before; at `end`, the 'before' picture again beside the
-        closing ('after') one."""
+        person or vehicle there just before (faces blurred, vehicles and plates kept); at
+        `end`, the 'before' picture again beside the closing ('after') one."""
         assert self._history is not None  # noqa: S101
         if output.state == "end":
             before = self._pile_onsets.pop(output.rule_id, None)
-            return [("before", before)] if before is not None else []
+            return [("before", *before)] if before is not None else []
         if output.state != "new":
             return []
-        files: list[tuple[str, bytes]] = []
+        files: list[tuple[str, bytes, RedactionRecord]] = []
         appeared = self._history.at(output.onset_s)
         if appeared is not None:
-            data = _annotated(appeared.jpeg, [output.box], f"{caption} appeared")
-            files.append(("appeared", data))
-            self._pile_onsets[output.rule_id] = data
+            picture = self._annotated(appeared, [output.box], f"{caption} appeared", blur)
+            files.append(("appeared", *picture))
+            self._pile_onsets[output.rule_id] = picture
         actor = self._history.actor_before(output.onset_s, output.box)
         if actor is not None:
             past, box = actor
-            files.append(("offender", _annotated(past.jpeg, [box], f"{caption} before")))
+            files.append(("offender", *self._annotated(past, [box], f"{caption} before", blur)))
         return files
 
+    def _annotated(
+        self, past: PastFrame, boxes: Sequence[Box], caption: str, blur: bool
+    ) -> tuple[bytes, RedactionRecord]:
+        """A kept (already masked) frame with faces blurred, then boxes and a caption drawn."""
+        image, record = self._redactor.image(decode_jpeg(past.jpeg), blur)
+        return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption))), record
 
-def _annotated(jpeg: bytes, boxes: Sequence[Box], caption: str) -> bytes:
-    """A kept (already masked) JPEG with boxes and a caption drawn on it."""
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption)))
+
+def _history_seconds(camera: CameraConfig) -> float:
+    """How far back the sparse history must reach: the longest dwell of the camera's zone
+    rules, so the frame of the moment something appeared is still there at the alert."""
+    dwell = max(
+        (
+            r.dwell_s
+            for r in camera.rules
+            if r.enabled and isinstance(r, FireLaneRuleConfig | GarbagePileRuleConfig)
+        ),
+        default=0.0,
+    )
+    return min(MAX_HISTORY_S, max(60.0, dwell + HISTORY_SLACK_S))
+
+
+def _paths(output: RuleOutput) -> list[list[tuple[float, float]]]:
+    """The trajectories an output carries (`details.trajectories` or `.trajectory`, as
+    `[[pts_s, x, y], ...]`), as polylines to draw."""
+    found = output.details.get("trajectories") or [output.details.get("trajectory") or []]
+    paths = []
+    for trajectory in found:
+        points = [(float(p[1]), float(p[2])) for p in trajectory if len(p) >= 3]
+        if points:
+            paths.append(points)
+    return paths
+
+
+def _redacted(evidence: Evidence, record: RedactionRecord) -> Evidence:
+    return evidence.model_copy(update={"redaction": record.as_details()})
+
+
+def _with_privacy(event: Event) -> Event:
+    """The event's `details.privacy`: which privacy masks were applied to its evidence, in
+    which style, and how many faces were blurred (each file's own record is in its
+    `evidence[].redaction`)."""
+    records = [e.redaction for e in event.evidence if e.redaction is not None]
+    if not records:
+        return event
+    masks = sorted({m for r in records for m in r.get("masks", [])})
+    faces = [r.get("faces", {}) for r in records]
+    privacy = {
+        "masks": masks,
+        "mask_style": records[0].get("mask_style"),
+        "faces_blurred": max((f.get("blurred", 0) for f in faces), default=0),
+        "faces_skipped": sorted({f["skipped"] for f in faces if "skipped" in f}),
+    }
+    return event.model_copy(update={"details": {**event.details, "privacy": privacy}})

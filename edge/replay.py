@@ -79,6 +79,7 @@ def replay_events(
             if on_frame is not None:
                 on_frame(frame.index, video.frame_count)
         truncated = video.truncated
+    yield from pipeline.finish()
     yield _summary(pipeline.stats, time.perf_counter() - started, truncated)
 
 

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from common.config import CameraConfig, SiteConfig
+from common.config import CameraConfig, DetectorConfig, SiteConfig
 from common.events import Event
 from edge.capture import Backoff, open_source
+from edge.detect.base import Detector
 from edge.evidence import DirectoryStore
 from edge.outbox import GIB, Outbox
-from edge.pipeline import CameraPipeline, build_rules
+from edge.pipeline import CameraPipeline, build_frame_rules, build_rules
 from edge.publish import EventSink, JsonlSink, MqttSink
 from edge.replay import load_detector
+from edge.rollout import CommandListener, RolloutManager
 from edge.upload import EvidenceUploader
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ class CameraWorker:
         evidence_dir: Path,
         stop: threading.Event,
         prepare: Callable[[Event], Event] | None = None,
+        detectors: Callable[[DetectorConfig], Detector] = load_detector,
     ) -> None:
         self.site = site
         self.camera = camera
@@ -57,6 +60,8 @@ class CameraWorker:
         self.evidence = DirectoryStore(evidence_dir / camera.id)
         self.stop = stop
         self.prepare = prepare
+        self.detectors = detectors  # swappable ones when roll-outs are on (edge.rollout)
+        self._detector: Detector | None = None
         self.thread = threading.Thread(target=self._supervise, name=f"camera:{camera.id}")
         self._log = logging.getLogger(f"edge.camera.{camera.id}")
 
@@ -77,7 +82,7 @@ class CameraWorker:
                 self.stop.wait(backoff.next_s())
 
     def _run(self) -> None:
-        detector = load_detector(self.camera.detector)
+        detector = self._detector = self.detectors(self.camera.detector)
         pipeline = CameraPipeline(self.site, self.camera, detector, self.evidence)
         source = open_source(
             self.site.resolve_source(self.camera),
@@ -98,10 +103,14 @@ class CameraWorker:
                     self._log.info("stats: %s source=%s", pipeline.stats, source.stats())
         finally:
             source.close()
+            for event in pipeline.finish():  # messages waiting for their clip's post-roll
+                self._emit(event)
 
     def _emit(self, event: Event) -> None:
         if self.prepare is not None:
             event = self.prepare(event)  # never raises
+        if self._detector is not None and event.model != self._detector.info:
+            event = event.model_copy(update={"model": self._detector.info})  # after a roll-out
         self._log.info(
             "event %s %s rule=%s zone=%s onset=%.1fs",
             event.type,
@@ -140,6 +149,7 @@ class EdgeOptions:
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     keep_evidence: bool = False  # keep local evidence files after upload
+    model_dir: Path = Path("./zhizhi-models")  # models downloaded by roll-outs (with --mqtt)
 
 
 def run_edge(
@@ -157,13 +167,22 @@ def run_edge(
     )
     for camera in cameras:
         build_rules(camera)  # refuse an unsupported rule before anything starts
+        build_frame_rules(camera)  # and a model a frame rule needs that is missing
         load_detector(camera.detector)  # refuse a missing or corrupt model at start-up
     stop = stop or threading.Event()
     if install_signals:
         _stop_on_signals(stop)
     delivery = Delivery(site, options)
     workers = [
-        CameraWorker(site, camera, delivery.sinks, options.evidence_dir, stop, delivery.prepare)
+        CameraWorker(
+            site,
+            camera,
+            delivery.sinks,
+            options.evidence_dir,
+            stop,
+            delivery.prepare,
+            delivery.detector_for,
+        )
         for camera in cameras
     ]
     for worker in workers:
@@ -210,12 +229,40 @@ class Delivery:
                     password=options.mqtt_password,
                 )
             )
+        self.rollout: RolloutManager | None = None
+        self.commands: CommandListener | None = None
+        if options.mqtt_url is not None:
+            mqtt_sinks = [sink for sink in self.sinks if isinstance(sink, MqttSink)]
+            self.rollout = RolloutManager(
+                options.model_dir,
+                token=options.token or "",
+                on_status=mqtt_sinks[0].set_models if mqtt_sinks else None,
+            )
+            self.commands = CommandListener(
+                options.mqtt_url,
+                site.site.id,
+                options.edge_id or default_edge_id(),
+                self.rollout,
+                username=options.mqtt_username,
+                password=options.mqtt_password,
+            )
+
+    def detector_for(self, config: DetectorConfig) -> Detector:
+        """The camera's detector; swappable by roll-out commands when MQTT is on."""
+        if self.rollout is None:
+            return load_detector(config)
+        detector = self.rollout.detector_for(config, lambda: load_detector(config))
+        if self.rollout.on_status is not None:
+            self.rollout.on_status(self.rollout.status())
+        return detector
 
     def prepare(self, event: Event) -> Event:
         """Register the event's evidence for upload and point its urls at the server."""
         return self.uploader.prepare(event) if self.uploader is not None else event
 
     def close(self) -> None:
+        if self.commands is not None:
+            self.commands.close()
         for sink in self.sinks:
             sink.close()
         if self.uploader is not None:

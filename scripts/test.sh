@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh edge,server,demo,dev
+# Training tests (issue 7): torch first, from the pair ultralytics works with here (pip takes
+# it from local disk), so the training extra does not pull another torch from PyPI.
+.venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install --quiet -e ".[edge,server,demo,dev,training]"
+# The dashboard's browser test drives Debian's Chromium (Playwright's own download is not used);
+# a CJK font makes its screenshots legible.
+if ! command -v chromium >/dev/null; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y chromium fonts-wqy-microhei \
+    || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y chromium fonts-wqy-microhei; }
+fi
 if [ -z "${ZHIZHI_MODEL_DIR:-}" ] && [ -d ../shared/models ]; then
   export ZHIZHI_MODEL_DIR="$(cd ../shared/models && pwd)"
 fi

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from common.config import ConfigError, SiteConfig, load_site_config
+from training.cli import register as register_training_commands
 
 app = typer.Typer(
     name="zhizhi",
@@ -32,8 +33,11 @@ app.add_typer(config_app, name="config")
 app.add_typer(edge_app, name="edge")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
+register_training_commands(app, models_app)  # data, train, models export|evaluate|promote|...
 token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Command-center users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Site config YAML")]
 
@@ -259,6 +263,77 @@ def bench_edge(
         result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
 
 
+@bench_app.command("pile")
+def bench_pile(
+    clip: Annotated[Path | None, typer.Option(help="Video file to measure on")] = None,
+    synthetic_s: Annotated[
+        float | None,
+        typer.Option(help="Instead of a clip: a synthetic 1280x720 lane where a pile is dumped"),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Site config")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera whose rules run")] = None,
+    model: Annotated[str, typer.Option(help="Registry detector (no --config)")] = "yolov8n-640",
+    detect_fps: Annotated[float, typer.Option(help="Analysis rate (no --config)")] = 5.0,
+    repeat: Annotated[int, typer.Option(min=1, help="Play the clip this many times")] = 1,
+    label: Annotated[str, typer.Option(help="Name of the scene in the report")] = "",
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """CPU share of one core that a camera's garbage_pile rule needs, stage by stage."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_pile import bench_pile as run_bench
+
+    site = load_config_or_fail(config) if config is not None else None
+    if (clip is None) == (synthetic_s is None):
+        fail("bench pile: give either --clip or --synthetic-s")
+    with tempfile.TemporaryDirectory(prefix="zhizhi-bench-") as folder:
+        if synthetic_s is not None:
+            from edge.synthetic import LaneScene, write_video
+
+            clip = Path(folder) / "synthetic-pile.mp4"
+            scene = LaneScene(
+                width=1280,
+                height=720,
+                fps=25,
+                seconds=synthetic_s,
+                drop_s=synthetic_s / 4,
+                clear_s=None,
+                growth_per_s=0.01,
+                light_swing=0.2,
+            )
+            write_video(scene, str(clip))
+        assert clip is not None  # noqa: S101
+        video = clip
+        result = _run_guarded(
+            "bench pile",
+            lambda: run_bench(video, label, model, detect_fps, repeat, site, camera),
+        )
+    print(result.markdown_row())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
+@bench_app.command("fall")
+def bench_fall(
+    clip: Annotated[Path, typer.Option(help="Video file to measure on")],
+    config: Annotated[Path | None, typer.Option("--config", help="Site config")] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="With --config: the camera whose person_fall rule runs")
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Play the clip this many times")] = 1,
+    label: Annotated[str, typer.Option(help="Name of the scene in the report")] = "",
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """CPU share of one core that a camera's person_fall rule (pose model included) needs."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_fall import bench_fall as run_bench
+
+    site = load_config_or_fail(config) if config is not None else None
+    result = _run_guarded("bench fall", lambda: run_bench(clip, label, repeat, site, camera))
+    print(result.markdown_row())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     db: Annotated[str, typer.Option(help="sqlite:///path or postgresql://...")],
@@ -279,6 +354,60 @@ def bench_ingest(
     print(result.markdown_row())  # type: ignore[attr-defined]
     if write is not None:
         result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
+@bench_app.command("privacy")
+def bench_privacy(
+    clip: Annotated[Path, typer.Option(help="Video file whose frames are redacted")],
+    model: Annotated[str, typer.Option(help="Registry pose model that finds the faces")] = (
+        "yolov8n-pose-640"
+    ),
+    repeat: Annotated[int, typer.Option(min=1, help="Snapshot runs; the median is shown")] = 7,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """Cost of masking and face blurring per evidence file (1080p snapshot, 10 s 720p clip)."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_privacy import bench_privacy as run_bench
+
+    result = _run_guarded("bench privacy", lambda: run_bench(clip, model, repeat))
+    print(result.markdown())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, shlex.join(sys.argv[1:]))  # type: ignore[attr-defined]
+
+
+@bench_app.command("facade")
+def bench_facade(
+    synthetic_s: Annotated[
+        float, typer.Option(help="Seconds of a synthetic 1920x1080 25-fps facade (0: none)")
+    ] = 10.0,
+    clip: Annotated[
+        list[Path] | None, typer.Option(help="Real clip(s) to measure on (repeatable)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Site config")] = None,
+    camera: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --config: the camera of each --clip, in order (its rule and zone); "
+            "'' for the whole picture"
+        ),
+    ] = None,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """falling_object facade analysis on every frame, on one core: ms/frame, real-time ratio."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_facade import bench_facade as run_bench
+
+    site = load_config_or_fail(config) if config is not None else None
+    clips = list(clip or [])
+    cameras: list[str | None] = [name or None for name in camera or []]
+    if cameras and len(cameras) != len(clips):
+        fail("bench facade: give one --camera per --clip, or none")
+    pairs = list(zip(clips, cameras or [None] * len(clips), strict=True))
+    result = _run_guarded("bench facade", lambda: run_bench(synthetic_s, pairs, site))
+    print(result.markdown())  # type: ignore[attr-defined]
+    if write is not None:
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        result.append_to(write, shlex.join(sys.argv[1:]), load)  # type: ignore[attr-defined]
 
 
 @models_app.command("list")
@@ -309,10 +438,26 @@ def server(
     ] = "zhizhi-server",
     mqtt_username: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_USERNAME")] = None,
     mqtt_password: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_PASSWORD")] = None,
+    dispatch: Annotated[
+        Path | None,
+        typer.Option(help="Dispatch rules, deadlines and webhooks (YAML; docs/command-center.md)"),
+    ] = None,
+    group_window_s: Annotated[
+        float, typer.Option(min=0, help="Group repeated alerts of a rule and zone this long")
+    ] = 300.0,
 ) -> None:
-    """The central server: REST API, MQTT ingestion, evidence store."""
+    """The central server: REST API, dashboard, MQTT ingestion, evidence store."""
     setup_logging()
     from pydantic import ValidationError
+
+    from server.dispatch import DispatchConfigError, load_dispatch_config
+
+    if dispatch is not None:
+        try:
+            load_dispatch_config(dispatch)  # before anything starts: every problem at once
+        except DispatchConfigError as error:
+            count = len(error.problems)
+            fail(f"{error.file}: invalid dispatch file ({count} problem(s))", error.problems)
     from sqlalchemy.exc import OperationalError
 
     from server.main import build_server, run_server
@@ -327,6 +472,8 @@ def server(
             media_dir=media_dir,
             mqtt_client_id=client_id,
             mqtt_group=group,
+            dispatch_file=dispatch,
+            group_window_s=group_window_s,
         )
     except ValidationError as error:
         fail(f"server: {error.errors()[0]['msg']}")
@@ -334,6 +481,9 @@ def server(
         runtime = build_server(settings, mqtt_username=mqtt_username, mqtt_password=mqtt_password)
     except OperationalError as error:
         fail(f"server: cannot reach the database {db}: {str(error.orig).strip().splitlines()[0]}")
+    except DispatchConfigError as error:
+        count = len(error.problems)
+        fail(f"{error.file}: invalid dispatch file ({count} problem(s))", error.problems)
     run_server(runtime)
 
 
@@ -354,6 +504,49 @@ def token_create(
         print(issue_token(db, role, name or role))
     except OperationalError as error:
         fail(f"token create: cannot reach the database {db}: {str(error.orig).strip()}")
+
+
+@user_app.command("create")
+def user_create(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    username: Annotated[str, typer.Option(help="Login name")],
+    role: Annotated[str, typer.Option(help="admin | operator | viewer")],
+    sites: Annotated[str, typer.Option(help="Comma-separated site ids, or * for every site")],
+    display_name: Annotated[str | None, typer.Option(help="Name shown in the dashboard")] = None,
+    locale: Annotated[str, typer.Option(help="zh-CN | en")] = "zh-CN",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Add a command-center user (password hashed with argon2id)."""
+    import getpass
+
+    from sqlalchemy.exc import OperationalError
+
+    from server.users import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            fail("user create: the two passwords differ")
+    site_list = [site.strip() for site in sites.split(",") if site.strip()]
+    try:
+        user = add_user(
+            db,
+            username=username,
+            password=password,
+            role=role,
+            sites=site_list,
+            display_name=display_name,
+            locale=locale,
+        )
+    except ValueError as error:
+        fail(f"user create: {error}")
+    except OperationalError as error:
+        fail(f"user create: cannot reach the database {db}: {str(error.orig).strip()}")
+    print(f"created {user.role} user {user.username} (sites: {','.join(user.sites)})")
 
 
 @app.command("demo")

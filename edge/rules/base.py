@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from common.config import PileClassifierConfig
+from common.events import ModelInfo
 from edge.scene import StaticRegion
-from edge.types import Box, TrackedObject
+from edge.types import Box, Frame, TrackedObject
 
 State = Literal["new", "update", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What a model found inside a region: `kind` of waste (config classes), detector label."""
+
+    kind: str
+    label: str
+    score: float
+    box: Box
+
+
+Classifier = Callable[[Box, PileClassifierConfig], Sequence[Content]]
+"""Asks the configured model what the current frame holds in a box (in the Observation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +37,7 @@ class Observation:
     regions: Sequence[StaticRegion] = ()
     detector_ran: bool = True
     moving: frozenset[int] = frozenset()  # track ids whose pixels keep changing (in motion)
+    classify: Classifier | None = None  # a garbage model on this frame, when one is configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +62,26 @@ class Rule(Protocol):
     def update(self, observation: Observation) -> list[RuleOutput]: ...
 
 
+class FrameRule(Protocol):
+    """A rule that looks at every decoded frame itself, at full rate (falls are too fast for
+    the analysis rate of the zone rules); it picks the frames it analyses by `frame.pts_s`.
+
+    Its `new` messages carry a clip from `onset_s - clip_pre_s` to `pts_s + clip_post_s`, cut
+    from the pipeline's rolling pre-event buffer; `model` is what its events name as the model
+    used (None when the rule uses no learned model).
+    """
+
+    rule_id: str
+    zone_id: str
+    clip_pre_s: float
+    clip_post_s: float
+
+    @property
+    def model(self) -> ModelInfo | None: ...
+
+    def on_frame(self, frame: Frame) -> list[RuleOutput]: ...
+
+
 class Situation:
     """The life of one situation of a rule, judged on presence over time (time passed in).
 
@@ -62,15 +99,19 @@ class Situation:
         self.alerted = False
         self.last_sent_s = float("-inf")
 
-    def seen(self, now_s: float, since_s: float) -> State | None:
-        """Something is present (since `since_s`): the message due now, if any."""
+    def seen(
+        self, now_s: float, since_s: float, ready: Callable[[], bool] | None = None
+    ) -> State | None:
+        """Something is present (since `since_s`): the message due now, if any. `ready`, when
+        given, is asked once the dwell has passed and may hold the alert back (the clock keeps
+        running): a confirmation that is too costly to ask on every frame."""
         if self.onset_s is None or now_s - self.last_seen_s > self.clear_s:
             self.onset_s = since_s
         elif not self.alerted:
             self.onset_s = min(self.onset_s, since_s)
         self.last_seen_s = now_s
         if not self.alerted:
-            if now_s - self.onset_s < self.dwell_s:
+            if now_s - self.onset_s < self.dwell_s or (ready is not None and not ready()):
                 return None
             self.alerted = True
             self.last_sent_s = now_s

@@ -5,6 +5,10 @@ vehicle (those are masked by the detector). The pile is everything new inside th
 reported once it has stayed `dwell_s` and covers at least `min_area` of the frame, updated when
 it grows markedly (or every `update_interval_s`), and ended once the zone has been back to its
 reference for `clear_s`.
+
+With a garbage detector configured (`classifier`), the model is asked what the pile holds when
+the dwell has passed and at each update (`details.contents`: kind of waste, label, score); with
+`require: true` the alert waits until the model finds waste there, asking every `recheck_s`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import Observation, RuleOutput, Situation, State
+from edge.rules.base import Content, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import box_center, point_in_polygon, union_box
 from edge.scene import StaticRegion
 
@@ -28,6 +32,8 @@ class GarbagePileRule:
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._sent_area = 0.0
         self._regions: list[StaticRegion] = []
+        self._contents: tuple[Content, ...] = ()
+        self._asked_s = float("-inf")
 
     def pile(self, regions: Sequence[StaticRegion]) -> list[StaticRegion]:
         """The new regions whose centre lies in the zone."""
@@ -39,13 +45,16 @@ class GarbagePileRule:
         area = sum(r.area for r in regions)
         if regions and area >= self.config.min_area:
             self._regions = regions
-            state = self._situation.seen(now, min(r.since_s for r in regions))
+            since = min(r.since_s for r in regions)
+            state = self._situation.seen(now, since, lambda: self._confirmed(observation))
             grown = area >= self._sent_area * (1.0 + GROWTH_FOR_UPDATE)
             if state is None and self._situation.alerted and grown:
                 self._situation.last_sent_s = now
                 state = "update"
             if state is None:
                 return []
+            if state == "update":
+                self._ask(observation)
             output = self._output(state, now, area)
             self._sent_area = area
             return [output]
@@ -54,8 +63,26 @@ class GarbagePileRule:
             outputs = [self._output("end", now, self._sent_area)] if alerted else []
             self._situation.reset()
             self._regions = []
+            self._contents, self._asked_s = (), float("-inf")
             return outputs
         return []
+
+    def _confirmed(self, observation: Observation) -> bool:
+        """Asked once the dwell has passed: may the alert go out? Without a model, yes; with
+        one, it classifies the pile, and with `require` holds the alert until it finds waste."""
+        classifier = self.config.classifier
+        if classifier is None or observation.classify is None:
+            return True
+        if observation.pts_s - self._asked_s >= classifier.recheck_s:
+            self._ask(observation)
+        return bool(self._contents) or not classifier.require
+
+    def _ask(self, observation: Observation) -> None:
+        if self.config.classifier is None or observation.classify is None:
+            return
+        self._asked_s = observation.pts_s
+        box = union_box([r.box for r in self._regions])
+        self._contents = tuple(observation.classify(box, self.config.classifier))
 
     def _output(self, state: State, now: float, area: float) -> RuleOutput:
         onset = self._situation.onset_s
@@ -70,6 +97,17 @@ class GarbagePileRule:
                 for r in self._regions
             ],
         }
+        if self.config.classifier is not None and state != "end":
+            details["contents"] = [
+                {
+                    "kind": c.kind,
+                    "label": c.label,
+                    "score": round(c.score, 3),
+                    "bbox": [round(v, 4) for v in c.box],
+                }
+                for c in self._contents
+            ]
+            details["classified_by"] = self.config.classifier.model
         if state == "update":
             details["growth"] = round(area / self._sent_area, 2) if self._sent_area else None
         if state == "end":

@@ -17,8 +17,10 @@ import pytest
 
 from common.config import SiteConfig
 from common.events import Event, ModelInfo
+from edge.clips import probe_mp4
 from edge.evidence import DirectoryStore
-from edge.pipeline import CameraPipeline, UnsupportedRuleError, build_rules
+from edge.pipeline import CameraPipeline, build_frame_rules, build_rules
+from edge.rules.base import RuleOutput
 from edge.synthetic import LANE, LaneScene, frames
 from edge.types import Box, Detection, Frame, clamp_box
 
@@ -164,7 +166,16 @@ def test_a_parked_car_raises_one_new_event_after_dwell(
 
 def test_the_event_carries_its_snapshot(parked_run: tuple[list[Event], Path]) -> None:
     events, folder = parked_run
-    (evidence,) = events[0].evidence
+    evidence, clip = events[0].evidence
+    assert (clip.kind, clip.content_type, clip.role) == ("clip", "video/mp4", "clip")
+    # every file says what was hidden in it, and the event sums it up
+    assert evidence.redaction is not None and evidence.redaction["masks"] == [0]
+    assert clip.redaction is not None and clip.redaction["masks"] == [0]
+    privacy = events[0].details["privacy"]
+    assert (privacy["masks"], privacy["mask_style"]) == ([0], "black")
+    # the clip shows the car arriving: from 8 s before it came to rest up to the alert
+    _, duration, _, _ = probe_mp4(Path(clip.url).read_bytes())
+    assert duration == pytest.approx(events[0].pts_s - max(0.0, events[0].onset_pts_s - 8), abs=1)
     path = Path(evidence.url)
     assert path.is_absolute() and path.parent == folder.resolve()
     assert path.name == f"{events[0].event_id}-0000-onset.jpg"
@@ -276,22 +287,122 @@ def test_frames_between_analysis_slots_are_skipped(detect_fps: float) -> None:
     assert np.diff(detector.calls).min() >= 1.0 / detect_fps - 0.01
 
 
-# Rules the edge cannot run -------------------------------------------------------------------
+# Rules that watch every frame ----------------------------------------------------------------
 
 FALL_RULE = {"id": "facade-throw", "type": "falling_object", "zone": "lane"}
+FALL_MODEL = ModelInfo(name="none", version="0", sha256="f" * 64)
 
 
-def test_an_unsupported_rule_is_refused_naming_camera_and_rule() -> None:
-    config = site(rules=[FALL_RULE])
-    with pytest.raises(
-        UnsupportedRuleError, match=r"camera cam-1: rule facade-throw: type falling"
-    ):
-        CameraPipeline(config, config.cameras[0], ScriptedDetector(no_detections), None)
+class ScriptedFrameRule:
+    """A frame rule whose decisions are scripted: `new` at `alert_s` about a fall that began at
+    `onset_s`, `end` at `end_s`; it records every frame it was shown."""
+
+    rule_id = "facade-throw"
+    zone_id = "lane"
+    clip_pre_s = 3.0
+    clip_post_s = 2.0
+
+    def __init__(self, onset_s: float, alert_s: float, end_s: float) -> None:
+        self.onset_s, self.alert_s, self.end_s = onset_s, alert_s, end_s
+        self.seen: list[float] = []
+
+    @property
+    def model(self) -> ModelInfo | None:
+        return FALL_MODEL
+
+    def on_frame(self, frame: Frame) -> list[RuleOutput]:
+        previous = self.seen[-1] if self.seen else float("-inf")
+        self.seen.append(frame.pts_s)
+        for at, state in ((self.alert_s, "new"), (self.end_s, "end")):
+            if previous < at <= frame.pts_s:
+                trajectory = [[self.onset_s, 0.5, 0.2], [self.alert_s, 0.52, 0.8]]
+                return [
+                    RuleOutput(
+                        self.rule_id,
+                        self.zone_id,
+                        state,  # type: ignore[arg-type]
+                        self.onset_s,
+                        frame.pts_s,
+                        (0.45, 0.2, 0.55, 0.8),
+                        0.9,
+                        {"trajectory": trajectory},
+                    )
+                ]
+        return []
 
 
-def test_a_disabled_unsupported_rule_is_skipped() -> None:
+def test_a_frame_rule_sees_every_frame_and_its_alert_waits_for_the_clip_post_roll(
+    tmp_path: Path,
+) -> None:
+    config = site(rules=[FALL_RULE], privacy_masks=[])
+    rule = ScriptedFrameRule(onset_s=5.0, alert_s=6.5, end_s=7.0)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(
+        config, config.cameras[0], detector, DirectoryStore(tmp_path), frame_rules=[rule]
+    )
+    released: list[tuple[float, Event]] = []
+    for frame in scene_frames(QUIET):
+        detector.now = frame.pts_s
+        released.extend((frame.pts_s, e) for e in pipeline.process(frame))
+    assert len(rule.seen) == pipeline.stats.frames_seen == QUIET.seconds * QUIET.fps
+    # no zone rule: neither the scene model nor the detector ran
+    assert pipeline.stats.frames_analysed == 0 and detector.calls == []
+    assert [e.state for _, e in released] == ["new", "end"]
+    (new_at, new), (end_at, end) = released
+    # the new leaves once its post-roll (2 s after 6.5 s) was seen; the end waits behind it
+    assert 8.5 <= new_at < 8.5 + 2 / QUIET.fps and end_at == new_at
+    assert new.pts_s == pytest.approx(6.5, abs=0.1) and new.onset_pts_s == 5.0
+    assert new.model == FALL_MODEL and end.event_id == new.event_id and end.seq == 1
+    clip = next(e for e in new.evidence if e.kind == "clip")
+    data = Path(clip.url).read_bytes()
+    assert clip.content_type == "video/mp4" and hashlib.sha256(data).hexdigest() == clip.sha256
+    count, duration, size, codec = probe_mp4(data)
+    assert codec == "h264" and size == (QUIET.width, QUIET.height)
+    # from onset - 3 s to alert + 2 s, at most the buffer's 10 frames a second
+    assert duration == pytest.approx(6.5 + 2.0 - (5.0 - 3.0), abs=0.15)
+    assert min(QUIET.fps, 10) / 2 * duration <= count <= 10 * duration + 1
+    # the trajectory is drawn on the snapshot (magenta), from origin to last point
+    snap = cv2.imread(next(e.url for e in new.evidence if e.kind == "snapshot"))
+    assert snap is not None
+    x, y = round(0.51 * QUIET.width), round(0.5 * QUIET.height)
+    b, g, r = (int(v) for v in snap[y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).max(axis=0))
+    assert b > 200 and r > 200 and min(b, r) - g > 100
+
+
+def test_messages_still_waiting_at_the_end_of_the_stream_leave_with_what_was_seen(
+    tmp_path: Path,
+) -> None:
+    config = site(rules=[FALL_RULE], privacy_masks=[])
+    rule = ScriptedFrameRule(onset_s=12.0, alert_s=13.5, end_s=99.0)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(
+        config, config.cameras[0], detector, DirectoryStore(tmp_path), frame_rules=[rule]
+    )
+    assert run(pipeline, detector, scene_frames(QUIET)) == []  # the clip's end is past 14 s
+    (new,) = pipeline.finish()
+    clip = next(e for e in new.evidence if e.kind == "clip")
+    _, duration, _, _ = probe_mp4(Path(clip.url).read_bytes())
+    assert duration == pytest.approx(14.0 - 9.0, abs=0.25)  # to the last 10-fps frame
+    assert pipeline.finish() == []
+
+
+def test_a_frame_rule_without_an_evidence_store_is_not_delayed() -> None:
+    config = site(rules=[FALL_RULE], privacy_masks=[])
+    rule = ScriptedFrameRule(onset_s=5.0, alert_s=6.5, end_s=7.0)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None, frame_rules=[rule])
+    released = []
+    for frame in scene_frames(QUIET):
+        detector.now = frame.pts_s
+        released.extend((frame.pts_s, e.state) for e in pipeline.process(frame))
+    assert [state for _, state in released] == ["new", "end"]
+    assert released[0][0] == pytest.approx(6.5, abs=0.1)
+
+
+def test_a_disabled_frame_rule_is_not_built() -> None:
     config = site(rules=[{**FALL_RULE, "enabled": False}])
     assert build_rules(config.cameras[0]) == []
+    assert build_frame_rules(config.cameras[0]) == []
 
 
 DUMPED = LaneScene(seconds=40.0, drop_s=12.0, clear_s=30.0)
@@ -315,7 +426,11 @@ def test_a_dumped_object_is_a_garbage_pile_with_its_onset_and_end(tmp_path: Path
     assert new.event_id == end.event_id and abs(new.onset_pts_s - 12.0) <= 1.0
     assert 17.0 <= new.pts_s <= 19.0 and 33.5 <= end.pts_s <= 36.0
     assert new.details["area"] > 0.002
-    assert {e.role for e in new.evidence} == {"onset", "appeared"}  # nobody was there before
+    # nobody was there before; the clip runs from 8 s before the onset
+    assert {e.role for e in new.evidence} == {"onset", "appeared", "clip"}
+    clip = next(e for e in new.evidence if e.kind == "clip")
+    _, duration, _, codec = probe_mp4(Path(clip.url).read_bytes())
+    assert codec == "h264" and duration >= 8.0
     assert {e.role for e in end.evidence} == {"closing", "before"}
     x1, y1, x2, y2 = new.bbox
     ox, oy = (DUMPED.object_box[0] + DUMPED.object_box[2]) / 2, DUMPED.object_box[3] - 0.02
@@ -341,12 +456,12 @@ def test_a_garbage_pile_carries_who_was_there_and_before_after_pictures(tmp_path
     )
     new, end = events
     roles = {e.role: e for e in new.evidence}
-    assert set(roles) == {"onset", "appeared", "offender"}
+    assert set(roles) == {"onset", "appeared", "offender", "clip"}
     assert {e.role for e in end.evidence} == {"closing", "before"}
     offender = cv2.imread(roles["offender"].url)
     assert offender is not None and offender.shape[:2] == (DUMPED.height, DUMPED.width)
     # the masked wall windows stay black in every kept picture (below the caption line)
-    for item in [*new.evidence, *end.evidence]:
+    for item in [e for e in [*new.evidence, *end.evidence] if e.kind == "snapshot"]:
         image = cv2.imread(item.url)
         assert image is not None and int(image[60:100, 10:150].max()) <= 40
 
@@ -369,3 +484,71 @@ def test_a_pile_growing_under_changing_light_is_one_situation_with_growth_update
     updates = [e for e in events if e.state == "update"]
     assert all(u.details["growth"] >= 1.5 for u in updates)
     assert updates[0].details["area"] > 1.5 * events[0].details["area"]
+
+
+# A garbage model confirming and classifying the pile ------------------------------------------
+
+
+def _bag_after(start_s: float, label: str = "garbage_bag") -> Script:
+    def script(t: float) -> list[Detection]:
+        if t < start_s:
+            return []
+        # the model sees a crop around the pile (half its size again on every side), so a box
+        # over the middle of the crop lies on the pile
+        return [Detection(label, 0, 0.8, (0.3, 0.3, 0.7, 0.7))]
+
+    return script
+
+
+def _classified_run(
+    classifier: dict[str, Any], script: Script, tmp_path: Path
+) -> tuple[list[Event], ScriptedDetector]:
+    config = site(rules=[{**PILE_RULE, "classifier": {"model": "garbage-test", **classifier}}])
+    detector = ScriptedDetector(no_detections)
+    model = ScriptedDetector(script)
+    pipeline = CameraPipeline(
+        config,
+        config.cameras[0],
+        detector,
+        DirectoryStore(tmp_path),
+        classifiers={"garbage-test": model},
+    )
+    events = []
+    for frame in scene_frames(DUMPED):
+        detector.now = model.now = frame.pts_s
+        events.extend(pipeline.process(frame))
+    return events, model
+
+
+def test_a_required_garbage_model_holds_the_alert_until_it_finds_waste(tmp_path: Path) -> None:
+    events, model = _classified_run({"require": True, "recheck_s": 2.0}, _bag_after(22.0), tmp_path)
+    new = events[0]
+    assert new.state == "new" and 22.0 <= new.pts_s <= 24.5  # dwell passed at ~17 s
+    assert abs(new.onset_pts_s - 12.0) <= 1.0  # the clock kept running from the onset
+    (content,) = new.details["contents"]
+    assert (content["kind"], content["label"]) == ("bag", "garbage_bag")
+    assert new.details["classified_by"] == "garbage-test"
+    # asked only at the recheck interval while unconfirmed, not on every frame
+    assert 3 <= len(model.calls) <= 5
+
+
+def test_a_required_garbage_model_that_finds_nothing_keeps_the_alert_back(
+    tmp_path: Path,
+) -> None:
+    events, _ = _classified_run({"require": True}, no_detections, tmp_path)
+    assert events == []
+
+
+def test_an_optional_garbage_model_classifies_but_the_scene_decides(tmp_path: Path) -> None:
+    events, _ = _classified_run({}, _bag_after(0.0, "suitcase"), tmp_path)
+    assert [e.state for e in events] == ["new", "end"]
+    assert events[0].details["contents"][0]["kind"] == "bag"
+    events, _ = _classified_run({}, no_detections, tmp_path / "none")
+    assert [e.state for e in events] == ["new", "end"] and events[0].details["contents"] == []
+
+
+def test_labels_outside_the_configured_classes_are_not_waste(tmp_path: Path) -> None:
+    events, _ = _classified_run(
+        {"require": True, "recheck_s": 1.0}, _bag_after(0.0, "person"), tmp_path
+    )
+    assert events == []

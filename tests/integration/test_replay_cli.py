@@ -256,3 +256,59 @@ def test_a_bag_left_in_a_real_lane_is_reported_once_with_its_onset(
         assert abs(float(alert["onset_pts_s"]) - drop_s) <= 1.5  # type: ignore[arg-type]
         x1, y1, x2, y2 = alert["bbox"]  # type: ignore[misc]
         assert x1 < (box[0] + box[2]) / 2 < x2 and y1 < (box[1] + box[3]) / 2 < y2
+
+
+def test_a_real_model_confirms_and_classifies_the_pile_and_a_clip_shows_it(
+    tmp_path: Path, models_dir: Path, clips_dir: Path
+) -> None:
+    """The car-park composite with a garbage model configured and required. No garbage model
+    ships (one is trained as in docs/training.md); COCO yolov8n stands in, its bag-like
+    classes mapped to `bag` at a low score, since it sees the dumped bag only weakly. With
+    classes it cannot find ('mattress'), the same pile is held back: the model decides."""
+    drop_s, box = 10.0, (0.45, 0.45, 0.53, 0.62)
+    video = tmp_path / "composite.mp4"
+    with open_video_file(clips_dir / "parkinglot_topdown_cars_passing.mp4") as source:
+        write_frames(
+            with_left_object(iter(source), real_bag(clips_dir), box, drop_s), str(video), source.fps
+        )
+
+    def replay(classes: str) -> list[dict[str, object]]:
+        config = tmp_path / f"site-{classes}.yaml"
+        config.write_text(
+            f"""
+site: {{id: composite}}
+cameras:
+  - id: aisle-cam
+    source: {video.name}
+    zones: [{{id: aisle, polygon: [[0.0, 0.10], [1.0, 0.10], [1.0, 1.0], [0.0, 1.0]]}}]
+    rules:
+      - id: aisle-no-dumping
+        type: garbage_pile
+        zone: aisle
+        dwell_s: 5
+        classifier:
+          model: yolov8n-640
+          min_score: 0.05
+          require: true
+          recheck_s: 2
+          classes: {{bag: [{classes}]}}
+"""
+        )
+        out = tmp_path / f"events-{classes}.jsonl"
+        result = run(
+            replay_args(config, "aisle-cam", video, out, evidence_dir=tmp_path / f"ev-{classes}")
+        )
+        assert result.returncode == 0, result.stderr
+        return read_events(out)
+
+    events = replay("backpack, handbag, suitcase")
+    alerts = [e for e in events if e["state"] == "new"]
+    assert len(alerts) == 1, events
+    (alert,) = alerts
+    assert abs(float(alert["onset_pts_s"]) - drop_s) <= 1.5  # type: ignore[arg-type]
+    contents = alert["details"]["contents"]  # type: ignore[index]
+    assert contents and {c["kind"] for c in contents} == {"bag"}, contents
+    assert alert["details"]["classified_by"] == "yolov8n-640"  # type: ignore[index]
+    (clip,) = [e for e in alert["evidence"] if e["kind"] == "clip"]  # type: ignore[attr-defined]
+    assert clip["content_type"] == "video/mp4" and Path(clip["url"]).stat().st_size > 1000
+    assert not [e for e in replay("mattress") if e["state"] == "new"]

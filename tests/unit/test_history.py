@@ -48,3 +48,31 @@ def test_kept_frames_are_masked() -> None:
     assert kept is not None
     image = cv2.imdecode(np.frombuffer(kept.jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert int(image[2:25, 2:35].max()) <= 10 and int(image[40:, 50:].min()) >= 190
+
+
+def test_kept_frames_are_scaled_down_to_max_width() -> None:
+    history = FrameHistory([], max_width=40)
+    history.put(0.0, FRAME, [])
+    kept = history.at(0.0)
+    assert kept is not None
+    image = cv2.imdecode(np.frombuffer(kept.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[:2] == (30, 40)
+
+
+def test_memory_is_bounded_by_max_bytes_oldest_first() -> None:
+    noisy = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    probe = FrameHistory([])
+    probe.put(0.0, noisy, [])
+    one = probe.nbytes
+    history = FrameHistory([], keep_s=1e9, every_s=0.0, max_bytes=5 * one)
+    for t in range(20):
+        history.put(float(t), noisy, [])
+    assert 3 <= len(history) <= 6 and history.nbytes <= 5 * one
+    assert [f.pts_s for f in history.between(0.0, 100.0)][-1] == 19.0
+
+
+def test_frames_between_two_times_in_order() -> None:
+    history = FrameHistory([], every_s=0.5)
+    for i in range(10):
+        history.put(i * 0.25, FRAME, [])
+    assert [f.pts_s for f in history.between(0.4, 1.6)] == [0.5, 1.0, 1.5]
