@@ -19,6 +19,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from common.events import Event, EventState, EventType
@@ -30,7 +31,7 @@ from server.db.session import database_answers, make_session_factory
 from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, ServerError
 from server.evidence import SHA256_PATTERN, EvidenceService
 from server.incidents import evidence_sites
-from server.ingest import IngestService
+from server.ingest import IngestService, utc_representable
 from server.metrics import CONTENT_TYPE, MESSAGES_REJECTED, render
 from server.notify import Notifier, StreamHub
 from server.repositories import EdgeRepository, EventRepository
@@ -85,7 +86,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
 EvidenceDep = Annotated[EvidenceService, Depends(get_evidence)]
 Sha256 = Annotated[str, PathParam(pattern=SHA256_PATTERN, description="lowercase hex sha256")]
-VIEWERS = [Depends(require_role("viewer"))]
+Viewer = Annotated[Principal, Depends(require_role("viewer"))]
 
 # Routes ---------------------------------------------------------------------------------------
 
@@ -115,28 +116,53 @@ def metrics() -> Response:
 @events.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_role("edge", "operator")), Depends(bounded_event_body)],
-    responses={200: {"model": StoredResponse, "description": "Stored already (a duplicate)"}},
+    dependencies=[Depends(bounded_event_body)],
+    responses={
+        200: {"model": StoredResponse, "description": "Stored already (a duplicate)"},
+        403: {"description": "The role may not send events, or the site is not the caller's"},
+    },
 )
-def post_event(event: Event, response: Response, ingest: IngestDep) -> StoredResponse:
-    """Ingest one event message; idempotent on (event_id, seq): 201 new, 200 duplicate."""
+def post_event(
+    event: Event,
+    response: Response,
+    ingest: IngestDep,
+    principal: Annotated[Principal, Depends(require_role("edge", "operator"))],
+) -> StoredResponse:
+    """Ingest one event message; idempotent on (event_id, seq): 201 new, 200 duplicate.
+
+    A site-scoped user may only send events of their own sites."""
+    if not principal.may_see(event.site_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"site {event.site_id} is outside your sites"
+        )
+    if not utc_representable(event.observed_at):
+        MESSAGES_REJECTED.labels("invalid_event").inc()
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "observed_at is out of range once in UTC"
+        )
     stored = ingest.ingest(event, source="http")
     response.status_code = status.HTTP_201_CREATED if stored else status.HTTP_200_OK
     return StoredResponse(stored=stored)
 
 
-@events.get("", dependencies=VIEWERS)
+@events.get("")
 def list_events(
     session: SessionDep,
+    principal: Viewer,
     site_id: str | None = None,
     camera_id: str | None = None,
     type: EventType | None = None,
     state: EventState | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> EventPage:
-    """Stored event messages, newest first, with the total matching the filters."""
-    filters = EventFilter(site_id=site_id, camera_id=camera_id, type=type, state=state)
+    """Stored event messages (of the caller's sites), newest first, with the total matching
+    the filters; 403 for a `site_id` outside the caller's sites."""
+    if site_id is not None and not principal.may_see(site_id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"site {site_id} is outside your sites")
+    filters = EventFilter(
+        site_id=site_id, camera_id=camera_id, type=type, state=state, sites=principal.sites
+    )
     items, total = EventRepository(session).list_newest(filters, limit=limit, offset=offset)
     return EventPage(items=items, total=total)
 
@@ -200,18 +226,25 @@ def get_evidence_file(
     return FileResponse(path, media_type=info.content_type, headers=headers)
 
 
-@evidence.head("/{sha256}", dependencies=[Depends(require_role("edge", "viewer"))])
-def head_evidence_file(sha256: Sha256, service: EvidenceDep) -> Response:
+@evidence.head("/{sha256}")
+def head_evidence_file(
+    sha256: Sha256,
+    service: EvidenceDep,
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require_role("edge", "viewer"))],
+) -> Response:
     """200 with type and size when the file is stored (the edge checks before uploading)."""
     info, _ = service.find(sha256)
+    if principal.sites is not None and not evidence_sites(session, sha256) & principal.sites:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "that evidence is outside your sites")
     headers = {"Content-Length": str(info.size)}
     return Response(status_code=status.HTTP_200_OK, headers=headers, media_type=info.content_type)
 
 
-@edges.get("", dependencies=VIEWERS)
-def list_edges(session: SessionDep) -> EdgeList:
-    """Each edge's and camera's online state and last-seen time."""
-    items = EdgeRepository(session).list_edges()
+@edges.get("")
+def list_edges(session: SessionDep, principal: Viewer) -> EdgeList:
+    """Each edge's and camera's online state and last-seen time (of the caller's sites)."""
+    items = [e for e in EdgeRepository(session).list_edges() if principal.may_see(e.site_id)]
     return EdgeList(items=items, total=len(items))
 
 
@@ -245,6 +278,24 @@ async def _server_error(request: Request, error: Exception) -> JSONResponse:  # 
         status.HTTP_400_BAD_REQUEST,
     )
     return JSONResponse({"detail": str(error)}, status_code=code)
+
+
+async def _unstorable(request: Request, error: Exception) -> JSONResponse:
+    """422 for input the database refuses as data (PostgreSQL: a NUL character in a text,
+    a number out of range): bad input, not a server fault."""
+    if request.method == "POST" and request.url.path == EVENTS_PATH:
+        MESSAGES_REJECTED.labels("invalid_event").inc()
+    cause = getattr(error, "orig", None) or error
+    log.info(
+        "refused input the database cannot take: %s %s: %s",
+        request.method,
+        request.url.path,
+        str(cause).partition("\n")[0][:200],
+    )
+    return JSONResponse(
+        {"detail": "a value in the request cannot be stored (a NUL character or out of range)"},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
 
 
 async def _invalid_request(request: Request, error: Exception) -> Response:
@@ -289,5 +340,6 @@ def create_app(
     app.include_router(models_router)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(DataError, _unstorable)
     mount_dashboard(app)  # GET / and /dashboard/...: the command center's web page
     return app

@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from server.db.models import UserRow
+from server.db.models import TokenRow, UserRow
 from server.db.session import make_engine, make_session_factory, migrate
 from server.repositories import TokenRepository
 
@@ -80,6 +80,19 @@ def verify_token(session: Session, token: str) -> Principal | None:
     row = TokenRepository(session).find_active(digest)
     if row is None or not hmac.compare_digest(row.token_sha256, digest):
         return None
+    return _principal_of(session, row)
+
+
+def still_valid(session: Session, principal: Principal) -> bool:
+    """Whether the principal's token still stands for exactly this principal: not revoked,
+    not expired, its user enabled with the same role and sites (long-lived streams ask)."""
+    row = session.get(TokenRow, principal.token_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    return _principal_of(session, row) == principal
+
+
+def _principal_of(session: Session, row: TokenRow) -> Principal | None:
     if row.expires_at is not None and row.expires_at <= _now():
         return None
     if row.user_id is None:

@@ -9,21 +9,24 @@ sites only (403 otherwise). Every action, like every view of evidence, goes to t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.events import EventType
 from server import audit
-from server.auth import Principal, require_role, revoke_token
+from server.auth import Principal, require_role, revoke_token, still_valid
 from server.db.models import (
     CameraPositionRow,
+    IncidentRow,
     SilenceRow,
     SitePlanRow,
     UserRow,
@@ -40,7 +43,7 @@ from server.incidents import (
     set_hold,
     views_of,
 )
-from server.notify import Notifier, camera_items
+from server.notify import HEARTBEAT_S, Notifier, camera_items
 from server.schemas import (
     AuditPage,
     CameraItems,
@@ -435,12 +438,34 @@ async def get_stream(
     ] = None,
 ) -> StreamingResponse:
     """Server-sent events: `incident` on every create or change, `camera` on camera status
-    changes, a comment heartbeat every 15 s."""
+    changes, a comment heartbeat every 15 s. The stream ends once its token no longer stands
+    for the same user, role and sites (checked every `stream_recheck_s`)."""
     del token  # read by the dependency
+    settings: ServerSettings = request.app.state.settings
+    recheck_s = settings.stream_recheck_s
+    factory = request.app.state.session_factory
+    next_check = time.monotonic() + recheck_s
+
+    def valid() -> bool:
+        with factory() as session:
+            return still_valid(session, principal)
+
+    async def gone() -> bool:
+        nonlocal next_check
+        if await request.is_disconnected():
+            return True
+        if time.monotonic() < next_check:
+            return False
+        next_check = time.monotonic() + recheck_s
+        if await run_in_threadpool(valid):
+            return False
+        log.info("ending the live stream of %s: its token no longer holds", principal.name)
+        return True
+
     hub = _notifier(request).hub
     subscriber = hub.subscribe(principal.sites)
     return StreamingResponse(
-        hub.frames(subscriber, request.is_disconnected),
+        hub.frames(subscriber, gone, heartbeat_s=min(HEARTBEAT_S, recheck_s)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -488,7 +513,8 @@ def get_stats(
 async def put_plan(
     site_id: SiteId, principal: Admin, request: Request, session: SessionDep
 ) -> Response:
-    """Upload the site plan image (admin; PNG or JPEG body)."""
+    """Upload the site plan image (admin of that site; PNG or JPEG body)."""
+    _check_site(principal, site_id)
     settings: ServerSettings = request.app.state.settings
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     data = bytearray()
@@ -539,7 +565,8 @@ def put_plan_position(
     request: Request,
     session: SessionDep,
 ) -> PlanPosition:
-    """Place a camera on its site plan (normalised x, y)."""
+    """Place a camera on its site plan (normalised x, y; admin of that site)."""
+    _check_site(principal, site_id)
     row = session.get(CameraPositionRow, (site_id, camera_id))
     if row is None:
         row = CameraPositionRow(site_id=site_id, camera_id=camera_id)
@@ -608,11 +635,11 @@ def post_silence(
 
 @silences.get("")
 def get_silences(principal: Viewer, session: SessionDep, expired: bool = False) -> SilenceList:
-    """Active and future silences (with `expired=true`, past ones too)."""
+    """Active and future silences (with `expired=true`, past and ended ones too)."""
     now = _now()
     query = select(SilenceRow).order_by(SilenceRow.starts_at.desc(), SilenceRow.id.desc())
-    if not expired:
-        query = query.where(SilenceRow.ends_at > now)
+    if not expired:  # a future window ended before it began is empty: it is past
+        query = query.where(SilenceRow.ends_at > now, SilenceRow.ends_at > SilenceRow.starts_at)
     rows = [
         row
         for row in session.scalars(query)
@@ -628,14 +655,16 @@ def delete_silence(
     request: Request,
     session: SessionDep,
 ) -> Response:
-    """End a silence now (removes it)."""
+    """End a silence now; it stays on record (who set it, when it ended: `?expired=true`)."""
     row = session.get(SilenceRow, silence_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no silence {silence_id}")
     if principal.sites is not None and (row.site_id is None or row.site_id not in principal.sites):
         raise _forbidden("that silence is outside your sites")
-    session.execute(delete(SilenceRow).where(SilenceRow.id == silence_id))
-    _audit(session, request, principal, "delete_silence", f"silence {silence_id}")
+    now = _now()
+    if row.ends_at > now:
+        row.ends_at = max(row.starts_at, now)  # a future window becomes an empty one
+    _audit(session, request, principal, "end_silence", f"silence {silence_id}")
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -654,8 +683,9 @@ def get_audit(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> AuditPage:
-    """The audit log, newest first (admin)."""
-    del principal
+    """The audit log, newest first (admin of every site: it spans them all)."""
+    if principal.sites is not None:
+        raise _forbidden("the audit log spans every site: it needs an admin of every site")
     items, total = audit.list_entries(
         session, actor=actor, action=action, limit=limit, offset=offset
     )
@@ -668,14 +698,13 @@ def get_dead_letters(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> DeadLetterList:
-    """Webhook deliveries that failed every attempt (admin), newest first."""
-    del principal
-    rows = session.scalars(
-        select(WebhookDeliveryRow)
-        .where(WebhookDeliveryRow.status == "dead")
-        .order_by(WebhookDeliveryRow.id.desc())
-        .limit(limit)
-    )
+    """Webhook deliveries that failed every attempt (admin; of their sites), newest first."""
+    query = select(WebhookDeliveryRow).where(WebhookDeliveryRow.status == "dead")
+    if principal.sites is not None:
+        query = query.join(IncidentRow, IncidentRow.id == WebhookDeliveryRow.incident_id).where(
+            IncidentRow.site_id.in_(sorted(principal.sites))
+        )
+    rows = session.scalars(query.order_by(WebhookDeliveryRow.id.desc()).limit(limit))
     return DeadLetterList(
         items=[
             DeadLetter(

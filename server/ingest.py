@@ -50,6 +50,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc_representable(moment: datetime) -> bool:
+    """Whether an aware time can be stored (as UTC): 9999-12-31T23:00-10:00 cannot."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
 def is_transient(error: DBAPIError) -> bool:
     """A failure that succeeds when the transaction is simply run again."""
     if error.connection_invalidated:

@@ -51,6 +51,7 @@ from pydantic import ValidationError
 
 from common.events import TOPIC_PREFIX, AckMessage, Event, StatusMessage, ack_topic, parse_topic
 from common.logs import paho_logger
+from server.ingest import utc_representable
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ def validate_event(
         event = Event.model_validate_json(text)
     except ValidationError as error:
         return Rejected(_json_or(error, "invalid_event"), _describe(error))
+    if not utc_representable(event.observed_at):
+        return Rejected("invalid_event", "observed_at is out of range once in UTC")
     if event.site_id != site_id:
         return Rejected(
             "site_mismatch", f"topic site {site_id!r} but payload site {event.site_id!r}"

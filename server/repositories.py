@@ -120,6 +120,8 @@ class EventRepository:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if filters.sites is not None:
+            query = query.where(EventRow.site_id.in_(sorted(filters.sites)))
         return query
 
     def list_newest(

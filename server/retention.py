@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from server.db.models import EvidenceRow, IncidentEvidenceRow, IncidentRow
@@ -42,29 +42,39 @@ def expired(
 def sweep_evidence(
     session: Session, media_dir: Path, policy: RetentionPolicy, now: datetime, *, batch: int = 500
 ) -> int:
-    """Delete expired evidence files and their records (committed); how many were deleted."""
+    """Delete expired evidence files and their records (committed); how many were deleted.
+
+    Candidates are read `batch` at a time, oldest first, until none are left: files kept
+    (on hold, or of a type kept longer) never stop the sweep from reaching later ones.
+    """
     oldest_kept = now - timedelta(days=min([policy.default_days, *policy.days_by_type.values()]))
-    candidates = session.scalars(
-        select(EvidenceRow)
-        .where(EvidenceRow.created_at <= oldest_kept)
-        .order_by(EvidenceRow.created_at)
-        .limit(batch)
-    ).all()
     deleted = 0
-    for row in candidates:
-        links = session.execute(
-            select(IncidentRow.type, IncidentRow.legal_hold)
-            .join(IncidentEvidenceRow, IncidentEvidenceRow.incident_id == IncidentRow.id)
-            .where(IncidentEvidenceRow.sha256 == row.sha256)
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(EvidenceRow).where(EvidenceRow.created_at <= oldest_kept)
+        if after is not None:
+            query = query.where(tuple_(EvidenceRow.created_at, EvidenceRow.sha256) > after)
+        candidates = session.scalars(
+            query.order_by(EvidenceRow.created_at, EvidenceRow.sha256).limit(batch)
         ).all()
-        types = {str(kind) for kind, _ in links}
-        held = any(bool(hold) for _, hold in links)
-        if not expired(row.created_at, types, held, policy, now):
-            continue
-        (media_dir / row.path).unlink(missing_ok=True)
-        session.execute(delete(EvidenceRow).where(EvidenceRow.sha256 == row.sha256))
-        deleted += 1
-    session.commit()
+        if candidates:  # read before the commit expires (or the delete removes) the row
+            after = (candidates[-1].created_at, candidates[-1].sha256)
+        for row in candidates:
+            links = session.execute(
+                select(IncidentRow.type, IncidentRow.legal_hold)
+                .join(IncidentEvidenceRow, IncidentEvidenceRow.incident_id == IncidentRow.id)
+                .where(IncidentEvidenceRow.sha256 == row.sha256)
+            ).all()
+            types = {str(kind) for kind, _ in links}
+            held = any(bool(hold) for _, hold in links)
+            if not expired(row.created_at, types, held, policy, now):
+                continue
+            (media_dir / row.path).unlink(missing_ok=True)
+            session.execute(delete(EvidenceRow).where(EvidenceRow.sha256 == row.sha256))
+            deleted += 1
+        session.commit()
+        if len(candidates) < batch:
+            break
     if deleted:
         log.info("retention: deleted %d evidence file(s)", deleted)
     return deleted

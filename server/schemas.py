@@ -7,10 +7,10 @@ The event message itself is `common.events.Event` (contract section 3); these mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from common.events import Event, EventState, EventType, format_rfc3339
 
@@ -27,6 +27,7 @@ class EventFilter:
     camera_id: str | None = None
     type: EventType | None = None
     state: EventState | None = None
+    sites: frozenset[str] | None = None  # the caller's sites; None: every site
 
 
 class EventPage(ApiModel):
@@ -245,14 +246,24 @@ class Stats(ApiModel):
     false_alarm_rate: list[FalseAlarmRate]
 
 
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
 class SilenceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     site_id: str | None = Field(default=None, min_length=1, max_length=63)
     camera_id: str | None = Field(default=None, min_length=1, max_length=63)
     rule_id: str | None = Field(default=None, min_length=1, max_length=63)
     type: EventType | None = None
-    starts_at: AwareDatetime | None = Field(default=None, description="Default: now")
-    ends_at: AwareDatetime
+    starts_at: UtcDatetime | None = Field(default=None, description="Default: now")
+    ends_at: UtcDatetime
     comment: str = Field(default="", max_length=1000)
 
 

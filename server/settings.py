@@ -82,6 +82,13 @@ class ServerSettings(BaseModel):
         default=None, description="Dispatch rules, deadlines and webhooks (YAML)"
     )
     session_ttl_s: float = Field(default=12 * 3600.0, gt=0, description="Login session lifetime")
+    stream_recheck_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often an open live stream re-checks its token (revoked, expired, "
+        "user disabled or re-scoped: the stream ends)",
+    )
     login_max_failures_per_user: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=20, ge=1)
     login_window_s: float = Field(default=900.0, gt=0, description="Failed logins count this long")

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.events import Event
-from server.db.models import EventRow, IncidentRow, IncidentSituationRow, TransitionRow
+from server.db.models import (
+    EventRow,
+    EvidenceRow,
+    IncidentRow,
+    IncidentSituationRow,
+    TransitionRow,
+)
 from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import parse_dispatch_config
 from server.incidents import (
@@ -32,6 +38,8 @@ from server.incidents import (
 )
 from server.ingest import IngestService
 from server.repositories import EventRepository, event_to_row
+from server.retention import RetentionPolicy, sweep_evidence
+from server.schemas import EventFilter
 from server.workflow import TransitionNotAllowed
 from tests.support.databases import fresh_postgres_url
 
@@ -266,6 +274,64 @@ def test_actions_and_escalation_record_transitions(sessions: sessionmaker[Sessio
     assert rows[first].status == "filed" and rows[first].acked_at == T0 + timedelta(seconds=5)
     assert rows[second].assignee == "community" and rows[second].escalation_level == 1
     assert list(history) == ["report", "escalate"]
+
+
+def test_the_events_list_keeps_to_the_callers_sites(sessions: sessionmaker[Session]) -> None:
+    service = IngestService(sessions, clock=lambda: T0)
+    service.ingest(make_event("n", site_id="north-park"), source="http")
+    service.ingest(make_event("s", site_id="south-park"), source="http")
+
+    with sessions() as session:
+        events = EventRepository(session)
+        mine, total = events.list_newest(
+            EventFilter(sites=frozenset({"north-park"})), limit=10, offset=0
+        )
+        _, every = events.list_newest(EventFilter(), limit=10, offset=0)
+
+    assert [event.event_id for event in mine] == ["n"]
+    assert (total, every) == (1, 2)
+
+
+def test_retention_sweeps_past_files_it_keeps(sessions: sessionmaker[Session]) -> None:
+    """The oldest files are kept (a type kept longer, a hold): the sweep still reaches the
+    expired ones behind them, however many are kept."""
+    kept = [f"{index:064x}" for index in range(1, 4)]
+    due = [f"{index:064x}" for index in range(11, 13)]
+    service = IngestService(sessions, clock=lambda: T0)
+    for event_id, event_type, shas in (("old", "falling_object", kept), ("new", "fire_lane", due)):
+        evidence = [
+            {"kind": "snapshot", "sha256": sha, "content_type": "image/jpeg", "url": f"{sha}.jpg"}
+            for sha in shas
+        ]
+        service.ingest(
+            make_event(event_id, type=event_type, zone_id=event_id, evidence=evidence),
+            source="http",
+        )
+    with sessions() as session:
+        session.execute(delete(EvidenceRow))
+        for age_days, shas in ((100, kept), (50, due)):
+            for sha in shas:
+                session.add(
+                    EvidenceRow(
+                        sha256=sha,
+                        content_type="image/jpeg",
+                        size=1,
+                        path=f"{sha[:2]}/{sha[2:4]}/{sha}",
+                        created_at=T0 - timedelta(days=age_days),
+                    )
+                )
+        session.commit()
+    policy = RetentionPolicy({"falling_object": 180.0, "fire_lane": 30.0}, default_days=30.0)
+
+    with sessions() as session:
+        deleted = sweep_evidence(session, Path("/nonexistent-media"), policy, T0, batch=2)
+    with sessions() as session:
+        left = set(session.scalars(select(EvidenceRow.sha256)))
+        session.execute(delete(EvidenceRow))
+        session.commit()
+
+    assert deleted == 2
+    assert left == set(kept)
 
 
 def test_a_fresh_database_migrates_to_the_newest_revision(tmp_path: Path) -> None:

@@ -114,6 +114,8 @@ def test_empty_payload_is_rejected() -> None:
         {"seq": -1},
         {"bbox": [0.5, 0.5, 0.1, 0.9]},
         {"observed_at": "2026-11-23T02:12:35"},  # no time zone
+        {"observed_at": "9999-12-31T23:59:59-10:00"},  # past year 9999 once in UTC
+        {"observed_at": "0001-01-01T00:00:00+10:00"},  # before year 1 once in UTC
         {"schema": "zhizhi.event/2"},
         {"event_id": ""},
     ],
