@@ -29,6 +29,9 @@ BUSY_RATE = 0.02  # the activity map's update weight per frame (time constant ~2
 BACKGROUND_EVERY = 4  # frames between background updates
 BACKGROUND_RATE = 0.15  # weight of the frame in each background update (~1 s at 25 fps)
 MEAN_ABS_TO_SIGMA = 1.0 / 1.128  # mean |difference| of Gaussian noise is 1.128 sigma
+# `max_specks` is per this many analysed pixels (a 1280x720 zone); a larger zone allows
+# proportionally more, as sensor noise and rain give specks in proportion to the area
+SPECKS_AREA_PX = 1280 * 720
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class SpeckFinder:
         self._size: tuple[int, int] | None = None
         self._crop = (0, 0, 0, 0)
         self._mask: Gray = np.zeros((1, 1), np.uint8)
+        self._max_specks = float(self.params.max_specks)
         self._previous: list[Gray] = []
         self._background: Gray | None = None
         self._noise: npt.NDArray[Any] | None = None
@@ -91,8 +95,12 @@ class SpeckFinder:
     def _setup(self, width: int, height: int) -> None:
         xs = [p[0] * width for p in self._zone]
         ys = [p[1] * height for p in self._zone]
-        x1, y1 = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
-        x2, y2 = min(width, math.ceil(max(xs))), min(height, math.ceil(max(ys)))
+        # a zone partly (or wholly) outside the picture, or thinner than a pixel, is clamped
+        # to at least one pixel of it (nothing is found there, nothing breaks)
+        x1 = min(width - 1, max(0, math.floor(min(xs))))
+        y1 = min(height - 1, max(0, math.floor(min(ys))))
+        x2 = max(x1 + 1, min(width, math.ceil(max(xs))))
+        y2 = max(y1 + 1, min(height, math.ceil(max(ys))))
         self._crop = (x1, y1, x2, y2)
         self._size = (width, height)
         scale = self.params.scale
@@ -108,12 +116,18 @@ class SpeckFinder:
         for area in self._ignore:
             cv2.fillPoly(mask, [to_crop(area)], (0,))
         self._mask = mask
+        self._max_specks = self.params.max_specks * max(1.0, cw * ch / SPECKS_AREA_PX)
         self._previous = []
         self._background = None
         self._noise = None
         self._threshold = None
         self._activity = None
         self._quiet = None
+
+    def restart(self) -> None:
+        """Forget the frames seen so far (the stream was interrupted): the next two frames
+        are references again. The background, noise and activity maps are kept."""
+        self._previous = []
 
     @property
     def crop(self) -> tuple[int, int, int, int]:
@@ -191,18 +205,26 @@ class SpeckFinder:
         # join the fragments of one object (a thin stick, a blurred streak) before counting
         joined = cv2.dilate(binary, np.ones((3, 3), np.uint8))
         count, _, stats, centroids = cv2.connectedComponentsWithStats(joined, connectivity=8)
-        if count - 1 > self.params.max_specks:
+        # one pixel (3x3 once dilated) is sensor noise, unless it stands out twice the
+        # threshold; only what is left counts towards `max_specks`
+        kept = np.ones(count, bool)
+        kept[0] = False
+        single = np.flatnonzero(
+            (stats[:, cv2.CC_STAT_AREA] == 9) & (stats[:, cv2.CC_STAT_WIDTH] == 3)
+        )
+        if len(single):
+            xs = stats[single, cv2.CC_STAT_LEFT] + 1
+            ys = stats[single, cv2.CC_STAT_TOP] + 1
+            faint = moved[ys, xs].astype(np.int32) <= 2 * threshold[ys, xs].astype(np.int32)
+            kept[single[faint]] = False
+        if int(kept.sum()) > self._max_specks:
             return SpeckFrame((), skipped=True)
         scale = self.params.scale
         x0, y0 = self._crop[0], self._crop[1]
         area_scale = 1.0 / (scale * scale)
         specks = []
-        for index in range(1, count):
+        for index in np.flatnonzero(kept).tolist():
             left, top, w, h, pixels = (int(v) for v in stats[index])
-            if pixels == 9 and w == 3:  # one pixel: sensor noise, unless it stands out twice
-                x, y = left + 1, top + 1
-                if int(moved[y, x]) <= 2 * int(threshold[y, x]):
-                    continue
             area = pixels * area_scale  # with the one-pixel ring the dilation added
             if area > self.params.max_speck_px:
                 continue

@@ -6,7 +6,10 @@ and a slow light drift; by day it is light concrete, at night dark with some win
 `release_s` a tiny object (a few pixels: a cigarette box, a bottle cap seen from far) leaves
 a window of `release_floor` and falls freely (gravity scaled from the storey height), drawn
 with its motion blur. Distractors, each optional: a bird flying across (bobbing, climbing), leaves
-fluttering down, rain, a window light switched on and a person moving behind a window.
+fluttering down, rain, a window light switched on and a person moving behind a window, an
+insect flying close to the lens (a large, soft blob darting up and down), lamps flickering with
+the mains (sampled by the camera, a 100 or 120 Hz flicker beats at a few hertz) and a car's
+headlights sweeping across the lower floors at night.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class FacadeScene:
     leaves: bool = False
     rain: bool = False
     window_lights: bool = False
+    insect: bool = False
+    flicker_hz: float | None = None  # lamps flickering at this rate (twice the mains frequency)
+    headlights: bool = False
     seed: int = 3
 
     @property
@@ -173,6 +179,12 @@ def frames(scene: FacadeScene) -> Iterator[Frame]:
                 cv2.line(image, (int(x), int(y)), (int(x - 3), int(y + 14)), (215.0,), 1)
         if scene.window_lights:
             _window_lights(image, scene, t)
+        if scene.insect:
+            _insect(image, scene, t)
+        if scene.flicker_hz is not None:
+            _flicker(image, scene, t, scene.flicker_hz)
+        if scene.headlights:
+            _headlights(image, scene, t)
         gray = np.clip(image, 0, 255).astype(np.uint8)
         bgr: npt.NDArray[np.uint8] = np.ascontiguousarray(np.dstack([gray, gray, gray]))
         yield Frame(bgr, t, index, 1.7e9 + t)
@@ -188,3 +200,55 @@ def _window_lights(image: npt.NDArray[np.float32], scene: FacadeScene, t: float)
     x1 = int(0.68 * w)
     px = x1 + (0.5 + 0.45 * math.sin(2 * math.pi * t / 3.0)) * 0.09 * w
     cv2.rectangle(image, (int(px) - 3, int(top) + 4), (int(px) + 3, int(bottom)), (20.0,), -1)
+
+
+def _insect(image: npt.NDArray[np.float32], scene: FacadeScene, t: float) -> None:
+    """A fly close to the lens: out of focus (a soft blob a tenth of the width), darting
+    down and up and sideways several times a second."""
+    w, h = scene.width, scene.height
+    x = w * (0.5 + 0.3 * math.sin(2 * math.pi * 0.7 * t) + 0.05 * math.sin(2 * math.pi * 3.1 * t))
+    y = h * (0.45 + 0.25 * math.sin(2 * math.pi * 0.9 * t + 1.0) + 0.04 * math.sin(11.0 * t))
+    image -= 60.0 * _soft_ellipse(image.shape, (x, y), (0.05 * w, 0.05 * w), 0.025 * w)
+
+
+def _flicker(image: npt.NDArray[np.float32], scene: FacadeScene, t: float, hz: float) -> None:
+    """Two lamps (a lit window and a wall lamp with its halo) whose light follows the mains:
+    each frame catches the flicker at another phase."""
+    w = scene.width
+    level = abs(math.sin(math.pi * hz * t))  # |sin| of the mains: `hz` light pulses a second
+    top, bottom = scene.slab_y(5) + 0.25 * scene.storey_px, scene.slab_y(4) - 0.15 * scene.storey_px
+    x1 = int(0.23 * w)
+    cv2.rectangle(image, (x1, int(top)), (x1 + int(0.09 * w), int(bottom)), (150 + 90 * level,), -1)
+    centre = (int(0.85 * w), int(scene.slab_y(3)))
+    radius = 0.4 * scene.storey_px
+    halo = _soft_ellipse(image.shape, centre, (radius, radius), 0.2 * scene.storey_px)
+    image += (40.0 + 60.0 * level) * halo
+    cv2.circle(image, centre, 2, (90.0 + 160.0 * level,), -1)  # the bulb itself
+
+
+def _headlights(image: npt.NDArray[np.float32], scene: FacadeScene, t: float) -> None:
+    """A car turning in the yard at night: its beams sweep across the lower floors every
+    3 s, a wide, bright and soft patch."""
+    w, h = scene.width, scene.height
+    phase = (t % 3.0) / 3.0
+    x = w * (-0.3 + 1.6 * phase)
+    y = scene.slab_y(2) + 0.3 * scene.storey_px * math.sin(2 * math.pi * phase)
+    axes = (0.25 * w, 1.2 * scene.storey_px)
+    image += 120.0 * _soft_ellipse(image.shape, (x, y), axes, 0.08 * w)
+    del h
+
+
+def _soft_ellipse(
+    shape: tuple[int, ...], centre: tuple[float, float], axes: tuple[float, float], soft: float
+) -> npt.NDArray[np.float32]:
+    """An ellipse blurred by `soft` pixels, peak 1 (drawn at an eighth of the size: fast)."""
+    h, w = shape[:2]
+    small = np.zeros((max(1, h // 8), max(1, w // 8)), np.float32)
+    cx, cy = round(centre[0] / 8), round(centre[1] / 8)
+    ax = (max(1, round(axes[0] / 8)), max(1, round(axes[1] / 8)))
+    cv2.ellipse(small, (cx, cy), ax, 0.0, 0.0, 360.0, (1.0,), -1, cv2.LINE_AA)
+    small = np.asarray(cv2.GaussianBlur(small, (0, 0), max(0.5, soft / 8)), np.float32)
+    peak = float(small.max())
+    if peak <= 0:
+        return np.zeros((h, w), np.float32)
+    return np.asarray(cv2.resize(small / peak, (w, h), interpolation=cv2.INTER_LINEAR))

@@ -166,18 +166,23 @@ def head_box(
         aspect: the frame's width / height, so that the square is square in pixels.
         min_visibility: keypoints seen with less confidence are ignored.
 
+    A keypoint with a non-finite coordinate counts as not seen; a person box that is not
+    finite gives None.
+
     Example: on a square frame, a person box (0.4, 0.15, 0.6, 0.9) with eyes at (0.48, 0.20)
     and (0.52, 0.20), nose at (0.50, 0.23) and shoulders at (0.42, 0.32) and (0.58, 0.32)
     gives about (0.411, 0.121, 0.589, 0.299): a head 0.099 wide (head to shoulders 0.11).
     """
     x1, y1, x2, y2 = person_box
-    if x2 <= x1 or y2 <= y1:
+    if not all(math.isfinite(v) for v in person_box) or x2 <= x1 or y2 <= y1:
         return None
     points = np.asarray(keypoints, np.float64).reshape(-1, 3)
     if len(points) <= max(SHOULDER_KEYPOINTS):
         return top_of_person(person_box, aspect)
     scaled = points[:, :2] * np.array([aspect, 1.0])  # isotropic units: frame heights
-    seen = points[:, 2] >= min_visibility
+    # a keypoint the model answered NaN or infinity for is not seen (the head is then placed
+    # by the others, or by the top of the box)
+    seen = (points[:, 2] >= min_visibility) & np.isfinite(points).all(axis=1)
     head = scaled[list(HEAD_KEYPOINTS)][seen[list(HEAD_KEYPOINTS)]]
     if len(head) == 0:
         return top_of_person(person_box, aspect)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,12 @@ MAX_ACCEL_G = 2.0  # with floors: faster than this is not a fall (perspective ad
 # about 3.3 frame heights/s²; more than this is clutter linked by chance, not a fall
 MAX_ACCEL_FRAME_HEIGHTS = 5.0
 ISOLATION = 0.03  # frame heights: another speck this close makes a sighting not isolated
+# `min_fall_px` is in pixels of a picture this many rows high, or fewer: a taller picture
+# (1440p, 4K) shows everything larger, so the least fall grows with it
+REFERENCE_ROWS = 1080
+INTERVAL_STEPS = 15  # the frame interval is the median of this many recent pts steps
+MAX_INTERVAL_S = 0.5  # a step longer than this is a gap in the stream, not its frame rate
+RESTART_GAP_S = 2.0  # frames this far apart: the stream was interrupted (a reconnect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,20 +188,22 @@ def judge(
     params: FallParams,
     frame_interval_s: float,
     accel_range: tuple[float, float] | None = None,
+    earliest_s: float = -math.inf,
 ) -> Verdict:
     """Is this track a fall? `accel_range` (px/s²) overrides the params' (gravity from the
-    floors); `frame_interval_s` is the stream's time between frames. A track whose first
-    sightings stray from the path (it started on some other speck) is judged without them.
+    floors); `frame_interval_s` is the stream's time between frames; the release is never put
+    before `earliest_s` (the stream's first frame). A track whose first sightings stray from
+    the path (it started on some other speck) is judged without them.
 
     Example:
         >>> judge([Sighting(t / 25, 300, 100 + 400 * (t / 25) ** 2) for t in range(20)],
         ...       FallParams(), 1 / 25).reason
         ''
     """
-    verdict = _judge(points, params, frame_interval_s, accel_range)
+    verdict = _judge(points, params, frame_interval_s, accel_range, earliest_s)
     if verdict.fall is None and verdict.reason.startswith("erratic"):
         for skip in range(1, len(points) // 3 + 1):
-            trimmed = _judge(points[skip:], params, frame_interval_s, accel_range)
+            trimmed = _judge(points[skip:], params, frame_interval_s, accel_range, earliest_s)
             if trimmed.fall is not None:
                 return trimmed
     return verdict
@@ -204,6 +214,7 @@ def _judge(
     params: FallParams,
     frame_interval_s: float,
     accel_range: tuple[float, float] | None,
+    earliest_s: float = -math.inf,
 ) -> Verdict:
     if len(points) < params.min_points:
         return Verdict(None, f"seen on {len(points)} frames, fewer than {params.min_points}")
@@ -250,7 +261,7 @@ def _judge(
     if after and climbs > params.max_climb_share * len(after):
         return Verdict(None, "climbs while coming down (a bird, an insect)")
     first = points[0].t
-    release = min(first, max(apex, first - params.max_extrapolation_s))
+    release = min(first, max(apex, first - params.max_extrapolation_s, earliest_s))
     origin_y = min(top, fit.y_at(release))
     origin = (fit.x_at(release), origin_y)
     drop = points[-1].y - origin_y
@@ -332,10 +343,12 @@ class SpeckLinker:
         only on the next frame or the one after (what appears once and again later in
         another place is two things)."""
         first_link_s = 2.5 * frame_interval_s
+        # at a low frame rate one missed frame is already a long gap
+        max_gap_s = max(self.max_gap_s, first_link_s)
         ended = [
             track
             for track in self.tracks
-            if t - track.last.t > (self.max_gap_s if len(track.sightings) > 1 else first_link_s)
+            if t - track.last.t > (max_gap_s if len(track.sightings) > 1 else first_link_s)
             or track.last.t - track.sightings[0].t > MAX_TRACK_S
         ]
         if ended:
@@ -516,9 +529,12 @@ class FallingObjectRule:
         )
         self.grouper = IncidentGrouper(config.group_s)
         self.skipped_frames = 0
+        self._base_params = self.params
         self._linker: SpeckLinker | None = None
         self._size = (1, 1)
+        self._first_pts = 0.0
         self._last_pts: float | None = None
+        self._steps: deque[float] = deque(maxlen=INTERVAL_STEPS)
         self._interval = 1.0 / 25  # the stream's frame interval, followed as frames come
 
     @classmethod
@@ -534,18 +550,29 @@ class FallingObjectRule:
 
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
         width, height = frame.size_wh
-        if self._linker is None or self._size != (width, height):
+        outputs: list[RuleOutput] = []
+        if self._last_pts is not None and (
+            frame.pts_s < self._last_pts - 1e-3 or self._size != (width, height)
+        ):
+            outputs.extend(self._restart())
+        if self._linker is None:
             self._size = (width, height)
+            self._first_pts = frame.pts_s
             self._linker = SpeckLinker(self.config.max_gap_s, self.config.max_speed * height)
+            least = self._base_params.min_fall_px * max(1.0, height / REFERENCE_ROWS)
+            self.params = replace(self._base_params, min_fall_px=least)
         if self._last_pts is not None and frame.pts_s > self._last_pts:
-            step = min(0.5, frame.pts_s - self._last_pts)
-            self._interval += 0.1 * (step - self._interval)
+            step = frame.pts_s - self._last_pts
+            if step > RESTART_GAP_S:
+                self.finder.restart()  # the frames before the gap are no reference
+            if step <= MAX_INTERVAL_S:
+                self._steps.append(step)
+                self._interval = statistics.median(self._steps)
         self._last_pts = frame.pts_s
         found = self.finder.find(frame.image)
         self.skipped_frames += int(found.skipped)
         sightings = _sightings(frame.pts_s, found.specks, ISOLATION * height)
         ended = self._linker.update(frame.pts_s, sightings, self._interval)
-        outputs: list[RuleOutput] = []
         for track in ended:
             if not track.confirmed:
                 outputs.extend(self._consider(track, frame.pts_s))
@@ -562,7 +589,28 @@ class FallingObjectRule:
 
     def judge_track(self, points: Sequence[Sighting]) -> Verdict:
         """`judge` with this camera's acceleration threshold (from the floors if marked)."""
-        return judge(points, self.params, self._interval, self._accel_range(points))
+        accel = self._accel_range(points)
+        return judge(points, self.params, self._interval, accel, self._first_pts)
+
+    def _restart(self) -> list[RuleOutput]:
+        """The stream broke: its time went back (a replay looped, a camera restarted) or its
+        picture changed size. The tracks in flight are judged as they were last seen, the
+        open incident is closed at the last frame before the break, and everything starts
+        again on the next frame (the speck finder sets itself up for a new size)."""
+        assert self._linker is not None and self._last_pts is not None  # noqa: S101
+        now = self._last_pts
+        outputs: list[RuleOutput] = []
+        for track in self._linker.tracks:
+            if not track.confirmed:
+                outputs.extend(self._consider(track, now))
+        if self.grouper.open is not None:
+            closed, self.grouper.open = self.grouper.open, None
+            outputs.append(self._output("end", closed, now))
+        self.finder.restart()
+        self._linker = None
+        self._last_pts = None
+        self._steps.clear()
+        return outputs
 
     def _consider(self, track: Track, now_s: float) -> list[RuleOutput]:
         if track.bottom - track.top < self.params.min_fall_px:

@@ -17,6 +17,7 @@ the monitor. docs/person-fall.md explains every parameter and how to tune it.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -37,8 +38,11 @@ from edge.rules.geometry import bottom_center, box_from_crop, point_in_polygon, 
 from edge.track import ObjectTracker, TrackerParams
 from edge.types import Box, Detection, Frame, box_iou
 
+logger = logging.getLogger(__name__)
+
 Image = npt.NDArray[np.uint8]
 Keypoints = npt.NDArray[np.float32]
+KEYPOINTS_SHAPE = (17, 3)  # COCO keypoints: x, y, visibility
 
 HEAD = (0, 1, 2, 3, 4)  # COCO: nose, eyes, ears
 SHOULDERS = (5, 6)
@@ -325,6 +329,19 @@ class FallMonitor:
         """Somebody is being watched after a drop (the adapter keeps the model running)."""
         return bool(self._fallen)
 
+    def restart(self, last_s: float) -> list[RuleOutput]:
+        """The stream broke (its time went back): every alerted situation ends at `last_s`,
+        the last time seen before the break (`end_reason` "stream_restarted"), and everything
+        else is forgotten; the people seen after the break are new."""
+        outputs = []
+        for fallen in list(self._fallen):
+            if fallen.alerted:
+                outputs.extend(self._end(fallen, last_s, "stream_restarted"))
+        self._fallen.clear()
+        self._history.clear()
+        self._last_seen.clear()
+        return outputs
+
     def step(self, now: float, people: Sequence[PersonPose]) -> list[RuleOutput]:
         bodies = self._measure(now, people)
         outputs: list[RuleOutput] = []
@@ -536,16 +553,17 @@ class PersonFallRule:
         polygon = [(float(x), float(y)) for x, y in zone.polygon]
         self._zone_bounds = polygon_bounds(polygon)
         self._monitor = FallMonitor(config.id, zone.id, polygon, FallParams.from_config(config))
-        self._tracker = ObjectTracker(
-            TrackerParams(hit_counter_max=max(2, round(config.analysis_fps / 2)))
-        )
+        self._tracker_hits = max(2, round(config.analysis_fps / 2))
+        self._tracker = ObjectTracker(TrackerParams(hit_counter_max=self._tracker_hits))
         self._interval = 1.0 / config.analysis_fps
         self._next_analysis = float("-inf")
         self._last_model_run = float("-inf")
         self._tracked: list[Box] = []
         self._previous: Image | None = None
+        self._last_pts: float | None = None
         self.model_runs = 0
         self.analysed = 0
+        self.model_errors = 0
 
     @classmethod
     def from_config(
@@ -561,22 +579,47 @@ class PersonFallRule:
         return self._model
 
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
+        outputs: list[RuleOutput] = []
+        if self._last_pts is not None and frame.pts_s < self._last_pts - 1e-3:
+            outputs.extend(self._restart(self._last_pts))
+        self._last_pts = frame.pts_s
         if frame.pts_s < self._next_analysis - 1e-6:
-            return []
+            return outputs
         # analysis slots every `_interval` of stream time; after a gap, restart from this frame
         self._next_analysis += self._interval
         if self._next_analysis <= frame.pts_s:
             self._next_analysis = frame.pts_s + self._interval
         self.analysed += 1
-        height, width = frame.image.shape[:2]
+        image = frame.image
+        if image.ndim == 2:  # a grey stream: the model and the motion gate take BGR
+            image = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
+        height, width = image.shape[:2]
         self._monitor.aspect = width / height
         crop = self._region()
         people: list[PersonPose] = []
-        if self._should_run(frame, crop):
-            people = self._track(self._detect(frame.image, crop), frame.pts_s)
+        if self._should_run(image, frame.pts_s, crop):
+            try:
+                found = self._detect(image, crop)
+            except Exception:  # onnxruntime raises its own untyped errors
+                # one failed inference must not end the camera's analysis: this frame is
+                # not looked at (not "nobody there", which would end a lying person's watch)
+                self.model_errors += 1
+                logger.exception("rule %s: the pose model failed on a frame", self.rule_id)
+                return outputs
+            people = self._track(found, frame.pts_s)
             self._last_model_run = frame.pts_s
             self.model_runs += 1
-        return self._monitor.step(frame.pts_s, people)
+        return outputs + self._monitor.step(frame.pts_s, people)
+
+    def _restart(self, last_s: float) -> list[RuleOutput]:
+        """Stream time went back (a replay looped, a camera restarted without a continuous
+        clock): the watched situations end and the analysis starts again from this frame."""
+        self._tracker = ObjectTracker(TrackerParams(hit_counter_max=self._tracker_hits))
+        self._next_analysis = float("-inf")
+        self._last_model_run = float("-inf")
+        self._tracked = []
+        self._previous = None
+        return self._monitor.restart(last_s)
 
     def _region(self) -> Box:
         """The zone's bounds grown by `roi_margin`, and by the people tracked (a standing
@@ -587,17 +630,17 @@ class PersonFallRule:
         x2, y2 = max(b[2] for b in boxes) + m, max(b[3] for b in boxes) + m
         return (max(0.0, x1), max(0.0, y1), min(1.0, x2), min(1.0, y2))
 
-    def _should_run(self, frame: Frame, crop: Box) -> bool:
+    def _should_run(self, image: Image, now: float, crop: Box) -> bool:
         """The model runs on every analysed frame while someone is watched after a drop, and
         otherwise when the region changed: a still scene is looked at again every
         `TRACKED_RECHECK_S` while people are in it (a fall starts with motion), every
         `recheck_s` when nobody is."""
-        small = _small_gray(frame.image, crop)
+        small = _small_gray(image, crop)
         previous, self._previous = self._previous, small
         if self._monitor.active or self.config.motion_min_changed <= 0:
             return True
         recheck = TRACKED_RECHECK_S if self._tracked else self.config.recheck_s
-        if frame.pts_s - self._last_model_run >= recheck - 1e-6:
+        if now - self._last_model_run >= recheck - 1e-6:
             return True
         if previous is None or previous.shape != small.shape:
             return True
@@ -606,11 +649,14 @@ class PersonFallRule:
 
     def _detect(self, image: Image, crop: Box) -> list[PoseDetection]:
         h, w = image.shape[:2]
-        x1, y1 = int(crop[0] * w), int(crop[1] * h)
-        x2, y2 = math.ceil(crop[2] * w), math.ceil(crop[3] * h)
+        x1, y1, x2, y2 = _pixels(crop, image)
         found = self._estimator.detect_pose(np.ascontiguousarray(image[y1:y2, x1:x2]))
         exact = (x1 / w, y1 / h, x2 / w, y2 / h)
-        return [_uncrop(p, exact) for p in found if p.detection.score >= self.config.min_score]
+        return [
+            _uncrop(p, exact)
+            for p in found
+            if p.detection.score >= self.config.min_score and _sane(p)
+        ]
 
     def _track(self, found: Sequence[PoseDetection], now: float) -> list[PersonPose]:
         by_box = {p.detection.box: p for p in found}
@@ -625,6 +671,20 @@ class PersonFallRule:
         return people
 
 
+def _sane(pose: PoseDetection) -> bool:
+    """A detection the rule can measure: a finite box with a positive size and 17 finite
+    keypoints (a model fed something odd may answer NaN or a degenerate box)."""
+    x1, y1, x2, y2 = pose.detection.box
+    kp = np.asarray(pose.keypoints)
+    return (
+        all(math.isfinite(v) for v in (x1, y1, x2, y2))
+        and x2 > x1
+        and y2 > y1
+        and kp.shape == KEYPOINTS_SHAPE
+        and bool(np.isfinite(kp).all())
+    )
+
+
 def _uncrop(pose: PoseDetection, crop: Box) -> PoseDetection:
     """A pose found in a crop, normalised to the whole frame."""
     d = pose.detection
@@ -635,12 +695,19 @@ def _uncrop(pose: PoseDetection, crop: Box) -> PoseDetection:
     return PoseDetection(Detection(d.label, d.class_id, d.score, box), kp)
 
 
+def _pixels(crop: Box, image: Image) -> tuple[int, int, int, int]:
+    """The normalised region in pixels of `image`, at least one pixel of it (a zone on the
+    picture's edge, or thinner than a pixel, still gives the model something to look at)."""
+    h, w = image.shape[:2]
+    x1, y1 = min(w - 1, max(0, int(crop[0] * w))), min(h - 1, max(0, int(crop[1] * h)))
+    x2, y2 = min(w, math.ceil(crop[2] * w)), min(h, math.ceil(crop[3] * h))
+    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
+
 def _small_gray(image: Image, crop: Box) -> Image:
     """The region, grey and small, for the motion gate."""
-    h, w = image.shape[:2]
-    region = image[
-        int(crop[1] * h) : math.ceil(crop[3] * h), int(crop[0] * w) : math.ceil(crop[2] * w)
-    ]
+    x1, y1, x2, y2 = _pixels(crop, image)
+    region = image[y1:y2, x1:x2]
     scale = MOTION_WIDTH / max(region.shape[1], 1)
     size = (MOTION_WIDTH, max(1, round(region.shape[0] * scale)))
     gray = cv2.cvtColor(cv2.resize(region, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)

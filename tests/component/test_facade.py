@@ -3,6 +3,8 @@ falling-object rule on a facade by day and at night, and on what must not raise 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +15,7 @@ from edge.facade import SpeckFinder, SpeckParams
 from edge.falling_synthetic import FacadeScene, frames
 from edge.rules.base import RuleOutput
 from edge.rules.falling_object import FallingObjectRule
+from edge.types import Frame
 
 WHOLE = [(0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98)]
 SCENE = FacadeScene()  # 480x720, 12 storeys of 52 px; an object leaves floor 10 at 1.5 s
@@ -123,9 +126,166 @@ def test_an_object_thrown_upward_is_found_from_the_top_of_its_path() -> None:
         {"rain": True},
         {"window_lights": True},
         {"night": True, "window_lights": True, "bird": True},
+        {"insect": True},
+        {"flicker_hz": 120.0},
+        {"flicker_hz": 100.0, "fps": 30.0},
+        {"night": True, "headlights": True},
+        {"fps": 10.0, "bird": True, "leaves": True, "insect": True, "window_lights": True},
     ],
-    ids=["bird", "leaves", "rain", "window-lights", "night-lights-bird"],
+    ids=[
+        "bird",
+        "leaves",
+        "rain",
+        "window-lights",
+        "night-lights-bird",
+        "insect-at-the-lens",
+        "60Hz-mains-flicker-at-25fps",
+        "50Hz-mains-flicker-at-30fps",
+        "headlights",
+        "all-at-10fps",
+    ],
 )
-def test_what_is_not_a_fall_raises_no_alert(distractor: dict[str, bool]) -> None:
-    scene = replace(QUIET, **distractor)
+def test_what_is_not_a_fall_raises_no_alert(distractor: dict[str, object]) -> None:
+    scene = replace(QUIET, **distractor)  # type: ignore[arg-type]
     assert run(scene, floors=floors(scene)) == []
+    assert run(scene) == []  # nor without floors (a wider acceleration range)
+
+
+DISTRACTORS = {
+    "insect": {"insect": True},
+    "flicker": {"flicker_hz": 120.0},
+    "headlights": {"night": True, "headlights": True},
+}
+
+
+@pytest.mark.parametrize("name", DISTRACTORS)
+def test_the_distractors_move_on_the_picture_and_the_fall_is_still_found(name: str) -> None:
+    """The no-alert cases above mean something: each distractor gives the speck finder more
+    than the plain facade does, and a throw among them is still found."""
+    scene = replace(SCENE, **DISTRACTORS[name])  # type: ignore[arg-type]
+
+    def specks(of: FacadeScene) -> int:
+        finder = SpeckFinder(WHOLE)
+        return sum(len(finder.find(f.image).specks) for f in frames(replace(of, seconds=3.0)))
+
+    assert specks(replace(scene, release_s=None)) > 1.5 * specks(QUIET)
+    outputs = run(scene, floors=floors(scene))
+    assert [o.state for o in outputs] == ["new", "end"]
+    assert abs(outputs[0].details["origin_floor"] - scene.release_floor) <= 1
+
+
+# other cameras, broken streams ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "camera",
+    [
+        {"fps": 5.0},
+        {"fps": 10.0},
+        {"fps": 50.0},
+        {"width": 960, "height": 1440, "storey_px": 104.0, "object_px": 6.0},
+        {"width": 320, "height": 480, "storey_px": 34.0, "object_px": 2.0},
+    ],
+    ids=["5fps", "10fps", "50fps", "2x-size", "small-picture"],
+)
+def test_a_fall_is_found_at_other_frame_rates_and_sizes(camera: dict[str, float]) -> None:
+    scene = replace(SCENE, **camera)  # type: ignore[arg-type]
+    outputs = run(scene, floors=floors(scene))
+    assert [o.state for o in outputs] == ["new", "end"]
+    assert scene.release_s is not None
+    assert outputs[0].onset_s == pytest.approx(scene.release_s, abs=0.25)
+    assert abs(outputs[0].details["origin_floor"] - scene.release_floor) <= 1
+
+
+def test_a_large_picture_is_not_skipped_for_its_sensor_noise() -> None:
+    """Noise specks grow with the area: `max_specks` allows more on a larger zone (a 4K
+    portrait facade is 9 times the test scene), so the frames are still looked at."""
+    finder = SpeckFinder(WHOLE)
+    scene = replace(QUIET, width=1440, height=2160, storey_px=156.0, seconds=0.6)
+    skipped = [finder.find(f.image).skipped for f in frames(scene)]
+    assert not any(skipped)
+
+
+def test_the_least_fall_grows_with_a_picture_taller_than_1080_rows() -> None:
+    rule = FallingObjectRule(
+        FallingObjectRuleConfig(id="throw", type="falling_object", zone="facade"),
+        ZoneConfig(id="facade", polygon=WHOLE),
+    )
+    for height, least in ((720, 40.0), (1080, 40.0), (2160, 80.0)):
+        rule.on_frame(Frame(np.zeros((height, 64, 3), np.uint8), 0.0, 0, 0.0))
+        assert rule.params.min_fall_px == least
+
+
+def replayed(scene: FacadeScene, change: Callable[[Frame], list[Frame]]) -> list[RuleOutput]:
+    """The rule on the scene's frames, each changed (dropped, doubled, retimed) by `change`."""
+    zone = ZoneConfig(id="facade", polygon=WHOLE)
+    config = FallingObjectRuleConfig(
+        id="throw", type="falling_object", zone="facade", floors=floors(scene)
+    )
+    rule = FallingObjectRule(config, zone)
+    return [o for frame in frames(scene) for f in change(frame) for o in rule.on_frame(f)]
+
+
+def test_duplicated_dropped_and_jittered_frames_do_not_hide_a_fall() -> None:
+    rng = np.random.default_rng(5)
+
+    def messy(frame: Frame) -> list[Frame]:
+        if frame.index % 11 == 5:
+            return []  # dropped
+        jitter = float(rng.uniform(-0.008, 0.008))  # variable frame rate
+        retimed = Frame(frame.image, max(0.0, frame.pts_s + jitter), frame.index, frame.wall_s)
+        return [retimed, retimed] if frame.index % 7 == 3 else [retimed]  # doubled
+
+    outputs = replayed(SCENE, messy)
+    assert [o.state for o in outputs] == ["new", "end"]
+    assert abs(outputs[0].details["origin_floor"] - SCENE.release_floor) <= 1
+
+
+def test_grey_frames_and_a_zone_partly_outside_or_thinner_than_a_pixel() -> None:
+    gray = [f.image[:, :, 0].copy() for f in frames(replace(SCENE, seconds=3.0))]
+    for zone in (
+        [(0.5, -0.5), (1.5, -0.5), (1.5, 1.5), (0.5, 1.5)],  # half of it beyond the picture
+        [(0.5, 0.5), (0.5004, 0.5), (0.5004, 0.5001), (0.5, 0.5001)],  # under a pixel
+        [(1.0, 1.0), (1.0, 1.0), (1.0, 1.0)],  # the corner
+    ):
+        finder = SpeckFinder(zone)
+        for image in gray:
+            finder.find(image)
+        assert finder.crop[2] > finder.crop[0] and finder.crop[3] > finder.crop[1]
+
+
+def test_a_fall_near_the_start_of_the_stream_has_its_onset_in_the_stream() -> None:
+    """The release is extrapolated back from the first sighting, never before the first
+    frame (an event's onset cannot be negative)."""
+    start = 1.7  # the object was let go 0.2 s before the stream began
+
+    def late(frame: Frame) -> list[Frame]:
+        if frame.pts_s < start - 1e-6:
+            return []
+        return [Frame(frame.image, frame.pts_s - start, frame.index, frame.wall_s)]
+
+    first_pts = math.ceil(start * SCENE.fps) / SCENE.fps - start
+    outputs = replayed(SCENE, late)
+    assert [o.state for o in outputs] == ["new", "end"]
+    assert outputs[0].onset_s == pytest.approx(first_pts)
+    assert outputs[0].details["trajectory"][0][0] == pytest.approx(first_pts, abs=1e-3)
+
+
+def test_time_going_back_or_a_new_picture_size_closes_the_incident_and_starts_again() -> None:
+    scene = replace(SCENE, seconds=4.6)
+    assert scene.landing_s is not None and scene.landing_s < 4.0  # `end` comes 2 s after
+    zone = ZoneConfig(id="facade", polygon=WHOLE)
+    config = FallingObjectRuleConfig(
+        id="throw", type="falling_object", zone="facade", floors=floors(scene)
+    )
+    rule = FallingObjectRule(config, zone)
+    first = [o for f in frames(scene) for o in rule.on_frame(f)]
+    assert [o.state for o in first] == ["new"]
+    again = [o for f in frames(scene) for o in rule.on_frame(f)]  # the replay restarted at 0
+    assert [o.state for o in again] == ["end", "new"]
+    last_pts = (int(scene.seconds * scene.fps) - 1) / scene.fps
+    assert again[0].pts_s == pytest.approx(last_pts)  # closed at the last frame before the break
+    big = replace(scene, width=600, height=900, storey_px=65.0)
+    resized = [o for f in frames(big) for o in rule.on_frame(f) if f.pts_s >= 0]
+    assert [o.state for o in resized[:2]] == ["end", "new"]
+    assert resized[1].box[3] <= 1.0 and abs(resized[1].details["origin_floor"] - 10) <= 1

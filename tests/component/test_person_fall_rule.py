@@ -4,6 +4,7 @@ cadence, the region the model sees, boxes back in frame coordinates, and the mot
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -173,3 +174,86 @@ def test_a_person_standing_still_is_looked_at_twice_a_second_and_on_every_motion
     still = [t for t in times if t < 3.0]
     assert len(still) == pytest.approx(3.0 / 0.5, abs=1)
     assert len([t for t in times if 3.0 <= t < 4.0]) >= 7  # every analysed frame
+
+
+# broken streams and a misbehaving model ------------------------------------------------------
+
+
+class GarbageThenScripted(ScriptedPoseModel):
+    """Answers NaN keypoints, a degenerate box and a wrong keypoint count, then fails outright
+    on some frames, besides the script's people."""
+
+    def detect_pose(self, image_bgr: npt.NDArray[np.uint8]) -> list[PoseDetection]:
+        found = super().detect_pose(image_bgr)
+        frame = len(self.calls)
+        if frame % 9 == 4:
+            raise RuntimeError("onnxruntime: bad input")
+        nan = keypoints(FEET, HEIGHT).copy()
+        nan[:, :2] = np.nan
+        flat = pose_detection(keypoints(FEET, HEIGHT), HEIGHT)
+        box = flat.detection.box
+        degenerate = PoseDetection(
+            replace(flat.detection, box=(box[0], box[1], box[0], box[1])), flat.keypoints
+        )
+        short = PoseDetection(flat.detection, flat.keypoints[:5])
+        return [*found, pose_detection(nan, HEIGHT), degenerate, short]
+
+
+def test_garbage_from_the_pose_model_and_its_failures_neither_crash_nor_hide_a_fall() -> None:
+    model = GarbageThenScripted(falling, HEIGHT)
+    fall_rule = rule(model)
+    outputs = play(fall_rule, model, 6.0, drawn(falling))
+    assert [o.state for o in outputs] == ["new"]
+    assert outputs[0].onset_s == pytest.approx(2.0, abs=0.3)
+    assert fall_rule.model_errors > 0
+
+
+def test_grey_frames_are_analysed_like_colour_ones() -> None:
+    model = ScriptedPoseModel(falling, HEIGHT)
+    colour = drawn(falling)
+
+    def grey(t: float) -> npt.NDArray[np.uint8]:
+        return np.ascontiguousarray(colour(t)[:, :, 0])
+
+    outputs = play(rule(model), model, 6.0, grey)
+    assert [o.state for o in outputs] == ["new"]
+    assert all(size[0] > 0 for _, size in model.calls)
+
+
+def test_time_going_back_ends_the_alert_and_the_rule_keeps_watching() -> None:
+    """A replay that loops (or a stream whose clock restarts) must not blind the rule until
+    its time catches up: the alerted fall ends at the break and the next fall is found."""
+    model = ScriptedPoseModel(falling, HEIGHT)
+    fall_rule = rule(model)
+    first = play(fall_rule, model, 6.0, drawn(falling))
+    again = play(fall_rule, model, 6.0, drawn(falling))  # from pts 0 again
+    assert [o.state for o in first] == ["new"]
+    assert [o.state for o in again] == ["end", "new"]
+    assert again[0].details["end_reason"] == "stream_restarted"
+    assert again[0].pts_s == pytest.approx(6.0 - 1 / FPS)
+    assert again[1].onset_s == pytest.approx(2.0, abs=0.25)
+
+
+class ResizedScript(ScriptedPoseModel):
+    """The script's people in a stream that halves its size at 1 s: a crop of a small frame is
+    answered as the same part of a full-size one (the rule's region is normalised)."""
+
+    def detect_pose(self, image_bgr: npt.NDArray[np.uint8]) -> list[PoseDetection]:
+        if self.now < 1.0:
+            return super().detect_pose(image_bgr)
+        h, w = image_bgr.shape[:2]
+        return super().detect_pose(np.zeros((h * 2, w * 2, 3), np.uint8))
+
+
+def test_a_picture_that_changes_size_mid_stream_is_followed() -> None:
+    model = ResizedScript(falling, HEIGHT)
+    colour = drawn(falling)
+
+    def image(t: float) -> npt.NDArray[np.uint8]:
+        frame = colour(t)
+        return frame if t < 1.0 else np.asarray(cv2.resize(frame, (W // 2, H // 2)))
+
+    outputs = play(rule(model), model, 6.0, image)
+    assert [o.state for o in outputs] == ["new"]
+    assert outputs[0].onset_s == pytest.approx(2.0, abs=0.25)
+    assert any(t >= 1.0 for t, _ in model.calls)  # the model ran on the smaller frames

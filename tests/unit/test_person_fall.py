@@ -319,3 +319,23 @@ def test_a_body_moving_down_the_view_as_a_whole_is_not_a_fall() -> None:
 
     params = FallParams(lying_s=1.0, clear_s=5.0, min_hip_drop=0.0)
     assert run(scene, 6.0, params) == []
+
+
+def test_walking_away_towards_the_top_of_the_picture_is_not_a_fall() -> None:
+    """Someone walking away from the camera: the feet go up the view and the body shrinks
+    (perspective); far away the model loses the legs and misreads the small body as lying.
+    The head never comes down, so nothing is a drop."""
+
+    def scene(t: float) -> list[PersonPose]:
+        share = min(t / 3.0, 1.0)
+        height = HEIGHT * (1.0 - 0.6 * share)
+        feet = (0.5, 0.95 - 0.5 * share)
+        far = t >= 3.0
+        visible = tuple(range(13)) if far else None  # no knees or ankles once far
+        kp = keypoints(feet, height, angle_deg=70.0 if far else 0.0, visible=visible)
+        return [person(1, kp, height)]
+
+    params = FallParams(lying_s=1.0, clear_s=5.0)
+    assert run(scene, 6.0, params) == []
+    # with the same parameters, a body turning about its feet to the floor is a fall
+    assert [s for s, _ in states(run(falling(start=2.0), 6.0, params))] == ["new"]

@@ -129,6 +129,22 @@ def test_the_head_size_is_kept_within_the_person_box() -> None:
 
 def test_an_empty_person_box_has_no_head() -> None:
     assert head_box(keypoints({0: (0.5, 0.5)}), (0.5, 0.5, 0.5, 0.6)) is None
+    assert head_box(keypoints({0: (0.5, 0.5)}), (0.5, float("nan"), 0.6, 0.6)) is None
+
+
+def test_keypoints_the_model_answered_nan_for_are_not_seen() -> None:
+    """A model fed something odd may answer NaN: the head is then placed by the keypoints
+    that are finite, or by the top of the box, never lost (a NaN box would blur nothing)."""
+    person = (0.4, 0.15, 0.6, 0.9)
+    good = {0: (0.5, 0.23), 1: (0.48, 0.2), 2: (0.52, 0.2), 5: (0.42, 0.32), 6: (0.58, 0.32)}
+    expected = head_box(keypoints(good), person)
+    nan_nose = keypoints({**good, 0: (float("nan"), 0.23)})
+    box = head_box(nan_nose, person)
+    assert box is not None and expected is not None
+    assert box == pytest.approx(expected, abs=0.03)  # from the eyes and shoulders
+    assert all(np.isfinite(box))
+    all_nan = keypoints({i: (float("nan"), float("inf")) for i in range(17)})
+    assert head_box(all_nan, person) == top_of_person(person)
 
 
 # masks ---------------------------------------------------------------------------------------
