@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,9 +151,32 @@ class _Calibration:
         return next(self._tensors, None)
 
 
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def decode_nodes(graph: Any) -> list[str]:
+    """Names of the nodes between the last compute layers (convolutions, matmuls) and the
+    outputs of an ONNX graph: the head's decoding (box distances times strides, sigmoid class
+    scores) ending in one tensor that mixes pixels (0..640) with scores (0..1). Quantised with
+    one uint8 scale, every score rounds to 0, so these nodes stay in float."""
+    producer = {output: node for node in graph.node for output in node.output}
+    excluded: list[str] = []
+    seen: set[str] = set()
+    pending = [output.name for output in graph.output]
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or node.name in seen or node.op_type in COMPUTE_OPS:
+            continue
+        seen.add(node.name)
+        excluded.append(node.name)
+        pending.extend(node.input)
+    return excluded
+
+
 def quantize_int8(float_path: Path, target: Path, images: Sequence[Image], imgsz: int) -> Path:
-    """Static INT8 (QDQ, per-channel weights) calibrated on `images`; the metadata (class
-    names) is copied over, so the edge reads the file like the float one."""
+    """Static INT8 (QDQ, per-channel weights) calibrated on `images`, the head's decoding left
+    in float (`decode_nodes`); the metadata (class names) is copied over, so the edge reads the
+    file like the float one."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -168,6 +192,7 @@ def quantize_int8(float_path: Path, target: Path, images: Sequence[Image], imgsz
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=decode_nodes(onnx.load(str(prepared)).graph),
     )
     prepared.unlink(missing_ok=True)
     source = onnx.load(str(float_path))
