@@ -35,6 +35,9 @@ class Evidence(WireModel):
     role: str | None = Field(
         default=None, description="What the file shows: onset, latest, closing, before, after"
     )
+    start_pts_s: float | None = Field(
+        default=None, description="A clip: stream seconds of its first frame"
+    )
     redaction: dict[str, Any] | None = Field(
         default=None,
         description="What was hidden in the file before it was written: the privacy masks "

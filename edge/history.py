@@ -32,6 +32,7 @@ class PastFrame:
     pts_s: float
     jpeg: bytes
     actors: tuple[Box, ...]  # people and vehicles in view in that frame
+    people: tuple[Box, ...] = ()  # the people among them (their faces are blurred in evidence)
 
 
 class FrameHistory:
@@ -65,11 +66,17 @@ class FrameHistory:
         last = self._frames[-1].pts_s if self._frames else float("-inf")
         return busy or pts_s - last >= self._every_s
 
-    def put(self, pts_s: float, image: npt.NDArray[np.uint8], actors: Sequence[Box]) -> None:
+    def put(
+        self,
+        pts_s: float,
+        image: npt.NDArray[np.uint8],
+        actors: Sequence[Box],
+        people: Sequence[Box] = (),
+    ) -> None:
         if not self.wants(pts_s, bool(actors)):
             return
         jpeg = encode_jpeg(self._shrink(apply_privacy_masks(image, self._masks, self._style)))
-        self._frames.append(PastFrame(pts_s, jpeg, tuple(actors)))
+        self._frames.append(PastFrame(pts_s, jpeg, tuple(actors), tuple(people)))
         self._bytes += len(jpeg)
         while self._frames and (
             pts_s - self._frames[0].pts_s > self._keep_s or self._bytes > self._max_bytes

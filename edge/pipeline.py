@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -39,9 +40,11 @@ from common.events import Event, Evidence, ModelInfo
 from edge.clips import CONTENT_TYPE as CLIP_TYPE
 from edge.clips import ClipError, decode_jpeg, encode_mp4
 from edge.detect.base import Detector
+from edge.errors import ModelNotFoundError
 from edge.events import EventSequencer
 from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg
 from edge.history import FrameHistory, PastFrame
+from edge.pose import load_pose_estimator
 from edge.privacy import RedactionError, RedactionRecord, Redactor
 from edge.rules.base import Content, FrameRule, Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
@@ -77,6 +80,7 @@ class PipelineStats:
     frames_analysed: int = 0
     detector_runs: int = 0
     events: int = 0
+    rule_errors: int = 0
     seconds: dict[str, float] = field(
         default_factory=lambda: {
             "scene": 0.0,
@@ -147,6 +151,25 @@ def load_classifiers(camera: CameraConfig) -> dict[str, Detector]:
     }
 
 
+def load_redactor(camera: CameraConfig) -> Redactor:
+    """What redacts the camera's evidence. When faces are to be blurred, the face finder (the
+    pose model) must load: a camera whose evidence would show faces it should hide is refused
+    at start-up (ModelNotFoundError / ModelIntegrityError), never run with faces visible."""
+    wants_faces = camera.privacy.blur_faces and any(
+        rule.enabled and rule.evidence_faces == "blur" for rule in camera.rules
+    )
+    if not wants_faces:
+        return Redactor.for_camera(camera)
+    name = camera.privacy.face_model
+    try:
+        pose = load_pose_estimator(name)
+    except KeyError as error:
+        raise ModelNotFoundError(
+            f"camera {camera.id}: privacy.face_model {name!r} is not in the model registry"
+        ) from error
+    return Redactor.for_camera(camera, pose)
+
+
 @dataclass(slots=True)
 class _Held:
     """An event waiting for the post-roll of its clip (or behind one that is)."""
@@ -189,7 +212,7 @@ class CameraPipeline:
         style = camera.privacy.mask_style
         # evidence is redacted before it is written: masks hidden, faces blurred (edge.privacy)
         self._redactor = redactor or (
-            Redactor.load(camera) if evidence is not None else Redactor.for_camera(camera)
+            load_redactor(camera) if evidence is not None else Redactor.for_camera(camera)
         )
         self._blur_faces = {rule.id: rule.evidence_faces == "blur" for rule in camera.rules}
         self._min_score = camera.detector.min_score
@@ -250,9 +273,27 @@ class CameraPipeline:
             self._recent.put(frame.pts_s, frame.image, ())
             self.stats.seconds["history"] += time.perf_counter() - started
         started = time.perf_counter()
-        outputs = [out for rule in self.frame_rules for out in rule.on_frame(frame)]
+        outputs = [out for rule in self.frame_rules for out in self._frame_rule(rule, frame)]
         self.stats.seconds["frame_rules"] += time.perf_counter() - started
-        return [self._to_event(output, frame) for output in outputs]
+        return self._events_of(outputs, frame)
+
+    def _frame_rule(self, rule: FrameRule, frame: Frame) -> list[RuleOutput]:
+        """One frame rule on one frame. A rule that fails on a frame (a model error, a frame
+        it cannot handle) is reported and skips that frame; the camera's other rules and the
+        rule's own state carry on."""
+        try:
+            return rule.on_frame(frame)
+        except Exception:  # the boundary between a rule and the camera's analysis
+            self.stats.rule_errors += 1
+            if self.stats.rule_errors <= 3 or self.stats.rule_errors % 1000 == 0:
+                logger.exception(
+                    "camera %s: rule %s failed on the frame at %.2fs (%d failures so far)",
+                    self.camera.id,
+                    rule.rule_id,
+                    frame.pts_s,
+                    self.stats.rule_errors,
+                )
+            return []
 
     def _analyse(self, frame: Frame) -> list[Event]:
         self._last_analysis = frame.pts_s
@@ -261,12 +302,31 @@ class CameraPipeline:
         if self._history is not None:
             started = time.perf_counter()
             actors = [t.box for t in observation.tracks if t.label in EXPLAINED_CLASSES]
-            self._history.put(frame.pts_s, frame.image, actors)
+            people = [t.box for t in observation.tracks if t.label == "person"]
+            self._history.put(frame.pts_s, frame.image, actors, people)
             self.stats.seconds["history"] += time.perf_counter() - started
         started = time.perf_counter()
         outputs = [out for rule in self.rules for out in rule.update(observation)]
         self.stats.seconds["rules"] += time.perf_counter() - started
-        return [self._to_event(output, frame) for output in outputs]
+        return self._events_of(outputs, frame)
+
+    def _events_of(self, outputs: Sequence[RuleOutput], frame: Frame) -> list[Event]:
+        """The outputs as event messages; one that cannot become a valid message (a rule's bug)
+        is reported and dropped, and the camera carries on."""
+        events = []
+        for output in outputs:
+            try:
+                events.append(self._to_event(output, frame))
+            except Exception:  # the boundary between a rule's decision and the camera
+                self.stats.rule_errors += 1
+                logger.exception(
+                    "camera %s: rule %s: output %s at %.2fs could not become an event",
+                    self.camera.id,
+                    output.rule_id,
+                    output.state,
+                    output.pts_s,
+                )
+        return events
 
     def _release(self, made: list[Event], now_s: float) -> list[Event]:
         """Hold the frame rules' `new` messages until their clip's post-roll has been seen,
@@ -419,8 +479,9 @@ class CameraPipeline:
                 [decode_jpeg(f.jpeg) for f in frames], self._blur_faces.get(rule_id, True), times
             )
             data = encode_mp4(list(zip(times, images, strict=True)))
-            return _redacted(self.evidence.put(name, data, "clip", CLIP_TYPE, "clip"), record)
-        except (ClipError, RedactionError, OSError):
+            stored = self.evidence.put(name, data, "clip", CLIP_TYPE, "clip")
+            return _redacted(stored.model_copy(update={"start_pts_s": times[0]}), record)
+        except (ClipError, RedactionError, OSError, cv2.error):
             logger.exception("camera %s: could not make the evidence clip %s", self.camera.id, name)
             return None
 
@@ -439,8 +500,8 @@ class CameraPipeline:
             files = [(role, encode_jpeg(annotate(image, annotation)), record)]
             if self._history is not None and output.rule_id in self._pile_rules:
                 files.extend(self._pile_evidence(output, caption, blur))
-        except ValueError:  # the face finder failed, or OpenCV could not encode: the event
-            # still goes out, without pictures (nothing unredacted is written)
+        except (ValueError, cv2.error):  # the face finder failed, or OpenCV could not handle
+            # the frame: the event still goes out, without pictures (nothing unredacted written)
             logger.exception("camera %s: could not make the evidence snapshot", self.camera.id)
             return []
         evidence = []
@@ -480,8 +541,9 @@ class CameraPipeline:
     def _annotated(
         self, past: PastFrame, boxes: Sequence[Box], caption: str, blur: bool
     ) -> tuple[bytes, RedactionRecord]:
-        """A kept (already masked) frame with faces blurred, then boxes and a caption drawn."""
-        image, record = self._redactor.image(decode_jpeg(past.jpeg), blur)
+        """A kept (already masked) frame with faces blurred (the people the detector saw then
+        included), then boxes and a caption drawn."""
+        image, record = self._redactor.image(decode_jpeg(past.jpeg), blur, past.people)
         return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption))), record
 
 

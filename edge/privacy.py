@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -39,6 +39,7 @@ REGION_CELLS = 8  # ...and at most 8 cells span a mask's shorter side
 FACE_CELLS = 4  # a head box becomes a 4 x 4 mosaic before smoothing
 CLIP_GROW = 0.25  # heads carried between sampled clip frames grow by this share on each side
 MATCH_DISTANCE = 4.0  # a head moves at most this many head sizes between two sampled frames
+STEADY_MOVE = 0.5  # moved further than this share of its size: look at the frames between
 ASSUMED_FPS = 10.0  # frame rate of a clip whose timestamps are not given
 FACE_METHOD = "pose_keypoints"
 PERSON_BOX_METHOD = "person_box_top"
@@ -297,6 +298,42 @@ def sample_indices(count: int, every_s: float, pts_s: Sequence[float] | None = N
     return chosen
 
 
+def heads_agree(before: Sequence[Box], after: Sequence[Box]) -> bool:
+    """Whether interpolating between two samples can be trusted: every head matched on both
+    sides, none moved by more than `STEADY_MOVE` of its size."""
+    pairs, lone = _match_heads(before, after)
+    if lone or len(pairs) != len(before):
+        return False
+    for i, j in pairs:
+        a, b = before[i], after[j]
+        size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+        if math.dist(_centre(a), _centre(b)) > STEADY_MOVE * size:
+            return False
+    return True
+
+
+def refine_samples(found: dict[int, list[Box]], find: Callable[[int], list[Box]]) -> list[int]:
+    """Add samples between neighbouring sampled frames whose heads disagree (`heads_agree`),
+    halving the gap until they agree or are adjacent; `found` is filled in. Returns the sorted
+    sampled indices.
+
+    >>> found = {0: [(0.1, 0.1, 0.2, 0.2)], 4: [(0.1, 0.6, 0.2, 0.7)]}
+    >>> refine_samples(found, lambda i: [(0.1, 0.1 + 0.125 * i, 0.2, 0.2 + 0.125 * i)])
+    [0, 1, 2, 3, 4]
+    """
+    pending = sorted(found)
+    stable: list[int] = []
+    while len(pending) > 1:
+        a, b = pending[0], pending[1]
+        if b - a > 1 and not heads_agree(found[a], found[b]):
+            middle = (a + b) // 2
+            found[middle] = find(middle)
+            pending.insert(1, middle)
+            continue
+        stable.append(pending.pop(0))
+    return stable + pending
+
+
 # What was done ------------------------------------------------------------------------------
 
 
@@ -419,7 +456,10 @@ class Redactor:
     ) -> tuple[list[Image], RedactionRecord]:
         """The frames of a clip as they may be written. Faces are looked for every
         `options.clip_face_every_s` of stream time (`pts_s`; without it frames are taken as
-        `ASSUMED_FPS` apart) and carried between (`carry_heads`).
+        `ASSUMED_FPS` apart) and carried between (`carry_heads`); where two samples disagree
+        (a head found in one only, or moved by more than `STEADY_MOVE` of its size: a fall,
+        someone running), the frames between are looked at too (`refine_samples`), so a fast
+        head is never left uncovered by the interpolation.
 
         Raises:
             RedactionError: the face finder failed; nothing may be written.
@@ -428,8 +468,9 @@ class Redactor:
         if skipped or not images:
             masked = [self._redact(image, []) for image in images]
             return masked, self._record(0, skipped, frames=len(images), searched=0)
-        samples = sample_indices(len(images), self.options.clip_face_every_s, pts_s)
-        found = {index: self.find_heads(images[index]) for index in samples}
+        first = sample_indices(len(images), self.options.clip_face_every_s, pts_s)
+        found = {index: self.find_heads(images[index]) for index in first}
+        samples = refine_samples(found, lambda index: self.find_heads(images[index]))
         out = [
             self._redact(image, _heads_at(index, samples, found))
             for index, image in enumerate(images)

@@ -24,7 +24,7 @@ from edge.capture import Backoff, open_source
 from edge.detect.base import Detector
 from edge.evidence import DirectoryStore
 from edge.outbox import GIB, Outbox
-from edge.pipeline import CameraPipeline, build_frame_rules, build_rules
+from edge.pipeline import CameraPipeline, build_frame_rules, build_rules, load_redactor
 from edge.publish import EventSink, JsonlSink, MqttSink
 from edge.replay import load_detector
 from edge.rollout import CommandListener, RolloutManager
@@ -168,6 +168,8 @@ def run_edge(
     for camera in cameras:
         build_rules(camera)  # refuse an unsupported rule before anything starts
         build_frame_rules(camera)  # and a model a frame rule needs that is missing
+        if options.evidence_dir is not None:
+            load_redactor(camera)  # and evidence that would show faces it should hide
         load_detector(camera.detector)  # refuse a missing or corrupt model at start-up
     stop = stop or threading.Event()
     if install_signals:

@@ -70,6 +70,48 @@ def data_import(
     _say(f"{out}: {len(labels.sources)} source(s), {frames} labelled frame(s)")
 
 
+@data_app.command("export-feedback")
+def data_export_feedback(
+    server: Annotated[str, typer.Option(help="Server URL, e.g. http://127.0.0.1:8000")],
+    out: Annotated[Path, typer.Option(help="Folder for the labelling task (CVAT YOLO 1.1)")],
+    token: Annotated[
+        str | None, typer.Option(help="API token (viewer or more); default $ZHIZHI_TOKEN")
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="Incident statuses to export (repeat); default false_alarm"),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="Only this site")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only this event type")] = None,
+    since: Annotated[str | None, typer.Option(help="Only incidents opened since (YYYY-MM-DD)")] = (
+        None
+    ),
+) -> None:
+    """Incidents marked false alarm (or closed) as a CVAT labelling task: the alert frames with
+    the model's boxes, the clips and the operators' notes."""
+    import os
+
+    import httpx
+
+    from training.feedback import FeedbackError, export_feedback
+
+    bearer = token or os.environ.get("ZHIZHI_TOKEN")
+    if not bearer:
+        _fail("export-feedback: give --token or set ZHIZHI_TOKEN")
+    headers = {"Authorization": f"Bearer {bearer}"}
+    try:
+        with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
+            summary = export_feedback(client, out, status or ["false_alarm"], site, type_, since)
+    except (FeedbackError, httpx.HTTPError) as error:
+        _fail(f"export-feedback: {error}")
+    for line in summary.skipped:
+        _say(f"skipped {line}")
+    _say(
+        f"{out}: {summary.frames} frame(s) from {summary.incidents} incident(s), "
+        f"labels: {', '.join(summary.labels) or '-'}"
+    )
+
+
 @data_app.command("build")
 def data_build(
     labels: Annotated[list[Path], typer.Option(help="Label files from `data import` (repeat)")],
@@ -118,7 +160,13 @@ def train(
     workers: Annotated[int, typer.Option(min=0)] = 2,
     runs_dir: Annotated[Path, typer.Option(help="Folder of training runs")] = Path("runs/train"),
     name: Annotated[str, typer.Option(help="Run name (a folder in --runs-dir)")] = "candidate",
-    resume: Annotated[bool, typer.Option(help="Resume the run from its last.pt")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Resume the interrupted run --runs-dir/--name from its last.pt, with the "
+            "parameters it was started with (only --device is taken from this command)"
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune a base model with Ultralytics (offline; CPU or GPU), seeded and resumable."""
     from pydantic import ValidationError
@@ -142,7 +190,7 @@ def train(
         if not resume and not data.is_file():
             _fail(f"train: {data} does not exist (build it with `zhizhi data build`)")
         result = run_training(params, resume=resume)
-    except (OSError, ValidationError) as error:
+    except (OSError, ValidationError, ValueError) as error:
         _fail(f"train: {str(error).splitlines()[0]}")
     _say(f"run {result.run_dir}: best {result.best} {json.dumps(result.metrics)}")
 
@@ -206,12 +254,18 @@ def models_evaluate(
     config: Annotated[Path | None, typer.Option(help="Site config for held-out clips")] = None,
     labels: Annotated[Path | None, typer.Option(help="Event labels of held-out clips")] = None,
     clips: Annotated[Path | None, typer.Option(help="Folder of the held-out clips")] = None,
+    model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="Look for model files here first (repeat), e.g. export's --model-dir"),
+    ] = None,
 ) -> None:
     """mAP50 / mAP50-95 on the val split and the `zhizhi eval` report on held-out clips, for
     the current and the candidate model side by side; PR and confusion plots saved."""
+    import contextlib
+
     from edge.errors import EdgeError
     from edge.evaluation import load_labels
-    from edge.models import load_registry, resolve_model_path
+    from edge.models import load_registry, model_search_dirs, resolve_model_path
     from training.evaluate import ModelUnderTest, evaluate_models, side_by_side
     from zhizhi.cli import load_config_or_fail
 
@@ -231,13 +285,16 @@ def models_evaluate(
             ("candidate", cand_registry, candidate),
         ):
             spec = registry[name]
-            models.append(ModelUnderTest(role, spec, resolve_model_path(spec)))
+            dirs = [*(model_dir or []), *model_search_dirs()]
+            models.append(ModelUnderTest(role, spec, resolve_model_path(spec, dirs)))
         site = load_config_or_fail(config) if config is not None else None
         labels_file = load_labels(labels) if labels is not None else None
-        result = evaluate_models(
-            models, out, data_yaml=data, site=site, labels=labels_file, clips_dir=clips
-        )
-    except (EdgeError, OSError, ValueError) as error:
+        # Ultralytics logs to stdout: keep stdout for the side-by-side table
+        with contextlib.redirect_stdout(sys.stderr):
+            result = evaluate_models(
+                models, out, data_yaml=data, site=site, labels=labels_file, clips_dir=clips
+            )
+    except (EdgeError, OSError, ValueError, KeyError) as error:
         _fail(f"models evaluate: {str(error).splitlines()[0]}")
     for line in side_by_side(result):
         _say(line)
@@ -255,30 +312,48 @@ def models_promote(
 ) -> None:
     """Promote the evaluated candidate when no event type regresses beyond the gate's margins;
     the decision and its reasons are printed and recorded beside the evaluation."""
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from edge.errors import EdgeError
     from edge.models import load_registry, register_model
     from training.gate import judge, load_gate
 
-    result = json.loads(evaluation.read_text(encoding="utf-8"))
-    models = result["models"]
+    try:
+        result = json.loads(evaluation.read_text(encoding="utf-8"))
+        models = result["models"]
+        current, candidate = models["current"], models["candidate"]
+        margins = load_gate(gate)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        _fail(f"models promote: {evaluation}: not an evaluation of `models evaluate`: {error}")
     detector = None
-    if all("detector" in models[r] for r in ("current", "candidate")):
-        detector = {r: models[r]["detector"] for r in ("current", "candidate")}
-    decision = judge(
-        models["current"].get("events", {}),
-        models["candidate"].get("events", {}),
-        load_gate(gate),
-        detector,
-    )
-    record = {"candidate": models["candidate"], "decision": decision.model_dump()}
-    (evaluation.parent / "promotion.json").write_text(json.dumps(record, indent=1))
+    if all("detector" in entry for entry in (current, candidate)):
+        detector = {"current": current["detector"], "candidate": candidate["detector"]}
+    decision = judge(current.get("events", {}), candidate.get("events", {}), margins, detector)
+    record = {
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "current": {k: current.get(k) for k in ("name", "version", "sha256")},
+        "candidate": candidate,
+        "gate": margins.model_dump(),
+        "decision": decision.model_dump(),
+        "registry": None,
+    }
+    target = evaluation.parent / "promotion.json"
+    target.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     for reason in decision.reasons:
         _say(reason)
     if not decision.promoted:
-        _fail(f"not promoted: {models['candidate']['name']} {models['candidate']['version']}")
-    spec = load_registry(candidate_registry)[models["candidate"]["name"]]
-    if spec.sha256 != models["candidate"]["sha256"]:
-        _fail("the candidate in the registry is not the one evaluated (sha256 differs)")
-    updated = register_model(spec, registry, make_default=make_default)
+        _fail(f"not promoted: {candidate['name']} {candidate['version']}")
+    try:
+        spec = load_registry(candidate_registry)[candidate["name"]]
+        if spec.sha256 != candidate["sha256"]:
+            _fail("the candidate in the registry is not the one evaluated (sha256 differs)")
+        updated = register_model(spec, registry, make_default=make_default)
+    except (EdgeError, OSError, ValidationError) as error:
+        _fail(f"models promote: {str(error).splitlines()[0]}")
+    record["registry"] = str(updated.path)
+    target.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     _say(f"promoted {spec.name} {spec.version} into {updated.path}")
 
 

@@ -106,7 +106,9 @@ def event_report(
         camera = site.camera(clip.camera)
         key = (min(camera.detector.min_score, WEAK_DETECTION_SCORE), camera.detector.iou)
         if key not in detectors:
-            detectors[key] = OnnxDetector.load(model.spec, key[0], key[1], path=model.path)
+            detectors[key] = OnnxDetector.load(
+                model.spec, key[0], key[1], camera.detector.providers, path=model.path
+            )
         events = [
             item
             for item in replay_events(site, camera, clips_dir / clip.file, None, detectors[key])

@@ -40,7 +40,8 @@ class GateDecision(BaseModel):
 
 
 def _drop(current: float | None, candidate: float | None) -> float:
-    """How much worse the candidate is (positive = worse); a missing value counts as 0."""
+    """How much worse the candidate is (positive = worse); a missing value counts as 0 (a type
+    the candidate no longer reports at all has lost its recall)."""
     return (current or 0.0) - (candidate or 0.0)
 
 
@@ -64,16 +65,16 @@ def judge(
         checks = [
             ("recall", _drop(old.get("recall"), new.get("recall")), gate.max_recall_drop),
             (
-                "precision",
-                _drop(old.get("precision"), new.get("precision")),
-                gate.max_precision_drop,
-            ),
-            (
                 "false alarms",
                 float(new.get("false_alarms", 0) - old.get("false_alarms", 0)),
                 float(gate.max_extra_false_alarms),
             ),
         ]
+        # precision is undefined for a model that raised no alert of the type: its misses are
+        # judged by recall, its (absent) false alarms need no second count
+        old_precision, new_precision = old.get("precision"), new.get("precision")
+        if old_precision is not None and new_precision is not None:
+            checks.append(("precision", old_precision - new_precision, gate.max_precision_drop))
         old_latency, new_latency = old.get("median_latency_s"), new.get("median_latency_s")
         if old_latency is not None and new_latency is not None:
             checks.append(

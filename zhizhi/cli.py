@@ -410,6 +410,54 @@ def bench_facade(
         result.append_to(write, shlex.join(sys.argv[1:]), load)  # type: ignore[attr-defined]
 
 
+@bench_app.command("int8")
+def bench_int8(
+    clip: Annotated[
+        list[Path], typer.Option(help="Clip, or folder of clips, to sample (repeatable)")
+    ],
+    model: Annotated[str, typer.Option(help="Registry float model to quantise")] = "yolov8n-640",
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="Ultralytics .pt drawing reference labels [yolo11n.pt]"),
+    ] = None,
+    teacher_imgsz: Annotated[int, typer.Option(help="Image size of the teacher")] = 1280,
+    frames: Annotated[int, typer.Option(min=1, help="Evaluation frames")] = 64,
+    calib_frames: Annotated[int, typer.Option(min=1, help="Calibration frames")] = 32,
+    runs: Annotated[int, typer.Option(min=3, help="Timed detect() calls per model")] = 60,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """INT8 vs float on this CPU: latency (1 thread, default), mAP50, the decide_int8 verdict."""
+    setup_logging(quiet=True)
+    from edge.models import model_search_dirs
+    from training.bench_int8 import bench_int8 as run_bench
+    from training.bench_int8 import video_files
+
+    found = [d / "yolo11n.pt" for d in model_search_dirs() if (d / "yolo11n.pt").is_file()]
+    weights = teacher or (found[0] if found else None)
+    if weights is None:
+        fail("bench int8: no yolo11n.pt in the model folders; give --teacher")
+    videos = video_files(clip)
+    try:
+        result = _run_guarded(
+            "bench int8",
+            lambda: run_bench(
+                model,
+                videos,
+                weights,
+                eval_frames=frames,
+                calib_frames=calib_frames,
+                teacher_imgsz=teacher_imgsz,
+                runs=runs,
+            ),
+        )
+    except ValueError as error:
+        fail(f"bench int8: {error}")
+    print(result.markdown())  # type: ignore[attr-defined]
+    if write is not None:
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        result.append_to(write, shlex.join(sys.argv[1:]), load)  # type: ignore[attr-defined]
+
+
 @models_app.command("list")
 def models_list() -> None:
     """The registry's models and whether their files are found and verified."""

@@ -2,8 +2,9 @@
 
 An embedded MQTT broker (amqtt), the server on SQLite (REST API + MQTT ingestion + evidence
 store), and the production edge worker (`edge run`) on built-in synthetic scenes: a fire lane
-where a box is left standing and later taken away, and a lane with traffic only. Events are
-printed as the server stores them, read back through the REST API.
+where a box is left standing and later taken away, a lane with traffic only, and a high-rise
+facade (with its floors marked) from whose 9th floor an object is thrown. Events are printed
+as the server stores them, read back through the REST API.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from rich.console import Console
 
 from common.config import load_site_config
 from common.events import Event
-from edge.synthetic import LANE, LaneScene, write_video
+from edge import falling_synthetic
+from edge.falling_synthetic import FacadeScene
+from edge.synthetic import LANE, LaneScene, write_frames, write_video
 from edge.worker import EdgeOptions, run_edge
 from server.auth import create_token
 from server.db.session import make_session_factory
@@ -35,6 +38,8 @@ SCENES = {
     "lane-a": (LaneScene(seconds=60, drop_s=6, clear_s=40), "a box is left at 6 s, taken at 40 s"),
     "lane-b": (LaneScene(seconds=60, drop_s=None, seed=11), "traffic only: no alert expected"),
 }
+FACADE = FacadeScene(seconds=60, release_s=12.0, release_floor=9, object_px=4.0)
+FACADE_STORY = "an object is thrown from the 9th floor at 12 s: 高空抛物 alert with its floor"
 
 
 def _site_yaml(folder: Path) -> Path:
@@ -51,6 +56,18 @@ def _site_yaml(folder: Path) -> Path:
 """
         for camera in SCENES
     )
+    floors = ", ".join(
+        f"{{floor: {k}, line: {FACADE.floor_line(k)}}}" for k in (1, 6, FACADE.floors)
+    )
+    cameras += f"""
+  - id: facade-a
+    name: 高空抛物 A栋东立面 facade A
+    source: facade-a.mp4
+    zones: [{{id: facade, name: A栋立面, polygon: [[0.02, 0.02], [0.98, 0.02], [0.98, 0.96],
+             [0.02, 0.96]]}}]
+    rules:
+      - {{id: facade-a-throw, type: falling_object, zone: facade, floors: [{floors}]}}
+"""
     path = folder / "demo-site.yaml"
     path.write_text(f"site: {{id: demo-court, name: 演示小区 Demo Court}}\ncameras:{cameras}")
     return path
@@ -63,6 +80,8 @@ def _show(console: Console, event: Event) -> None:
         f"[{style}]{event.state:>6}[/] {event.type} camera={event.camera_id} "
         f"zone={event.zone_id} onset={event.onset_pts_s:.1f}s at={event.pts_s:.1f}s "
         f"score={event.score:.2f} seq={event.seq} evidence={evidence}"
+        + (f" floor={event.details['origin_floor']}" if "origin_floor" in event.details else ""),
+        soft_wrap=True,  # one line per message, however narrow the terminal
     )
 
 
@@ -76,6 +95,7 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="zhizhi-demo-"))
     for camera, (scene, _) in SCENES.items():
         write_video(scene, str(folder / f"{camera}.mp4"))
+    write_frames(falling_synthetic.frames(FACADE), str(folder / "facade-a.mp4"), FACADE.fps)
     site = load_site_config(_site_yaml(folder))
     port = port or free_port()
     with EmbeddedBroker() as broker:
@@ -114,6 +134,7 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
         console.print(f"  broker:  {broker.url}   data: {folder}")
         for camera, (_, story) in SCENES.items():
             console.print(f"  camera {camera}: {story}; alert after 8 s blocked")
+        console.print(f"  camera facade-a: {FACADE_STORY}")
         stop = threading.Event()
         options = EdgeOptions(
             evidence_dir=folder / "evidence",

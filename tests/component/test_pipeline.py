@@ -62,6 +62,8 @@ def site(**camera: Any) -> SiteConfig:
         "zones": [{"id": "lane", "polygon": [list(p) for p in LANE]}],
         "privacy_masks": [MASK],
         "rules": [{"id": "lane-blocked", "type": "fire_lane", "zone": "lane", "dwell_s": 5}],
+        # no face finder in these tests (it needs the pose model: tests/integration covers it)
+        "privacy": {"blur_faces": False},
     }
     settings.update(camera)
     return SiteConfig.model_validate({"site": {"id": "test-site"}, "cameras": [settings]})
@@ -173,6 +175,7 @@ def test_the_event_carries_its_snapshot(parked_run: tuple[list[Event], Path]) ->
     assert clip.redaction is not None and clip.redaction["masks"] == [0]
     privacy = events[0].details["privacy"]
     assert (privacy["masks"], privacy["mask_style"]) == ([0], "black")
+    assert privacy["faces_skipped"] == ["blur_faces is off for this camera"]
     # the clip shows the car arriving: from 8 s before it came to rest up to the alert
     _, duration, _, _ = probe_mp4(Path(clip.url).read_bytes())
     assert duration == pytest.approx(events[0].pts_s - max(0.0, events[0].onset_pts_s - 8), abs=1)
@@ -552,3 +555,26 @@ def test_labels_outside_the_configured_classes_are_not_waste(tmp_path: Path) -> 
         {"require": True, "recheck_s": 1.0}, _bag_after(0.0, "person"), tmp_path
     )
     assert events == []
+
+
+class _FailingFrameRule(ScriptedFrameRule):
+    """Fails on the frames between 2 and 3 s (a model error), decides as scripted otherwise."""
+
+    def on_frame(self, frame: Frame) -> list[RuleOutput]:
+        if 2.0 <= frame.pts_s < 3.0:
+            raise RuntimeError("onnxruntime: invalid input")
+        return super().on_frame(frame)
+
+
+def test_a_frame_rule_failing_on_some_frames_skips_them_and_carries_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = site(rules=[FALL_RULE], privacy_masks=[])
+    rule = _FailingFrameRule(onset_s=5.0, alert_s=6.5, end_s=7.0)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None, frame_rules=[rule])
+    events = run(pipeline, detector, scene_frames(QUIET))
+    assert [e.state for e in events] == ["new", "end"]
+    assert pipeline.stats.rule_errors == QUIET.fps  # one second of frames
+    failures = [r for r in caplog.records if "failed on the frame" in r.getMessage()]
+    assert len(failures) == 3  # the first few are logged, not every frame

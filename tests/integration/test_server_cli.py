@@ -131,7 +131,7 @@ def test_server_with_an_unreachable_database_fails_with_one_line() -> None:
 
 
 def test_demo_runs_the_whole_chain(models_dir: Path) -> None:
-    result = zhizhi("demo", "--seconds", "24", timeout=120)
+    result = zhizhi("demo", "--seconds", "30", timeout=150)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "dashboard: http://127.0.0.1:" in out and "API:     Authorization: Bearer " in out
@@ -142,6 +142,11 @@ def test_demo_runs_the_whole_chain(models_dir: Path) -> None:
     assert len(alerts) == 1, out
     assert "onset=6." in alerts[0] or "onset=7." in alerts[0]
     assert "camera=lane-b" not in out  # traffic only: no alert
+    # the object thrown from the 9th floor of the facade at 12 s, with its floor
+    throws = [line for line in out.splitlines() if "new falling_object camera=facade-a" in line]
+    assert len(throws) == 1, out
+    assert "onset=11." in throws[0] or "onset=12." in throws[0]
+    assert "floor=9" in throws[0] or "floor=8" in throws[0] or "floor=10" in throws[0]
 
 
 def test_bench_ingest_stores_every_event_once(tmp_path: Path) -> None:

@@ -65,3 +65,13 @@ def test_int8_needs_both_speed_and_accuracy() -> None:
     assert decide_int8(50.0, 30.0, 0.6, 0.6).use_int8
     assert not decide_int8(50.0, 30.0, 0.6, 0.5).use_int8  # faster but worse
     assert not decide_int8(50.0, 49.0, 0.6, 0.6).use_int8  # as good but not faster
+
+
+def test_a_candidate_raising_no_alert_is_judged_by_recall_alone() -> None:
+    silent = report(
+        fire_lane={"true_positives": 0, "false_alarms": 0, "misses": 5, "precision": None}
+    )
+    silent["types"]["fire_lane"].update(recall=0.0, median_latency_s=None)
+    decision = judge(report(fire_lane={}), silent, GateConfig(max_recall_drop=0.8))
+    assert decision.promoted  # precision undefined is no second regression
+    assert not judge(report(fire_lane={}), silent, GateConfig(max_recall_drop=0.5)).promoted
