@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 SCHEMA = "zhizhi.event/1"
+MAX_SEQ = 2**31 - 1  # messages of one situation; what every database stores as an integer
 EventType = Literal["fire_lane", "garbage_pile", "falling_object", "person_fall"]
 EventState = Literal["new", "update", "end"]
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -48,7 +49,7 @@ class Evidence(WireModel):
 class Event(WireModel):
     schema_: Literal["zhizhi.event/1"] = Field(default="zhizhi.event/1", alias="schema")
     event_id: str = Field(min_length=1, max_length=128)
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     state: EventState
     type: EventType
     site_id: str = Field(min_length=1, max_length=63)
@@ -111,7 +112,7 @@ class AckMessage(WireModel):
     """Server → edge on zhizhi/v1/{site}/{edge}/ack once the server has stored that message."""
 
     event_id: str
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_SEQ)
     rejected: str | None = Field(
         default=None,
         description="Set when the server refuses the message for good (invalid, a topic that "

@@ -137,6 +137,7 @@ def test_degenerate_bbox_is_allowed() -> None:
     ("key", "value"),
     [
         ("seq", -1),
+        ("seq", 2**31),  # beyond what the databases store (the fuzz test found a 500)
         ("state", "open"),
         ("type", "smoke"),
         ("score", 1.5),
