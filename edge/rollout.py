@@ -90,17 +90,8 @@ class SwappableDetector:
 
 
 def spec_of(model: ModelFile) -> ModelSpec:
-    return ModelSpec(
-        name=model.name,
-        version=model.version,
-        file=model.file,
-        sha256=model.sha256,
-        layout=model.layout,
-        task=model.task,
-        input_wh=model.input_wh,
-        labels=model.labels,
-        keypoints=model.keypoints,
-    )
+    """The registry entry a roll-out command describes (the inverse of `model_file`)."""
+    return ModelSpec.model_validate(model.model_dump())
 
 
 class RolloutManager:

@@ -43,17 +43,8 @@ def upload_model(server: str, token: str, spec: ModelSpec, path: Path) -> str:
 
 
 def model_file(spec: ModelSpec) -> ModelFile:
-    return ModelFile(
-        name=spec.name,
-        version=spec.version,
-        file=spec.file,
-        sha256=spec.sha256,
-        layout=spec.layout,
-        task=spec.task,
-        input_wh=spec.input_wh,
-        labels=spec.labels,
-        keypoints=spec.keypoints,
-    )
+    """What an edge needs of a registry entry to fetch and run it (the docs fields left out)."""
+    return ModelFile.model_validate(spec.model_dump(include=set(ModelFile.model_fields)))
 
 
 class EdgeCommander:
