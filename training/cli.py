@@ -7,19 +7,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from zhizhi.console import fail
+
 USER_MODEL_DIR = Path.home() / ".cache" / "zhizhi" / "models"  # searched by the edge
 data_app = typer.Typer(help="Labelled data: import labels, build datasets.", no_args_is_help=True)
-
-
-def _fail(reason: str, details: list[str] | None = None) -> NoReturn:
-    print(f"zhizhi: error: {reason}", file=sys.stderr)  # noqa: T201
-    for line in details or []:
-        print(f"  - {line}", file=sys.stderr)  # noqa: T201
-    raise typer.Exit(2)
 
 
 def _say(line: str) -> None:
@@ -50,7 +45,7 @@ def data_import(
     try:
         classes = importers.load_mapping(mapping)
     except (OSError, ValidationError) as error:
-        _fail(f"{mapping}: invalid mapping: {str(error).splitlines()[0]}")
+        fail(f"{mapping}: invalid mapping: {str(error).splitlines()[0]}")
     if fmt == "cvat-video":
         result = importers.import_cvat_video(path, classes, clip)
     elif fmt == "cvat-yolo":
@@ -60,10 +55,10 @@ def data_import(
     elif fmt == "coco":
         result = importers.import_coco(path, classes, images, pattern)
     else:
-        _fail(f"unknown format {fmt!r}; one of {', '.join(importers.FORMATS)}")
+        fail(f"unknown format {fmt!r}; one of {', '.join(importers.FORMATS)}")
     if result.problems:
         count = len(result.problems)
-        _fail(f"{path}: {count} label problem(s)", [str(p) for p in result.problems])
+        fail(f"{path}: {count} label problem(s)", [str(p) for p in result.problems])
     labels = result.label_set()
     labels.save(out)
     frames = sum(len(s.frames) for s in labels.sources)
@@ -97,13 +92,13 @@ def data_export_feedback(
 
     bearer = token or os.environ.get("ZHIZHI_TOKEN")
     if not bearer:
-        _fail("export-feedback: give --token or set ZHIZHI_TOKEN")
+        fail("export-feedback: give --token or set ZHIZHI_TOKEN")
     headers = {"Authorization": f"Bearer {bearer}"}
     try:
         with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
             summary = export_feedback(client, out, status or ["false_alarm"], site, type_, since)
     except (FeedbackError, httpx.HTTPError) as error:
-        _fail(f"export-feedback: {error}")
+        fail(f"export-feedback: {error}")
     for line in summary.skipped:
         _say(f"skipped {line}")
     _say(
@@ -139,7 +134,7 @@ def data_build(
         )
         built = build_dataset(sets, out, params)
     except (OSError, ValidationError, ValueError) as error:
-        _fail(f"data build: {str(error).splitlines()[0]}")
+        fail(f"data build: {str(error).splitlines()[0]}")
     _say(f"{built.data_yaml}: manifest sha256 {built.manifest_sha256}")
     for split, counts in built.counts.items():
         _say(f"  {split}: " + ", ".join(f"{k}={v}" for k, v in counts.items() if v))
@@ -188,10 +183,10 @@ def train(
             name=name,
         )
         if not resume and not data.is_file():
-            _fail(f"train: {data} does not exist (build it with `zhizhi data build`)")
+            fail(f"train: {data} does not exist (build it with `zhizhi data build`)")
         result = run_training(params, resume=resume)
     except (OSError, ValidationError, ValueError) as error:
-        _fail(f"train: {str(error).splitlines()[0]}")
+        fail(f"train: {str(error).splitlines()[0]}")
     _say(f"run {result.run_dir}: best {result.best} {json.dumps(result.metrics)}")
 
 
@@ -220,7 +215,7 @@ def models_export(
     from training.export import export_and_register
 
     if int8 not in ("auto", "never", "always"):
-        _fail(f"--int8 must be auto, never or always, got {int8!r}")
+        fail(f"--int8 must be auto, never or always, got {int8!r}")
     try:
         result = export_and_register(
             run,
@@ -234,7 +229,7 @@ def models_export(
             max_map_drop=max_map_drop,
         )
     except (EdgeError, OSError, ValueError, KeyError) as error:
-        _fail(f"models export: {error}")
+        fail(f"models export: {error}")
     for line in result.lines:
         _say(line)
 
@@ -270,14 +265,14 @@ def models_evaluate(
     from zhizhi.cli import load_config_or_fail
 
     if (config is None) != (labels is None) or (labels is None) != (clips is None):
-        _fail("models evaluate: give --config, --labels and --clips together")
+        fail("models evaluate: give --config, --labels and --clips together")
     if data is None and labels is None:
-        _fail("models evaluate: give --data, or --config/--labels/--clips, or both")
+        fail("models evaluate: give --data, or --config/--labels/--clips, or both")
     try:
         main = load_registry()
         current_name = current or main.default
         if current_name is None:
-            _fail("models evaluate: the registry has no default; give --current")
+            fail("models evaluate: the registry has no default; give --current")
         cand_registry = load_registry(candidate_registry)
         models = []
         for role, registry, name in (
@@ -295,7 +290,7 @@ def models_evaluate(
                 models, out, data_yaml=data, site=site, labels=labels_file, clips_dir=clips
             )
     except (EdgeError, OSError, ValueError, KeyError) as error:
-        _fail(f"models evaluate: {str(error).splitlines()[0]}")
+        fail(f"models evaluate: {str(error).splitlines()[0]}")
     for line in side_by_side(result):
         _say(line)
     _say(f"written: {out / 'evaluation.json'}")
@@ -326,7 +321,7 @@ def models_promote(
         current, candidate = models["current"], models["candidate"]
         margins = load_gate(gate)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        _fail(f"models promote: {evaluation}: not an evaluation of `models evaluate`: {error}")
+        fail(f"models promote: {evaluation}: not an evaluation of `models evaluate`: {error}")
     detector = None
     if all("detector" in entry for entry in (current, candidate)):
         detector = {"current": current["detector"], "candidate": candidate["detector"]}
@@ -344,14 +339,14 @@ def models_promote(
     for reason in decision.reasons:
         _say(reason)
     if not decision.promoted:
-        _fail(f"not promoted: {candidate['name']} {candidate['version']}")
+        fail(f"not promoted: {candidate['name']} {candidate['version']}")
     try:
         spec = load_registry(candidate_registry)[candidate["name"]]
         if spec.sha256 != candidate["sha256"]:
-            _fail("the candidate in the registry is not the one evaluated (sha256 differs)")
+            fail("the candidate in the registry is not the one evaluated (sha256 differs)")
         updated = register_model(spec, registry, make_default=make_default)
     except (EdgeError, OSError, ValidationError) as error:
-        _fail(f"models promote: {str(error).splitlines()[0]}")
+        fail(f"models promote: {str(error).splitlines()[0]}")
     record["registry"] = str(updated.path)
     target.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
     _say(f"promoted {spec.name} {spec.version} into {updated.path}")
@@ -392,13 +387,13 @@ def models_publish(
         url = upload_model(server, token, spec, path)
         commander = EdgeCommander(mqtt, site, mqtt_username, mqtt_password)
     except (EdgeError, OSError, httpx.HTTPError) as error:
-        _fail(f"models publish: {error}")
+        fail(f"models publish: {error}")
     try:
         lines = publish(
             commander, spec, url, targets, canary, replaces=replaces, timeout_s=timeout_s
         )
     except RolloutFailed as error:
-        _fail(f"models publish: {error}")
+        fail(f"models publish: {error}")
     finally:
         commander.close()
     for line in lines:
@@ -422,7 +417,7 @@ def models_rollback(
     try:
         commander = EdgeCommander(mqtt, site)
     except OSError as error:
-        _fail(f"models rollback: {error}")
+        fail(f"models rollback: {error}")
     try:
         for edge in (e.strip() for e in edges.split(",") if e.strip()):
             commander.send(edge, RollbackCommand(command_id=uuid.uuid4().hex, name=name))

@@ -11,12 +11,13 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from common.config import ConfigError, SiteConfig, load_site_config
 from training.cli import register as register_training_commands
+from zhizhi.console import fail
 
 app = typer.Typer(
     name="zhizhi",
@@ -40,14 +41,6 @@ user_app = typer.Typer(help="Command-center users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Site config YAML")]
-
-
-def fail(reason: str, details: list[str] | None = None, code: int = 2) -> NoReturn:
-    """One line saying why, on stderr, then any details; exit non-zero. No traceback."""
-    print(f"zhizhi: error: {reason}", file=sys.stderr)
-    for line in details or []:
-        print(f"  - {line}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
