@@ -132,12 +132,13 @@ def test_a_mask_on_a_real_frame_is_unrecoverable_and_the_drawing_on_it_visible(
 def test_faces_stay_blurred_through_a_written_clip(
     clips_dir: Path, redactor: Redactor, tmp_path: Path
 ) -> None:
-    """Faces are searched on every few frames only; on the frames between, the heads the pose
-    model finds there itself must be covered by the carried boxes."""
+    """Faces are searched every 0.5 s, and on the frames between where two searches disagree
+    (a crowd: people enter, leave, cross); on every frame, the heads the pose model finds there
+    itself must be covered, whether searched or carried."""
     images, times = frames_from(clips_dir / "pedestrians_plaza_overhead_bw.mp4", 6.0, 30)
     out, record = redactor.frames(images, pts_s=times)
     sampled = set(sample_indices(len(images), redactor.options.clip_face_every_s, times))
-    assert record.face_frames == len(sampled) < len(images) / 2
+    assert len(sampled) <= record.face_frames <= len(images)
     clip = tmp_path / "clip.mp4"
     h, w = images[0].shape[:2]
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (w, h))
@@ -148,7 +149,7 @@ def test_faces_stay_blurred_through_a_written_clip(
     assert len(written) == len(images)
     pose = load_pose_estimator()
     ratios = []
-    for index in sorted(set(range(1, len(images), 2)) - sampled):  # half of them: time
+    for index in range(1, len(images), 2):  # half of them: time
         people = [p for p in pose.detect_pose(images[index]) if p.detection.score >= 0.5]
         heads = [
             box

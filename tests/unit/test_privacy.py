@@ -475,3 +475,23 @@ def test_without_a_pose_model_the_callers_person_boxes_still_hide_faces() -> Non
     assert laplacian_variance(out, OTHER_FACE, 0.15) < 0.02 * laplacian_variance(image, OTHER_FACE)
     _, kept = Redactor.for_camera(camera()).image(image, blur_faces=False, people=[OTHER_PERSON])
     assert kept.faces_blurred == 0 and kept.faces_skipped is not None
+
+
+def test_samples_are_refined_where_heads_disagree_and_only_there() -> None:
+    from edge.privacy import heads_agree, refine_samples
+
+    still = (0.1, 0.1, 0.2, 0.2)
+    moved = (0.1, 0.6, 0.2, 0.7)  # five head sizes down: a fall
+    assert heads_agree([still], [still]) and not heads_agree([still], [moved])
+    assert not heads_agree([still], [still, moved])  # someone came in
+    asked: list[int] = []
+
+    def find(index: int) -> list[tuple[float, float, float, float]]:
+        asked.append(index)
+        return [still] if index < 7 else [moved]
+
+    found = {0: [still], 5: [still], 10: [moved]}
+    # halved until the change is pinned between two neighbouring frames (6 still, 7 moved);
+    # 7 and 10 agree, so nothing between them is asked
+    assert refine_samples(found, find) == [0, 5, 6, 7, 10]
+    assert sorted(asked) == [6, 7]
