@@ -394,7 +394,8 @@ def set_hold(
 def escalate_overdue(
     session: Session, dispatch: DispatchConfig, now: datetime
 ) -> list[IncidentChange]:
-    """Escalate every reported incident past its ack deadline (not silenced, not inhibited)."""
+    """Escalate every reported incident past its ack deadline: not silenced or inhibited when
+    it opened, and not under a silence now (one set later for a maintenance window)."""
     query = (
         select(IncidentRow)
         .where(
@@ -407,8 +408,17 @@ def escalate_overdue(
         .order_by(IncidentRow.id)
         .with_for_update(skip_locked=True)
     )
+    silences = active_silences(session, now)
     changes = []
     for incident in session.scalars(query).all():
+        labels = {
+            "site_id": incident.site_id,
+            "camera_id": incident.camera_id,
+            "rule_id": incident.rule_id,
+            "type": incident.type,
+        }
+        if any(silence_applies(silence, at=now, **labels) for silence in silences):
+            continue  # a maintenance window set after it opened: no escalation while it lasts
         step = escalate(
             dispatch,
             rule_id=incident.dispatch_rule,

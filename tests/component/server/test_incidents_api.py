@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.events import CameraStatus, Event, StatusMessage
-from server.db.models import EvidenceRow, IncidentRow
+from server.db.models import EvidenceRow, IncidentRow, SilenceRow
 from server.dispatch import parse_dispatch_config
 from server.incidents import IncidentPolicy, escalate_overdue
 from server.ingest import IngestService
@@ -441,6 +441,44 @@ def test_an_unacknowledged_incident_escalates_along_its_rule_chain(
 
     assert early == [] and len(late) == 1 and again == []
     assert (row.assignee, row.escalation_level, row.deadline_at) == ("grid_officer", 1, None)
+
+
+def test_a_silence_set_after_an_incident_opened_holds_its_escalation_while_it_lasts(
+    session_factory: sessionmaker[Session], make_message: Message
+) -> None:
+    dispatch = parse_dispatch_config(
+        {
+            "deadlines_s": {"fire_lane": 60},
+            "rules": [
+                {"id": "lanes", "assign": "property_management", "escalation": ["grid_officer"]}
+            ],
+        }
+    )
+    opened = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    service = IngestService(
+        session_factory, clock=lambda: opened, policy=IncidentPolicy(dispatch=dispatch)
+    )
+    service.ingest(Event.model_validate(make_message()), source="http")
+    with session_factory() as session, session.begin():
+        session.add(
+            SilenceRow(
+                site_id="garden-court",
+                camera_id="gate-east",
+                rule_id=None,
+                type=None,
+                starts_at=opened + timedelta(seconds=30),
+                ends_at=opened + timedelta(minutes=30),
+                created_by="ops",
+                created_at=opened + timedelta(seconds=30),
+                comment="camera being cleaned",
+            )
+        )
+
+    with session_factory() as session, session.begin():
+        during = escalate_overdue(session, dispatch, opened + timedelta(minutes=5))
+        after = escalate_overdue(session, dispatch, opened + timedelta(minutes=31))
+
+    assert during == [] and len(after) == 1
 
 
 # Evidence, audit, retention --------------------------------------------------------------------
