@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
@@ -61,11 +61,17 @@ def _check_role(role: str) -> Role:
     return role
 
 
-def create_token(session: Session, role: str, name: str) -> str:
-    """A new token for `role`, stored as its sha256 and committed; the token is returned once."""
+def create_token(session: Session, role: str, name: str, sites: Sequence[str] | None = None) -> str:
+    """A new token for `role`, stored as its sha256 and committed; the token is returned once.
+    `sites`: the sites it acts for (an edge box: its own); None, every site."""
     token = secrets.token_urlsafe(32)
+    scoped = None if sites is None or ALL_SITES in sites else sorted(set(sites))
     TokenRepository(session).add(
-        name=name, role=_check_role(role), token_sha256=hash_token(token), created_at=_now()
+        name=name,
+        role=_check_role(role),
+        token_sha256=hash_token(token),
+        created_at=_now(),
+        sites=scoped,
     )
     session.commit()
     log.info("created a %s token named %s", role, name)
@@ -96,7 +102,8 @@ def _principal_of(session: Session, row: TokenRow) -> Principal | None:
     if row.expires_at is not None and row.expires_at <= _now():
         return None
     if row.user_id is None:
-        return Principal(token_id=row.id, name=row.name, role=_check_role(row.role))
+        scope = None if row.sites is None else frozenset(row.sites)
+        return Principal(token_id=row.id, name=row.name, role=_check_role(row.role), sites=scope)
     user = session.get(UserRow, row.user_id)
     if user is None or user.disabled:
         return None
@@ -117,13 +124,13 @@ def revoke_token(session: Session, token_id: int) -> bool:
     return revoked
 
 
-def issue_token(db_url: str, role: str, name: str) -> str:
+def issue_token(db_url: str, role: str, name: str, sites: Sequence[str] | None = None) -> str:
     """`zhizhi token create`: migrate the database if needed, then create a token."""
     engine = make_engine(db_url)
     try:
         migrate(engine)
         with make_session_factory(engine)() as session:
-            return create_token(session, role, name)
+            return create_token(session, role, name, sites)
     finally:
         engine.dispose()
 

@@ -274,6 +274,7 @@ class TokenRepository:
         created_at: datetime,
         user_id: int | None = None,
         expires_at: datetime | None = None,
+        sites: list[str] | None = None,
     ) -> TokenRow:
         row = TokenRow(
             name=name,
@@ -282,6 +283,7 @@ class TokenRepository:
             created_at=created_at,
             user_id=user_id,
             expires_at=expires_at,
+            sites=sites,
         )
         self._session.add(row)
         self._session.flush()

@@ -533,6 +533,10 @@ def token_create(
     db: Annotated[str, typer.Option(help="The server's database URL")],
     role: Annotated[str, typer.Option(help="admin | operator | viewer | edge")],
     name: Annotated[str, typer.Option(help="Who or what the token is for")] = "",
+    sites: Annotated[
+        str,
+        typer.Option(help="Comma-separated sites it acts for (an edge box: its own); * = all"),
+    ] = "*",
 ) -> None:
     """Print a new API bearer token for that role (only its hash is stored)."""
     from sqlalchemy.exc import OperationalError
@@ -541,8 +545,11 @@ def token_create(
 
     if role not in ROLES:
         fail(f"token create: role must be one of {', '.join(ROLES)}, got {role!r}")
+    scope = [site.strip() for site in sites.split(",") if site.strip()]
+    if not scope:
+        fail("token create: --sites needs at least one site, or *")
     try:
-        print(issue_token(db, role, name or role))
+        print(issue_token(db, role, name or role, scope))
     except OperationalError as error:
         fail(f"token create: cannot reach the database {db}: {str(error.orig).strip()}")
 

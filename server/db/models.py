@@ -163,6 +163,8 @@ class TokenRow(Base):
     # Set for a login session's token (0002): the user it acts as, and when it lapses.
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A token without a user (0003): the sites it acts for; NULL, every site.
+    sites: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
 
     __table_args__ = (
         CheckConstraint("role IN ('admin', 'operator', 'viewer', 'edge')", name="role"),

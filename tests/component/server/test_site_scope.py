@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.events import CameraStatus, StatusMessage
+from server.auth import create_token
 from server.db.models import WebhookDeliveryRow
 from server.ingest import IngestService
 from server.users import create_user
@@ -96,6 +97,34 @@ def test_a_scoped_operator_cannot_send_events_for_another_site(
     assert (foreign.status_code, own.status_code, viewer.status_code) == (403, 201, 403)
     stored = client.get("/api/v1/events", headers=auth("viewer")).json()["items"]
     assert [item["event_id"] for item in stored] == ["n"]
+
+
+def test_an_edge_token_of_one_site_sends_events_of_that_site_only(
+    client: TestClient,
+    auth: Headers,
+    make_message: Message,
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        box = create_token(session, "edge", "north box", sites=[NORTH])
+        everywhere = create_token(session, "edge", "lab box", sites=["*"])
+    north = {"Authorization": f"Bearer {box}"}
+
+    own = client.post(
+        "/api/v1/events", json=make_message(event_id="n", site_id=NORTH), headers=north
+    )
+    foreign = client.post(
+        "/api/v1/events", json=make_message(event_id="s", site_id=SOUTH), headers=north
+    )
+    lab = client.post(
+        "/api/v1/events",
+        json=make_message(event_id="l", site_id=SOUTH),
+        headers={"Authorization": f"Bearer {everywhere}"},
+    )
+
+    assert (own.status_code, foreign.status_code, lab.status_code) == (201, 403, 201)
+    stored = client.get("/api/v1/events", headers=auth("viewer")).json()["items"]
+    assert sorted(item["event_id"] for item in stored) == ["l", "n"]
 
 
 def test_a_scoped_admin_cannot_change_another_sites_plan(
