@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.events import CameraStatus, Event, StatusMessage
 from server.db.models import EvidenceRow, IncidentRow, SilenceRow
-from server.dispatch import parse_dispatch_config
+from server.dispatch import DispatchConfig, parse_dispatch_config
 from server.incidents import IncidentPolicy, escalate_overdue
 from server.ingest import IngestService
 from server.retention import RetentionPolicy, sweep_evidence
@@ -415,9 +415,14 @@ def test_a_camera_reported_offline_inhibits_its_new_incidents(
     ]
 
 
-def test_an_unacknowledged_incident_escalates_along_its_rule_chain(
+OPENED = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def _lane_incident_with_a_deadline(
     session_factory: sessionmaker[Session], make_message: Message
-) -> None:
+) -> tuple[DispatchConfig, datetime]:
+    """One fire-lane incident opened at OPENED, due for acknowledgement within 60 s, assigned to
+    property management with the grid officer next in the chain."""
     dispatch = parse_dispatch_config(
         {
             "deadlines_s": {"fire_lane": 60},
@@ -426,11 +431,17 @@ def test_an_unacknowledged_incident_escalates_along_its_rule_chain(
             ],
         }
     )
-    opened = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
     service = IngestService(
-        session_factory, clock=lambda: opened, policy=IncidentPolicy(dispatch=dispatch)
+        session_factory, clock=lambda: OPENED, policy=IncidentPolicy(dispatch=dispatch)
     )
     service.ingest(Event.model_validate(make_message()), source="http")
+    return dispatch, OPENED
+
+
+def test_an_unacknowledged_incident_escalates_along_its_rule_chain(
+    session_factory: sessionmaker[Session], make_message: Message
+) -> None:
+    dispatch, opened = _lane_incident_with_a_deadline(session_factory, make_message)
 
     with session_factory() as session, session.begin():
         early = escalate_overdue(session, dispatch, opened + timedelta(seconds=59))
@@ -446,19 +457,7 @@ def test_an_unacknowledged_incident_escalates_along_its_rule_chain(
 def test_a_silence_set_after_an_incident_opened_holds_its_escalation_while_it_lasts(
     session_factory: sessionmaker[Session], make_message: Message
 ) -> None:
-    dispatch = parse_dispatch_config(
-        {
-            "deadlines_s": {"fire_lane": 60},
-            "rules": [
-                {"id": "lanes", "assign": "property_management", "escalation": ["grid_officer"]}
-            ],
-        }
-    )
-    opened = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
-    service = IngestService(
-        session_factory, clock=lambda: opened, policy=IncidentPolicy(dispatch=dispatch)
-    )
-    service.ingest(Event.model_validate(make_message()), source="http")
+    dispatch, opened = _lane_incident_with_a_deadline(session_factory, make_message)
     with session_factory() as session, session.begin():
         session.add(
             SilenceRow(
