@@ -30,7 +30,7 @@ from server.db.models import (
     TransitionRow,
 )
 from server.dispatch import DispatchConfig, assign, escalate
-from server.repositories import row_to_event, upsert_insert
+from server.repositories import matching, row_to_event, upsert_insert
 from server.schemas import (
     EvidenceRef,
     IncidentDetail,
@@ -442,17 +442,13 @@ def escalate_overdue(
 
 
 def _filtered(query: Select[Any], filters: IncidentFilter) -> Select[Any]:
-    for column, value in (
+    equal = (
         (IncidentRow.status, filters.status),
         (IncidentRow.site_id, filters.site_id),
         (IncidentRow.type, filters.type),
         (IncidentRow.camera_id, filters.camera_id),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.sites is not None:
-        query = query.where(IncidentRow.site_id.in_(sorted(filters.sites)))
-    return query
+    )
+    return matching(query, equal, IncidentRow.site_id, filters.sites)
 
 
 def list_incidents(

@@ -7,13 +7,13 @@ two processes inserting the same row at once store it once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from common.events import SCHEMA, Event, StatusMessage
 from server.db.models import CameraStatusRow, EdgeRow, EventRow, EvidenceRow, TokenRow
@@ -95,6 +95,22 @@ def row_to_event(row: EventRow) -> Event:
     )
 
 
+def matching(
+    query: Select[Any],
+    equal: Iterable[tuple[InstrumentedAttribute[Any], object]],
+    site_column: InstrumentedAttribute[str],
+    sites: Collection[str] | None,
+) -> Select[Any]:
+    """`query` narrowed to the filters given (a None value: no filter on that column) and to
+    the caller's sites (None: every site): one reading of list filters for every list."""
+    for column, value in equal:
+        if value is not None:
+            query = query.where(column == value)
+    if sites is not None:
+        query = query.where(site_column.in_(sorted(sites)))
+    return query
+
+
 class EventRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -112,17 +128,13 @@ class EventRepository:
         return {(str(row[0]), int(row[1])) for row in result}
 
     def _filtered(self, query: Select[Any], filters: EventFilter) -> Select[Any]:
-        for column, value in (
+        equal = (
             (EventRow.site_id, filters.site_id),
             (EventRow.camera_id, filters.camera_id),
             (EventRow.type, filters.type),
             (EventRow.state, filters.state),
-        ):
-            if value is not None:
-                query = query.where(column == value)
-        if filters.sites is not None:
-            query = query.where(EventRow.site_id.in_(sorted(filters.sites)))
-        return query
+        )
+        return matching(query, equal, EventRow.site_id, filters.sites)
 
     def list_newest(
         self, filters: EventFilter, *, limit: int, offset: int
