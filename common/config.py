@@ -186,7 +186,13 @@ class GarbagePileRuleConfig(_RuleBase):
     dwell_s: float = Field(default=300.0, gt=0)
     clear_s: float = Field(default=60.0, gt=0)
     update_interval_s: float = Field(default=300.0, gt=0)
-    min_area: float = Field(default=0.002, gt=0, le=1)
+    min_area: float = Field(
+        default=0.0005,
+        gt=0,
+        le=1,
+        description="Smallest pile, as a fraction of the frame area (0.0005 is one rubbish bag "
+        "some 15 m from a 1080p camera)",
+    )
     classifier: PileClassifierConfig | None = Field(
         default=None,
         description="Optional garbage detector to confirm and classify the pile; without "

@@ -27,7 +27,6 @@ import numpy as np
 import numpy.typing as npt
 
 from common.config import (
-    VEHICLE_CLASSES,
     CameraConfig,
     FallingObjectRuleConfig,
     FireLaneRuleConfig,
@@ -46,7 +45,7 @@ from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg
 from edge.history import FrameHistory, PastFrame
 from edge.pose import load_pose_estimator
 from edge.privacy import RedactionError, RedactionRecord, Redactor
-from edge.rules.base import Content, FrameRule, Observation, Rule, RuleOutput
+from edge.rules.base import EXPLAINED_CLASSES, Content, FrameRule, Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
 from edge.rules.garbage_pile import GarbagePileRule
 from edge.rules.geometry import box_from_crop, detection_roi, expand_box
@@ -57,9 +56,6 @@ from edge.types import Box, Detection, Frame, TrackedObject, box_iou
 logger = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 
-EXPLAINED_CLASSES = frozenset(
-    {"person", *VEHICLE_CLASSES, "bird", "cat", "dog", "horse", "sheep", "cow"}
-)
 MOTION_HANGOVER_S = 1.0  # keep detecting this long after the last motion, to see things settle
 MOVING_ACTIVITY = 0.2  # share of recent frames with motion that marks a tracked box as moving
 WEAK_DETECTION_SCORE = 0.12  # people and vehicles this likely are still masked from the scene
@@ -68,6 +64,7 @@ ZONE_CLIP_PRE_S = 8.0  # a zone rule's clip: from this long before the onset...
 ZONE_CLIP_POST_S = 8.0  # ...to this long after it (or the alert, if sooner)
 HISTORY_SLACK_S = 30.0  # the sparse history reaches this far back beyond the longest dwell
 MAX_HISTORY_S = 900.0
+CLOSE_UP_SIDE = 0.2  # a close look at something small shows at least this much of the frame
 
 
 class UnsupportedRuleError(ValueError):
@@ -179,9 +176,10 @@ class _Held:
     clip: tuple[float, float] | None = None  # stream seconds the clip covers
 
 
-def _watched_zones(camera: CameraConfig) -> list[list[tuple[float, float]]]:
+def _watched_zones(camera: CameraConfig) -> dict[str, list[tuple[float, float]]]:
+    """The zones the camera's enabled rules watch, by zone id."""
     zone_ids = {rule.zone for rule in camera.rules if rule.enabled}
-    return [list(zone.polygon) for zone in camera.zones if zone.id in zone_ids]
+    return {zone.id: list(zone.polygon) for zone in camera.zones if zone.id in zone_ids}
 
 
 class CameraPipeline:
@@ -232,7 +230,7 @@ class CameraPipeline:
         )
         self._held: deque[_Held] = deque()
         self._pile_onsets: dict[str, tuple[bytes, RedactionRecord]] = {}  # 'appeared' pictures
-        self._roi = detection_roi(_watched_zones(camera))
+        self._roi = detection_roi(list(_watched_zones(camera).values()))
         self._tracker = ObjectTracker()
         self._tracks: list[TrackedObject] = []
         self._weak: list[Box] = []  # low-score people and vehicles of the last detection
@@ -382,37 +380,49 @@ class CameraPipeline:
         )
         self._image = frame.image
         classify = self._classify if self._classifiers else None
-        return Observation(now, tuple(self._tracks), scene.regions, ran, moving, classify)
+        return Observation(
+            now, tuple(self._tracks), scene.regions, ran, moving, classify, self._inspect
+        )
 
     def _classify(self, box: Box, config: PileClassifierConfig) -> list[Content]:
         """What the configured garbage model finds in (and around) `box` on the current frame,
         as kinds of waste; only detections that overlap the box count."""
         detector = self._classifiers.get(config.model)
-        if detector is None or self._image is None:
+        if detector is None:
+            return []
+        kinds = {label: kind for kind, labels in config.classes.items() for label in labels}
+        contents = [
+            Content(kinds[d.label], d.label, d.score, d.box)
+            for d in self._close_up(detector, box, 0.5, "classify")
+            if d.label in kinds and d.score >= config.min_score and box_iou(d.box, box) > 0.0
+        ]
+        return sorted(contents, key=lambda c: -c.score)
+
+    def _inspect(self, box: Box) -> list[Detection]:
+        """The camera's detector on a close-up of `box` (grown to at least a fifth of the
+        frame's side, so that it sees what stands around it): people and vehicles too small
+        for the full frame are found there."""
+        width, height = max(box[2] - box[0], 1e-3), max(box[3] - box[1], 1e-3)
+        grow = max(1.0, (CLOSE_UP_SIDE / width - 1) / 2, (CLOSE_UP_SIDE / height - 1) / 2)
+        found = self._close_up(self.detector, box, min(grow, 8.0), "inspect")
+        return [d for d in found if d.score >= self._min_score]
+
+    def _close_up(self, detector: Detector, box: Box, grow: float, stage: str) -> list[Detection]:
+        """`detector` on the current frame's part around `box` (grown by `grow` of its size on
+        every side), its boxes in frame coordinates; the time goes to `stats.seconds[stage]`."""
+        if self._image is None:
             return []
         started = time.perf_counter()
         h, w = self._image.shape[:2]
-        region = expand_box(box, 0.5)
+        region = expand_box(box, grow)
         x1, y1 = int(region[0] * w), int(region[1] * h)
         x2, y2 = max(x1 + 1, math.ceil(region[2] * w)), max(y1 + 1, math.ceil(region[3] * h))
         crop = (x1 / w, y1 / h, x2 / w, y2 / h)
-        kinds = {label: kind for kind, labels in config.classes.items() for label in labels}
         found = detector.detect(np.ascontiguousarray(self._image[y1:y2, x1:x2]))
-        self.stats.seconds["classify"] = (
-            self.stats.seconds.get("classify", 0.0) + time.perf_counter() - started
+        self.stats.seconds[stage] = (
+            self.stats.seconds.get(stage, 0.0) + time.perf_counter() - started
         )
-        contents = []
-        for detection in found:
-            where = box_from_crop(detection.box, crop)
-            if (
-                detection.label in kinds
-                and detection.score >= config.min_score
-                and box_iou(where, box) > 0.0
-            ):
-                contents.append(
-                    Content(kinds[detection.label], detection.label, detection.score, where)
-                )
-        return sorted(contents, key=lambda c: -c.score)
+        return [replace(d, box=box_from_crop(d.box, crop)) for d in found]
 
     def _detect(self, image: Image) -> list[Detection]:
         """The detector on the region around the zones only: small lanes in a wide view get

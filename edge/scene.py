@@ -10,29 +10,36 @@ Works on a small grey copy of each analysed frame:
   while, they become `StaticRegion`s: goods, bags, bins, piles, found with no class needed.
 
 Global brightness swings (auto-exposure, clouds) are removed by a gain match before comparing;
-camera shake, drift and slow pans by registering each frame to the reference view (ORB feature
-homography, or a phase-correlation shift where the view has too little texture); a change over
-most of the watched area at once (lights on, day to night, a fade to black) re-learns the
-reference instead of raising regions.
+camera shake, drift, pans and tilts by registering each frame to the reference view
+(edge.registration: optical flow chained from frame to frame, refined against the reference).
+All per-pixel state lives on a canvas in reference-view pixels, which grows when a moving camera
+looks beyond the view it started with (up to `MAX_CANVAS` times the picture; further, it moves
+along and forgets the far side); pixels seen for the first time are learnt as soon as they show
+the quiet scene. A zone watches the ground it covered at start-up and, when the camera moves,
+what it covers on the picture as well. A change over most of the watched area at once (lights
+on, day to night, a fade to black) re-learns the reference instead of raising regions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.registration import ViewTracker, translation
 from edge.types import Box
 
 ANALYSIS_WIDTH = 320
-MIN_SHIFT_PX = 0.75  # a view change below this (analysis pixels) is estimation noise: no warp
 SATURATED = 250.0  # grey level from which a pixel is taken as clipped
 WARMUP_FRAMES = 30  # at most this many frames go into the start-up median
+MAX_CANVAS = 2.0  # a moving view's canvas grows up to this many times the picture's width, height
+CANVAS_SLACK = 0.1  # grown this much further (fraction of the picture) so that it grows seldom
 
 Array = npt.NDArray[Any]
 
@@ -43,16 +50,24 @@ class SceneParams:
     recent_tau_s: float = 0.6  # time constant of the short-term average used for "is it still"
     diff_threshold: float = 18.0  # grey levels (after gain match) that count as a change
     motion_threshold: float = 14.0  # grey levels between consecutive frames that count as motion
-    static_after_s: float = 1.5  # a change must stay still this long before it is a region
+    static_after_s: float = 1.0  # a change must stay still this long before it is a region
     dropout_s: float = 1.0  # a pixel may look unchanged this long without losing its clock
     global_change: float = 0.5  # changed fraction of the watched area that means "lighting"
     relearn_s: float = 3.0  # how long a global change must last before the reference resets
     min_region_px: int = 12  # at ANALYSIS_WIDTH, below this a component is noise
     warmup_s: float = 3.0  # the reference is the median of the frames of the first seconds
     activity_tau_s: float = 1.0  # memory of the per-pixel motion activity
+    stray_tau_s: float = 0.5  # memory of the motion nobody explains (judging regions)
     max_activity: float = 0.08  # a region that still moves more often than this is not left
     lighting_ncc: float = 0.9  # a region whose texture matches the reference is only lighting
     stabilise: bool = True  # register each frame to the reference view (shake, drift, pan)
+    border: float = 0.02  # the frame's outermost band (x its larger side) is not judged
+    # a pixel matches the reference anywhere this close (analysis pixels): registration is
+    # never exact. A frame of a camera that has not moved is within a pixel (edge.registration
+    # snaps smaller view changes to none); a warped one can be a pixel or two off (fit error,
+    # interpolation, motion blur)
+    still_tolerance_px: int = 1
+    align_tolerance_px: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +77,7 @@ class StaticRegion:
     area: float  # fraction of the frame area
     contrast: float  # mean grey difference against the reference
     mask_fraction: float  # fraction of its box that is changed
+    zones: frozenset[str] = frozenset()  # the watched zones holding most of it
 
     @property
     def score(self) -> float:
@@ -80,28 +96,33 @@ def _hw(image: Array) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
-def _edge_strength(image: Array, where: Array) -> float:
-    """Mean gradient magnitude of `image` over the pixels of `where`."""
+def _gradient(image: Array) -> Array:
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
-    return float(cv2.magnitude(gx, gy)[where].mean())
+    return cv2.magnitude(gx, gy)
 
 
-def _plausible_view_change(homography: Array, shape_hw: tuple[int, int]) -> bool:
-    """A camera that shakes, drifts or pans moves the view by a fraction of itself and keeps its
-    size and shape; RANSAC on a bad match set can return wild warps, which are refused."""
-    h, w = shape_hw
-    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32).reshape(-1, 1, 2)
-    moved = cv2.perspectiveTransform(corners, homography).reshape(-1, 2)
-    if float(np.abs(moved - corners.reshape(-1, 2)).max()) > 0.25 * max(w, h):
-        return False
-    area = 0.5 * abs(
-        float(
-            np.dot(moved[:, 0], np.roll(moved[:, 1], 1))
-            - np.dot(moved[:, 1], np.roll(moved[:, 0], 1))
-        )
+def _outline_moved(before: Array, now: Array, where: Array) -> tuple[float, float]:
+    """Edges over the pixels of `where` that only `before` has, and those that only `now` has
+    (summed gradient magnitude). Edges both have (a kerb, a sign's border beside the spot)
+    cancel out."""
+    g_before = _gradient(before)[where]
+    g_now = _gradient(now)[where]
+    return float(np.maximum(g_before - g_now, 0).sum()), float(
+        np.maximum(g_now - g_before, 0).sum()
     )
-    return 0.7 <= area / float(w * h) <= 1.4
+
+
+def _tolerant_diff(image: Array, reference: Array, tolerance_px: int) -> Array:
+    """How far each pixel lies outside the range of the reference around it (within
+    `tolerance_px`): registration is never exact, and an edge a pixel or two off is not a
+    change, while something new differs from everything that was around it."""
+    if tolerance_px <= 0:
+        return cv2.absdiff(image, reference)
+    kernel = np.ones((2 * tolerance_px + 1, 2 * tolerance_px + 1), np.uint8)
+    low = cv2.erode(reference, kernel)
+    high = cv2.dilate(reference, kernel)
+    return np.maximum(np.maximum(image - high, low - image), 0.0)
 
 
 def _alpha(dt_s: float, tau_s: float) -> float:
@@ -141,280 +162,444 @@ def boxes_mask(boxes: Sequence[Box], shape_hw: tuple[int, int], margin: float = 
     return mask
 
 
+@dataclass(slots=True)
+class _Canvas:
+    """The per-pixel state of the scene in reference-view pixels, on a canvas that holds the
+    reference view at `offset` and grows when a moving camera looks beyond it."""
+
+    frame_hw: tuple[int, int]
+    offset: tuple[int, int]  # canvas pixel of the reference view's (0, 0)
+    reference: Array  # the empty scene (float32)
+    recent: Array  # short-term average of the frames (float32)
+    previous: Array  # the previous frame, warped (float32)
+    changed_since: Array  # when each pixel began to differ from the reference (nan: it does not)
+    last_changed: Array  # when each pixel last differed
+    activity: Array  # recent share of frames with motion, per pixel
+    stray: Array  # the same, of motion that no person or vehicle the detector saw explains
+    seen: Array  # the camera has looked at the pixel
+    known: Array  # the reference there was seen free of people and vehicles
+    covered: Array  # the current frame covers the pixel
+    zones: dict[str, Array]  # per zone: pixels the zone has covered (it moves with the view)
+    warmup: list[Array] = field(default_factory=list)  # start-up samples (nan: not usable)
+
+    @classmethod
+    def start(cls, gray: Array, zones: dict[str, Array]) -> _Canvas:
+        shape = _hw(gray)
+        return cls(
+            frame_hw=shape,
+            offset=(0, 0),
+            reference=gray.copy(),
+            recent=gray.copy(),
+            previous=gray.copy(),
+            changed_since=np.full(shape, np.nan, np.float32),
+            last_changed=np.full(shape, -np.inf, np.float32),
+            activity=np.zeros(shape, np.float32),
+            stray=np.zeros(shape, np.float32),
+            seen=np.ones(shape, bool),
+            known=np.zeros(shape, bool),
+            covered=np.ones(shape, bool),
+            zones=zones,
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return _hw(self.reference)
+
+    @property
+    def watch(self) -> Array:
+        masks = list(self.zones.values())
+        union = np.zeros(self.shape, bool) if not masks else masks[0].copy()
+        for mask in masks[1:]:
+            union |= mask
+        return union
+
+    def reframe(self, x0: int, y0: int, x1: int, y1: int) -> None:
+        """Make the canvas span reference-view pixels [x0, x1) x [y0, y1), keeping what it
+        knows there."""
+        shape = (y1 - y0, x1 - x0)
+        shift = (-x0 - self.offset[0], -y0 - self.offset[1])
+
+        def moved(array: Array, fill: float | bool) -> Array:
+            out = np.full(shape, fill, array.dtype)
+            src_y = slice(max(0, -shift[1]), min(array.shape[0], shape[0] - shift[1]))
+            src_x = slice(max(0, -shift[0]), min(array.shape[1], shape[1] - shift[0]))
+            dst_y = slice(src_y.start + shift[1], src_y.stop + shift[1])
+            dst_x = slice(src_x.start + shift[0], src_x.stop + shift[0])
+            if src_y.stop > src_y.start and src_x.stop > src_x.start:
+                out[dst_y, dst_x] = array[src_y, src_x]
+            return out
+
+        self.reference = moved(self.reference, 0.0)
+        self.recent = moved(self.recent, 0.0)
+        self.previous = moved(self.previous, 0.0)
+        self.changed_since = moved(self.changed_since, np.nan)
+        self.last_changed = moved(self.last_changed, -np.inf)
+        self.activity = moved(self.activity, 0.0)
+        self.stray = moved(self.stray, 0.0)
+        self.seen = moved(self.seen, False)
+        self.known = moved(self.known, False)
+        self.covered = moved(self.covered, False)
+        self.zones = {zone: moved(mask, False) for zone, mask in self.zones.items()}
+        self.warmup = [moved(sample, np.nan) for sample in self.warmup]
+        self.offset = (-x0, -y0)
+
+
 class SceneModel:
-    """Motion and static-change analysis for one camera; time is passed in (stream seconds)."""
+    """Motion and static-change analysis for one camera; time is passed in (stream seconds).
+
+    `zones` are the watched polygons by zone id (normalised, on the camera's picture); each
+    region found names the zones it lies in.
+    """
 
     def __init__(
-        self, watch_polygons: Sequence[Sequence[tuple[float, float]]], params: SceneParams
+        self, zones: Mapping[str, Sequence[tuple[float, float]]], params: SceneParams
     ) -> None:
         self.params = params
-        self._watch_polygons = [list(p) for p in watch_polygons]
+        self._zone_polygons = {zone: list(polygon) for zone, polygon in zones.items()}
+        self._canvas: _Canvas | None = None
+        self._view = ViewTracker()
+        self._homography: Array = np.eye(3)  # current frame -> reference view
+        self._frame: Array | None = None  # the current frame warped onto the canvas
+        self._motion: Array = np.zeros((1, 1), bool)
+        self._valid: Array | None = None  # watched pixels the current frame covers
         self._watch: Array | None = None
-        self._reference: Array | None = None
-        self._recent: Array | None = None
-        self._previous: Array | None = None
-        self._changed_since: Array | None = None
-        self._last_changed: Array | None = None
-        self._activity: Array | None = None  # recent share of frames with motion, per pixel
         self._last_t: float | None = None
         self._global_since: float | None = None
-        self._warmup: list[Array] | None = None
         self._started_s = 0.0
-        self._frame: Array | None = None
-        self._motion: Array = np.zeros((1, 1), bool)
-        self._valid: Array | None = None
+        self._warming = False
         self._dt = 0.0
-        self._homography: Array | None = None  # current view -> reference view, None: identity
-        self._window: Array | None = None  # Hanning window for phase correlation
-        self._known: Array | None = None  # reference pixels seen free of people and vehicles
-        self._ref_features: tuple[Sequence[cv2.KeyPoint], Array | None] | None = None
-        self._orb = cv2.ORB.create(nfeatures=500, fastThreshold=12)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self._movers: list[Box] = []  # people and vehicles of the last analysed frame
+        self._tolerance = params.still_tolerance_px  # of the current frame's alignment
+        self._steady: Array = np.zeros((1, 1), bool)  # pixels covered by this frame and the last
+        self._inner_mask: Array | None = None
 
     @property
     def reference(self) -> Array | None:
-        return self._reference
+        return None if self._canvas is None else self._canvas.reference
+
+    @property
+    def view_change(self) -> Array:
+        """The map (3x3) of the current frame onto the reference view, in analysis pixels."""
+        return self._homography
 
     def reset(self) -> None:
         """Forget the scene (after a reconnect or a camera move)."""
-        self._reference = self._recent = self._previous = self._frame = self._valid = None
+        self._canvas = None
+        self._frame = self._valid = self._watch = None
         self._last_t = self._global_since = None
+        self._view.reset()
+        self._homography = np.eye(3)
 
     def observe(self, gray: Array, now_s: float) -> float:
         """First step for each analysis frame (from `to_analysis_gray`): register it to the
         reference view and measure motion. Returns the share of the watched area that moved."""
-        if self._reference is None or self._reference.shape != gray.shape:
+        canvas = self._canvas
+        if canvas is None or canvas.frame_hw != _hw(gray):
             self._start(gray, now_s)
-            self._frame = gray
-            self._motion = np.zeros(gray.shape, bool)
             return 0.0
-        assert self._previous is not None and self._watch is not None  # noqa: S101
         self._dt = now_s - (self._last_t if self._last_t is not None else now_s)
         self._last_t = now_s
-        gray, covered = self._register(gray)
-        watch = self._watch > 0
-        self._valid = watch if covered is None else watch & covered
-        self._motion = cv2.absdiff(gray, self._previous) > self.params.motion_threshold
-        assert self._activity is not None  # noqa: S101
+        if self.params.stabilise:
+            watch = self._watch if self._watch is not None else canvas.watch
+            movers = boxes_mask(self._movers, _hw(gray), margin=0.2) > 0 if self._movers else None
+            homography = self._view.align(
+                gray, canvas.reference, canvas.seen, canvas.offset, watch, movers
+            )
+            if not self._fits_canvas(homography):
+                self._start(gray, now_s)  # the view moved too far: a new scene
+                return 0.0
+            self._homography = homography
+        warped, covered = self._warp(gray)
+        self._steady = covered & canvas.covered  # seen in the previous frame too
+        canvas.covered = covered
+        fresh = covered & ~canvas.seen
+        if fresh.any():  # the view shows pixels it never showed before: start them from here
+            for array in (canvas.reference, canvas.recent, canvas.previous):
+                array[fresh] = warped[fresh]
+            canvas.seen |= fresh
+        self._sweep_zones()
+        assert self._watch is not None  # noqa: S101
+        self._valid = self._watch & covered
+        unmoved = np.array_equal(self._homography, np.eye(3))
+        p = self.params
+        self._tolerance = p.still_tolerance_px if unmoved else p.align_tolerance_px
+        # consecutive frames of a camera that has not moved are aligned exactly (a distant car
+        # moves a pixel a frame and must be seen to move)
+        moved = _tolerant_diff(warped, canvas.previous, 0 if unmoved else self._tolerance)
+        moved = moved > p.motion_threshold
+        self._motion = moved & covered
         cv2.accumulateWeighted(
             self._motion.astype(np.float32),
-            self._activity,
+            canvas.activity,
             _alpha(self._dt, self.params.activity_tau_s),
+            covered.astype(np.uint8),
         )
-        self._previous = gray
-        self._frame = gray
+        canvas.previous[covered] = warped[covered]
+        self._frame = warped
         return float((self._motion & self._valid).sum()) / max(1, int(self._valid.sum()))
 
     def update(self, now_s: float, explained: Sequence[Box] = ()) -> SceneUpdate:
         """Second step: find static changes. `explained` are boxes of things the detector
         recognises (people, vehicles), whose pixels are never judged as left objects."""
-        if self._valid is None or self._frame is None:
+        canvas = self._canvas
+        if canvas is None or self._valid is None or self._frame is None:
             return SceneUpdate(0.0, 0.0, False, ())
-        assert self._recent is not None and self._reference is not None  # noqa: S101
         p = self.params
-        gray, valid, dt = self._frame, self._valid, self._dt
+        gray, valid, dt, covered = self._frame, self._valid, self._dt, canvas.covered
         valid_px = max(1, int(valid.sum()))
         motion_fraction = float((self._motion & valid).sum()) / valid_px
-        cv2.accumulateWeighted(gray, self._recent, _alpha(dt, p.recent_tau_s))
-        if self._warming_up(gray, now_s):
+        cv2.accumulateWeighted(
+            gray, canvas.recent, _alpha(dt, p.recent_tau_s), covered.astype(np.uint8)
+        )
+        self._movers = list(explained)
+        explained_mask = self._explained_mask(explained)
+        stray = self._motion if explained_mask is None else self._motion & ~explained_mask
+        cv2.accumulateWeighted(
+            stray.astype(np.float32),
+            canvas.stray,
+            _alpha(dt, p.stray_tau_s),
+            covered.astype(np.uint8),
+        )
+        if self._warming_up(gray, now_s, explained_mask):
             return SceneUpdate(motion_fraction, 0.0, False, ())
-        explained = [self._to_reference(box, _hw(gray)) for box in explained]
-        explained_mask = boxes_mask(explained, _hw(gray)) > 0 if explained else None
-        if self._known is None:  # what the first frame showed under people and vehicles is unknown
-            self._known = np.ones(_hw(gray), bool) if explained_mask is None else ~explained_mask
         gain = self._gain(gray, valid)
-        expected = self._reference * gain
-        diff = cv2.absdiff(self._recent, expected)
+        expected = canvas.reference * gain
+        diff = _tolerant_diff(canvas.recent, expected, self._tolerance)
         # clipped pixels (over-exposed now, or would be at this gain) cannot be compared
-        saturated = (self._recent >= SATURATED) | (expected >= SATURATED)
-        changed = (diff > p.diff_threshold) & valid & self._known & ~saturated
+        saturated = (canvas.recent >= SATURATED) | (expected >= SATURATED)
+        changed = (diff > p.diff_threshold) & valid & canvas.known & ~saturated
         changed_fraction = float(changed.sum()) / valid_px
         if changed_fraction >= p.global_change:
-            return self._relearn(gray, now_s, motion_fraction, changed_fraction)
+            return self._relearn(now_s, motion_fraction, changed_fraction)
         self._global_since = None
         kernel = np.ones((5, 5), np.uint8)
         still = ~cv2.dilate(self._motion.astype(np.uint8), kernel).astype(bool)
         self._track_change_clock(changed, now_s)
         self._learn_uncovered(still, explained_mask)
         self._absorb_background(gray, changed, still, explained_mask, dt, gain)
-        regions = self._regions(changed & still, diff, now_s, explained_mask)
+        # what the short-term average still holds of a passer-by is no object: judge only pixels
+        # where it has caught up with the picture
+        settled = cv2.absdiff(gray, canvas.recent) < p.diff_threshold / 2
+        regions = self._regions(changed & still & settled, changed, diff, now_s, explained_mask)
         return SceneUpdate(motion_fraction, changed_fraction, False, regions)
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- the canvas and the view -------------------------------------------------------------
 
     def _start(self, gray: Array, now_s: float) -> None:
-        self._reference = gray.copy()
-        self._recent = gray.copy()
-        self._previous = gray.copy()
-        self._changed_since = np.full(gray.shape, np.nan, np.float32)
-        self._last_changed = np.full(gray.shape, -np.inf, np.float32)
-        self._activity = np.zeros(gray.shape, np.float32)
-        self._watch = polygons_mask(self._watch_polygons, _hw(gray))
-        self._known = None
+        shape = _hw(gray)
+        zones = {
+            zone: polygons_mask([polygon], shape) > 0
+            for zone, polygon in self._zone_polygons.items()
+        }
+        self._canvas = _Canvas.start(gray, zones)
+        self._canvas.covered = self._inner(shape) > 0
+        self._view.reset()
+        self._homography = np.eye(3)
+        self._watch = self._canvas.watch
+        self._valid = self._watch & self._canvas.covered
+        self._frame = gray
+        self._motion = np.zeros(shape, bool)
+        self._steady = np.ones(shape, bool)
         self._last_t = now_s
         self._started_s = now_s
-        self._warmup = [gray.copy()]
-        self._set_reference(gray)
+        self._warming = True
+        self._global_since = None
 
-    def _warming_up(self, gray: Array, now_s: float) -> bool:
-        """For the first `warmup_s` the reference is learnt as the per-pixel median of the frames
-        seen, so people and cars passing (or standing in the first frame and leaving) do not
-        stay in it as ghosts. No regions are reported meanwhile."""
-        if self._warmup is None:
-            return False
-        if now_s - self._started_s < self.params.warmup_s:
-            if len(self._warmup) < WARMUP_FRAMES:
-                self._warmup.append(gray.copy())
-            return True
-        self._set_reference(np.median(np.stack(self._warmup), axis=0).astype(np.float32))
-        self._warmup = None
-        self._known = np.ones(_hw(gray), bool)  # the median has no passers-by in it
-        assert self._changed_since is not None  # noqa: S101
-        self._changed_since[:] = np.nan
-        return False
+    def _to_canvas(self) -> Array:
+        assert self._canvas is not None  # noqa: S101
+        return translation(*self._canvas.offset) @ self._homography
 
-    def _set_reference(self, gray: Array) -> None:
-        self._reference = gray.copy()
-        if self.params.stabilise:
-            keypoints, descriptors = self._orb.detectAndCompute(gray.astype(np.uint8), None)  # type: ignore[call-overload]
-            self._ref_features = (keypoints, descriptors)
-
-    def _register(self, gray: Array) -> tuple[Array, Array | None]:
-        self._homography = None
-        warped, covered, homography = self._find_registration(gray)
-        self._homography = homography
-        return warped, covered
-
-    def _find_registration(self, gray: Array) -> tuple[Array, Array | None, Array | None]:
-        """Map the frame onto the reference view, undoing camera shake, drift and pan.
-
-        First a homography from ORB features matched to the reference's (fitted with RANSAC and
-        checked for sanity); failing that, a translation by phase correlation (shake of a few
-        pixels on a low-texture view). Returns the warped frame, the mask of pixels it covers
-        and the homography; `None` for both when the frame is already aligned.
-        """
-        homography = self._feature_homography(gray)
-        if homography is None:
-            homography = self._shift_homography(gray)
-        h, w = _hw(gray)
+    def _fits_canvas(self, homography: Array) -> bool:
+        """Grow (or move) the canvas so that it holds the view `homography` puts the frame in;
+        False when the view moved beyond what a canvas may hold (a new scene)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        h, w = canvas.frame_hw
         corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32).reshape(-1, 1, 2)
-        if homography is None:
-            return gray, None, None
-        moved = cv2.perspectiveTransform(corners, homography) - corners
-        if float(np.abs(moved).max()) < MIN_SHIFT_PX:
-            return gray, None, None
+        moved = cv2.perspectiveTransform(corners, homography).reshape(-1, 2)
+        vx0, vy0 = (float(v) for v in moved.min(axis=0))
+        vx1, vy1 = (float(v) for v in moved.max(axis=0))
+        max_w, max_h = MAX_CANVAS * w, MAX_CANVAS * h
+        if vx1 - vx0 > max_w or vy1 - vy0 > max_h:
+            return False
+        ox, oy = canvas.offset
+        ch, cw = canvas.shape
+        # a view a few pixels past the canvas loses those pixels: not worth a bigger canvas
+        out_x, out_y = CANVAS_SLACK / 2 * w, CANVAS_SLACK / 2 * h
+        if (
+            vx0 >= -ox - out_x
+            and vy0 >= -oy - out_y
+            and vx1 <= cw - ox + out_x
+            and vy1 <= ch - oy + out_y
+        ):
+            return True
+        slack_x, slack_y = CANVAS_SLACK * w, CANVAS_SLACK * h
+        x0, x1 = _span(-ox, cw - ox, vx0 - slack_x, vx1 + slack_x, max_w)
+        y0, y1 = _span(-oy, ch - oy, vy0 - slack_y, vy1 + slack_y, max_h)
+        canvas.reframe(x0, y0, x1, y1)
+        return True
+
+    def _warp(self, gray: Array) -> tuple[Array, Array]:
+        """The frame on the canvas, and the canvas pixels it covers."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        mapping = self._to_canvas()
+        ch, cw = canvas.shape
+        inner = self._inner(_hw(gray))
+        if canvas.shape == _hw(gray) and np.allclose(mapping, np.eye(3)):
+            return gray, inner > 0
         warped = cv2.warpPerspective(
-            gray, homography, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            gray, mapping, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
-        covered = cv2.warpPerspective(
-            np.full((h, w), 255, np.uint8), homography, (w, h), flags=cv2.INTER_NEAREST
-        )
-        covered = cv2.erode(covered, np.ones((5, 5), np.uint8))
-        return warped, covered > 0, homography
+        covered = cv2.warpPerspective(inner, mapping, (cw, ch), flags=cv2.INTER_NEAREST)
+        return warped, covered > 0
 
-    def _feature_homography(self, gray: Array) -> Array | None:
-        """The view change found from features: the identity when the camera did not move,
-        None when the features cannot tell (too few, or no plausible fit)."""
-        if self._ref_features is None:
-            return None
-        ref_kp, ref_desc = self._ref_features
-        image = gray.astype(np.uint8)
-        keypoints, descriptors = self._orb.detectAndCompute(image, None)  # type: ignore[call-overload]
-        if descriptors is None or len(keypoints) < 20 or ref_desc is None:
-            return None
-        matches = self._matcher.match(descriptors, ref_desc)
-        if len(matches) < 20:
-            return None
-        src = np.array([keypoints[m.queryIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
-        dst = np.array([ref_kp[m.trainIdx].pt for m in matches], np.float32).reshape(-1, 1, 2)
-        homography, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
-        if homography is None or inliers is None:
-            return None
-        count = int(inliers.sum())
-        if count < 15 or count < 0.3 * len(matches):
-            return None
-        # a fixed camera that did not move: keep the identity unless the warp explains clearly
-        # more matches (moving people and cars give a few matches that fit neither)
-        still = int((np.linalg.norm(src - dst, axis=2) < 3.0).sum())
-        if still >= 0.8 * count:
-            return np.eye(3)
-        return homography if _plausible_view_change(homography, _hw(gray)) else None
+    def _inner(self, shape: tuple[int, int]) -> Array:
+        """The frame without its outermost pixels (uint8, 255 inside): encoders, lens
+        vignetting and interpolation make the border unreliable, and an object there is seen
+        only in part anyway."""
+        if self._inner_mask is None or _hw(self._inner_mask) != shape:
+            h, w = shape
+            band = max(2, round(self.params.border * max(h, w)))
+            mask: Array = np.zeros(shape, np.uint8)
+            mask[band : h - band, band : w - band] = 255
+            self._inner_mask = mask
+        return self._inner_mask
 
-    def _shift_homography(self, gray: Array) -> Array | None:
-        assert self._reference is not None  # noqa: S101
-        h, w = _hw(gray)
-        if self._window is None or self._window.shape != (h, w):
-            self._window = cv2.createHanningWindow((w, h), cv2.CV_32F)
-        # copies: with a window, phaseCorrelate multiplies its inputs in place
-        (dx, dy), response = cv2.phaseCorrelate(self._reference.copy(), gray.copy(), self._window)
-        if response < 0.2 or max(abs(dx) / w, abs(dy) / h) > 0.1:
-            return None
-        return np.array([[1.0, 0.0, -dx], [0.0, 1.0, -dy], [0.0, 0.0, 1.0]], np.float64)
+    def _sweep_zones(self) -> None:
+        """Each zone watches the ground it covered at start-up and, on a camera that moves,
+        also what it covers on the picture now."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        mapping = self._to_canvas()
+        if canvas.shape == canvas.frame_hw and np.allclose(mapping, np.eye(3)):
+            return
+        ch, cw = canvas.shape
+        for zone, polygon in self._zone_polygons.items():
+            drawn = polygons_mask([polygon], canvas.frame_hw)
+            now = cv2.warpPerspective(drawn, mapping, (cw, ch), flags=cv2.INTER_NEAREST) > 0
+            canvas.zones[zone] |= now & canvas.covered
+        self._watch = canvas.watch
 
-    def _map_box(self, box: Box, shape_hw: tuple[int, int], inverse: bool) -> Box:
-        if self._homography is None:
-            return box
-        h, w = shape_hw
-        matrix = np.linalg.inv(self._homography) if inverse else self._homography
+    def _rect(self, box: Box) -> tuple[int, int, int, int]:
+        """A box of the current view as a rectangle of canvas pixels (x1, y1, x2, y2)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        h, w = canvas.frame_hw
         x1, y1, x2, y2 = box
         corners = np.array(
             [[x1 * w, y1 * h], [x2 * w, y1 * h], [x2 * w, y2 * h], [x1 * w, y2 * h]], np.float32
         ).reshape(-1, 1, 2)
-        moved = cv2.perspectiveTransform(corners, matrix).reshape(-1, 2)
+        moved = cv2.perspectiveTransform(corners, self._to_canvas()).reshape(-1, 2)
+        ch, cw = canvas.shape
+        c1 = int(np.clip(math.floor(float(moved[:, 0].min())), 0, cw - 1))
+        r1 = int(np.clip(math.floor(float(moved[:, 1].min())), 0, ch - 1))
+        c2 = int(np.clip(math.ceil(float(moved[:, 0].max())), c1 + 1, cw))
+        r2 = int(np.clip(math.ceil(float(moved[:, 1].max())), r1 + 1, ch))
+        return c1, r1, c2, r2
+
+    def _box(self, rect: tuple[int, int, int, int]) -> Box:
+        """A rectangle of canvas pixels as a box of the current view (normalised, clipped)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        h, w = canvas.frame_hw
+        x1, y1, x2, y2 = rect
+        corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32).reshape(-1, 1, 2)
+        moved = cv2.perspectiveTransform(corners, np.linalg.inv(self._to_canvas())).reshape(-1, 2)
         xs = np.clip(moved[:, 0] / w, 0.0, 1.0)
         ys = np.clip(moved[:, 1] / h, 0.0, 1.0)
         return (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
 
-    def _to_reference(self, box: Box, shape_hw: tuple[int, int]) -> Box:
-        """A box of the current view in the reference view's coordinates."""
-        return self._map_box(box, shape_hw, inverse=False)
+    def _explained_mask(self, explained: Sequence[Box]) -> Array | None:
+        """Canvas pixels under the explained boxes (each grown by a tenth of its size)."""
+        canvas = self._canvas
+        if not explained or canvas is None:
+            return None
+        mask: Array = np.zeros(canvas.shape, np.uint8)
+        for x1, y1, x2, y2 in explained:
+            mx, my = (x2 - x1) * 0.1, (y2 - y1) * 0.1
+            c1, r1, c2, r2 = self._rect((x1 - mx, y1 - my, x2 + mx, y2 + my))
+            mask[r1:r2, c1:c2] = 1
+        return mask > 0
 
-    def _to_view(self, box: Box, shape_hw: tuple[int, int]) -> Box:
-        """A box of the reference view in the current view's coordinates."""
-        return self._map_box(box, shape_hw, inverse=True)
+    # -- the reference -------------------------------------------------------------------------
+
+    def _warming_up(self, gray: Array, now_s: float, explained: Array | None) -> bool:
+        """For the first `warmup_s` the reference is learnt as the per-pixel median of the frames
+        seen, leaving out what the detector explains, so people and cars passing, standing in
+        the first frame or standing still the whole time do not stay in it as ghosts. Pixels
+        never seen free of them are learnt later, once they show the quiet scene. No regions
+        are reported meanwhile."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        if not self._warming:
+            return False
+        usable = canvas.covered if explained is None else canvas.covered & ~explained
+        if now_s - self._started_s < self.params.warmup_s:
+            if len(canvas.warmup) < WARMUP_FRAMES:
+                canvas.warmup.append(np.where(usable, gray, np.nan).astype(np.float32))
+            return True
+        samples = np.stack(canvas.warmup)
+        counts = np.isfinite(samples).sum(axis=0)
+        learnt = counts >= max(1, len(canvas.warmup) // 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan pixels: not learnt
+            median = np.nanmedian(samples, axis=0)
+        canvas.reference = np.where(learnt, median, canvas.recent).astype(np.float32)
+        canvas.known = learnt & canvas.seen
+        canvas.changed_since[:] = np.nan
+        canvas.warmup = []
+        self._warming = False
+        return False
 
     def _gain(self, gray: Array, watch: Array) -> float:
         """Brightness ratio now/reference over the watched area (auto-exposure, clouds)."""
-        assert self._reference is not None  # noqa: S101
-        ref_level = float(np.median(self._reference[watch])) if watch.any() else 0.0
+        assert self._canvas is not None  # noqa: S101
+        reference = self._canvas.reference
+        ref_level = float(np.median(reference[watch])) if watch.any() else 0.0
         cur_level = float(np.median(gray[watch])) if watch.any() else 0.0
         if ref_level < 4.0:
             return 1.0
         return float(np.clip(cur_level / ref_level, 0.25, 4.0))
 
     def _relearn(
-        self, gray: Array, now_s: float, motion_fraction: float, changed_fraction: float
+        self, now_s: float, motion_fraction: float, changed_fraction: float
     ) -> SceneUpdate:
         """Most of the view changed at once: lighting, not objects. Re-learn once it settles."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
         if self._global_since is None:
             self._global_since = now_s
         if now_s - self._global_since >= self.params.relearn_s and motion_fraction < 0.02:
-            assert self._recent is not None  # noqa: S101
-            self._set_reference(self._recent)
-            self._known = np.ones(_hw(gray), bool)
-            self._changed_since = np.full(gray.shape, np.nan, np.float32)
+            covered = canvas.covered
+            canvas.reference[covered] = canvas.recent[covered]
+            canvas.known = canvas.seen.copy()
+            canvas.changed_since[:] = np.nan
             self._global_since = None
         return SceneUpdate(motion_fraction, changed_fraction, True, ())
 
     def _track_change_clock(self, changed: Array, now_s: float) -> None:
-        assert self._changed_since is not None and self._last_changed is not None  # noqa: S101
-        start = changed & np.isnan(self._changed_since)
-        self._changed_since[start] = now_s
-        self._last_changed[changed] = now_s
-        lapsed = ~changed & (now_s - self._last_changed > self.params.dropout_s)
-        self._changed_since[lapsed] = np.nan
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        start = changed & np.isnan(canvas.changed_since)
+        canvas.changed_since[start] = now_s
+        canvas.last_changed[changed] = now_s
+        # what the camera does not look at now keeps its clock
+        lapsed = canvas.covered & ~changed & (now_s - canvas.last_changed > self.params.dropout_s)
+        canvas.changed_since[lapsed] = np.nan
 
     def _learn_uncovered(self, still: Array, explained: Array | None) -> None:
-        """Pixels hidden at start (under a person or a vehicle) are learnt once they show the
-        quiet scene, so the spot a person leaves is never taken for a new object (a ghost)."""
-        assert self._known is not None and self._reference is not None  # noqa: S101
-        assert self._recent is not None  # noqa: S101
-        assert self._activity is not None  # noqa: S101
-        learn = ~self._known & still & (self._activity < 0.02)  # no trail of motion left either
+        """Pixels not yet seen free of people and vehicles are learnt once they show the quiet
+        scene, so the spot a person leaves is never taken for a new object (a ghost)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        # a pixel seen for the first time (a pan reveals it) has no motion measured yet: it is
+        # learnt from its second frame on, when it is still
+        learn = ~canvas.known & self._steady & still & (canvas.activity < 0.02)
         if explained is not None:
             learn &= ~explained
-        self._reference[learn] = self._recent[learn]
-        self._known |= learn
+        canvas.reference[learn] = canvas.recent[learn]
+        canvas.known |= learn
 
     def _absorb_background(
         self,
@@ -426,103 +611,128 @@ class SceneModel:
         gain: float,
     ) -> None:
         """Follow slow light changes where the scene shows nothing new."""
-        assert self._reference is not None  # noqa: S101
-        quiet = still & ~changed
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        quiet = still & ~changed & canvas.covered
         if explained is not None:
             quiet &= ~explained
-        mask = quiet.astype(np.uint8)
         # keep the reference in the camera's current exposure: scale it by the gain, then blend
         if abs(gain - 1.0) > 0.02:
-            self._reference *= 1.0 + (gain - 1.0) * _alpha(dt, 5.0)
-        cv2.accumulateWeighted(gray, self._reference, _alpha(dt, self.params.reference_tau_s), mask)
+            canvas.reference *= 1.0 + (gain - 1.0) * _alpha(dt, 5.0)
+        cv2.accumulateWeighted(
+            gray,
+            canvas.reference,
+            _alpha(dt, self.params.reference_tau_s),
+            quiet.astype(np.uint8),
+        )
 
     def activity(self, box: Box) -> float:
         """The recent share of frames with motion inside a box of the current view, 0..1.
         Traffic passing through a spot keeps it high; a parked car lets it fall to 0."""
-        if self._activity is None:
+        if self._canvas is None:
             return 0.0
-        h, w = _hw(self._activity)
-        x1, y1, x2, y2 = self._to_reference(box, (h, w))
-        c1, r1 = min(int(x1 * w), w - 1), min(int(y1 * h), h - 1)
-        c2, r2 = max(c1 + 1, math.ceil(x2 * w)), max(r1 + 1, math.ceil(y2 * h))
-        return float(self._activity[r1:r2, c1:c2].mean())
+        c1, r1, c2, r2 = self._rect(box)
+        return float(self._canvas.activity[r1:r2, c1:c2].mean())
+
+    # -- regions -------------------------------------------------------------------------------
 
     def _is_ghost(self, pixels: Array) -> bool:
         """Something that was in the reference and has gone (a person who stood there at start):
         the region's outline shows in the reference, not in the current picture. A new object
-        is the other way round: its outline shows now and not in the reference."""
-        assert self._recent is not None and self._reference is not None  # noqa: S101
+        is the other way round: its outline shows now and not in the reference. Only the edges
+        that differ count, so a bag put down beside a strong edge is not taken for a ghost."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
         mask = pixels.astype(np.uint8)
-        ring = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - cv2.erode(
+        # the change stops short of the real outline by up to the alignment tolerance
+        reach = 2 * self._tolerance + 3
+        ring = cv2.dilate(mask, np.ones((reach, reach), np.uint8)) - cv2.erode(
             mask, np.ones((3, 3), np.uint8)
         )
         outline = ring > 0
         if not outline.any():
             return False
-        return _edge_strength(self._reference, outline) > 1.2 * _edge_strength(
-            self._recent, outline
-        )
+        gone, come = _outline_moved(canvas.reference, canvas.recent, outline)
+        return gone > 1.2 * come
 
-    def _heal(self, pixels: Array) -> None:
-        """Put what the camera shows now into the reference where a ghost was."""
-        assert self._recent is not None and self._reference is not None  # noqa: S101
-        assert self._changed_since is not None  # noqa: S101
-        grown = cv2.dilate(pixels.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        self._reference[grown] = self._recent[grown]
-        self._changed_since[grown] = np.nan
+    def _heal(self, pixels: Array, changed: Array) -> None:
+        """Put what the camera shows now into the reference where a ghost was: over the whole
+        of the change it belongs to (parts of it may not have settled yet)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        _, labels = cv2.connectedComponents((changed | pixels).astype(np.uint8), connectivity=8)
+        whole = np.isin(labels, np.unique(labels[pixels]))
+        grown = cv2.dilate(whole.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        grown &= canvas.covered
+        canvas.reference[grown] = canvas.recent[grown]
+        canvas.changed_since[grown] = np.nan
 
-    def _is_new_thing(self, pixels: Array, rect: tuple[int, int, int, int]) -> bool:
-        """Reject what is not an object left behind: something that keeps moving (a person
-        standing and swaying), or a patch whose texture is the reference's under other light
-        (exposure, a shadow)."""
-        assert self._activity is not None and self._recent is not None  # noqa: S101
-        assert self._reference is not None  # noqa: S101
-        if float(self._activity[pixels].mean()) > self.params.max_activity:
-            return False
+    def _is_new_thing(self, rect: tuple[int, int, int, int]) -> bool:
+        """Reject a patch whose texture is the reference's under other light (exposure, a
+        shadow): that is no object left behind."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
         x, y, bw, bh = rect
-        h, w = _hw(self._recent)
+        h, w = canvas.shape
         x1, y1, x2, y2 = max(0, x - 2), max(0, y - 2), min(w, x + bw + 2), min(h, y + bh + 2)
-        now = self._recent[y1:y2, x1:x2] - self._recent[y1:y2, x1:x2].mean()
-        ref = self._reference[y1:y2, x1:x2] - self._reference[y1:y2, x1:x2].mean()
+        now = canvas.recent[y1:y2, x1:x2] - canvas.recent[y1:y2, x1:x2].mean()
+        ref = canvas.reference[y1:y2, x1:x2] - canvas.reference[y1:y2, x1:x2].mean()
         energy = float(np.sqrt((now * now).sum() * (ref * ref).sum()))
         if energy < 1e-3 * now.size:
             return True  # flat patches: no texture to compare, trust the difference
         return float((now * ref).sum()) / energy < self.params.lighting_ncc
 
     def _regions(
-        self, static: Array, diff: Array, now_s: float, explained: Array | None
+        self, static: Array, changed: Array, diff: Array, now_s: float, explained: Array | None
     ) -> tuple[StaticRegion, ...]:
-        assert self._changed_since is not None  # noqa: S101
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
         p = self.params
-        old_enough = static & (
-            now_s - np.nan_to_num(self._changed_since, nan=now_s) >= p.static_after_s
-        )
+        since_all = canvas.changed_since
+        old_enough = static & (now_s - np.nan_to_num(since_all, nan=now_s) >= p.static_after_s)
         if explained is not None:
             old_enough &= ~explained
         mask: Array = old_enough.astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        h, w = mask.shape[:2]
+        fh, fw = canvas.frame_hw
         regions = []
         for label in range(1, count):
             x, y, bw, bh, area = (int(v) for v in stats[label])
             if area < p.min_region_px:
                 continue
             pixels = labels == label
+            if float(canvas.stray[pixels].mean()) > p.max_activity:
+                continue  # something unexplained still moves there: judge it later
             if self._is_ghost(pixels):
-                self._heal(pixels)
+                self._heal(pixels, changed)
                 continue
-            if not self._is_new_thing(pixels, (x, y, bw, bh)):
+            if not self._is_new_thing((x, y, bw, bh)):
                 continue
-            since = self._changed_since[pixels & ~np.isnan(self._changed_since)]
+            since = since_all[pixels & ~np.isnan(since_all)]
+            zones = frozenset(
+                zone for zone, where in canvas.zones.items() if 2 * int(where[pixels].sum()) >= area
+            )
             regions.append(
                 StaticRegion(
-                    box=self._to_view((x / w, y / h, (x + bw) / w, (y + bh) / h), (h, w)),
+                    box=self._box((x, y, x + bw, y + bh)),
                     since_s=float(np.median(since)) if since.size else now_s,
-                    area=area / float(w * h),
+                    area=area / float(fw * fh),
                     contrast=float(diff[pixels].mean()),
                     mask_fraction=area / float(max(1, bw * bh)),
+                    zones=zones,
                 )
             )
         return tuple(regions)
+
+
+def _span(lo: float, hi: float, want_lo: float, want_hi: float, longest: float) -> tuple[int, int]:
+    """The canvas's new extent on one axis: its old extent [lo, hi) grown to hold
+    [want_lo, want_hi), or, when that would be longer than `longest`, the `longest` span
+    centred on what is wanted (the far side of the old canvas is dropped)."""
+    new_lo, new_hi = min(lo, want_lo), max(hi, want_hi)
+    if new_hi - new_lo > longest:
+        middle = (want_lo + want_hi) / 2
+        new_lo, new_hi = middle - longest / 2, middle + longest / 2
+    return math.floor(new_lo), math.ceil(new_hi)

@@ -6,12 +6,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from common.config import PileClassifierConfig
+from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
 from edge.scene import StaticRegion
-from edge.types import Box, Frame, TrackedObject
+from edge.types import Box, Detection, Frame, TrackedObject
 
 State = Literal["new", "update", "end"]
+
+EXPLAINED_CLASSES = frozenset(
+    {"person", *VEHICLE_CLASSES, "bird", "cat", "dog", "horse", "sheep", "cow"}
+)
+"""Detector classes that move by themselves: never a left object, a pile or a blockage of the
+scene model's kind (a person standing, a parked van are judged as what they are)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,10 @@ class Content:
 Classifier = Callable[[Box, PileClassifierConfig], Sequence[Content]]
 """Asks the configured model what the current frame holds in a box (in the Observation)."""
 
+Inspector = Callable[[Box], Sequence[Detection]]
+"""The camera's own detector on a close-up of a box of the current frame: what it finds there
+(boxes in frame coordinates), for a second look at something too small to be sure of."""
+
 
 @dataclass(frozen=True, slots=True)
 class Observation:
@@ -38,6 +48,7 @@ class Observation:
     detector_ran: bool = True
     moving: frozenset[int] = frozenset()  # track ids whose pixels keep changing (in motion)
     classify: Classifier | None = None  # a garbage model on this frame, when one is configured
+    inspect: Inspector | None = None  # the camera's detector on a close-up of this frame
 
 
 @dataclass(frozen=True, slots=True)

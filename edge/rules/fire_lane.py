@@ -136,7 +136,7 @@ class FireLaneRule:
     ) -> list[Blocker]:
         objects = []
         for region in regions:
-            if region.area < self.config.min_object_area or not self.in_lane(region.box):
+            if region.area < self.config.min_object_area or self.zone_id not in region.zones:
                 continue
             if any(box_iou(region.box, b.box) > 0.3 for b in already):
                 continue  # the same thing, already found by the detector

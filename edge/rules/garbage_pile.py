@@ -1,10 +1,15 @@
 """Garbage piles (垃圾堆放): something dumped in a zone where nothing should accumulate.
 
 Works on the scene model's static regions: what newly appeared, stays, and is not a person or a
-vehicle (those are masked by the detector). The pile is everything new inside the zone; it is
-reported once it has stayed `dwell_s` and covers at least `min_area` of the frame, updated when
-it grows markedly (or every `update_interval_s`), and ended once the zone has been back to its
-reference for `clear_s`.
+vehicle (those are masked by the detector). Regions in the zone that lie close together are one
+heap (a bag torn in two by the light, bags dumped side by side); the pile is every heap that
+covers at least `min_area` of the frame. It is reported once it has stayed `dwell_s`, updated
+when it grows markedly (or every `update_interval_s`), and ended once the zone has been back to
+its reference for `clear_s`.
+
+Before the alert the camera's detector takes a second, closer look at the pile (a close-up of
+the frame around it): a person, an animal or a vehicle too small for the full-frame detector
+(someone standing far away in a crowd) holds the alert back until it has gone.
 
 With a garbage detector configured (`classifier`), the model is asked what the pile holds when
 the dwell has passed and at each update (`details.contents`: kind of waste, label, score); with
@@ -16,11 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import Content, Observation, RuleOutput, Situation, State
-from edge.rules.geometry import box_center, point_in_polygon, union_box
+from edge.rules.base import EXPLAINED_CLASSES, Content, Observation, RuleOutput, Situation, State
+from edge.rules.geometry import boxes_overlap, group_boxes, union_box
 from edge.scene import StaticRegion
+from edge.types import Box
 
 GROWTH_FOR_UPDATE = 0.5  # an update as soon as the pile covers this much more than when last sent
+HEAP_MARGIN = 0.5  # regions this close (fraction of their size) are parts of one heap
+LOOK_AGAIN_S = 2.0  # while a close look finds someone on the pile, look again this often
+ACTOR_COVER = 0.3  # people or vehicles covering this share of the pile are what is there
 
 
 class GarbagePileRule:
@@ -28,22 +37,33 @@ class GarbagePileRule:
         self.config = config
         self.rule_id = config.id
         self.zone_id = zone.id
-        self._polygon = [tuple(p) for p in zone.polygon]
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._sent_area = 0.0
         self._regions: list[StaticRegion] = []
         self._contents: tuple[Content, ...] = ()
         self._asked_s = float("-inf")
+        self._looked_s = float("-inf")
+        self._someone_there = False
 
     def pile(self, regions: Sequence[StaticRegion]) -> list[StaticRegion]:
-        """The new regions whose centre lies in the zone."""
-        return [r for r in regions if point_in_polygon(box_center(r.box), self._polygon)]  # type: ignore[arg-type]
+        """The new regions in the zone (as the scene model places them) that belong to a heap
+        of at least `min_area`."""
+        mine = [r for r in regions if self.zone_id in r.zones]
+        heaps = group_boxes([r.box for r in mine], HEAP_MARGIN)
+        return [
+            mine[i]
+            for heap in heaps
+            if sum(mine[i].area for i in heap) >= self.config.min_area
+            for i in heap
+        ]
 
     def update(self, observation: Observation) -> list[RuleOutput]:
         now = observation.pts_s
         regions = self.pile(observation.regions)
         area = sum(r.area for r in regions)
-        if regions and area >= self.config.min_area:
+        if regions:
+            if not self._situation.alerted and not _same_place(regions, self._regions):
+                self._situation.reset()  # a speck that came and went elsewhere lends no time
             self._regions = regions
             since = min(r.since_s for r in regions)
             state = self._situation.seen(now, since, lambda: self._confirmed(observation))
@@ -64,18 +84,38 @@ class GarbagePileRule:
             self._situation.reset()
             self._regions = []
             self._contents, self._asked_s = (), float("-inf")
+            self._looked_s, self._someone_there = float("-inf"), False
             return outputs
         return []
 
     def _confirmed(self, observation: Observation) -> bool:
-        """Asked once the dwell has passed: may the alert go out? Without a model, yes; with
+        """Asked once the dwell has passed: may the alert go out? Not while a close look finds
+        a person, an animal or a vehicle on the pile. Then, without a garbage model, yes; with
         one, it classifies the pile, and with `require` holds the alert until it finds waste."""
+        if self._occupied(observation):
+            return False
         classifier = self.config.classifier
         if classifier is None or observation.classify is None:
             return True
         if observation.pts_s - self._asked_s >= classifier.recheck_s:
             self._ask(observation)
         return bool(self._contents) or not classifier.require
+
+    def _occupied(self, observation: Observation) -> bool:
+        """Does the camera's detector, looking closer, find someone or something that moves by
+        itself where the pile is? Asked again every `LOOK_AGAIN_S` while it does."""
+        if observation.inspect is None:
+            return False
+        if observation.pts_s - self._looked_s >= LOOK_AGAIN_S:
+            self._looked_s = observation.pts_s
+            found = observation.inspect(union_box([r.box for r in self._regions]))
+            actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
+            covered = sum(
+                r.area * max((_covered(r.box, actor) for actor in actors), default=0.0)
+                for r in self._regions
+            )
+            self._someone_there = covered >= ACTOR_COVER * sum(r.area for r in self._regions)
+        return self._someone_there
 
     def _ask(self, observation: Observation) -> None:
         if self.config.classifier is None or observation.classify is None:
@@ -123,3 +163,18 @@ class GarbagePileRule:
             details=details,
             highlight=tuple(boxes) if state != "end" else (),
         )
+
+
+def _covered(box: Box, by: Box) -> float:
+    """The share of `box` that `by` covers."""
+    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return w * h / area if area > 0 else 0.0
+
+
+def _same_place(regions: Sequence[StaticRegion], before: Sequence[StaticRegion]) -> bool:
+    """Do these regions lie where the pile seen before lay (overlapping it)?"""
+    if not before:
+        return False
+    return boxes_overlap(union_box([r.box for r in regions]), union_box([r.box for r in before]))

@@ -101,3 +101,34 @@ def expand_box(box: Box, margin: float) -> Box:
         min(1.0, box[2] + w * margin),
         min(1.0, box[3] + h * margin),
     )
+
+
+def boxes_overlap(a: Box, b: Box) -> bool:
+    """True when the boxes share any part (touching counts)."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def group_boxes(boxes: Sequence[Box], margin: float) -> list[list[int]]:
+    """Indices of the boxes in groups of neighbours: boxes whose grown boxes (`margin` of their
+    own size on every side) overlap are in one group, and so are their neighbours' neighbours.
+
+    >>> group_boxes([(0.1, 0.1, 0.2, 0.2), (0.22, 0.1, 0.3, 0.2), (0.8, 0.8, 0.9, 0.9)], 0.25)
+    [[0, 1], [2]]
+    """
+    grown = [expand_box(box, margin) for box in boxes]
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if boxes_overlap(grown[i], grown[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(boxes)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values())

@@ -40,10 +40,18 @@ def vehicle(box: Box, track_id: int = 1, label: str = "car", score: float = 0.9)
     return TrackedObject(track_id=track_id, label=label, score=score, box=box, first_seen_s=0.0)
 
 
-def region(box: Box = BAG, since_s: float = 2.0, area: float | None = None) -> StaticRegion:
+def region(
+    box: Box = BAG,
+    since_s: float = 2.0,
+    area: float | None = None,
+    zones: frozenset[str] = frozenset({LANE.id}),
+) -> StaticRegion:
+    """A left-object region as the scene model reports it, in the zones it lies in."""
     if area is None:
         area = (box[2] - box[0]) * (box[3] - box[1])
-    return StaticRegion(box=box, since_s=since_s, area=area, contrast=40.0, mask_fraction=0.9)
+    return StaticRegion(
+        box=box, since_s=since_s, area=area, contrast=40.0, mask_fraction=0.9, zones=zones
+    )
 
 
 def run(
@@ -281,7 +289,7 @@ def test_a_static_region_in_the_lane_raises_with_its_since() -> None:
     [
         (region(area=0.001), {}),  # smaller than min_object_area
         (region(area=0.02), {"min_object_area": 0.05}),
-        (region(box=(0.0, 0.6, 0.1, 0.7)), {}),  # outside the lane
+        (region(box=(0.0, 0.6, 0.1, 0.7), zones=frozenset()), {}),  # outside the lane
         (region(), {"detect_left_objects": False}),
     ],
 )

@@ -23,9 +23,12 @@ def rule(**overrides: float) -> GarbagePileRule:
     return GarbagePileRule(config, ZONE)
 
 
-def region(box: Box, since_s: float) -> StaticRegion:
+def region(box: Box, since_s: float, zones: frozenset[str] = frozenset({ZONE.id})) -> StaticRegion:
+    """A region as the scene model reports it; `zones`: those it lies in (the model decides)."""
     area = (box[2] - box[0]) * (box[3] - box[1])
-    return StaticRegion(box=box, since_s=since_s, area=area, contrast=40.0, mask_fraction=0.8)
+    return StaticRegion(
+        box=box, since_s=since_s, area=area, contrast=40.0, mask_fraction=0.8, zones=zones
+    )
 
 
 def run(
@@ -69,10 +72,10 @@ def test_a_pile_that_grows_markedly_sends_an_update() -> None:
 
 def test_too_small_or_outside_the_zone_is_not_a_pile() -> None:
     crumb = (0.5, 0.6, 0.52, 0.62)  # 0.04 % of the frame
-    outside = (0.85, 0.1, 0.99, 0.3)  # centre outside the zone
+    outside = (0.85, 0.1, 0.99, 0.3)  # in another zone
 
     def scene(t: float) -> list[StaticRegion]:
-        return [region(crumb, 1.0), region(outside, 1.0)] if t >= 1.0 else []
+        return [region(crumb, 1.0), region(outside, 1.0, frozenset({"road"}))] if t >= 1.0 else []
 
     assert run(rule(), scene, 40.0) == []
 
