@@ -23,7 +23,7 @@ warped by estimation noise (the scene model tolerates a pixel or two of misalign
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -34,6 +34,7 @@ Array = npt.NDArray[Any]
 
 LK_WINDOW = (21, 21)
 LK_LEVELS = 3
+NOISE_GAIN = 0.6  # a fit must leave the points this much closer than no motion does
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,9 @@ class RegistrationParams:
     still_share: float = 0.6  # ...and when this share of the points did not, the view did not
     max_step: float = 0.3  # a frame moving a corner further from its keyframe (x size): refused
     rekey: float = 0.1  # a new keyframe once the view moved a corner this far (x size) from it
-    max_residual: float = 0.1  # a refinement moving a corner further (x size): refused
-    max_correction_px: float = 3.0  # ...and further than this when the frame step was measured
+    # the reference only corrects small errors of the change measured on the keyframe: a
+    # reference learnt on the move, or a bus in front, must not pull the view away
+    max_correction_px: float = 3.0
 
 
 def corner_motion(homography: Array, shape_hw: tuple[int, int]) -> float:
@@ -93,7 +95,10 @@ def plausible(
     outline = moved.reshape(-1, 2).astype(np.float32)
     if not cv2.isContourConvex(outline):
         return False
-    area = cv2.contourArea(outline) / max(1e-6, cv2.contourArea(before.reshape(-1, 2)))
+    # signed areas: a mirrored picture has its corners the other way round
+    area = cv2.contourArea(outline, oriented=True) / cv2.contourArea(
+        before.reshape(-1, 2).astype(np.float32), oriented=True
+    )
     return 0.6 <= area <= 1.6
 
 
@@ -112,15 +117,29 @@ def find_corners(image: Array, mask: Array | None, params: RegistrationParams) -
 
 
 def follow(
-    source: Array, target: Array, points: Array, params: RegistrationParams
+    source: Array,
+    target: Array,
+    points: Array,
+    params: RegistrationParams,
+    expected: Array | None = None,
 ) -> tuple[Array, Array]:
     """The corners of `source` found again in `target` (Lucas-Kanade, checked forwards and
-    backwards): matching point arrays (N x 1 x 2), only the corners followed reliably."""
-    ahead, status, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
-        source, target, points, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+    backwards): matching point arrays (N x 1 x 2), only the corners followed reliably. With
+    `expected` (where the points should be now, from the motion so far) the search starts
+    there: a long move over a repeating pattern (paving slabs) cannot lock onto the wrong tile."""
+    flags = 0 if expected is None else cv2.OPTFLOW_USE_INITIAL_FLOW
+    start = points.copy() if expected is None else expected.astype(np.float32).copy()
+    ahead, status, _ = cv2.calcOpticalFlowPyrLK(
+        source, target, points, start, winSize=LK_WINDOW, maxLevel=LK_LEVELS, flags=flags
     )
-    back, status_back, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
-        target, source, ahead, None, winSize=LK_WINDOW, maxLevel=LK_LEVELS
+    back, status_back, _ = cv2.calcOpticalFlowPyrLK(
+        target,
+        source,
+        ahead,
+        points.copy(),
+        winSize=LK_WINDOW,
+        maxLevel=LK_LEVELS,
+        flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
     )
     error = np.linalg.norm(back - points, axis=2).ravel()
     good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < params.max_flow_error)
@@ -174,8 +193,10 @@ def fit_view_change(
     if len(src) < params.min_inliers:
         return None
     moved = np.linalg.norm((dst - src).reshape(-1, 2), axis=1)
+    still = Fit(np.eye(3), int((moved < params.ransac_px).sum()))
     if float(np.mean(moved < params.still_flow_px)) >= params.still_share:
-        return Fit(np.eye(3), int((moved < params.ransac_px).sum()))
+        return still
+    fitted: Fit | None = None
     if focus is not None:
         h, w = focus.shape[:2]
         xs = np.clip(src[:, 0, 0].astype(np.int32), 0, w - 1)
@@ -183,11 +204,17 @@ def fit_view_change(
         on = focus[ys, xs] > 0
         if int(on.sum()) >= params.min_focus_points:
             fitted = _fit(src[on], dst[on], params)
-            if fitted is not None:
-                return Fit(
-                    fitted.homography, _agreeing(fitted.homography, src, dst, params.ransac_px)
-                )
-    return _fit(src, dst, params)
+    if fitted is None:
+        fitted = _fit(src, dst, params)
+    if fitted is None:
+        return None
+    # on a weak texture (asphalt, a plain floor) the flow is noisy: a fit that hardly explains
+    # the points better than no motion at all is the noise, not the camera
+    error = cv2.perspectiveTransform(src.astype(np.float64), fitted.homography) - dst
+    residual = float(np.median(np.linalg.norm(error.reshape(-1, 2), axis=1)))
+    if residual > NOISE_GAIN * float(np.median(moved)):
+        return still
+    return Fit(fitted.homography, _agreeing(fitted.homography, src, dst, params.ransac_px))
 
 
 def shape_hw(image: Array) -> tuple[int, int]:
@@ -205,6 +232,7 @@ class _Keyframe:
     image: Array  # uint8
     homography: Array  # keyframe -> reference view
     corners: Array | None  # its corners worth following (people and vehicles left out)
+    last_step: Array = field(default_factory=lambda: np.eye(3))  # the latest frame -> keyframe
 
 
 class ViewTracker:
@@ -242,6 +270,12 @@ class ViewTracker:
         self._homography = np.eye(3)
         self.lost_steps = 0
 
+    def start_again_from_here(self) -> None:
+        """The scene was learnt anew where the camera looks now: the next frame becomes the
+        keyframe, with the current map."""
+        self._key = None
+        self.lost_steps = 0
+
     def align(
         self,
         gray: Array,
@@ -261,33 +295,39 @@ class ViewTracker:
         still = None if movers is None else (~movers).astype(np.uint8) * 255
         # where the camera was a frame ago, and where the change from the keyframe puts it
         guesses: list[Array] = [self._homography]
-        step = None if self._key is None else self._step(self._key, image)
+        step = None if self._key is None else self._step(self._key, image, still)
         if self._key is not None:
             self.lost_steps = 0 if step is not None else self.lost_steps + 1
         if self._key is not None and step is not None:
             guesses.append(self._key.homography @ step.homography)
-        # with the change measured, the reference only corrects small errors (a reference
-        # learnt on the move must not pull the view away); without it, the reference is all
-        # there is to go by
-        limit = p.max_correction_px if self.lost_steps == 0 else p.max_residual * max(shape)
         if focus is not None:
             margin = max(3, round(self.params.focus_margin * image.shape[1]))
             focus = cv2.dilate(focus.astype(np.uint8), np.ones((margin, margin), np.uint8))
-        best: Fit | None = None
-        for guess in guesses:
-            refined = self._refine(image, guess, reference, learnt, offset, focus, still, limit)
-            if best is None or refined.support > best.support:
-                best = refined
-        assert best is not None  # noqa: S101
+        fits = [
+            self._refine(image, guess, reference, learnt, offset, focus, still) for guess in guesses
+        ]
+        best = max(fits, key=lambda fit: fit.support)  # the first of equals: no move
+        if best.support < p.min_inliers and step is not None and self._whole_view(step):
+            # the reference cannot tell (a pan beyond what it has learnt) while the whole
+            # keyframe moved as one: that measured change is all there is
+            best = fits[-1]
         homography = best.homography
         if corner_motion(homography, shape) < p.still_px:
             homography = np.eye(3)
         elif corner_shift(homography, self._homography, shape) < p.hold_px:
             homography = self._homography
         self._homography = homography
-        if self._key is None or step is None or self._moved_on(step, shape):
+        # a keyframe lost for a moment (a bus in front) comes back: it is only replaced once
+        # the view has moved on (a camera turned for good makes the scene model start again)
+        if self._key is None or (step is not None and self._moved_on(step, shape)):
             self._key = _Keyframe(image, homography, find_corners(image, still, p))
         return homography
+
+    def _whole_view(self, step: Fit) -> bool:
+        """Did most of the keyframe's corners move as the step says (the camera moved), not
+        just some of them (something large passing by)?"""
+        assert self._key is not None and self._key.corners is not None  # noqa: S101
+        return step.support >= 0.6 * len(self._key.corners)
 
     def _moved_on(self, step: Fit, shape: tuple[int, int]) -> bool:
         """Time for a new keyframe: the view has moved well away from it, or few of its
@@ -296,15 +336,29 @@ class ViewTracker:
         far = corner_motion(step.homography, shape) > self.params.rekey * max(shape)
         return far or step.support < 0.5 * len(self._key.corners)
 
-    def _step(self, key: _Keyframe, image: Array) -> Fit | None:
-        """current frame -> keyframe, or None when it cannot be measured."""
+    def _step(self, key: _Keyframe, image: Array, still: Array | None) -> Fit | None:
+        """current frame -> keyframe, or None when it cannot be measured. Corners that a
+        person or a vehicle covers now (`still` is 0 there) are not followed."""
         p = self.params
         if key.corners is None:
             return None
-        before, now = follow(key.image, image, key.corners, p)
+        # the camera keeps moving as it did: the corners are looked for where the latest
+        # frame had them
+        expected = cv2.perspectiveTransform(key.corners, np.linalg.inv(key.last_step))
+        corners = key.corners
+        if still is not None:
+            h, w = still.shape[:2]
+            xs = np.clip(expected[:, 0, 0].astype(np.int32), 0, w - 1)
+            ys = np.clip(expected[:, 0, 1].astype(np.int32), 0, h - 1)
+            free = still[ys, xs] > 0
+            corners, expected = corners[free], expected[free]
+            if len(corners) < p.min_inliers:
+                return None
+        before, now = follow(key.image, image, corners, p, expected)
         step = fit_view_change(now, before, p)
         if step is None or not plausible(step.homography, shape_hw(image), p.max_step):
             return None
+        key.last_step = step.homography
         return step
 
     def _refine(
@@ -316,7 +370,6 @@ class ViewTracker:
         offset: tuple[int, int],
         focus: Array | None,
         still: Array | None,
-        limit_px: float,
     ) -> Fit:
         """The guess corrected against the reference itself, where the two overlap, with the
         number of reference points that agree (0: nothing to compare)."""
@@ -341,6 +394,7 @@ class ViewTracker:
         if residual is None or residual.support < max(2 * p.min_inliers, len(src) // 2):
             return unrefined
         refined = np.asarray(np.linalg.inv(to_canvas) @ residual.homography @ mapping, np.float64)
-        if not plausible(refined, shape_hw(image), limit_px / max(shape_hw(image)), guess):
+        limit = p.max_correction_px / max(shape_hw(image))
+        if not plausible(refined, shape_hw(image), limit, guess):
             return unrefined
         return Fit(refined, residual.support)

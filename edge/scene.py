@@ -576,6 +576,7 @@ class SceneModel:
             canvas.known = canvas.seen.copy()
             canvas.changed_since[:] = np.nan
             self._global_since = None
+            self._view.start_again_from_here()
         return SceneUpdate(motion_fraction, changed_fraction, True, ())
 
     def _track_change_clock(self, changed: Array, now_s: float) -> None:

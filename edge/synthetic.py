@@ -140,3 +140,96 @@ def write_frames(source: Iterator[Frame], path: str, fps: float) -> None:
     finally:
         if writer is not None:
             writer.release()
+
+
+@dataclass(frozen=True, slots=True)
+class MovingView:
+    """A camera that drifts, pans and shakes over a still scene, in which a pile appears
+    slowly while the light swings: ground truth by construction for moving cameras.
+
+    The scene is a picture larger than the view (a real frame scaled up, or `textured_ground`);
+    the view starts at `start_xy` (scene pixels, top-left) and moves by `pan_px_s` between
+    `pan_s[0]` and `pan_s[1]`, with a random shake of up to `shake_px` on every frame. The pile
+    (`patch`, pasted at `pile_box`, normalised to the scene) fades in from `pile_from_s` to
+    `pile_full_s`: dumped bit by bit, or growing.
+    """
+
+    view_wh: tuple[int, int] = (640, 360)
+    fps: float = 5.0
+    seconds: float = 40.0
+    start_xy: tuple[float, float] = (40.0, 30.0)
+    pan_px_s: tuple[float, float] = (12.0, 2.0)
+    pan_s: tuple[float, float] = (4.0, 14.0)
+    shake_px: float = 1.5
+    pile_box: tuple[float, float, float, float] | None = (0.45, 0.35, 0.50, 0.42)
+    pile_from_s: float = 10.0
+    pile_full_s: float = 16.0
+    light_swing: float = 0.15
+    seed: int = 11
+
+    def offset_at(self, t: float) -> tuple[float, float]:
+        """Where the view's top-left corner lies in the scene at time `t`, before the shake."""
+        moving = min(max(t, self.pan_s[0]), self.pan_s[1]) - self.pan_s[0]
+        return (
+            self.start_xy[0] + self.pan_px_s[0] * moving,
+            self.start_xy[1] + self.pan_px_s[1] * moving,
+        )
+
+    def pile_in_view(self, t: float, scene_wh: tuple[int, int]) -> tuple[float, ...] | None:
+        """The pile's box in the view (normalised) at time `t`, shake aside."""
+        if self.pile_box is None:
+            return None
+        ox, oy = self.offset_at(t)
+        (sw, sh), (vw, vh) = scene_wh, self.view_wh
+        x1, y1, x2, y2 = self.pile_box
+        return ((x1 * sw - ox) / vw, (y1 * sh - oy) / vh, (x2 * sw - ox) / vw, (y2 * sh - oy) / vh)
+
+
+def textured_ground(width: int, height: int, seed: int = 5) -> Image:
+    """A paved square seen from above: slabs with joints, stains and kerbs (BGR)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (height // 3, width // 3)).astype(np.float32)
+    texture = cv2.resize(cv2.GaussianBlur(noise, (0, 0), 1.2), (width, height))
+    ground = 120 + 16 * texture
+    image = np.dstack([ground * 0.95, ground, ground * 1.05]).astype(np.float32)
+    for x in range(0, width, 48):  # slab joints
+        cv2.line(image, (x, 0), (x, height), (85, 88, 92), 2)
+    for y in range(0, height, 48):
+        cv2.line(image, (0, y), (width, y), (85, 88, 92), 2)
+    for _ in range(40):  # stains and drain covers
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        cv2.circle(image, (cx, cy), int(rng.integers(4, 14)), (70, 72, 78), -1)
+    cv2.rectangle(image, (0, int(height * 0.82)), (width, int(height * 0.86)), (190, 190, 185), -1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def moving_view_frames(view: MovingView, scene: Image, patch: Image | None) -> Iterator[Frame]:
+    """The frames of `view` over `scene`, with `patch` as the pile (None: nothing is dumped)."""
+    rng = np.random.default_rng(view.seed)
+    sh, sw = scene.shape[:2]
+    vw, vh = view.view_wh
+    pile = None
+    if patch is not None and view.pile_box is not None:
+        x1, y1, x2, y2 = view.pile_box
+        pile = paste_object(scene, patch, view.pile_box)
+        box_px = (round(x1 * sw), round(y1 * sh), round(x2 * sw), round(y2 * sh))
+    for index in range(int(view.seconds * view.fps)):
+        t = index / view.fps
+        picture = scene
+        if pile is not None:
+            share = (t - view.pile_from_s) / max(1e-6, view.pile_full_s - view.pile_from_s)
+            share = min(1.0, max(0.0, share))
+            if share > 0:  # dumped bit by bit: more of the pile shows, from the bottom up
+                picture = scene.copy()
+                bx1, by1, bx2, by2 = box_px
+                top = round(by2 - share * (by2 - by1))
+                picture[top:by2, bx1:bx2] = pile[top:by2, bx1:bx2]
+        ox, oy = view.offset_at(t)
+        dx, dy = rng.uniform(-view.shake_px, view.shake_px, 2) if view.shake_px else (0.0, 0.0)
+        move = np.array([[1.0, 0.0, -(ox + dx)], [0.0, 1.0, -(oy + dy)]], np.float32)
+        image = cv2.warpAffine(picture, move, (vw, vh), flags=cv2.INTER_LINEAR)
+        gain = 1.0 + view.light_swing * math.sin(2 * math.pi * t / 23.0)
+        image = image.astype(np.float32) * gain + rng.normal(0, 2.5, image.shape)
+        yield Frame(
+            image=np.clip(image, 0, 255).astype(np.uint8), pts_s=t, index=index, wall_s=1.7e9 + t
+        )

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -25,7 +26,14 @@ from edge.scene import (
     polygons_mask,
     to_analysis_gray,
 )
-from edge.synthetic import LANE, LaneScene, frames
+from edge.synthetic import (
+    LANE,
+    LaneScene,
+    MovingView,
+    frames,
+    moving_view_frames,
+    textured_ground,
+)
 from edge.types import Box, Frame, box_iou
 
 Image = npt.NDArray[np.uint8]
@@ -254,3 +262,101 @@ def test_an_object_taken_away_after_start_up_leaves_no_ghost() -> None:
 def test_nothing_is_reported_during_the_start_up_median() -> None:
     steps = analyse(BASE, until_s=SceneParams().warmup_s)
     assert steps and all(s.update.regions == () for s in steps)
+
+
+# A camera that moves -----------------------------------------------------------------------
+# A paved square seen from above, larger than the view; the camera pans 120 px right and 20 px
+# down between 4 s and 14 s and shakes by up to 1.5 px on every frame; a dark bag is dumped
+# bit by bit from 10 s (while it pans) to 16 s; the light swings by 15 %.
+
+PAVING = textured_ground(1000, 600)
+WATCHED = {"square": [(0.05, 0.05), (0.95, 0.05), (0.95, 0.95), (0.05, 0.95)]}
+
+
+def dark_bag() -> Image:
+    patch = np.full((40, 50, 3), 38, np.uint8)
+    cv2.ellipse(patch, (25, 22), (20, 14), 0, 0, 360, (22, 22, 26), -1)
+    cv2.line(patch, (18, 4), (30, 10), (60, 60, 64), 2)  # the knot
+    return patch
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    t: float
+    update: SceneUpdate
+    pile: Box | None  # where the pile lies in the view (ground truth)
+    view_change: npt.NDArray[np.float64]
+    canvas_hw: tuple[int, int]
+
+
+@functools.cache
+def watch_view(view: MovingView, dumped: bool) -> tuple[Seen, ...]:
+    model = SceneModel(WATCHED, SceneParams())
+    seen = []
+    for frame in moving_view_frames(view, PAVING, dark_bag() if dumped else None):
+        model.observe(to_analysis_gray(frame.image), frame.pts_s)
+        update = model.update(frame.pts_s)
+        pile = view.pile_in_view(frame.pts_s, (PAVING.shape[1], PAVING.shape[0]))
+        box = None if pile is None or frame.pts_s < view.pile_from_s else tuple(pile)
+        reference = model.reference
+        assert reference is not None
+        seen.append(
+            Seen(frame.pts_s, update, box, model.view_change.copy(), reference.shape)  # type: ignore[arg-type]
+        )
+    return tuple(seen)
+
+
+def test_a_pile_dumped_while_the_camera_pans_is_found_where_it_lies() -> None:
+    view = MovingView()
+    seen = watch_view(view, dumped=True)
+    on_pile = [
+        s for s in seen if s.pile and any(box_iou(r.box, s.pile) > 0.3 for r in s.update.regions)
+    ]
+    assert on_pile, "the pile was never found"
+    assert view.pile_from_s < on_pile[0].t <= view.pile_full_s + 2.0
+    # its onset is when the first of it was dumped (while the camera was panning)
+    first = [r for r in on_pile[0].update.regions if box_iou(r.box, on_pile[0].pile or r.box) > 0.3]
+    assert first[0].since_s == pytest.approx(view.pile_from_s, abs=1.5)
+    # found on (nearly) every frame once it is all there, and nothing is found elsewhere
+    settled = [s for s in seen if s.t >= view.pile_full_s + 2.0]
+    assert len([s for s in settled if s in on_pile]) >= 0.9 * len(settled)
+    stray = [
+        (s.t, r.box)
+        for s in seen
+        for r in s.update.regions
+        if s.pile is None or box_iou(r.box, expand(s.pile)) == 0.0
+    ]
+    assert stray == []
+
+
+def expand(box: Box, margin: float = 0.5) -> Box:
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - w * margin, box[1] - h * margin, box[2] + w * margin, box[3] + h * margin)
+
+
+def test_a_camera_panning_over_an_empty_square_finds_nothing() -> None:
+    seen = watch_view(MovingView(), dumped=False)
+    assert [(s.t, s.update.regions) for s in seen if s.update.regions] == []
+
+
+def test_the_pan_is_followed_and_the_canvas_grows_with_it() -> None:
+    """The view's map onto the start-up view follows the pan (120 x 20 px at 640 x 360, so
+    60 x 10 at the analysis size) within the shake, and the canvas holds what was seen."""
+    view = MovingView()
+    seen = watch_view(view, dumped=True)
+    scale = ANALYSIS_WIDTH / view.view_wh[0]
+    for s in seen:
+        ox, oy = view.offset_at(s.t)
+        dx, dy = (ox - view.start_xy[0]) * scale, (oy - view.start_xy[1]) * scale
+        shake = view.shake_px * scale
+        assert s.view_change[0, 2] == pytest.approx(dx, abs=shake + 1.0), s.t
+        assert s.view_change[1, 2] == pytest.approx(dy, abs=shake + 1.0), s.t
+    assert seen[-1].canvas_hw[1] > ANALYSIS_WIDTH  # it grew to the right
+
+
+def test_a_fixed_camera_is_never_warped_by_the_traffic() -> None:
+    model = SceneModel({"lane": list(LANE)}, SceneParams())
+    for frame in scene_frames(BASE):
+        model.observe(to_analysis_gray(frame.image), frame.pts_s)
+        model.update(frame.pts_s)
+        assert np.array_equal(model.view_change, np.eye(3)), frame.pts_s

@@ -11,8 +11,10 @@ from edge.rules.geometry import (
     bottom_center,
     box_center,
     box_diagonal,
+    boxes_overlap,
     distance,
     expand_box,
+    group_boxes,
     point_in_polygon,
     polygon_bounds,
     union_box,
@@ -137,3 +139,28 @@ def test_expanded_box_contains_the_original() -> None:
     assert grown[0] <= box[0] and grown[1] <= box[1]
     assert grown[2] >= box[2] and grown[3] >= box[3]
     assert not math.isclose(grown[0], box[0])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ((0.1, 0.1, 0.3, 0.3), (0.2, 0.2, 0.4, 0.4), True),
+        ((0.1, 0.1, 0.3, 0.3), (0.3, 0.1, 0.5, 0.3), True),  # touching
+        ((0.1, 0.1, 0.3, 0.3), (0.31, 0.1, 0.5, 0.3), False),
+        ((0.1, 0.1, 0.3, 0.3), (0.1, 0.5, 0.3, 0.7), False),
+    ],
+)
+def test_boxes_overlap(a: Box, b: Box, overlap: bool) -> None:
+    assert boxes_overlap(a, b) is overlap
+    assert boxes_overlap(b, a) is overlap
+
+
+def test_neighbouring_boxes_are_grouped_transitively() -> None:
+    """A chain of fragments (a bag torn in pieces by the light) is one group even where its
+    ends lie far apart; a box further than the margin lets it be."""
+    chain: list[Box] = [(0.10, 0.5, 0.14, 0.54), (0.15, 0.5, 0.19, 0.54), (0.20, 0.5, 0.24, 0.54)]
+    apart: Box = (0.60, 0.5, 0.64, 0.54)
+    assert group_boxes([*chain, apart], 0.25) == [[0, 1, 2], [3]]
+    assert group_boxes([chain[0], chain[2]], 0.25) == [[0], [1]]  # a gap of a box's width
+    assert group_boxes([chain[0], chain[2]], 1.0) == [[0, 1]]
+    assert group_boxes([], 0.5) == []
