@@ -381,7 +381,14 @@ class CameraPipeline:
         self._image = frame.image
         classify = self._classify if self._classifiers else None
         return Observation(
-            now, tuple(self._tracks), scene.regions, ran, moving, classify, self._inspect
+            now,
+            tuple(self._tracks),
+            scene.regions,
+            ran,
+            moving,
+            classify,
+            self._inspect,
+            blind=scene.blind,
         )
 
     def _classify(self, box: Box, config: PileClassifierConfig) -> list[Content]:

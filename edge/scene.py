@@ -60,6 +60,14 @@ class SceneParams:
     stray_tau_s: float = 0.5  # memory of the motion nobody explains (judging regions)
     max_activity: float = 0.08  # a region that still moves more often than this is not left
     lighting_ncc: float = 0.9  # a region whose texture matches the reference is only lighting
+    light_alike: float = 0.1  # ...as is one whose brightness changed as its surroundings' (log)
+    # an object has an outline: a change whose rim shows new edges this weak (x its contrast)
+    # is a soft light change (a cloud's shadow on flat ground)
+    least_outline: float = 0.6
+    shading_ncc: float = 0.85  # a pixel whose neighbourhood (7 x 7) still shows the reference's
+    # texture is in a shadow, not under an object (a region judged whole would take in the shadow)
+    dark_level: float = 12.0  # below this grey level (watched area's median) nothing can be seen
+    least_contrast: float = 0.35  # the change threshold falls with the light to this share of it
     stabilise: bool = True  # register each frame to the reference view (shake, drift, pan)
     border: float = 0.02  # the frame's outermost band (x its larger side) is not judged
     # a pixel matches the reference anywhere this close (analysis pixels): registration is
@@ -90,6 +98,12 @@ class SceneUpdate:
     changed_fraction: float  # share of the watched area that differs from the reference
     relearning: bool  # a global change is being re-learnt: regions are suppressed
     regions: tuple[StaticRegion, ...]
+    dark: bool = False  # the picture is too dark to see anything (night, a fade to black)
+
+    @property
+    def blind(self) -> bool:
+        """Nothing can be judged on this frame: what was there may still be."""
+        return self.relearning or self.dark
 
 
 def _hw(image: Array) -> tuple[int, int]:
@@ -123,6 +137,44 @@ def _tolerant_diff(image: Array, reference: Array, tolerance_px: int) -> Array:
     low = cv2.erode(reference, kernel)
     high = cv2.dilate(reference, kernel)
     return np.maximum(np.maximum(image - high, low - image), 0.0)
+
+
+def _texture(patch: Array) -> Array:
+    """The fine detail of a patch: what is left once its local mean (5 x 5) is taken away."""
+    return patch - cv2.blur(patch, (5, 5), borderType=cv2.BORDER_REFLECT)
+
+
+SHADING_WINDOW = 7  # analysis pixels: the neighbourhood a pixel's texture is compared over
+LIGHT_FIELD_WINDOW = 15  # analysis pixels: how far the light measured on texture is carried
+SHADING_MIN_STD = 2.0  # grey levels: flatter neighbourhoods have no texture to compare
+
+
+def _mean(image: Array, side: int) -> Array:
+    return cv2.boxFilter(image, cv2.CV_32F, (side, side), borderType=cv2.BORDER_REFLECT)
+
+
+def _only_light(image: Array, reference: Array, min_ncc: float, alike: float) -> Array:
+    """Pixels that changed only in light (a cloud's shadow, a lamp), not in what is there.
+
+    Where the ground has texture, a pixel is lit differently when its neighbourhood still shows
+    the reference's texture (normalised cross-correlation over a small window). Those pixels
+    measure the light's change (now / reference); a pixel of flat ground nearby whose
+    brightness changed by the same factor (within `alike`, log) is only lit differently too.
+    A flat pixel with no textured ground near it cannot be told from an object: it stays."""
+    side = SHADING_WINDOW
+    mi, mr = _mean(image, side), _mean(reference, side)
+    vi = np.maximum(_mean(image * image, side) - mi * mi, 0.0)
+    vr = np.maximum(_mean(reference * reference, side) - mr * mr, 0.0)
+    cov: Array = _mean(image * reference, side) - mi * mr
+    textured = (vi > SHADING_MIN_STD**2) & (vr > SHADING_MIN_STD**2)
+    shaded = textured & (cov > min_ncc * np.sqrt(vi * vr))
+    ratio = np.log(np.maximum(image, 1.0) / np.maximum(reference, 1.0)).astype(np.float32)
+    weight = _mean(shaded.astype(np.float32), LIGHT_FIELD_WINDOW)
+    light = _mean(np.where(shaded, ratio, 0.0).astype(np.float32), LIGHT_FIELD_WINDOW)
+    light /= np.maximum(weight, 1e-6)
+    lit_alike = (weight >= 0.2) & (np.abs(ratio - light) < alike)
+    only: Array = shaded | lit_alike
+    return only
 
 
 def _alpha(dt_s: float, tau_s: float) -> float:
@@ -265,6 +317,7 @@ class SceneModel:
         self._watch: Array | None = None
         self._last_t: float | None = None
         self._global_since: float | None = None
+        self._learnt_level = 0.0  # the watched area's grey level when the reference was learnt
         self._started_s = 0.0
         self._warming = False
         self._dt = 0.0
@@ -362,12 +415,19 @@ class SceneModel:
         )
         if self._warming_up(gray, now_s, explained_mask):
             return SceneUpdate(motion_fraction, 0.0, False, ())
+        level = float(np.median(canvas.recent[valid])) if valid.any() else 0.0
+        if level < p.dark_level:
+            # nothing to see and nothing to learn from: the reference waits for the light
+            self._global_since = None
+            return SceneUpdate(motion_fraction, 0.0, False, (), dark=True)
         gain = self._gain(gray, valid)
         expected = canvas.reference * gain
         diff = _tolerant_diff(canvas.recent, expected, self._tolerance)
+        # in failing light (dusk) every contrast shrinks with it: so does the threshold
+        threshold = p.diff_threshold * self._light_share(level)
         # clipped pixels (over-exposed now, or would be at this gain) cannot be compared
         saturated = (canvas.recent >= SATURATED) | (expected >= SATURATED)
-        changed = (diff > p.diff_threshold) & valid & canvas.known & ~saturated
+        changed = (diff > threshold) & valid & canvas.known & ~saturated
         changed_fraction = float(changed.sum()) / valid_px
         if changed_fraction >= p.global_change:
             return self._relearn(now_s, motion_fraction, changed_fraction)
@@ -379,8 +439,10 @@ class SceneModel:
         self._absorb_background(gray, changed, still, explained_mask, dt, gain)
         # what the short-term average still holds of a passer-by is no object: judge only pixels
         # where it has caught up with the picture
-        settled = cv2.absdiff(gray, canvas.recent) < p.diff_threshold / 2
-        regions = self._regions(changed & still & settled, changed, diff, now_s, explained_mask)
+        settled = cv2.absdiff(gray, canvas.recent) < threshold / 2
+        static = changed & still & settled
+        static &= ~_only_light(canvas.recent, expected, p.shading_ncc, p.light_alike)
+        regions = self._regions(static, changed, diff, now_s, explained_mask)
         return SceneUpdate(motion_fraction, changed_fraction, False, regions)
 
     # -- the canvas and the view -------------------------------------------------------------
@@ -550,7 +612,21 @@ class SceneModel:
         canvas.changed_since[:] = np.nan
         canvas.warmup = []
         self._warming = False
+        self._learnt()
         return False
+
+    def _light_share(self, level: float) -> float:
+        """The light now as a share of the light the reference was learnt in (least_contrast..1)."""
+        if self._learnt_level <= 0.0:
+            return 1.0
+        return float(np.clip(level / self._learnt_level, self.params.least_contrast, 1.0))
+
+    def _learnt(self) -> None:
+        """Remember the light the reference was learnt in."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        watch = canvas.watch & canvas.covered
+        self._learnt_level = float(np.median(canvas.reference[watch])) if watch.any() else 0.0
 
     def _gain(self, gray: Array, watch: Array) -> float:
         """Brightness ratio now/reference over the watched area (auto-exposure, clouds)."""
@@ -572,10 +648,20 @@ class SceneModel:
             self._global_since = now_s
         if now_s - self._global_since >= self.params.relearn_s and motion_fraction < 0.02:
             covered = canvas.covered
-            canvas.reference[covered] = canvas.recent[covered]
+            # what was new before the light changed (its clock stopped then) stays new: its
+            # reference is brought to the new light, not replaced by the object itself
+            kept = np.isfinite(canvas.changed_since) & covered
+            kept = cv2.dilate(kept.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            fresh = covered & ~kept
+            if kept.any() and fresh.any():
+                before = float(np.median(canvas.reference[fresh]))
+                ratio = float(np.median(canvas.recent[fresh])) / max(before, 1.0)
+                canvas.reference[kept] *= np.float32(ratio)
+            canvas.reference[fresh] = canvas.recent[fresh]
             canvas.known = canvas.seen.copy()
-            canvas.changed_since[:] = np.nan
+            canvas.changed_since[fresh] = np.nan
             self._global_since = None
+            self._learnt()
             self._view.start_again_from_here()
         return SceneUpdate(motion_fraction, changed_fraction, True, ())
 
@@ -669,19 +755,60 @@ class SceneModel:
         canvas.changed_since[grown] = np.nan
 
     def _is_new_thing(self, rect: tuple[int, int, int, int]) -> bool:
-        """Reject a patch whose texture is the reference's under other light (exposure, a
-        shadow): that is no object left behind."""
+        """Reject what is only other light: a patch whose texture is the reference's (a shadow
+        on textured ground), or one that changed by the same factor as the ground around it (a
+        soft cloud shadow, the light coming back after it, on ground with little texture). An
+        object changes what is under it, not what lies around."""
         canvas = self._canvas
         assert canvas is not None  # noqa: S101
         x, y, bw, bh = rect
         h, w = canvas.shape
+        if self._lit_alike(rect):
+            return False
         x1, y1, x2, y2 = max(0, x - 2), max(0, y - 2), min(w, x + bw + 2), min(h, y + bh + 2)
-        now = canvas.recent[y1:y2, x1:x2] - canvas.recent[y1:y2, x1:x2].mean()
-        ref = canvas.reference[y1:y2, x1:x2] - canvas.reference[y1:y2, x1:x2].mean()
+        # texture only: a soft shadow's edge is a slope of light, not a change of what is there
+        now = _texture(canvas.recent[y1:y2, x1:x2])
+        ref = _texture(canvas.reference[y1:y2, x1:x2])
         energy = float(np.sqrt((now * now).sum() * (ref * ref).sum()))
         if energy < 1e-3 * now.size:
             return True  # flat patches: no texture to compare, trust the difference
         return float((now * ref).sum()) / energy < self.params.lighting_ncc
+
+    def _soft_edged(self, pixels: Array, diff: Array) -> bool:
+        """A change without an outline of its own: the edges new around its rim are weak for
+        its contrast (a shadow's edge is a slope of light many pixels wide)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        contrast = float(diff[pixels].mean())
+        if contrast <= 0.0:
+            return True
+        mask = pixels.astype(np.uint8)
+        reach = 2 * self._tolerance + 3
+        ring = cv2.dilate(mask, np.ones((reach, reach), np.uint8)) - cv2.erode(
+            mask, np.ones((3, 3), np.uint8)
+        )
+        rim = ring > 0
+        _, come = _outline_moved(canvas.reference, canvas.recent, rim)
+        return come / max(1, int(rim.sum())) < self.params.least_outline * contrast
+
+    def _lit_alike(self, rect: tuple[int, int, int, int]) -> bool:
+        """Did the region brighten or darken by the same factor as a band of ground around it
+        (3 to 10 pixels out)?"""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        x, y, bw, bh = rect
+        h, w = canvas.shape
+        box: Array = np.zeros((h, w), np.uint8)
+        box[y : y + bh, x : x + bw] = 1
+        near = cv2.dilate(box, np.ones((7, 7), np.uint8))
+        band = (cv2.dilate(box, np.ones((21, 21), np.uint8)) > 0) & (near == 0) & canvas.covered
+        inside = box > 0
+        if int(band.sum()) < inside.sum() // 2 + 1:
+            return False
+        ratio = canvas.recent / np.maximum(canvas.reference, 4.0)
+        there = float(np.median(ratio[inside]))
+        around = float(np.median(ratio[band]))
+        return abs(math.log(max(there, 1e-3) / max(around, 1e-3))) < self.params.light_alike
 
     def _regions(
         self, static: Array, changed: Array, diff: Array, now_s: float, explained: Array | None
@@ -706,10 +833,11 @@ class SceneModel:
             pixels = labels == label
             if float(canvas.stray[pixels].mean()) > p.max_activity:
                 continue  # something unexplained still moves there: judge it later
+            if not self._is_new_thing((x, y, bw, bh)) or self._soft_edged(pixels, diff):
+                continue  # only the light changed there (before the ghost test: a shadow
+                # dims the edges as a departed object's outline would)
             if self._is_ghost(pixels):
                 self._heal(pixels, changed)
-                continue
-            if not self._is_new_thing((x, y, bw, bh)):
                 continue
             since = since_all[pixels & ~np.isnan(since_all)]
             zones = frozenset(

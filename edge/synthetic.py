@@ -233,3 +233,47 @@ def moving_view_frames(view: MovingView, scene: Image, patch: Image | None) -> I
         yield Frame(
             image=np.clip(image, 0, 255).astype(np.uint8), pts_s=t, index=index, wall_s=1.7e9 + t
         )
+
+
+WEATHER = ("cloud_shadow", "dusk", "rain", "fade_to_black", "white_balance")
+
+
+def with_weather(source: Iterator[Frame], kind: str, seed: int = 3) -> Iterator[Frame]:
+    """What outdoor cameras do, applied to a scene's frames (none of it is an object):
+
+    * `cloud_shadow`: a soft shadow a third of the picture wide, 35 % darker, drifting across;
+    * `dusk`: the light falls to a fifth over 20 s from 8 s on, and the sensor noise grows;
+    * `rain`: from 6 s, streaks of rain on every frame and the scene 10 % darker;
+    * `fade_to_black`: from 10 s the picture fades to black in 2 s, stays black 4 s, comes back;
+    * `white_balance`: the colour balance swings (red and blue gains +-20 %, out of step).
+    """
+    if kind not in WEATHER:
+        raise ValueError(f"unknown weather {kind!r}: one of {', '.join(WEATHER)}")
+    rng = np.random.default_rng(seed)
+    for frame in source:
+        t = frame.pts_s
+        image = frame.image.astype(np.float32)
+        h, w = image.shape[:2]
+        if kind == "cloud_shadow":
+            shade = np.zeros((h, w), np.float32)
+            cx = int((t / 20.0 % 1.6 - 0.3) * w)
+            cv2.ellipse(shade, (cx, h // 2), (w // 6, h // 2), 0, 0, 360, (1.0,), -1)
+            soft = cv2.GaussianBlur(shade, (0, 0), w / 20)
+            image *= (1.0 - 0.35 * soft)[:, :, None]
+        elif kind == "dusk":
+            light = 1.0 - 0.8 * min(1.0, max(0.0, (t - 8.0) / 20.0))
+            noise = rng.normal(0, 2.0 + 4.0 * (1.0 - light), image.shape)
+            image = np.asarray(image * light + noise, np.float32)
+        elif kind == "rain" and t >= 6.0:
+            image *= 0.9
+            for _ in range(120):
+                x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+                cv2.line(image, (x, y), (x + 3, y + 18), (200.0, 200.0, 205.0), 1)
+        elif kind == "fade_to_black":
+            if 10.0 <= t < 18.0:
+                level = max(0.0, 1.0 - (t - 10.0) / 2.0) if t < 14.0 else min(1.0, (t - 16.0) / 2.0)
+                image *= max(0.0, level)
+        elif kind == "white_balance":
+            image[:, :, 2] *= 1.0 + 0.2 * math.sin(2 * math.pi * t / 9.0)
+            image[:, :, 0] *= 1.0 + 0.2 * math.sin(2 * math.pi * t / 13.0 + 1.0)
+        yield Frame(np.clip(image, 0, 255).astype(np.uint8), frame.pts_s, frame.index, frame.wall_s)

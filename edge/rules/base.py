@@ -49,6 +49,7 @@ class Observation:
     moving: frozenset[int] = frozenset()  # track ids whose pixels keep changing (in motion)
     classify: Classifier | None = None  # a garbage model on this frame, when one is configured
     inspect: Inspector | None = None  # the camera's detector on a close-up of this frame
+    blind: bool = False  # the scene model cannot judge this frame (too dark, light re-learnt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,12 @@ class Situation:
             self.last_sent_s = now_s
             return "update"
         return None
+
+    def hold(self, now_s: float) -> None:
+        """Nothing can be seen now (a dark picture, the light being re-learnt): what was present
+        is taken to be there still, so the clear clock does not run."""
+        if self.onset_s is not None:
+            self.last_seen_s = max(self.last_seen_s, now_s)
 
     def over(self, now_s: float) -> bool:
         """Nothing present: True once the situation has been clear for `clear_s`. The caller

@@ -150,6 +150,9 @@ class FireLaneRule:
             self._last_blockers = blockers
             state = self._situation.seen(now, min(b.since_s for b in blockers))
             return [self._output(state, now)] if state is not None else []
+        if observation.blind:
+            self._situation.hold(now)  # the camera sees nothing now: not a cleared lane
+            return []
         if self._situation.over(now):
             outputs = [self._output("end", now)] if self._situation.alerted else []
             self._situation.reset()

@@ -26,7 +26,8 @@ from edge.rules.geometry import boxes_overlap, group_boxes, union_box
 from edge.scene import StaticRegion
 from edge.types import Box
 
-GROWTH_FOR_UPDATE = 0.5  # an update as soon as the pile covers this much more than when last sent
+GROWTH_FOR_UPDATE = 0.5  # an update once the pile covers this much more than when last sent...
+GROWTH_HOLD_S = 2.0  # ...and has stayed that big this long (a passer-by's trail is no growth)
 HEAP_MARGIN = 0.5  # regions this close (fraction of their size) are parts of one heap
 LOOK_AGAIN_S = 2.0  # while a close look finds someone on the pile, look again this often
 ACTOR_COVER = 0.3  # people or vehicles covering this share of the pile are what is there
@@ -39,6 +40,7 @@ class GarbagePileRule:
         self.zone_id = zone.id
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._sent_area = 0.0
+        self._grown_since: float | None = None
         self._regions: list[StaticRegion] = []
         self._contents: tuple[Content, ...] = ()
         self._asked_s = float("-inf")
@@ -59,6 +61,9 @@ class GarbagePileRule:
 
     def update(self, observation: Observation) -> list[RuleOutput]:
         now = observation.pts_s
+        if observation.blind:
+            self._situation.hold(now)  # a fade to black is no clearing
+            return []
         regions = self.pile(observation.regions)
         area = sum(r.area for r in regions)
         if regions:
@@ -67,7 +72,11 @@ class GarbagePileRule:
             self._regions = regions
             since = min(r.since_s for r in regions)
             state = self._situation.seen(now, since, lambda: self._confirmed(observation))
-            grown = area >= self._sent_area * (1.0 + GROWTH_FOR_UPDATE)
+            if area < self._sent_area * (1.0 + GROWTH_FOR_UPDATE):
+                self._grown_since = None
+            elif self._grown_since is None:
+                self._grown_since = now
+            grown = self._grown_since is not None and now - self._grown_since >= GROWTH_HOLD_S
             if state is None and self._situation.alerted and grown:
                 self._situation.last_sent_s = now
                 state = "update"
@@ -76,13 +85,13 @@ class GarbagePileRule:
             if state == "update":
                 self._ask(observation)
             output = self._output(state, now, area)
-            self._sent_area = area
+            self._sent_area, self._grown_since = area, None
             return [output]
         if self._situation.over(now):
             alerted = self._situation.alerted
             outputs = [self._output("end", now, self._sent_area)] if alerted else []
             self._situation.reset()
-            self._regions = []
+            self._regions, self._grown_since = [], None
             self._contents, self._asked_s = (), float("-inf")
             self._looked_s, self._someone_there = float("-inf"), False
             return outputs

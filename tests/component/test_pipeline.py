@@ -21,8 +21,8 @@ from edge.clips import probe_mp4
 from edge.evidence import DirectoryStore
 from edge.pipeline import CameraPipeline, build_frame_rules, build_rules
 from edge.rules.base import RuleOutput
-from edge.synthetic import LANE, LaneScene, frames
-from edge.types import Box, Detection, Frame, clamp_box
+from edge.synthetic import LANE, WEATHER, LaneScene, frames, with_weather
+from edge.types import Box, Detection, Frame, box_iou, clamp_box
 
 Image = npt.NDArray[np.uint8]
 Script = Callable[[float], list[Detection]]
@@ -487,6 +487,44 @@ def test_a_pile_growing_under_changing_light_is_one_situation_with_growth_update
     updates = [e for e in events if e.state == "update"]
     assert all(u.details["growth"] >= 1.5 for u in updates)
     assert updates[0].details["area"] > 1.5 * events[0].details["area"]
+
+
+# What outdoor cameras do (edge.synthetic.with_weather) is never a pile, and hides none ---------
+
+WEATHER_BAG = LaneScene(seconds=36.0, drop_s=12.0, clear_s=30.0)
+
+
+@pytest.mark.parametrize("kind", WEATHER)
+def test_weather_alone_is_no_pile(kind: str) -> None:
+    config = site(rules=[PILE_RULE])
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    empty = replace(WEATHER_BAG, drop_s=None, clear_s=None)
+    assert run(pipeline, detector, with_weather(iter(scene_frames(empty)), kind)) == []
+
+
+@pytest.mark.parametrize("kind", WEATHER)
+def test_a_pile_is_found_and_ended_whatever_the_weather(kind: str) -> None:
+    """The bag is dumped at 12 s and taken at 30 s; the weather may delay the alert (a cloud's
+    shadow over the bag; a fade to black from 10 to 18 s hides the drop) but not lose it."""
+    config = site(rules=[PILE_RULE])
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    events = run(pipeline, detector, with_weather(iter(scene_frames(WEATHER_BAG)), kind))
+    assert [e.state for e in events] == ["new", "end"], events
+    new, end = events
+    bag = WEATHER_BAG.object_box
+    assert box_iou(new.bbox, bag) > 0.6 and 12.0 <= new.onset_pts_s <= 19.0
+    assert new.pts_s <= 25.0 and 30.0 <= end.pts_s <= 36.0
+
+
+def test_a_pile_already_reported_outlives_a_fade_to_black() -> None:
+    early = LaneScene(seconds=30.0, drop_s=4.0, clear_s=None)  # reported at about 9 s
+    config = site(rules=[PILE_RULE])  # clear_s 4: shorter than the dark (10 to 18 s)
+    detector = ScriptedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    events = run(pipeline, detector, with_weather(iter(scene_frames(early)), "fade_to_black"))
+    assert [e.state for e in events] == ["new"] and events[0].pts_s < 10.0
 
 
 # A garbage model confirming and classifying the pile ------------------------------------------

@@ -190,6 +190,31 @@ def test_a_strong_brightness_jump_produces_no_region_after_relearning() -> None:
     assert [s.t for s in steps if s.update.regions] == []
 
 
+def test_an_object_left_before_a_strong_light_change_is_still_there_after_relearning() -> None:
+    """Re-learning the whole view after the light changed must not learn the object with it."""
+    early = LaneScene(fps=FPS, seconds=30.0, drop_s=5.0, clear_s=None)
+    steps = analyse(early, brighter(1.6))
+    assert on_object(next(s for s in steps if s.t >= JUMP_S - 1.0).update.regions, early, 0.3)
+    relearnt = max(s.t for s in steps if s.update.relearning)
+    after = [s for s in steps if s.t > relearnt + 2.0 and not passer_near_object(early, s.t)]
+    assert after and all(on_object(s.update.regions, early, 0.3) for s in after)
+
+
+def test_a_dark_picture_is_blind_and_keeps_the_reference() -> None:
+    def night(frame: Frame) -> Image:
+        return frame.image if not 8.0 <= frame.pts_s < 14.0 else frame.image // 40
+
+    steps = analyse(EMPTY, night)
+    dark = [s.t for s in steps if s.update.dark]
+    assert dark and min(dark) >= 8.0 and max(dark) < 15.0
+    assert all(s.update.blind and not s.update.regions for s in steps if s.update.dark)
+    # only while the picture fades out and back (the short-term average follows it): the
+    # reference kept the day, so the day coming back is no change to re-learn (that takes 3 s)
+    relearning = [s.t for s in steps if s.update.relearning]
+    assert all(8.0 <= t < 9.6 or 14.0 <= t < 15.6 for t in relearning), relearning
+    assert [s.t for s in steps if s.update.regions] == []
+
+
 def test_small_camera_shake_produces_no_region_before_the_drop() -> None:
     assert BASE.drop_s is not None
     steps = analyse(BASE, shaken, until_s=BASE.drop_s - 0.2)

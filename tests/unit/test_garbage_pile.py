@@ -9,7 +9,7 @@ import pytest
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
 from edge.rules.base import Observation, RuleOutput
-from edge.rules.garbage_pile import LOOK_AGAIN_S, GarbagePileRule
+from edge.rules.garbage_pile import GROWTH_HOLD_S, LOOK_AGAIN_S, GarbagePileRule
 from edge.scene import StaticRegion
 from edge.types import Box, Detection
 
@@ -67,8 +67,22 @@ def test_a_pile_that_grows_markedly_sends_an_update() -> None:
     outputs = run(rule(), scene, 40.0)
     assert [o.state for o in outputs] == ["new", "update"]
     update = outputs[1]
-    assert update.pts_s == pytest.approx(25.0) and update.details["growth"] > 1.5
+    # once the growth has held for GROWTH_HOLD_S
+    assert update.pts_s == pytest.approx(25.0 + GROWTH_HOLD_S) and update.details["growth"] > 1.5
     assert update.onset_s == 3.0  # the same situation: the clock did not restart
+
+
+def test_a_pile_that_looks_bigger_for_a_moment_sends_no_update() -> None:
+    """Something passing over a pile leaves a trail in the short-term average for a moment."""
+    bigger = (0.35, 0.55, 0.7, 0.85)
+
+    def scene(t: float) -> list[StaticRegion]:
+        if t < 3.0:
+            return []
+        trail = [region(bigger, 20.0)] if 20.0 <= t < 20.0 + GROWTH_HOLD_S * 0.8 else []
+        return [region(BAGS, 3.0), *trail]
+
+    assert [o.state for o in run(rule(), scene, 40.0)] == ["new"]
 
 
 def test_too_small_or_outside_the_zone_is_not_a_pile() -> None:
