@@ -34,6 +34,9 @@ Array = npt.NDArray[Any]
 
 LK_WINDOW = (21, 21)
 LK_LEVELS = 3
+LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.03)
+GLANCE_POINTS = 60  # corners a glance follows to see that a resting view has not moved
+GLANCE_WINDOW = (11, 11)  # ...with a small window on one pyramid level (a move of pixels)
 NOISE_GAIN = 0.6  # a fit must leave the points this much closer than no motion does
 
 
@@ -58,6 +61,9 @@ class RegistrationParams:
     # the reference only corrects small errors of the change measured on the keyframe: a
     # reference learnt on the move, or a bus in front, must not pull the view away
     max_correction_px: float = 3.0
+    # a view that has not moved from its keyframe keeps the keyframe's map without measuring
+    # against the reference (the costly part); it is checked against it every this many frames
+    recheck_frames: int = 10
 
 
 def corner_motion(homography: Array, shape_hw: tuple[int, int]) -> float:
@@ -122,6 +128,8 @@ def follow(
     points: Array,
     params: RegistrationParams,
     expected: Array | None = None,
+    window: tuple[int, int] = LK_WINDOW,
+    levels: int = LK_LEVELS,
 ) -> tuple[Array, Array]:
     """The corners of `source` found again in `target` (Lucas-Kanade, checked forwards and
     backwards): matching point arrays (N x 1 x 2), only the corners followed reliably. With
@@ -130,16 +138,24 @@ def follow(
     flags = 0 if expected is None else cv2.OPTFLOW_USE_INITIAL_FLOW
     start = points.copy() if expected is None else expected.astype(np.float32).copy()
     ahead, status, _ = cv2.calcOpticalFlowPyrLK(
-        source, target, points, start, winSize=LK_WINDOW, maxLevel=LK_LEVELS, flags=flags
+        source,
+        target,
+        points,
+        start,
+        winSize=window,
+        maxLevel=levels,
+        flags=flags,
+        criteria=LK_CRITERIA,
     )
     back, status_back, _ = cv2.calcOpticalFlowPyrLK(
         target,
         source,
         ahead,
         points.copy(),
-        winSize=LK_WINDOW,
-        maxLevel=LK_LEVELS,
+        winSize=window,
+        maxLevel=levels,
         flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+        criteria=LK_CRITERIA,
     )
     error = np.linalg.norm(back - points, axis=2).ravel()
     good = (status.ravel() == 1) & (status_back.ravel() == 1) & (error < params.max_flow_error)
@@ -260,6 +276,7 @@ class ViewTracker:
         self._key: _Keyframe | None = None
         self._homography: Array = np.eye(3)  # previous frame -> reference view
         self.lost_steps = 0  # consecutive frames whose change could not be measured
+        self._unchecked = 0  # frames since the map was last measured against the reference
 
     @property
     def homography(self) -> Array:
@@ -268,7 +285,7 @@ class ViewTracker:
     def reset(self) -> None:
         self._key = None
         self._homography = np.eye(3)
-        self.lost_steps = 0
+        self.lost_steps = self._unchecked = 0
 
     def start_again_from_here(self) -> None:
         """The scene was learnt anew where the camera looks now: the next frame becomes the
@@ -293,18 +310,28 @@ class ViewTracker:
         image = np.clip(gray, 0, 255).astype(np.uint8)
         shape = shape_hw(image)
         still = None if movers is None else (~movers).astype(np.uint8) * 255
+        if self._unchecked < p.recheck_frames and self._glance(image, still, shape):
+            self._unchecked += 1
+            self.lost_steps = 0
+            return self._homography  # a fixed camera: nothing moved since the keyframe
         # where the camera was a frame ago, and where the change from the keyframe puts it
         guesses: list[Array] = [self._homography]
         step = None if self._key is None else self._step(self._key, image, still)
         if self._key is not None:
             self.lost_steps = 0 if step is not None else self.lost_steps + 1
         if self._key is not None and step is not None:
+            if self._resting(step, shape) and self._unchecked < p.recheck_frames:
+                self._unchecked += 1
+                return self._homography  # a fixed camera: nothing moved since the keyframe
             guesses.append(self._key.homography @ step.homography)
+        self._unchecked = 0
         if focus is not None:
             margin = max(3, round(self.params.focus_margin * image.shape[1]))
             focus = cv2.dilate(focus.astype(np.uint8), np.ones((margin, margin), np.uint8))
+        known = np.clip(reference, 0, 255).astype(np.uint8)
         fits = [
-            self._refine(image, guess, reference, learnt, offset, focus, still) for guess in guesses
+            self._refine(image, guess, reference, known, learnt, offset, focus, still)
+            for guess in guesses
         ]
         best = max(fits, key=lambda fit: fit.support)  # the first of equals: no move
         if best.support < p.min_inliers and step is not None and self._whole_view(step):
@@ -322,6 +349,37 @@ class ViewTracker:
         if self._key is None or (step is not None and self._moved_on(step, shape)):
             self._key = _Keyframe(image, homography, find_corners(image, still, p))
         return homography
+
+    def _glance(self, image: Array, still: Array | None, shape: tuple[int, int]) -> bool:
+        """A cheap look (a few corners, a small search) that the frame still shows the view of
+        the keyframe whose map is the current one: most of the time a fixed camera's answer."""
+        p, key = self.params, self._key
+        if key is None or key.corners is None:
+            return False
+        if corner_shift(key.homography, self._homography, shape) >= p.hold_px:
+            return False
+        corners = np.ascontiguousarray(key.corners[:: max(1, len(key.corners) // GLANCE_POINTS)])
+        if still is not None:
+            h, w = still.shape[:2]
+            xs = np.clip(corners[:, 0, 0].astype(np.int32), 0, w - 1)
+            ys = np.clip(corners[:, 0, 1].astype(np.int32), 0, h - 1)
+            corners = corners[still[ys, xs] > 0]
+        if len(corners) < p.min_inliers:
+            return False
+        before, now = follow(key.image, image, corners, p, window=GLANCE_WINDOW, levels=1)
+        if len(before) < max(p.min_inliers, len(corners) // 2):
+            return False
+        fit = fit_view_change(now, before, p)
+        return fit is not None and corner_motion(fit.homography, shape) < p.still_px
+
+    def _resting(self, step: Fit, shape: tuple[int, int]) -> bool:
+        """The frame shows the keyframe's view (within `still_px`) and the map is still the
+        keyframe's: nothing to measure."""
+        assert self._key is not None  # noqa: S101
+        p = self.params
+        return corner_motion(step.homography, shape) < p.still_px and (
+            corner_shift(self._key.homography, self._homography, shape) < p.hold_px
+        )
 
     def _whole_view(self, step: Fit) -> bool:
         """Did most of the keyframe's corners move as the step says (the camera moved), not
@@ -366,6 +424,7 @@ class ViewTracker:
         image: Array,
         guess: Array,
         reference: Array,
+        known: Array,
         learnt: Array,
         offset: tuple[int, int],
         focus: Array | None,
@@ -385,8 +444,7 @@ class ViewTracker:
         corners = find_corners(warped, usable.astype(np.uint8) * 255, p)
         if corners is None:
             return Fit(guess, 0)
-        ref_image = np.clip(reference, 0, 255).astype(np.uint8)
-        src, dst = follow(warped, ref_image, corners, p)
+        src, dst = follow(warped, known, corners, p)
         unrefined = Fit(guess, _agreeing(np.eye(3), src, dst, p.ransac_px))
         residual = fit_view_change(src, dst, p, focus)
         # a correction few of the followed points agree on (repeating tiles, a reference
