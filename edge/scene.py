@@ -723,11 +723,12 @@ class SceneModel:
 
     # -- regions -------------------------------------------------------------------------------
 
-    def _is_ghost(self, pixels: Array) -> bool:
-        """Something that was in the reference and has gone (a person who stood there at start):
-        the region's outline shows in the reference, not in the current picture. A new object
-        is the other way round: its outline shows now and not in the reference. Only the edges
-        that differ count, so a bag put down beside a strong edge is not taken for a ghost."""
+    def _outline(self, pixels: Array) -> tuple[float, float, int]:
+        """The edges around a region's rim that only the reference has (`gone`) and those that
+        only the current picture has (`come`), and how many pixels the rim holds. Something
+        that was in the reference and has gone (a person who stood there at start) is a ghost:
+        its outline shows in the reference, not now; a new object is the other way round. Only
+        the edges that differ count, so a bag put down beside a strong edge is no ghost."""
         canvas = self._canvas
         assert canvas is not None  # noqa: S101
         mask = pixels.astype(np.uint8)
@@ -736,11 +737,12 @@ class SceneModel:
         ring = cv2.dilate(mask, np.ones((reach, reach), np.uint8)) - cv2.erode(
             mask, np.ones((3, 3), np.uint8)
         )
-        outline = ring > 0
-        if not outline.any():
-            return False
-        gone, come = _outline_moved(canvas.reference, canvas.recent, outline)
-        return gone > 1.2 * come
+        rim = ring > 0
+        rim_px = int(rim.sum())
+        if not rim_px:
+            return 0.0, 0.0, 0
+        gone, come = _outline_moved(canvas.reference, canvas.recent, rim)
+        return gone, come, rim_px
 
     def _heal(self, pixels: Array, changed: Array) -> None:
         """Put what the camera shows now into the reference where a ghost was: over the whole
@@ -774,22 +776,12 @@ class SceneModel:
             return True  # flat patches: no texture to compare, trust the difference
         return float((now * ref).sum()) / energy < self.params.lighting_ncc
 
-    def _soft_edged(self, pixels: Array, diff: Array) -> bool:
-        """A change without an outline of its own: the edges new around its rim are weak for
-        its contrast (a shadow's edge is a slope of light many pixels wide)."""
-        canvas = self._canvas
-        assert canvas is not None  # noqa: S101
-        contrast = float(diff[pixels].mean())
+    def _soft_edged(self, come: float, rim_px: int, contrast: float) -> bool:
+        """A change without an outline of its own: the edges new around its rim (`_outline`)
+        are weak for its contrast (a shadow's edge is a slope of light many pixels wide)."""
         if contrast <= 0.0:
             return True
-        mask = pixels.astype(np.uint8)
-        reach = 2 * self._tolerance + 3
-        ring = cv2.dilate(mask, np.ones((reach, reach), np.uint8)) - cv2.erode(
-            mask, np.ones((3, 3), np.uint8)
-        )
-        rim = ring > 0
-        _, come = _outline_moved(canvas.reference, canvas.recent, rim)
-        return come / max(1, int(rim.sum())) < self.params.least_outline * contrast
+        return come / max(1, rim_px) < self.params.least_outline * contrast
 
     def _lit_alike(self, rect: tuple[int, int, int, int]) -> bool:
         """Did the region brighten or darken by the same factor as a band of ground around it
@@ -833,10 +825,13 @@ class SceneModel:
             pixels = labels == label
             if float(canvas.stray[pixels].mean()) > p.max_activity:
                 continue  # something unexplained still moves there: judge it later
-            if not self._is_new_thing((x, y, bw, bh)) or self._soft_edged(pixels, diff):
+            if not self._is_new_thing((x, y, bw, bh)):
+                continue  # only the light changed there
+            gone, come, rim_px = self._outline(pixels)
+            if self._soft_edged(come, rim_px, float(diff[pixels].mean())):
                 continue  # only the light changed there (before the ghost test: a shadow
                 # dims the edges as a departed object's outline would)
-            if self._is_ghost(pixels):
+            if rim_px and gone > 1.2 * come:  # a ghost
                 self._heal(pixels, changed)
                 continue
             since = since_all[pixels & ~np.isnan(since_all)]
