@@ -214,10 +214,7 @@ def fit_view_change(
         return still
     fitted: Fit | None = None
     if focus is not None:
-        h, w = focus.shape[:2]
-        xs = np.clip(src[:, 0, 0].astype(np.int32), 0, w - 1)
-        ys = np.clip(src[:, 0, 1].astype(np.int32), 0, h - 1)
-        on = focus[ys, xs] > 0
+        on = on_mask(focus, src)
         if int(on.sum()) >= params.min_focus_points:
             fitted = _fit(src[on], dst[on], params)
     if fitted is None:
@@ -231,6 +228,16 @@ def fit_view_change(
     if residual > NOISE_GAIN * float(np.median(moved)):
         return still
     return Fit(fitted.homography, _agreeing(fitted.homography, src, dst, params.ransac_px))
+
+
+def on_mask(mask: Array, points: Array) -> Array:
+    """Which of the points (N x 1 x 2, pixels) lie on the mask's non-zero pixels (clipped to
+    the mask)."""
+    h, w = mask.shape[:2]
+    xs = np.clip(points[:, 0, 0].astype(np.int32), 0, w - 1)
+    ys = np.clip(points[:, 0, 1].astype(np.int32), 0, h - 1)
+    on: Array = mask[ys, xs] > 0
+    return on
 
 
 def shape_hw(image: Array) -> tuple[int, int]:
@@ -360,10 +367,7 @@ class ViewTracker:
             return False
         corners = np.ascontiguousarray(key.corners[:: max(1, len(key.corners) // GLANCE_POINTS)])
         if still is not None:
-            h, w = still.shape[:2]
-            xs = np.clip(corners[:, 0, 0].astype(np.int32), 0, w - 1)
-            ys = np.clip(corners[:, 0, 1].astype(np.int32), 0, h - 1)
-            corners = corners[still[ys, xs] > 0]
+            corners = corners[on_mask(still, corners)]
         if len(corners) < p.min_inliers:
             return False
         before, now = follow(key.image, image, corners, p, window=GLANCE_WINDOW, levels=1)
@@ -405,10 +409,7 @@ class ViewTracker:
         expected = cv2.perspectiveTransform(key.corners, np.linalg.inv(key.last_step))
         corners = key.corners
         if still is not None:
-            h, w = still.shape[:2]
-            xs = np.clip(expected[:, 0, 0].astype(np.int32), 0, w - 1)
-            ys = np.clip(expected[:, 0, 1].astype(np.int32), 0, h - 1)
-            free = still[ys, xs] > 0
+            free = on_mask(still, expected)
             corners, expected = corners[free], expected[free]
             if len(corners) < p.min_inliers:
                 return None
