@@ -43,9 +43,15 @@ class GarbagePileRule:
         self._grown_since: float | None = None
         self._regions: list[StaticRegion] = []
         self._contents: tuple[Content, ...] = ()
-        self._asked_s = float("-inf")
-        self._looked_s = float("-inf")
+        self._asked_s = self._looked_s = float("-inf")
         self._someone_there = False
+
+    def _forget(self) -> None:
+        """The situation is over: what was learnt about its pile goes with it."""
+        self._situation.reset()
+        self._regions, self._grown_since = [], None
+        self._contents, self._asked_s = (), float("-inf")
+        self._looked_s, self._someone_there = float("-inf"), False
 
     def pile(self, regions: Sequence[StaticRegion]) -> list[StaticRegion]:
         """The new regions in the zone (as the scene model places them) that belong to a heap
@@ -90,10 +96,7 @@ class GarbagePileRule:
         if self._situation.over(now):
             alerted = self._situation.alerted
             outputs = [self._output("end", now, self._sent_area)] if alerted else []
-            self._situation.reset()
-            self._regions, self._grown_since = [], None
-            self._contents, self._asked_s = (), float("-inf")
-            self._looked_s, self._someone_there = float("-inf"), False
+            self._forget()
             return outputs
         return []
 
