@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,27 +106,44 @@ def test_moving_traffic_raises_no_fire_lane_alert(
     assert read_events(out) == []
 
 
+EvalReport = Callable[[str], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def eval_report(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, clips_dir: Path
+) -> EvalReport:
+    """`zhizhi eval` of the shared clips against one type's labels, run once per type for the
+    tests that read its report."""
+    reports: dict[str, dict[str, Any]] = {}
+
+    def report(kind: str) -> dict[str, Any]:
+        if kind not in reports:
+            report_path = tmp_path_factory.mktemp(f"eval-{kind}") / "report.json"
+            labels = REPO / "tests" / "data" / "labels" / f"{kind}.yaml"
+            result = run(
+                [
+                    "eval",
+                    "--config",
+                    str(EVAL_CONFIG),
+                    "--labels",
+                    str(labels),
+                    "--clips",
+                    str(clips_dir),
+                    "--out",
+                    str(report_path),
+                ]
+            )
+            assert result.returncode == 0, result.stderr
+            reports[kind] = json.loads(report_path.read_text())
+        return reports[kind]
+
+    return report
+
+
 @pytest.mark.parametrize("kind", ["fire_lane", "garbage_pile"])
-def test_eval_on_the_shared_clips(
-    tmp_path: Path, models_dir: Path, clips_dir: Path, kind: str
-) -> None:
-    report_path = tmp_path / "report.json"
-    labels = REPO / "tests" / "data" / "labels" / f"{kind}.yaml"
-    result = run(
-        [
-            "eval",
-            "--config",
-            str(EVAL_CONFIG),
-            "--labels",
-            str(labels),
-            "--clips",
-            str(clips_dir),
-            "--out",
-            str(report_path),
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
+def test_eval_on_the_shared_clips(eval_report: EvalReport, kind: str) -> None:
+    report = eval_report(kind)
     clips = {clip["file"]: clip for clip in report["clips"]}
     # negatives: traffic, a car-park aisle with cars passing, a crowd: nothing is raised
     for negative in (
@@ -137,29 +156,13 @@ def test_eval_on_the_shared_clips(
 
 
 def test_the_dumped_bags_are_found_with_their_onset_and_where_they_lie(
-    tmp_path: Path, models_dir: Path, clips_dir: Path
+    eval_report: EvalReport,
 ) -> None:
     """garbage_pile on the two hand-held littering videos (a drifting phone over a stair
     landing, a phone panning over a pavement), with the rule's defaults but the dwell: each bag
     is reported once, with its onset, and the alert's box holds the bag (CLIPS.md), not
     something beside it."""
-    report_path = tmp_path / "report.json"
-    labels = REPO / "tests" / "data" / "labels" / "garbage_pile.yaml"
-    result = run(
-        [
-            "eval",
-            "--config",
-            str(EVAL_CONFIG),
-            "--labels",
-            str(labels),
-            "--clips",
-            str(clips_dir),
-            "--out",
-            str(report_path),
-        ]
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(report_path.read_text())
+    report = eval_report("garbage_pile")
     score = report["types"]["garbage_pile"]
     assert (score["true_positives"], score["false_alarms"], score["misses"]) == (2, 0, 0), report
     # where the bag lies when the alert goes out (the camera moves: read off those frames)
