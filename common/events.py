@@ -120,10 +120,101 @@ class AckMessage(WireModel):
     )
 
 
+LoadState = Literal["ok", "degraded", "overloaded", "starting", "restarting"]
+
+
+class LoadProblem(WireModel):
+    """Why a camera is not analysed as its rules need: a stable `code` a dashboard translates,
+    with the figures behind it in `params`, and an English `detail` for logs."""
+
+    code: Literal[
+        "frames_dropped",  # frames the rules needed were dropped before analysis
+        "analysis_starved",  # a rule got fewer looks than it needs
+        "lagging",  # the analysis runs behind live
+        "detector_slow",  # detections waited long in the box's detector queue
+        "frame_rules_behind",  # every-frame rules are behind or lost consecutive frames
+        "source_flooding",  # the camera sends more than the box can decode
+        "restarted",  # the camera's worker crashed and was restarted
+    ]
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    detail: str = ""
+
+
+class RuleCoverage(WireModel):
+    """How much of what a rule needs it got over the report window."""
+
+    need_fps: float = Field(ge=0, description="looks a second the rule needs")
+    got_fps: float = Field(ge=0, description="looks a second it got")
+    coverage: UnitFloat = Field(description="got / need, at most 1")
+    max_gap_s: float = Field(ge=0, description="the longest time between two looks")
+    holding: bool = Field(
+        default=False,
+        description="the rule holds its judgement: it has not seen enough of its zone to raise "
+        "or end anything",
+    )
+
+
+class CameraLoad(WireModel):
+    """How the edge keeps up with one camera over the last `window_s` (issue 13)."""
+
+    window_s: float = Field(ge=0)
+    state: LoadState = "ok"
+    camera_fps: float = Field(default=0.0, ge=0, description="frames read from the camera")
+    frame_rule_fps: float | None = Field(
+        default=None, ge=0, description="frames the every-frame rules saw (None: none configured)"
+    )
+    analysis_fps: float | None = Field(
+        default=None, ge=0, description="zone analyses a second (None: no zone rule)"
+    )
+    target_analysis_fps: float | None = Field(default=None, ge=0)
+    detection_fps: float = Field(default=0.0, ge=0, description="detector and pose runs")
+    dropped_fps: float = Field(default=0.0, ge=0, description="frames dropped unanalysed")
+    lag_s: float = Field(default=0.0, ge=0, description="how far behind live the analysis is")
+    detector_wait_ms: float = Field(default=0.0, ge=0, description="p95 wait for the detector")
+    cpu: float = Field(default=0.0, ge=0, description="share of one core the camera's process used")
+    restarts: int = Field(default=0, ge=0)
+    coverage: dict[str, RuleCoverage] = Field(default_factory=dict, description="by rule id")
+    problems: list[LoadProblem] = Field(default_factory=list)
+
+
+class DetectorLoad(WireModel):
+    """The box's shared detection service over the last report window."""
+
+    runs_per_s: float = Field(default=0.0, ge=0, description="inferences a second (batches)")
+    images_per_s: float = Field(default=0.0, ge=0)
+    busy: UnitFloat = Field(default=0.0, description="share of the window spent inferring")
+    queue: int = Field(default=0, ge=0, description="requests waiting now")
+    wait_p95_ms: float = Field(default=0.0, ge=0)
+    batch_mean: float = Field(default=0.0, ge=0)
+    shed: int = Field(default=0, ge=0, description="requests dropped as too late to matter")
+
+
+class BoxLoad(WireModel):
+    """The edge box as a whole over the last report window."""
+
+    window_s: float = Field(default=0.0, ge=0)
+    cores: int = Field(default=1, ge=1)
+    cpu: UnitFloat = Field(default=0.0, description="share of all the box's cores in use")
+    process_cpu: float = Field(
+        default=0.0, ge=0, description="cores used by the edge's own processes"
+    )
+    memory_mb: float = Field(default=0.0, ge=0, description="resident memory of the edge")
+    memory_available_mb: float | None = Field(default=None, ge=0)
+    load1: float | None = Field(default=None, ge=0)
+    detector: DetectorLoad = Field(default_factory=DetectorLoad)
+    overloaded: bool = False
+
+
 class CameraStatus(WireModel):
     online: bool
     reason: str = ""
     ts: float | None = None  # time.time() of the last change
+    reason_code: str | None = Field(
+        default=None,
+        description="stable code of `reason` for translation: frames_arriving, cannot_open, "
+        "read_failed, end_of_file, reader_crashed, stopped",
+    )
+    load: CameraLoad | None = None
 
 
 class ModelStatus(WireModel):
@@ -146,6 +237,7 @@ class StatusMessage(WireModel):
     cameras: dict[str, CameraStatus] = Field(default_factory=dict)
     outbox: dict[str, int] = Field(default_factory=dict)  # pending, shed_events, shed_evidence
     models: dict[str, ModelStatus] = Field(default_factory=dict)  # by configured model name
+    box: BoxLoad | None = None  # how the box keeps up (issue 13); cameras[].load per camera
 
 
 TOPIC_PREFIX = "zhizhi/v1"
