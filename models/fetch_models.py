@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.models import (
+from edge.runtime.models import (
     ModelSpec,
     default_registry_path,
     file_sha256,

@@ -35,7 +35,7 @@ import numpy.typing as npt
 from edge.types import Detection, box_iou
 
 if TYPE_CHECKING:
-    from edge.detect.onnx import OnnxDetector
+    from edge.analysis.detect.onnx import OnnxDetector
 
 Image = npt.NDArray[np.uint8]
 
@@ -256,7 +256,7 @@ class Int8Bench:
 
 def sample_clip_frames(clips: Sequence[Path], count: int) -> list[Image]:
     """`count` frames spread over `clips` (shared out evenly, spread evenly inside each)."""
-    from edge.capture import open_video_file
+    from edge.capture.sources import open_video_file
 
     images: list[Image] = []
     for clip, wanted in zip(clips, share_out(count, len(clips)), strict=True):
@@ -341,8 +341,8 @@ def bench_int8(
     """Quantise registry model `model`, time and score float and INT8; see the module doc."""
     import onnxruntime as ort
 
-    from edge.detect.onnx import OnnxDetector
-    from edge.models import file_sha256, load_registry, resolve_model_path
+    from edge.analysis.detect.onnx import OnnxDetector
+    from edge.runtime.models import file_sha256, load_registry, resolve_model_path
     from training.export import decide_int8, quantize_int8
 
     spec = load_registry()[model]

@@ -259,8 +259,8 @@ def models_evaluate(
     import contextlib
 
     from edge.errors import EdgeError
-    from edge.evaluation import load_labels
-    from edge.models import load_registry, model_search_dirs, resolve_model_path
+    from edge.offline.evaluation import load_labels
+    from edge.runtime.models import load_registry, model_search_dirs, resolve_model_path
     from training.evaluate import ModelUnderTest, evaluate_models, side_by_side
     from zhizhi.cli import load_config_or_fail
 
@@ -312,7 +312,7 @@ def models_promote(
     from pydantic import ValidationError
 
     from edge.errors import EdgeError
-    from edge.models import load_registry, register_model
+    from edge.runtime.models import load_registry, register_model
     from training.gate import judge, load_gate
 
     try:
@@ -374,7 +374,7 @@ def models_publish(
     import httpx
 
     from edge.errors import EdgeError
-    from edge.models import load_registry, resolve_model_path, verify_model_file
+    from edge.runtime.models import load_registry, resolve_model_path, verify_model_file
     from training.publish import EdgeCommander, RolloutFailed, publish, upload_model
 
     targets = [edge.strip() for edge in edges.split(",") if edge.strip()]

@@ -13,11 +13,11 @@ from typing import Any
 import yaml
 
 from common.config import SiteConfig
-from edge.detect.onnx import OnnxDetector
-from edge.evaluation import ClipResult, LabelsFile, match_clip, report
-from edge.models import ModelSpec
-from edge.pipeline import WEAK_DETECTION_SCORE
-from edge.replay import ReplaySummary, replay_events
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.pipeline import WEAK_DETECTION_SCORE
+from edge.offline.evaluation import ClipResult, LabelsFile, match_clip, report
+from edge.offline.replay import ReplaySummary, replay_events
+from edge.runtime.models import ModelSpec
 from training.ultra import yolo
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect.onnx import OnnxDetector
-from edge.models import ModelSpec, file_sha256
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.runtime.models import ModelSpec, file_sha256
 from training.ultra import yolo
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class _Calibration:
     """onnxruntime's CalibrationDataReader over letterboxed dataset images."""
 
     def __init__(self, images: Sequence[Image], input_name: str, imgsz: int) -> None:
-        from edge.detect.yolo import letterbox
+        from edge.analysis.detect.yolo import letterbox
 
         self._tensors: Iterator[dict[str, npt.NDArray[np.float32]]] = iter(
             [{input_name: letterbox(image, (imgsz, imgsz))[0]} for image in images]
@@ -223,7 +223,7 @@ def export_and_register(
     max_map_drop: float = 0.01,
 ) -> ExportResult:
     """Export the run's best weights, verify, optionally quantise, register in `registry`."""
-    from edge.models import register_model
+    from edge.runtime.models import register_model
     from training.train import read_run
 
     run = read_run(run_dir)

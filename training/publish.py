@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from common.commands import ModelFile, RollbackCommand, RolloutCommand
 from common.events import StatusMessage, cmd_topic, status_topic
-from edge.models import ModelSpec
-from edge.publish import parse_mqtt_url
+from edge.delivery.mqtt import parse_mqtt_url
+from edge.runtime.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 

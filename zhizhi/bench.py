@@ -17,10 +17,10 @@ from pathlib import Path
 import onnxruntime
 
 from common.config import CameraConfig, SiteConfig, SiteInfo
-from edge.capture import open_video_file
-from edge.detect.onnx import OnnxDetector
-from edge.models import load_registry
-from edge.pipeline import CameraPipeline
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.pipeline import CameraPipeline
+from edge.capture.sources import open_video_file
+from edge.runtime.models import load_registry
 
 MAX_DETECTOR_FRAMES = 150  # the detector-alone figure is a rate: a sample of frames suffices
 

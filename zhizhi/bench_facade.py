@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 
 from common.config import FallingObjectRuleConfig, SiteConfig, ZoneConfig
-from edge.capture import open_video_file
-from edge.falling_synthetic import FacadeScene, frames
+from edge.capture.sources import open_video_file
+from edge.offline.falling_synthetic import FacadeScene, frames
 from edge.rules.falling_object import FallingObjectRule
 from edge.types import Frame
 

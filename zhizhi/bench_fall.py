@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from common.config import CameraConfig, PersonFallRuleConfig, SiteConfig, ZoneConfig
-from edge.capture import open_video_file
+from edge.capture.sources import open_video_file
 from edge.rules.person_fall import PersonFallRule
 
 

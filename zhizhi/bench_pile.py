@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 
 from common.config import CameraConfig, SiteConfig, SiteInfo
-from edge.capture import open_video_file
-from edge.detect.onnx import OnnxDetector
-from edge.evidence import DirectoryStore
-from edge.models import load_registry
-from edge.pipeline import CameraPipeline
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.pipeline import CameraPipeline
+from edge.capture.sources import open_video_file
+from edge.evidence.store import DirectoryStore
+from edge.runtime.models import load_registry
 
 RULE_STAGES = ("scene", "rules", "history", "evidence")
 

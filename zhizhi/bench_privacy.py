@@ -30,12 +30,12 @@ import numpy.typing as npt
 import onnxruntime
 
 from common.config import CameraConfig
-from edge.capture import open_video_file
-from edge.detect.onnx import OnnxDetector
-from edge.evidence import encode_jpeg
-from edge.models import load_registry
-from edge.pose import DEFAULT_POSE_MODEL, POSE_MIN_SCORE
-from edge.privacy import MaskStyle, Redactor
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.pose import DEFAULT_POSE_MODEL, POSE_MIN_SCORE
+from edge.capture.sources import open_video_file
+from edge.evidence.privacy import MaskStyle, Redactor
+from edge.evidence.store import encode_jpeg
+from edge.runtime.models import load_registry
 
 Image = npt.NDArray[np.uint8]
 SNAPSHOT_WH = (1920, 1080)

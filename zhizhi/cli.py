@@ -65,8 +65,8 @@ def load_config_or_fail(path: Path) -> SiteConfig:
 
 def _run_guarded(action: str, func: object) -> object:
     """Turn the edge's expected errors into one-line reasons."""
+    from edge.analysis.pipeline import UnsupportedRuleError
     from edge.errors import EdgeError
-    from edge.pipeline import UnsupportedRuleError
 
     try:
         return func()  # type: ignore[operator]
@@ -105,7 +105,7 @@ def edge_replay(
     site = load_config_or_fail(config)
     if camera not in {c.id for c in site.cameras}:
         fail(f"{config}: no camera {camera!r} (cameras: {', '.join(c.id for c in site.cameras)})")
-    from edge.replay import replay_to_file
+    from edge.offline.replay import replay_to_file
     from zhizhi.progress import FrameProgress
 
     def run() -> object:
@@ -134,8 +134,8 @@ def evaluate(
     site = load_config_or_fail(config)
     from pydantic import ValidationError
 
-    from edge.evaluation import load_labels
-    from edge.replay import evaluate as run_eval
+    from edge.offline.evaluation import load_labels
+    from edge.offline.replay import evaluate as run_eval
     from zhizhi.progress import print_report
 
     try:
@@ -196,7 +196,7 @@ def edge_run(
     site = load_config_or_fail(config)
     if server is not None and not token:
         fail("edge run: --server needs --token or ZHIZHI_TOKEN")
-    from edge.worker import EdgeOptions, run_edge
+    from edge.runtime.worker import EdgeOptions, run_edge
 
     options = EdgeOptions(
         evidence_dir=evidence_dir,
@@ -243,7 +243,7 @@ def bench_edge(
         fail("bench edge: give either --clip or --synthetic-s")
     with tempfile.TemporaryDirectory(prefix="zhizhi-bench-") as folder:
         if synthetic_s is not None:
-            from edge.synthetic import LaneScene, write_video
+            from edge.offline.synthetic import LaneScene, write_video
 
             clip = Path(folder) / "synthetic-lane.mp4"
             scene = LaneScene(seconds=synthetic_s, fps=25, drop_s=synthetic_s / 3)
@@ -280,7 +280,7 @@ def bench_pile(
         fail("bench pile: give either --clip or --synthetic-s")
     with tempfile.TemporaryDirectory(prefix="zhizhi-bench-") as folder:
         if synthetic_s is not None:
-            from edge.synthetic import LaneScene, write_video
+            from edge.offline.synthetic import LaneScene, write_video
 
             clip = Path(folder) / "synthetic-pile.mp4"
             scene = LaneScene(
@@ -421,7 +421,7 @@ def bench_int8(
 ) -> None:
     """INT8 vs float on this CPU: latency (1 thread, default), mAP50, the decide_int8 verdict."""
     setup_logging(quiet=True)
-    from edge.models import model_search_dirs
+    from edge.runtime.models import model_search_dirs
     from training.bench_int8 import bench_int8 as run_bench
     from training.bench_int8 import video_files
 
@@ -454,7 +454,7 @@ def bench_int8(
 @models_app.command("list")
 def models_list() -> None:
     """The registry's models and whether their files are found and verified."""
-    from edge.models import load_registry, model_status
+    from edge.runtime.models import load_registry, model_status
 
     for name, status in model_status(load_registry()).items():
         print(f"{name}: {status}")

@@ -21,10 +21,10 @@ from rich.console import Console
 
 from common.config import load_site_config
 from common.events import Event
-from edge import falling_synthetic
-from edge.falling_synthetic import FacadeScene
-from edge.synthetic import LANE, LaneScene, write_frames, write_video
-from edge.worker import EdgeOptions, run_edge
+from edge.offline import falling_synthetic
+from edge.offline.falling_synthetic import FacadeScene
+from edge.offline.synthetic import LANE, LaneScene, write_frames, write_video
+from edge.runtime.worker import EdgeOptions, run_edge
 from server.auth import create_token
 from server.db.session import make_session_factory
 from server.main import build_server

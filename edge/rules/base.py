@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
-from edge.scene import StaticRegion
+from edge.analysis.scene.model import StaticRegion
 from edge.types import Box, Detection, Frame, TrackedObject
 
 State = Literal["new", "update", "end"]
@@ -54,7 +54,7 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class RuleOutput:
-    """A rule's decision for one situation; `edge.events` turns it into an event message."""
+    """A rule's decision for one situation; `edge.delivery.sequencer` makes it an event message."""
 
     rule_id: str
     zone_id: str

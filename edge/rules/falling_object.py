@@ -1,6 +1,6 @@
 """Falling objects (高空抛物): something thrown or dropped down a facade.
 
-Every decoded frame goes through the speck finder (`edge.facade`, OpenCV); everything after
+Every decoded frame goes through the speck finder (`edge.analysis.specks`, OpenCV); everything after
 it is pure and tested without video:
 
 - `SpeckLinker` links specks into tracks, each new speck gated by the position its track
@@ -28,7 +28,7 @@ import numpy as np
 
 from common.config import CameraConfig, FallingObjectRuleConfig, FloorMark, ZoneConfig
 from common.events import ModelInfo
-from edge.facade import Speck, SpeckFinder, SpeckParams
+from edge.analysis.specks import Speck, SpeckFinder, SpeckParams
 from edge.rules.base import RuleOutput, State
 from edge.types import Box, Frame, clamp_box
 

@@ -31,11 +31,11 @@ import numpy.typing as npt
 
 from common.config import CameraConfig, PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
-from edge.detect.yolo import PoseDetection
-from edge.pose import PoseEstimator, load_pose_estimator
+from edge.analysis.detect.yolo import PoseDetection
+from edge.analysis.pose import PoseEstimator, load_pose_estimator
+from edge.analysis.track import ObjectTracker, TrackerParams
 from edge.rules.base import RuleOutput, State
 from edge.rules.geometry import bottom_center, box_from_crop, point_in_polygon, polygon_bounds
-from edge.track import ObjectTracker, TrackerParams
 from edge.types import Box, Detection, Frame, box_iou
 
 logger = logging.getLogger(__name__)

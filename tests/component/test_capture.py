@@ -1,4 +1,5 @@
-"""edge.capture on real video files written by OpenCV, and on an RTSP port nobody listens on."""
+"""edge.capture.sources on real video files written by OpenCV, and on an RTSP port nobody
+listens on."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import (
+from edge.capture.sources import (
     Backoff,
     FileSource,
     LiveSource,
@@ -138,7 +139,7 @@ def test_truncated_file_yields_what_it_can_then_flags_it(
         whole.write_bytes(faststart(clip.read_bytes()))
     cut_file = cut(whole, tmp_path / f"cut.{container}", 0.6)
     with (
-        caplog.at_level(logging.WARNING, logger="edge.capture"),
+        caplog.at_level(logging.WARNING, logger="edge.capture.sources"),
         open_video_file(cut_file) as source,
     ):
         frames = list(source)
@@ -227,7 +228,7 @@ def test_unreachable_camera_goes_offline_once_retries_and_stops_promptly(
         open_timeout_s=1.0,
         read_timeout_s=1.0,
     )
-    with caplog.at_level(logging.DEBUG, logger="edge.capture"):
+    with caplog.at_level(logging.DEBUG, logger="edge.capture.sources"):
         source.start()
         assert wait_until(lambda: source.stats().reconnects >= 4, timeout_s=5.0)
         assert source.take(timeout_s=0.05) is None

@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.detect.base import Detector
-from edge.detect.onnx import OnnxDetector
-from edge.models import load_registry, resolve_model_path
+from edge.analysis.detect.base import Detector
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.runtime.models import load_registry, resolve_model_path
 from edge.types import Box, Detection, box_iou
 
 pytestmark = pytest.mark.integration

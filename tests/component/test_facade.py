@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from common.config import FallingObjectRuleConfig, ZoneConfig
-from edge.facade import SpeckFinder, SpeckParams
-from edge.falling_synthetic import FacadeScene, frames
+from edge.analysis.specks import SpeckFinder, SpeckParams
+from edge.offline.falling_synthetic import FacadeScene, frames
 from edge.rules.base import RuleOutput
 from edge.rules.falling_object import FallingObjectRule
 from edge.types import Frame

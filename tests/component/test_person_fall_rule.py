@@ -13,7 +13,7 @@ import pytest
 
 from common.config import PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
-from edge.detect.yolo import PoseDetection
+from edge.analysis.detect.yolo import PoseDetection
 from edge.rules.base import FrameRule, RuleOutput
 from edge.rules.person_fall import PersonFallRule
 from edge.types import Frame

@@ -17,11 +17,11 @@ import pytest
 
 from common.config import SiteConfig
 from common.events import Event, ModelInfo
-from edge.clips import probe_mp4
-from edge.evidence import DirectoryStore
-from edge.pipeline import CameraPipeline, build_frame_rules, build_rules
+from edge.analysis.pipeline import CameraPipeline, build_frame_rules, build_rules
+from edge.evidence.clips import probe_mp4
+from edge.evidence.store import DirectoryStore
+from edge.offline.synthetic import LANE, WEATHER, LaneScene, frames, with_weather
 from edge.rules.base import RuleOutput
-from edge.synthetic import LANE, WEATHER, LaneScene, frames, with_weather
 from edge.types import Box, Detection, Frame, box_iou, clamp_box
 
 Image = npt.NDArray[np.uint8]
@@ -489,7 +489,7 @@ def test_a_pile_growing_under_changing_light_is_one_situation_with_growth_update
     assert updates[0].details["area"] > 1.5 * events[0].details["area"]
 
 
-# What outdoor cameras do (edge.synthetic.with_weather) is never a pile, and hides none ---------
+# What outdoor cameras do (edge.offline.synthetic.with_weather) is never a pile, and hides none --
 
 WEATHER_BAG = LaneScene(seconds=36.0, drop_s=12.0, clear_s=30.0)
 

@@ -12,11 +12,11 @@ import numpy.typing as npt
 import pytest
 
 from common.config import CameraConfig
-from edge.detect.yolo import PoseDetection
-from edge.evidence import Annotation, DirectoryStore, redacted_snapshot
-from edge.privacy import MaskStyle, Redactor
-from edge.scene import polygons_mask
-from edge.synthetic import LaneScene, frames
+from edge.analysis.detect.yolo import PoseDetection
+from edge.analysis.scene.model import polygons_mask
+from edge.evidence.privacy import MaskStyle, Redactor
+from edge.evidence.store import Annotation, DirectoryStore, redacted_snapshot
+from edge.offline.synthetic import LaneScene, frames
 from edge.types import Box
 from tests.support.privacy import (
     FakePose,

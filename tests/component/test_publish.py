@@ -25,8 +25,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.events import Event, ack_topic, parse_topic, status_topic
-from edge.outbox import Outbox
-from edge.publish import JsonlSink, MqttSink
+from edge.delivery.mqtt import JsonlSink, MqttSink
+from edge.delivery.outbox import Outbox
 from tests.support.events import numbered_event
 from tests.support.mosquitto import PrivateBroker, free_port
 
@@ -202,7 +202,7 @@ def test_events_go_to_the_contract_topic(broker: PrivateBroker, tmp_path: Path) 
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
     broker: PrivateBroker, server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="edge.publish")
+    caplog.set_level(logging.INFO, logger="edge.delivery.mqtt")
     sink = sink_for(broker, tmp_path / "outbox.sqlite")
     sent = [make_event(i) for i in range(45)]
     for event in sent[:15]:
@@ -226,7 +226,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(
 
     assert server.first_deliveries() == keys(sent)
     assert slowest < 0.5  # send() only writes the outbox, even with the broker away
-    messages = [r.getMessage() for r in caplog.records if r.name == "edge.publish"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge.delivery.mqtt"]
     assert sum("connection lost" in m for m in messages) == 1
     assert sum("connection back" in m for m in messages) == 1
 
@@ -284,8 +284,8 @@ EDGE_PROCESS = """
 import sys, time
 from pathlib import Path
 from common.events import Event
-from edge.outbox import Outbox
-from edge.publish import MqttSink
+from edge.delivery.outbox import Outbox
+from edge.delivery.mqtt import MqttSink
 
 mode, url, path = sys.argv[1:4]
 sink = MqttSink(url, "site-t", "edge-t", Outbox(Path(path)), resend_after_s=1.0,

@@ -1,5 +1,6 @@
-"""Registration of frames to the reference view (edge.registration) on synthetic pictures whose
-true motion is known: shifts, rotations and pans recovered, noise and movers ignored."""
+"""Registration of frames to the reference view (edge.analysis.scene.registration) on synthetic
+pictures whose true motion is known: shifts, rotations and pans recovered, noise and movers
+ignored."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.registration import (
+from edge.analysis.scene.registration import (
     RegistrationParams,
     ViewTracker,
     corner_motion,
@@ -19,7 +20,7 @@ from edge.registration import (
     plausible,
     translation,
 )
-from edge.synthetic import textured_ground
+from edge.offline.synthetic import textured_ground
 
 Array = npt.NDArray[np.float32]
 SHAPE = (180, 320)  # the scene model's analysis size

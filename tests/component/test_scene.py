@@ -1,7 +1,7 @@
 """The scene model on synthetic frames: left objects found, passers, light and shake ignored.
 
-Frames come from `edge.synthetic` (ground truth known by construction), analysed at 5 fps the
-way the pipeline does: `observe`, then `update`.
+Frames come from `edge.offline.synthetic` (ground truth known by construction), analysed at 5 fps
+the way the pipeline does: `observe`, then `update`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.scene import (
+from edge.analysis.scene.model import (
     ANALYSIS_WIDTH,
     SceneModel,
     SceneParams,
@@ -26,7 +26,7 @@ from edge.scene import (
     polygons_mask,
     to_analysis_gray,
 )
-from edge.synthetic import (
+from edge.offline.synthetic import (
     LANE,
     LaneScene,
     MovingView,

@@ -53,8 +53,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from common.events import Event
-from edge.outbox import Outbox
-from edge.publish import MqttSink
+from edge.delivery.mqtt import MqttSink
+from edge.delivery.outbox import Outbox
 from tests.support.mosquitto import PrivateBroker, free_port, unavailable
 
 pytestmark = pytest.mark.integration

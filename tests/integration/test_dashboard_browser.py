@@ -30,7 +30,7 @@ import pytest
 import uvicorn
 
 from common.events import status_topic
-from edge.clips import encode_mp4
+from edge.evidence.clips import encode_mp4
 from server.auth import create_token
 from server.db.session import make_session_factory
 from server.main import ServerRuntime, build_server

@@ -29,11 +29,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.events import Event, Evidence, ack_topic, parse_topic
-from edge.capture import Backoff
-from edge.evidence import DirectoryStore
-from edge.outbox import Outbox
-from edge.publish import MqttSink
-from edge.upload import EvidenceUploader, Outcome, classify, evidence_url
+from edge.capture.sources import Backoff
+from edge.delivery.mqtt import MqttSink
+from edge.delivery.outbox import Outbox
+from edge.delivery.upload import EvidenceUploader, Outcome, classify, evidence_url
+from edge.evidence.store import DirectoryStore
 from tests.support.mosquitto import PrivateBroker
 
 TOKEN = "edge-token-1"  # noqa: S105 - a test token
@@ -389,11 +389,11 @@ EDGE = """
 import sys, time
 from pathlib import Path
 from common.events import Event
-from edge.capture import Backoff
-from edge.evidence import DirectoryStore
-from edge.outbox import Outbox
-from edge.publish import MqttSink
-from edge.upload import EvidenceUploader
+from edge.capture.sources import Backoff
+from edge.evidence.store import DirectoryStore
+from edge.delivery.outbox import Outbox
+from edge.delivery.mqtt import MqttSink
+from edge.delivery.upload import EvidenceUploader
 
 mqtt_url, http_url, token, folder = sys.argv[1:5]
 outbox = Outbox(Path(folder) / "outbox.sqlite")

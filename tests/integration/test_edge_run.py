@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.synthetic import LANE, LaneScene, write_video
+from edge.offline.synthetic import LANE, LaneScene, write_video
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

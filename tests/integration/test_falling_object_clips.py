@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from common.config import load_site_config
-from edge.evaluation import LabelsFile, load_labels
-from edge.replay import evaluate
+from edge.offline.evaluation import LabelsFile, load_labels
+from edge.offline.replay import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "eval" / "shared-clips.yaml"

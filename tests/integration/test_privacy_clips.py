@@ -12,10 +12,10 @@ import numpy.typing as npt
 import pytest
 
 from common.config import CameraConfig
-from edge.evidence import Annotation, redacted_snapshot
-from edge.pose import load_pose_estimator
-from edge.privacy import Redactor, head_box, sample_indices
-from edge.scene import polygons_mask
+from edge.analysis.pose import load_pose_estimator
+from edge.analysis.scene.model import polygons_mask
+from edge.evidence.privacy import Redactor, head_box, sample_indices
+from edge.evidence.store import Annotation, redacted_snapshot
 from edge.types import Box
 from tests.support.privacy import box_pixels, detail_correlation, laplacian_variance
 
@@ -170,9 +170,9 @@ def test_the_pipeline_writes_fall_evidence_with_faces_blurred(
     frame against the source; the records say what was done."""
     from common.config import load_site_config
     from common.events import Event
-    from edge.capture import open_video_file
-    from edge.evidence import DirectoryStore
-    from edge.replay import replay_events
+    from edge.capture.sources import open_video_file
+    from edge.evidence.store import DirectoryStore
+    from edge.offline.replay import replay_events
 
     site = load_site_config(Path(__file__).parents[2] / "configs/eval/shared-clips.yaml")
     source = clips_dir / "personfall_urfd_side.mp4"

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import open_video_file
-from edge.synthetic import LANE, LaneScene, with_left_object, write_frames, write_video
+from edge.capture.sources import open_video_file
+from edge.offline.synthetic import LANE, LaneScene, with_left_object, write_frames, write_video
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

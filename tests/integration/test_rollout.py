@@ -20,10 +20,10 @@ from fastapi import FastAPI
 from common.commands import RollbackCommand
 from common.config import DetectorConfig
 from common.events import ModelInfo
-from edge.models import ModelSpec, file_sha256
-from edge.outbox import Outbox
-from edge.publish import MqttSink
-from edge.rollout import CommandListener, RolloutManager, SwappableDetector
+from edge.delivery.mqtt import MqttSink
+from edge.delivery.outbox import Outbox
+from edge.runtime.models import ModelSpec, file_sha256
+from edge.runtime.rollout import CommandListener, RolloutManager, SwappableDetector
 from edge.types import Detection
 from server.auth import create_token
 from server.db.session import make_engine, make_session_factory, migrate

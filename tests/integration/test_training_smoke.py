@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from common.config import SiteConfig
-from edge.detect.onnx import OnnxDetector
-from edge.models import load_registry, register_model, resolve_model_path, verify_model_file
-from edge.replay import ReplaySummary, replay_events
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.offline.replay import ReplaySummary, replay_events
+from edge.runtime.models import load_registry, register_model, resolve_model_path, verify_model_file
 from tests.support.training import bus_patch, parked_vehicle_clip, synthetic_label_set
 from training.dataset import BuildParams, BuiltDataset, build_dataset
 from training.labels import LabelSet

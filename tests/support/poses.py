@@ -13,7 +13,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from edge.detect.yolo import PoseDetection
+from edge.analysis.detect.yolo import PoseDetection
 from edge.rules.person_fall import PersonPose
 from edge.types import Box, Detection
 

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.events import ModelInfo
-from edge.detect.yolo import PoseDetection
+from edge.analysis.detect.yolo import PoseDetection
 from edge.types import Box, Detection
 
 Image = npt.NDArray[np.uint8]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.synthetic import LaneScene, frames, with_left_object, write_frames
+from edge.offline.synthetic import LaneScene, frames, with_left_object, write_frames
 from training.labels import Box, LabelledFrame, LabelSet, Source
 
 SIZE_WH = (160, 120)
@@ -63,5 +63,5 @@ def parked_vehicle_clip(
 ) -> None:
     """A small lane scene (320x180, 10 fps) where `patch` stands in the lane from `park_s`."""
     scene = LaneScene(width=320, height=180, seconds=seconds, drop_s=None, passers_every_s=1e6)
-    box = (0.3, 0.45, 0.75, 0.95)  # inside edge.synthetic.LANE
+    box = (0.3, 0.45, 0.75, 0.95)  # inside edge.offline.synthetic.LANE
     write_frames(with_left_object(frames(scene), patch, box, park_s), str(path), scene.fps)

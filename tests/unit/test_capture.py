@@ -1,4 +1,4 @@
-"""Pure parts of edge.capture: the mailbox, the backoff, the stream clock, source kinds."""
+"""Pure parts of edge.capture.sources: the mailbox, the backoff, the stream clock, source kinds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.capture import Backoff, LatestFrame, SourceKind, StreamClock, classify_source
+from edge.capture.sources import Backoff, LatestFrame, SourceKind, StreamClock, classify_source
 from edge.types import Frame
 
 

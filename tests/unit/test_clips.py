@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.clips import ClipError, encode_mp4, probe_mp4
+from edge.evidence.clips import ClipError, encode_mp4, probe_mp4
 
 
 def frame(value: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.events import Event
-from edge.evaluation import (
+from edge.offline.evaluation import (
     TOLERANCE_S,
     LabelledClip,
     LabelledEvent,

@@ -21,7 +21,7 @@ from common.events import (
     format_rfc3339,
     status_topic,
 )
-from edge.events import EventSequencer
+from edge.delivery.sequencer import EventSequencer
 from edge.rules.base import RuleOutput, State
 
 MODEL = ModelInfo(name="yolov8n-640", version="8.3", sha256="ab" * 32)

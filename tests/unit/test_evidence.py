@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.evidence import (
+from edge.analysis.scene.model import polygons_mask
+from edge.evidence.store import (
     BOX_COLOUR,
     Annotation,
     DirectoryStore,
@@ -20,8 +21,7 @@ from edge.evidence import (
     encode_jpeg,
     snapshot,
 )
-from edge.scene import polygons_mask
-from edge.synthetic import LaneScene, frames
+from edge.offline.synthetic import LaneScene, frames
 
 Image = npt.NDArray[np.uint8]
 Polygon = Sequence[tuple[float, float]]

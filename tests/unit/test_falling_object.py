@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.config import FallingObjectRuleConfig, ZoneConfig
-from edge.facade import Speck, SpeckFrame
+from edge.analysis.specks import Speck, SpeckFrame
 from edge.rules.falling_object import (
     Fall,
     FallingObjectRule,

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from common.config import FireLaneRuleConfig, ZoneConfig
+from edge.analysis.scene.model import StaticRegion
 from edge.rules.base import Observation, RuleOutput
 from edge.rules.fire_lane import FireLaneRule, RestClock
-from edge.scene import StaticRegion
 from edge.types import Box, TrackedObject
 
 FPS = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.history import FrameHistory
+from edge.evidence.history import FrameHistory
 
 FRAME = np.full((60, 80, 3), 200, np.uint8)
 MASK = [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.detect.onnx import OnnxDetector, parse_names_metadata, select_providers
+from edge.analysis.detect.onnx import OnnxDetector, parse_names_metadata, select_providers
 from edge.errors import EdgeError, ModelIntegrityError, ModelNotFoundError
-from edge.models import (
+from edge.runtime.models import (
     MODEL_DIR_ENV,
     REGISTRY_ENV,
     REPO_ROOT,

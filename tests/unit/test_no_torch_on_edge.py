@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 MODULES = [
-    "edge.worker",
-    "edge.replay",
-    "edge.rollout",
-    "edge.detect.onnx",
-    "edge.models",
+    "edge.runtime.worker",
+    "edge.offline.replay",
+    "edge.runtime.rollout",
+    "edge.analysis.detect.onnx",
+    "edge.runtime.models",
     "server.api",
     "server.main",
     "server.models_api",

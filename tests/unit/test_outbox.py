@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from common.events import Event, events_topic
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 from tests.support.events import numbered_event
 
 T0 = 1_700_000_000.0
@@ -233,7 +233,7 @@ def test_quota_sheds_evidence_oldest_first_before_any_event(
     full = outbox.stats().bytes
 
     outbox.quota_bytes = full - 15_000
-    with caplog.at_level(logging.WARNING, logger="edge.outbox"):
+    with caplog.at_level(logging.WARNING, logger="edge.delivery.outbox"):
         outbox.enforce_quota()
 
     stats = outbox.stats()
@@ -294,7 +294,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from common.events import Event
-from edge.outbox import Outbox
+from edge.delivery.outbox import Outbox
 
 outbox = Outbox(Path(sys.argv[1]))
 base = {

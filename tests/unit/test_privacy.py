@@ -11,10 +11,10 @@ import numpy.typing as npt
 import pytest
 
 from common.config import CameraConfig, ConfigError, PrivacyConfig, parse_site_config
-from edge.detect.yolo import PoseDetection
-from edge.evidence import BOX_COLOUR, Annotation, apply_privacy_masks, redacted_snapshot
-from edge.pose import load_pose_estimator
-from edge.privacy import (
+from edge.analysis.detect.yolo import PoseDetection
+from edge.analysis.pose import load_pose_estimator
+from edge.analysis.scene.model import polygons_mask
+from edge.evidence.privacy import (
     CLIP_GROW,
     MaskStyle,
     RedactionError,
@@ -28,7 +28,7 @@ from edge.privacy import (
     sample_indices,
     top_of_person,
 )
-from edge.scene import polygons_mask
+from edge.evidence.store import BOX_COLOUR, Annotation, apply_privacy_masks, redacted_snapshot
 from edge.types import Box
 from tests.support.privacy import (
     BrokenPose,
@@ -478,7 +478,7 @@ def test_without_a_pose_model_the_callers_person_boxes_still_hide_faces() -> Non
 
 
 def test_samples_are_refined_where_heads_disagree_and_only_there() -> None:
-    from edge.privacy import heads_agree, refine_samples
+    from edge.evidence.privacy import heads_agree, refine_samples
 
     still = (0.1, 0.1, 0.2, 0.2)
     moved = (0.1, 0.6, 0.2, 0.7)  # five head sizes down: a fall

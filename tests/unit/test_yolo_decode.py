@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.detect.yolo import (
+from edge.analysis.detect.yolo import (
     MAX_DETECTIONS,
     Letterbox,
     decode_yolov8,

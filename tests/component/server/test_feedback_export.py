@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from fastapi.testclient import TestClient
 
-from edge.clips import encode_mp4
-from edge.evidence import encode_jpeg
+from edge.evidence.clips import encode_mp4
+from edge.evidence.store import encode_jpeg
 from training.feedback import claimed_boxes, export_feedback, yolo_line
 from training.importers import ClassMapping, import_cvat_yolo
 

@@ -20,15 +20,15 @@ from types import FrameType
 
 from common.config import CameraConfig, DetectorConfig, SiteConfig
 from common.events import Event
-from edge.capture import Backoff, open_source
-from edge.detect.base import Detector
-from edge.evidence import DirectoryStore
-from edge.outbox import GIB, Outbox
-from edge.pipeline import CameraPipeline, build_frame_rules, build_rules, load_redactor
-from edge.publish import EventSink, JsonlSink, MqttSink
-from edge.replay import load_detector
-from edge.rollout import CommandListener, RolloutManager
-from edge.upload import EvidenceUploader
+from edge.analysis.detect.base import Detector
+from edge.analysis.pipeline import CameraPipeline, build_frame_rules, build_rules, load_redactor
+from edge.capture.sources import Backoff, open_source
+from edge.delivery.mqtt import EventSink, JsonlSink, MqttSink
+from edge.delivery.outbox import GIB, Outbox
+from edge.delivery.upload import EvidenceUploader
+from edge.evidence.store import DirectoryStore
+from edge.offline.replay import load_detector
+from edge.runtime.rollout import CommandListener, RolloutManager
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CameraWorker:
         self.evidence = DirectoryStore(evidence_dir / camera.id)
         self.stop = stop
         self.prepare = prepare
-        self.detectors = detectors  # swappable ones when roll-outs are on (edge.rollout)
+        self.detectors = detectors  # swappable ones when roll-outs are on (edge.runtime.rollout)
         self._detector: Detector | None = None
         self.thread = threading.Thread(target=self._supervise, name=f"camera:{camera.id}")
         self._log = logging.getLogger(f"edge.camera.{camera.id}")

@@ -46,7 +46,7 @@ from common.events import (
     status_topic,
 )
 from common.logs import paho_logger
-from edge.outbox import EventKey, Outbox
+from edge.delivery.outbox import EventKey, Outbox
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ Works on a small grey copy of each analysed frame:
 
 Global brightness swings (auto-exposure, clouds) are removed by a gain match before comparing;
 camera shake, drift, pans and tilts by registering each frame to the reference view
-(edge.registration: optical flow chained from frame to frame, refined against the reference).
+(edge.analysis.scene.registration: optical flow chained from frame to frame, refined against
+the reference).
 All per-pixel state lives on a canvas in reference-view pixels, which grows when a moving camera
 looks beyond the view it started with (up to `MAX_CANVAS` times the picture; further, it moves
 along and forgets the far side); pixels seen for the first time are learnt as soon as they show
@@ -32,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.registration import ViewTracker, translation
+from edge.analysis.scene.registration import ViewTracker, translation
 from edge.types import Box
 
 ANALYSIS_WIDTH = 320
@@ -71,9 +72,9 @@ class SceneParams:
     stabilise: bool = True  # register each frame to the reference view (shake, drift, pan)
     border: float = 0.02  # the frame's outermost band (x its larger side) is not judged
     # a pixel matches the reference anywhere this close (analysis pixels): registration is
-    # never exact. A frame of a camera that has not moved is within a pixel (edge.registration
-    # snaps smaller view changes to none); a warped one can be a pixel or two off (fit error,
-    # interpolation, motion blur)
+    # never exact. A frame of a camera that has not moved is within a pixel
+    # (edge.analysis.scene.registration snaps smaller view changes to none); a warped one can
+    # be a pixel or two off (fit error, interpolation, motion blur)
     still_tolerance_px: int = 1
     align_tolerance_px: int = 2
 

@@ -20,9 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from common.config import CameraConfig, PrivacyConfig
+from edge.analysis.pose import (
+    HEAD_KEYPOINTS,
+    SHOULDER_KEYPOINTS,
+    PoseEstimator,
+    load_pose_estimator,
+)
+from edge.analysis.scene.model import polygons_mask
 from edge.errors import EdgeError
-from edge.pose import HEAD_KEYPOINTS, SHOULDER_KEYPOINTS, PoseEstimator, load_pose_estimator
-from edge.scene import polygons_mask
 from edge.types import Box, box_iou, clamp_box
 
 logger = logging.getLogger(__name__)

@@ -30,11 +30,11 @@ from common.commands import ModelFile, RollbackCommand, RolloutCommand, parse_co
 from common.config import DetectorConfig
 from common.events import ModelInfo, ModelStatus, cmd_topic
 from common.logs import paho_logger
-from edge.detect.base import Detector
-from edge.detect.onnx import OnnxDetector
+from edge.analysis.detect.base import Detector
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.delivery.mqtt import parse_mqtt_url
 from edge.errors import EdgeError
-from edge.models import ModelSpec, file_sha256
-from edge.publish import parse_mqtt_url
+from edge.runtime.models import ModelSpec, file_sha256
 from edge.types import Detection
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ Loader = Callable[[ModelSpec, DetectorConfig, Path], Detector]
 
 
 def load_onnx(spec: ModelSpec, config: DetectorConfig, path: Path) -> Detector:
-    """What `edge.replay.load_detector` does, for a downloaded file."""
-    from edge.pipeline import WEAK_DETECTION_SCORE
+    """What `edge.offline.replay.load_detector` does, for a downloaded file."""
+    from edge.analysis.pipeline import WEAK_DETECTION_SCORE
 
     min_score = min(config.min_score, WEAK_DETECTION_SCORE)
     return OnnxDetector.load(spec, min_score, config.iou, config.providers, path=path)

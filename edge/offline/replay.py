@@ -17,13 +17,13 @@ from typing import IO, Any
 
 from common.config import CameraConfig, DetectorConfig, SiteConfig
 from common.events import Event
-from edge.capture import open_video_file
-from edge.detect.base import Detector
-from edge.detect.onnx import OnnxDetector
-from edge.evaluation import ClipResult, LabelsFile, match_clip, report
-from edge.evidence import DirectoryStore, EvidenceStore
-from edge.models import load_registry
-from edge.pipeline import WEAK_DETECTION_SCORE, CameraPipeline, PipelineStats
+from edge.analysis.detect.base import Detector
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.pipeline import WEAK_DETECTION_SCORE, CameraPipeline, PipelineStats
+from edge.capture.sources import open_video_file
+from edge.evidence.store import DirectoryStore, EvidenceStore
+from edge.offline.evaluation import ClipResult, LabelsFile, match_clip, report
+from edge.runtime.models import load_registry
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.evidence import Polygon, apply_privacy_masks, encode_jpeg
-from edge.privacy import MaskStyle
+from edge.evidence.privacy import MaskStyle
+from edge.evidence.store import Polygon, apply_privacy_masks, encode_jpeg
 from edge.rules.geometry import expand_box
 from edge.types import Box, box_iou
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from common.events import ModelInfo
-from edge.detect.yolo import (
+from edge.analysis.detect.yolo import (
     MAX_DETECTIONS,
     Letterbox,
     PoseDetection,
@@ -24,7 +24,7 @@ from edge.detect.yolo import (
     letterbox,
 )
 from edge.errors import ModelIntegrityError
-from edge.models import ONNX_METADATA, ModelSpec, resolve_model_path, verify_model_file
+from edge.runtime.models import ONNX_METADATA, ModelSpec, resolve_model_path, verify_model_file
 from edge.types import Detection
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def parse_names_metadata(text: str) -> list[str]:
 
 
 class OnnxDetector:
-    """Runs one registered YOLO-family ONNX model; implements `edge.detect.base.Detector`."""
+    """Runs one registered YOLO-family ONNX model; implements
+    `edge.analysis.detect.base.Detector`."""
 
     def __init__(
         self,

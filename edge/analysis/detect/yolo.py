@@ -27,7 +27,7 @@ import numpy.typing as npt
 from edge.types import Detection
 
 if TYPE_CHECKING:
-    from edge.models import Layout
+    from edge.runtime.models import Layout
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.intp]

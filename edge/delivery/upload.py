@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from common.events import Event, Evidence
-from edge.capture import Backoff
-from edge.outbox import EvidenceItem, Outbox
+from edge.capture.sources import Backoff
+from edge.delivery.outbox import EvidenceItem, Outbox
 
 logger = logging.getLogger(__name__)
 

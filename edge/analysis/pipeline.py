@@ -36,21 +36,21 @@ from common.config import (
     SiteConfig,
 )
 from common.events import Event, Evidence, ModelInfo
-from edge.clips import CONTENT_TYPE as CLIP_TYPE
-from edge.clips import ClipError, decode_jpeg, encode_mp4
-from edge.detect.base import Detector
+from edge.analysis.detect.base import Detector
+from edge.analysis.pose import load_pose_estimator
+from edge.analysis.scene.model import SceneModel, SceneParams, to_analysis_gray
+from edge.analysis.track import ObjectTracker
+from edge.delivery.sequencer import EventSequencer
 from edge.errors import ModelNotFoundError
-from edge.events import EventSequencer
-from edge.evidence import Annotation, EvidenceStore, annotate, encode_jpeg
-from edge.history import FrameHistory, PastFrame
-from edge.pose import load_pose_estimator
-from edge.privacy import RedactionError, RedactionRecord, Redactor
+from edge.evidence.clips import CONTENT_TYPE as CLIP_TYPE
+from edge.evidence.clips import ClipError, decode_jpeg, encode_mp4
+from edge.evidence.history import FrameHistory, PastFrame
+from edge.evidence.privacy import RedactionError, RedactionRecord, Redactor
+from edge.evidence.store import Annotation, EvidenceStore, annotate, encode_jpeg
 from edge.rules.base import EXPLAINED_CLASSES, Content, FrameRule, Observation, Rule, RuleOutput
 from edge.rules.fire_lane import FireLaneRule
 from edge.rules.garbage_pile import GarbagePileRule
 from edge.rules.geometry import box_from_crop, detection_roi, expand_box
-from edge.scene import SceneModel, SceneParams, to_analysis_gray
-from edge.track import ObjectTracker
 from edge.types import Box, Detection, Frame, TrackedObject, box_iou
 
 logger = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ def build_frame_rules(camera: CameraConfig) -> list[FrameRule]:
 def load_classifiers(camera: CameraConfig) -> dict[str, Detector]:
     """The garbage detectors the camera's enabled pile rules name, loaded and verified (a
     missing model is refused here, at start-up)."""
-    from edge.detect.onnx import OnnxDetector
-    from edge.models import load_registry
+    from edge.analysis.detect.onnx import OnnxDetector
+    from edge.runtime.models import load_registry
 
     wanted = {
         rule.classifier.model: rule.classifier
@@ -208,7 +208,8 @@ class CameraPipeline:
         self._zones = {zone.id: list(zone.polygon) for zone in camera.zones}
         self._masks = [list(mask) for mask in camera.privacy_masks]
         style = camera.privacy.mask_style
-        # evidence is redacted before it is written: masks hidden, faces blurred (edge.privacy)
+        # evidence is redacted before it is written: masks hidden, faces blurred
+        # (edge.evidence.privacy)
         self._redactor = redactor or (
             load_redactor(camera) if evidence is not None else Redactor.for_camera(camera)
         )

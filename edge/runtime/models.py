@@ -28,13 +28,13 @@ Task = Literal["detect", "pose"]
 ONNX_METADATA: Literal["onnx-metadata"] = "onnx-metadata"
 """`labels` value meaning: read the class names from the ONNX file's `names` metadata."""
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_ENV = "ZHIZHI_MODEL_REGISTRY"
 MODEL_DIR_ENV = "ZHIZHI_MODEL_DIR"
 FETCH_HINT = "python models/fetch_models.py (needs internet; see models/README.md)"
 _HEADER = (
     "# Zhizhi model registry: the single list of deployable models (see models/README.md).\n"
-    "# Written by edge.models.register_model; hand edits are fine, comments are not kept.\n"
+    "# Written by edge.runtime.models.register_model; hand edits are fine, comments are not kept.\n"
 )
 
 

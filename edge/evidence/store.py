@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.events import Evidence
-from edge.privacy import MaskStyle, RedactionRecord, Redactor, obscure_polygons
+from edge.evidence.privacy import MaskStyle, RedactionRecord, Redactor, obscure_polygons
 from edge.types import Box
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class DirectoryStore:
 def apply_privacy_masks(
     image: Array, masks: Sequence[Polygon], style: MaskStyle = "black"
 ) -> Array:
-    """Hide the masked areas on a copy (black, or unrecoverable mosaic: `edge.privacy`, the
+    """Hide the masked areas on a copy (black, or unrecoverable mosaic: `edge.evidence.privacy`, the
     one masking implementation); nothing under a mask survives."""
     return obscure_polygons(image, masks, style)
 

@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from common.events import ModelInfo
-from edge.detect.onnx import OnnxDetector
-from edge.detect.yolo import PoseDetection
-from edge.models import load_registry
+from edge.analysis.detect.onnx import OnnxDetector
+from edge.analysis.detect.yolo import PoseDetection
+from edge.runtime.models import load_registry
 
 DEFAULT_POSE_MODEL = "yolov8n-pose-640"
 POSE_MIN_SCORE = 0.1  # callers filter further; a low floor keeps dim and distant people

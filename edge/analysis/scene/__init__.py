@@ -1,0 +1,1 @@
+"""The scene model: where the camera looks (registration) and what newly appeared and stays."""

@@ -1,0 +1,1 @@
+"""Capture: video sources (files, RTSP/HTTP streams, devices), frame queues, the stream clock."""

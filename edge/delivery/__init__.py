@@ -1,0 +1,1 @@
+"""Delivery: event sequencing, the durable outbox, MQTT and evidence upload."""

@@ -1,0 +1,1 @@
+"""Evidence: snapshots and clips, redacted before they are written, and the frame histories."""

@@ -1,0 +1,1 @@
+"""Offline: replay and evaluation on files, synthetic scenes with ground truth."""
