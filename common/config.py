@@ -103,6 +103,7 @@ class ZoneConfig(StrictModel):
 class _RuleBase(StrictModel):
     id: Identifier
     zone: Identifier = Field(description="A zone id of this camera")
+    name: str | None = Field(default=None, description="Human-readable name for the dashboard")
     enabled: bool = True
     evidence_faces: Literal["blur", "keep"] = Field(
         default="blur",

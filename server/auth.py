@@ -2,8 +2,9 @@
 
 A token is 32 random bytes, URL-safe; the database keeps only its sha256, so a leaked
 database does not leak tokens, and looking a token up by its hash compares in constant time
-with respect to the secret. Roles: admin > operator > viewer, and `edge`, which may only
-send events and evidence.
+with respect to the secret. Roles: admin > operator > field > viewer, and `edge`, which may
+only send events and evidence. A `field` worker sees what a viewer sees and works the orders
+dispatched to their team (start handling, feedback with photos).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from server.repositories import TokenRepository
 
 log = logging.getLogger(__name__)
 
-Role = Literal["admin", "operator", "viewer", "edge"]
+Role = Literal["admin", "operator", "field", "viewer", "edge"]
 ROLES: tuple[Role, ...] = get_args(Role)
 # Rank of the hierarchical roles; `edge` stands outside the hierarchy.
-RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+RANK: dict[str, int] = {"viewer": 1, "field": 2, "operator": 3, "admin": 4}
 ALL_SITES = "*"
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
@@ -36,6 +35,7 @@ from server.incidents import (
     IncidentChange,
     IncidentFilter,
     IncidentNotFound,
+    SortKey,
     apply_action,
     get_incident,
     incident_detail,
@@ -43,13 +43,32 @@ from server.incidents import (
     set_hold,
     views_of,
 )
-from server.notify import HEARTBEAT_S, Notifier, camera_items
+from server.notify import HEARTBEAT_S
+from server.routes import orders, sites
+from server.routes.deps import (
+    API,
+    Admin,
+    Field,
+    IncidentId,
+    Operator,
+    SessionDep,
+    SiteId,
+    Viewer,
+    team_of,
+)
+from server.routes.deps import check_site as _check_site
+from server.routes.deps import client_ip as client_ip
+from server.routes.deps import forbidden as _forbidden
+from server.routes.deps import notifier as _notifier
+from server.routes.deps import now as _now
+from server.routes.deps import record as _audit
 from server.schemas import (
     AuditPage,
     CameraItems,
     DeadLetter,
     DeadLetterList,
     DispatchBody,
+    FalseAlarmBody,
     FeedbackBody,
     HoldBody,
     IncidentDetail,
@@ -58,6 +77,7 @@ from server.schemas import (
     LoginBody,
     LoginResponse,
     NoteBody,
+    PhotoNoteBody,
     PlanPosition,
     SilenceBody,
     SilenceList,
@@ -65,6 +85,8 @@ from server.schemas import (
     Stats,
     UserView,
 )
+from server.services.cameras import camera_items
+from server.services.directory import search_names
 from server.settings import ServerSettings
 from server.stats import incident_stats
 from server.users import LoginLimits, LoginRefused, LoginThrottled, login, user_view
@@ -72,67 +94,10 @@ from server.workflow import Status, TransitionNotAllowed
 
 log = logging.getLogger(__name__)
 
-API = "/api/v1"
 MAX_PAGE = 500
 PLAN_TYPES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
-SiteId = Annotated[str, PathParam(pattern=r"^[a-z0-9-]{1,63}$")]
 CameraId = Annotated[str, PathParam(min_length=1, max_length=63)]
-IncidentId = Annotated[int, PathParam(ge=1, le=2**62)]
-
-Viewer = Annotated[Principal, Depends(require_role("viewer"))]
-Operator = Annotated[Principal, Depends(require_role("operator"))]
-Admin = Annotated[Principal, Depends(require_role("admin"))]
 StreamViewer = Annotated[Principal, Depends(require_role("viewer", query_token=True))]
-
-
-def _session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(_session)]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _forbidden(detail: str) -> HTTPException:
-    return HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=detail)
-
-
-def _check_site(principal: Principal, site_id: str) -> None:
-    if not principal.may_see(site_id):
-        raise _forbidden(f"site {site_id} is outside your sites")
-
-
-def _notifier(request: Request) -> Notifier:
-    notifier: Notifier = request.app.state.notifier
-    return notifier
-
-
-def _audit(
-    session: Session,
-    request: Request,
-    principal: Principal,
-    action: str,
-    target: str,
-    **details: object,
-) -> None:
-    audit.record(
-        session,
-        actor=principal.name,
-        role=principal.role,
-        action=action,
-        target=target,
-        client_ip=client_ip(request),
-        at=_now(),
-        details={key: value for key, value in details.items() if value is not None},
-    )
 
 
 # Authentication --------------------------------------------------------------------------------
@@ -228,15 +193,56 @@ def get_incidents(
     site_id: Annotated[str | None, Query(max_length=63)] = None,
     type: EventType | None = None,
     camera_id: Annotated[str | None, Query(max_length=63)] = None,
+    open: Annotated[bool | None, Query(description="true: open ones; false: ended")] = None,
+    team: Annotated[
+        str | None, Query(max_length=128, description="Dispatched to this team")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="First alert observed at or after")] = None,
+    until: Annotated[datetime | None, Query(description="First alert observed before")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=64, description="An id, or part of a camera, zone or rule id or name"),
+    ] = None,
+    sort: SortKey = "opened",
+    order: Literal["desc", "asc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> IncidentPage:
-    """Incidents newest first (of the caller's sites), with the total matching the filters."""
+    """Incidents of the caller's sites, newest opened first (or by `sort`: `urgency` puts
+    open before ended, then unacknowledged, critical, overdue, escalated, latest alert), with
+    the total matching the filters. A field worker gets the orders of their own team only."""
+    own_team = team_of(session, principal)
+    cameras, zones = (None, None)
+    if q and q.strip():
+        cameras, zones = search_names(session, q, principal.sites)
     filters = IncidentFilter(
-        status=status, site_id=site_id, type=type, camera_id=camera_id, sites=principal.sites
+        status=status,
+        site_id=site_id,
+        type=type,
+        camera_id=camera_id,
+        sites=principal.sites,
+        open=open,
+        assignee=own_team or team,
+        since=_aware(since),
+        until=_aware(until),
+        text=q.strip() if q else None,
+        camera_ids=cameras,
+        zone_ids=zones,
     )
-    items, total = list_incidents(session, filters, limit=limit, offset=offset)
+    items, total = list_incidents(
+        session, filters, limit=limit, offset=offset, sort=sort, descending=order == "desc"
+    )
     return IncidentPage(items=items, total=total)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time from a query string, in UTC (one without a zone is taken as UTC)."""
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise HTTPException(status_code=422, detail="time out of range once in UTC") from None
 
 
 @incidents.get("/{incident_id}")
@@ -245,7 +251,8 @@ def get_one_incident(
 ) -> IncidentDetail:
     """The incident with its event messages and its history of transitions."""
     row = get_incident(session, incident_id)
-    if row is None:
+    own_team = team_of(session, principal)
+    if row is None or (own_team is not None and row.assignee != own_team):
         raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
     _check_site(principal, row.site_id)
     return incident_detail(session, row)
@@ -260,20 +267,47 @@ def _act(
     *,
     note: str | None = None,
     team: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> IncidentView:
     row = get_incident(session, incident_id)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no incident {incident_id}")
     _check_site(principal, row.site_id)
+    own_team = team_of(session, principal)
+    photos = (details or {}).get("photos") or []
+    if photos:
+        attached = {item["sha256"] for item in row.evidence if item.get("kind") == "photo"}
+        unknown = sorted(set(photos) - attached)
+        if unknown:
+            raise HTTPException(
+                status_code=422, detail=f"photos not attached to this incident: {unknown}"
+            )
     try:
         change = apply_action(
-            session, incident_id, action, by=principal.name, at=_now(), note=note, team=team
+            session,
+            incident_id,
+            action,
+            by=principal.name,
+            at=_now(),
+            note=note,
+            team=team,
+            details=details,
+            only_team=own_team,
         )
     except TransitionNotAllowed as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     except IncidentNotFound:
         raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from None
-    _audit(session, request, principal, action, f"incident {incident_id}", note=note, team=team)
+    _audit(
+        session,
+        request,
+        principal,
+        action,
+        f"incident {incident_id}",
+        note=note,
+        team=team,
+        **(details or {}),
+    )
     session.commit()
     return _after_change(request, session, change)
 
@@ -284,7 +318,7 @@ def _after_change(request: Request, session: Session, change: IncidentChange) ->
     if row is None:  # pragma: no cover - deleted between commit and read
         raise HTTPException(status_code=404, detail=f"no incident {change.incident_id}")
     session.refresh(row)
-    return views_of([row])[0]
+    return views_of([row], session=session)[0]
 
 
 OptionalNote = Annotated[NoteBody | None, Body()]
@@ -323,12 +357,12 @@ def post_dispatch(
 @incidents.post("/{incident_id}/handle", responses=_CONFLICT)
 def post_handle(
     incident_id: IncidentId,
-    principal: Operator,
+    principal: Field,
     request: Request,
     session: SessionDep,
     body: OptionalNote = None,
 ) -> IncidentView:
-    """派遣 → 处置: the team is handling it."""
+    """派遣 → 处置: the team is handling it (a field worker: an order of their team)."""
     note = body.note if body else None
     return _act(request, session, principal, incident_id, "handle", note=note)
 
@@ -337,12 +371,16 @@ def post_handle(
 def post_feedback(
     incident_id: IncidentId,
     body: FeedbackBody,
-    principal: Operator,
+    principal: Field,
     request: Request,
     session: SessionDep,
 ) -> IncidentView:
-    """处置 → 反馈: the handler's report."""
-    return _act(request, session, principal, incident_id, "feedback", note=body.note)
+    """处置 → 反馈: the handler's report, with the photos uploaded for it (`photos`: sha256
+    of photos attached to this incident through POST .../photos)."""
+    details = {"photos": body.photos} if body.photos else None
+    return _act(
+        request, session, principal, incident_id, "feedback", note=body.note, details=details
+    )
 
 
 @incidents.post("/{incident_id}/verify", responses=_CONFLICT)
@@ -351,11 +389,13 @@ def post_verify(
     principal: Operator,
     request: Request,
     session: SessionDep,
-    body: OptionalNote = None,
+    body: Annotated[PhotoNoteBody | None, Body()] = None,
 ) -> IncidentView:
-    """反馈 → 核查: the center checked the result."""
+    """反馈 → 核查: the center checked the result against the feedback photos (and may attach
+    its own)."""
     note = body.note if body else None
-    return _act(request, session, principal, incident_id, "verify", note=note)
+    details = {"photos": body.photos} if body and body.photos else None
+    return _act(request, session, principal, incident_id, "verify", note=note, details=details)
 
 
 @incidents.post("/{incident_id}/resolve", responses=_CONFLICT)
@@ -377,11 +417,14 @@ def post_false_alarm(
     principal: Operator,
     request: Request,
     session: SessionDep,
-    body: OptionalNote = None,
+    body: Annotated[FalseAlarmBody | None, Body()] = None,
 ) -> IncidentView:
-    """→ 误报: mark as a false alarm, from any open status."""
+    """→ 误报: mark as a false alarm, from any open status, with its category (误报原因:
+    lighting, wrong_object, authorised_activity, test, duplicate, other). It is not an
+    acknowledgement: `acked_at` stays empty."""
     note = body.note if body else None
-    return _act(request, session, principal, incident_id, "false_alarm", note=note)
+    details = {"category": body.category} if body and body.category else None
+    return _act(request, session, principal, incident_id, "false_alarm", note=note, details=details)
 
 
 @incidents.post("/{incident_id}/reopen", responses=_CONFLICT)
@@ -462,8 +505,10 @@ async def get_stream(
         log.info("ending the live stream of %s: its token no longer holds", principal.name)
         return True
 
+    with factory() as session:
+        own_team = team_of(session, principal)
     hub = _notifier(request).hub
-    subscriber = hub.subscribe(principal.sites)
+    subscriber = hub.subscribe(principal.sites, team=own_team)
     return StreamingResponse(
         hub.frames(subscriber, gone, heartbeat_s=min(HEARTBEAT_S, recheck_s)),
         media_type="text/event-stream",
@@ -724,4 +769,4 @@ def get_dead_letters(
     )
 
 
-ROUTERS = (auth, incidents, stream, views, silences, admin)
+ROUTERS = (auth, orders.router, incidents, stream, views, sites.router, silences, admin)

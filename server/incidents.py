@@ -13,21 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from common.events import Event
 from server.db.models import (
     CameraStatusRow,
     EventRow,
+    EvidenceRow,
     IncidentEvidenceRow,
     IncidentRow,
     IncidentSituationRow,
     SilenceRow,
     TransitionRow,
+    UserRow,
 )
 from server.dispatch import DispatchConfig, assign, escalate
 from server.repositories import matching, row_to_event, upsert_insert
@@ -39,16 +41,21 @@ from server.schemas import (
 )
 from server.workflow import (
     CLOSED_STATUSES,
+    DWELL_TYPES,
     OPEN_STATUSES,
+    SEVERITY_RANK,
     GroupCandidate,
     Matchers,
     SilenceWindow,
     allowed_actions,
     choose_group,
-    dwell_seconds,
+    fold_span,
+    is_overdue,
     next_status,
     severity_of,
     silence_applies,
+    situation_span,
+    total_span,
 )
 
 SYSTEM = "system"
@@ -56,6 +63,9 @@ EVIDENCE_URL = "/api/v1/evidence/{sha256}"
 # Situations listed in an incident's `event_ids` in lists and on the stream (a camera crying
 # wolf may group thousands; `alert_count` has the number, the detail view lists them all).
 EVENT_IDS_SHOWN = 100
+# An evidence file the edge named but has not uploaded yet is "pending" this long after the
+# latest message, "missing" after (the edge retries uploads for a while, then gives up).
+EVIDENCE_PENDING_S = 600.0
 ChangeKind = Literal["created", "updated", "transition", "escalated", "hold"]
 
 
@@ -76,6 +86,9 @@ class IncidentChange:
     notify: bool  # False for silenced or inhibited incidents (pushed, never sent out)
 
 
+SortKey = Literal["urgency", "observed", "opened", "severity", "status", "alerts", "camera"]
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentFilter:
     status: str | None = None
@@ -83,6 +96,23 @@ class IncidentFilter:
     type: str | None = None
     camera_id: str | None = None
     sites: frozenset[str] | None = None  # the caller's sites; None: every site
+    open: bool | None = None  # True: not closed nor a false alarm; False: closed ones
+    assignee: str | None = None  # the team an order is dispatched to (我的工单)
+    since: datetime | None = None  # first alert observed at or after
+    until: datetime | None = None  # first alert observed before
+    text: str | None = None  # a search: incident id, or part of a camera, zone or rule id
+    camera_ids: frozenset[str] | None = None  # cameras whose names matched the search
+    zone_ids: frozenset[str] | None = None  # zones whose names matched the search
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The header's counters over the caller's open incidents."""
+
+    unacknowledged: int  # 未处理: still reported
+    urgent: int  # 紧急: open and critical
+    overdue: int  # 已超时: not acknowledged in time
+    alarming: list[int]  # critical, reported, neither silenced nor inhibited: the alarm rings
 
 
 class SituationRace(Exception):
@@ -155,6 +185,7 @@ class _Batch:
             if len(incident.event_ids) < EVENT_IDS_SHOWN:
                 incident.event_ids = [*incident.event_ids, row["event_id"]]
             incident.last_alert_at = max(incident.last_alert_at, row["observed_at"])
+            incident.first_observed_at = min(incident.first_observed_at, row["observed_at"])
             self._groups[key] = [
                 GroupCandidate(c.incident_id, c.status, incident.last_alert_at)
                 if c.incident_id == incident.id
@@ -268,9 +299,11 @@ def _open(
         updated_at=now,
         last_alert_at=row["observed_at"],
         last_observed_at=row["observed_at"],
+        first_observed_at=row["observed_at"],
         onset_pts_s=row["onset_pts_s"],
         last_pts_s=row["pts_s"],
         last_onset_pts_s=row["onset_pts_s"],
+        spans={},
         score=row["score"],
         bbox=list(row["bbox"]),
         details=dict(row["details"]),
@@ -285,10 +318,10 @@ def _open(
     )
     session.add(incident)
     session.flush()
-    note = "inhibited: camera offline" if incident.inhibited else None
-    if silenced:
-        note = "silenced: maintenance window"
-    _record(session, incident.id, "report", None, "reported", SYSTEM, now, note)
+    quiet = {"quiet": "silenced"} if silenced else None
+    if incident.inhibited:
+        quiet = {"quiet": "inhibited"}  # the camera is offline: the stronger reason
+    _record(session, incident.id, "report", None, "reported", SYSTEM, now, None, quiet)
     return incident
 
 
@@ -302,8 +335,18 @@ def _absorb(session: Session, incident: IncidentRow, row: dict[str, Any], now: d
         incident.details = dict(row["details"])
         incident.last_pts_s = row["pts_s"]
         incident.last_onset_pts_s = row["onset_pts_s"]
+    span = situation_span(
+        row["type"], row["state"], row["pts_s"], row["onset_pts_s"], row["details"]
+    )
+    if span is not None:
+        incident.spans = fold_span(incident.spans or {}, row["event_id"], span)
     known = {item.get("sha256") for item in incident.evidence}
-    added = [item for item in row["evidence"] if item.get("sha256") not in known]
+    observed = row["observed_at"].astimezone(UTC).isoformat()
+    added = [
+        {**item, "event_id": row["event_id"], "observed_at": observed}
+        for item in row["evidence"]
+        if item.get("sha256") not in known
+    ]
     if added:
         incident.evidence = [*incident.evidence, *added]
         stmt = (
@@ -324,6 +367,7 @@ def _record(
     by: str,
     at: datetime,
     note: str | None,
+    details: dict[str, Any] | None = None,
 ) -> None:
     session.add(
         TransitionRow(
@@ -334,6 +378,7 @@ def _record(
             by=by,
             at=at,
             note=note,
+            details=details or None,
         )
     )
 
@@ -350,28 +395,37 @@ def apply_action(
     at: datetime,
     note: str | None = None,
     team: str | None = None,
+    details: dict[str, Any] | None = None,
+    only_team: str | None = None,
 ) -> IncidentChange:
-    """Move the incident by `action` (TransitionNotAllowed: 409), recording who and when."""
+    """Move the incident by `action` (TransitionNotAllowed: 409), recording who and when,
+    the team dispatched and `details` (a false alarm's category, the photos attached).
+
+    A false alarm is not an acknowledgement: it leaves `acked_at` (立案时间) empty. With
+    `only_team` (a field worker), the incident must be dispatched to that team
+    (IncidentNotFound otherwise: it is not theirs to see)."""
     incident = session.scalars(
         select(IncidentRow).where(IncidentRow.id == incident_id).with_for_update()
     ).one_or_none()
-    if incident is None:
+    if incident is None or (only_team is not None and incident.assignee != only_team):
         raise IncidentNotFound(incident_id)
     before = incident.status
     after = next_status(action, before)
     incident.status = after
-    if before == "reported" and incident.acked_at is None:
+    if incident.acked_at is None and after not in ("reported", "false_alarm"):
         incident.acked_at = at
-    if incident.acked_at is not None:
+    if before == "reported":
         incident.deadline_at = None  # the deadline is for acknowledging
+    recorded = dict(details or {})
     if team is not None:
         incident.assignee = team
+        recorded["team"] = team
     if after in CLOSED_STATUSES:
         incident.closed_at = at
     elif before in CLOSED_STATUSES:
         incident.closed_at = None
     incident.updated_at = at
-    _record(session, incident.id, action, before, after, by, at, note)
+    _record(session, incident.id, action, before, after, by, at, note, recorded)
     session.flush()
     return IncidentChange(incident.id, "transition", _notifies(incident))
 
@@ -431,8 +485,10 @@ def escalate_overdue(
         incident.assignee = step.assignee
         incident.deadline_at = step.deadline_at
         incident.updated_at = now
-        note = f"not acknowledged in time: level {step.level}, to {step.assignee or '-'}"
-        _record(session, incident.id, "escalate", "reported", "reported", SYSTEM, now, note)
+        details = {"level": step.level, "team": step.assignee, "reason": "not_acknowledged"}
+        _record(
+            session, incident.id, "escalate", "reported", "reported", SYSTEM, now, None, details
+        )
         changes.append(IncidentChange(incident.id, "escalated", True))
     session.flush()
     return changes
@@ -447,36 +503,230 @@ def _filtered(query: Select[Any], filters: IncidentFilter) -> Select[Any]:
         (IncidentRow.site_id, filters.site_id),
         (IncidentRow.type, filters.type),
         (IncidentRow.camera_id, filters.camera_id),
+        (IncidentRow.assignee, filters.assignee),
     )
-    return matching(query, equal, IncidentRow.site_id, filters.sites)
+    query = matching(query, equal, IncidentRow.site_id, filters.sites)
+    if filters.open is not None:
+        in_open = IncidentRow.status.in_(sorted(OPEN_STATUSES))
+        query = query.where(in_open if filters.open else ~in_open)
+    if filters.since is not None:
+        query = query.where(IncidentRow.first_observed_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(IncidentRow.first_observed_at < filters.until)
+    if filters.text:
+        query = query.where(_search(filters))
+    return query
+
+
+def _search(filters: IncidentFilter) -> ColumnElement[bool]:
+    """An incident id, part of a camera, zone or rule id, or a camera or zone whose name
+    matched (the caller looked the names up in the site directory)."""
+    text = (filters.text or "").strip()
+    pattern = f"%{text.lower().replace('%', '').replace('_', '')}%"
+    found: list[ColumnElement[bool]] = [
+        func.lower(IncidentRow.camera_id).like(pattern),
+        func.lower(IncidentRow.zone_id).like(pattern),
+        func.lower(IncidentRow.rule_id).like(pattern),
+    ]
+    number = text.removeprefix("#")
+    if number.isdigit() and len(number) < 18:
+        found.append(IncidentRow.id == int(number))
+    if filters.camera_ids:
+        found.append(IncidentRow.camera_id.in_(sorted(filters.camera_ids)))
+    if filters.zone_ids:
+        found.append(IncidentRow.zone_id.in_(sorted(filters.zone_ids)))
+    return or_(*found)
+
+
+def _overdue_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        IncidentRow.status == "reported",
+        or_(IncidentRow.escalation_level > 0, IncidentRow.deadline_at <= now),
+    )
+
+
+def _order(sort: SortKey, descending: bool, now: datetime) -> list[Any]:
+    """ORDER BY for a sort key; `urgency` ignores the direction (most urgent first)."""
+    if sort == "urgency":
+        closed = case((IncidentRow.status.in_(sorted(CLOSED_STATUSES)), 1), else_=0)
+        unacked = case((IncidentRow.status == "reported", 0), else_=1)
+        severity = case(
+            *((IncidentRow.severity == name, rank) for name, rank in SEVERITY_RANK.items()),
+            else_=len(SEVERITY_RANK),
+        )
+        overdue = case((_overdue_clause(now), 0), else_=1)
+        return [
+            closed,
+            unacked,
+            severity,
+            overdue,
+            IncidentRow.escalation_level.desc(),
+            IncidentRow.last_alert_at.desc(),
+            IncidentRow.id.desc(),
+        ]
+    column: Any = {
+        "observed": IncidentRow.first_observed_at,
+        "opened": IncidentRow.opened_at,
+        "severity": case(
+            *((IncidentRow.severity == name, -rank) for name, rank in SEVERITY_RANK.items()),
+            else_=-len(SEVERITY_RANK),
+        ),
+        "status": case(
+            *((IncidentRow.status == name, rank) for rank, name in enumerate(STATUS_ORDER)),
+            else_=len(STATUS_ORDER),
+        ),
+        "alerts": IncidentRow.alert_count,
+        "camera": IncidentRow.camera_id,
+    }[sort]
+    tie = IncidentRow.id.desc() if descending else IncidentRow.id.asc()
+    return [column.desc() if descending else column.asc(), tie]
+
+
+STATUS_ORDER = (
+    "reported",
+    "filed",
+    "dispatched",
+    "handling",
+    "feedback",
+    "verified",
+    "closed",
+    "false_alarm",
+)
 
 
 def list_incidents(
-    session: Session, filters: IncidentFilter, *, limit: int, offset: int
+    session: Session,
+    filters: IncidentFilter,
+    *,
+    limit: int,
+    offset: int,
+    sort: SortKey = "opened",
+    descending: bool = True,
+    now: datetime | None = None,
 ) -> tuple[list[IncidentView], int]:
-    """One page of incidents, newest first, and the total that match."""
+    """One page of incidents in the order asked (newest opened first by default), and the
+    total that match."""
+    moment = now or datetime.now(UTC)
     total = session.scalar(_filtered(select(func.count(IncidentRow.id)), filters))
     query = (
         _filtered(select(IncidentRow), filters)
-        .order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc())
+        .order_by(*_order(sort, descending, moment))
         .limit(limit)
         .offset(offset)
     )
     rows = session.scalars(query).all()
-    return views_of(rows), int(total or 0)
+    return views_of(rows, session=session, now=moment), int(total or 0)
 
 
-def views_of(rows: Iterable[IncidentRow]) -> list[IncidentView]:
-    """Incident views as lists and the stream show them (the first situations only)."""
-    return [incident_view(row, row.event_ids) for row in rows]
+def counters(
+    session: Session,
+    *,
+    sites: frozenset[str] | None,
+    now: datetime,
+    assignee: str | None = None,
+) -> Counters:
+    """未处理, 紧急 and 已超时 over the caller's open incidents, and the ids the alarm rings for."""
+    base = IncidentFilter(sites=sites, open=True, assignee=assignee)
+    reported = IncidentRow.status == "reported"
+    critical = IncidentRow.severity == "critical"
+    totals: Select[Any] = cast(
+        "Select[Any]",
+        select(
+            func.count(case((reported, 1))),
+            func.count(case((critical, 1))),
+            func.count(case((_overdue_clause(now), 1))),
+        ),
+    )
+    unacked, urgent, overdue = session.execute(_filtered(totals, base)).one()
+    ringing = _filtered(select(IncidentRow.id), base).where(
+        reported,
+        critical,
+        IncidentRow.silenced.is_(false()),
+        IncidentRow.inhibited.is_(false()),
+    )
+    alarming = [int(i) for i in session.scalars(ringing.order_by(IncidentRow.id).limit(200))]
+    return Counters(int(unacked), int(urgent), int(overdue), alarming)
+
+
+def team_orders(session: Session, team: str, sites: frozenset[str] | None) -> int:
+    """A team's orders to work: dispatched to it, or in its hands (我的工单)."""
+    query = _filtered(
+        select(func.count(IncidentRow.id)), IncidentFilter(sites=sites, assignee=team)
+    ).where(IncidentRow.status.in_(["dispatched", "handling"]))
+    return int(session.scalar(query) or 0)
+
+
+def views_of(
+    rows: Iterable[IncidentRow], *, session: Session | None = None, now: datetime | None = None
+) -> list[IncidentView]:
+    """Incident views as lists and the stream show them (the first situations only); with a
+    session, each evidence file says whether it is stored, still pending or missing."""
+    listed = list(rows)
+    stored = _stored_evidence(session, listed) if session is not None else None
+    moment = now or datetime.now(UTC)
+    return [incident_view(row, row.event_ids, stored=stored, now=moment) for row in listed]
+
+
+def _stored_evidence(session: Session, rows: Sequence[IncidentRow]) -> set[str]:
+    wanted = sorted({str(item["sha256"]) for row in rows for item in row.evidence})
+    stored: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        query = select(EvidenceRow.sha256).where(EvidenceRow.sha256.in_(chunk))
+        stored |= {str(sha) for sha in session.scalars(query)}
+    return stored
 
 
 def get_incident(session: Session, incident_id: int) -> IncidentRow | None:
     return session.get(IncidentRow, incident_id)
 
 
-def incident_view(row: IncidentRow, event_ids: Sequence[str]) -> IncidentView:
+def _evidence_state(
+    row: IncidentRow, item: dict[str, Any], stored: set[str] | None, now: datetime
+) -> str:
+    if stored is None or item["sha256"] in stored:
+        return "stored"
+    waiting = now - row.last_observed_at <= timedelta(seconds=EVIDENCE_PENDING_S)
+    return "pending" if waiting else "missing"
+
+
+def _evidence_refs(row: IncidentRow, stored: set[str] | None, now: datetime) -> list[EvidenceRef]:
+    return [
+        EvidenceRef(
+            kind=str(item.get("kind", "snapshot")),
+            sha256=str(item["sha256"]),
+            content_type=str(item.get("content_type", "application/octet-stream")),
+            role=item.get("role"),
+            url=EVIDENCE_URL.format(sha256=item["sha256"]),
+            event_id=item.get("event_id"),
+            observed_at=_parse_time(item.get("observed_at")),
+            by=item.get("by"),
+            state=_evidence_state(row, item, stored, now),
+        )
+        for item in row.evidence
+    ]
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def incident_view(
+    row: IncidentRow,
+    event_ids: Sequence[str],
+    *,
+    stored: set[str] | None = None,
+    now: datetime | None = None,
+) -> IncidentView:
+    moment = now or datetime.now(UTC)
     ordered = [row.event_id, *sorted(e for e in event_ids if e != row.event_id)]
+    spans = row.spans or {}
     return IncidentView(
         id=row.id,
         status=row.status,
@@ -490,6 +740,8 @@ def incident_view(row: IncidentRow, event_ids: Sequence[str]) -> IncidentView:
         alert_count=row.alert_count,
         state=row.state,
         opened_at=row.opened_at,
+        first_observed_at=row.first_observed_at,
+        last_alert_at=row.last_alert_at,
         updated_at=row.updated_at,
         acked_at=row.acked_at,
         closed_at=row.closed_at,
@@ -498,20 +750,15 @@ def incident_view(row: IncidentRow, event_ids: Sequence[str]) -> IncidentView:
         score=row.score,
         bbox=list(row.bbox),
         details=dict(row.details),
-        dwell_s=dwell_seconds(row.type, row.last_onset_pts_s, row.last_pts_s),
-        evidence=[
-            EvidenceRef(
-                kind=str(item.get("kind", "snapshot")),
-                sha256=str(item["sha256"]),
-                content_type=str(item.get("content_type", "application/octet-stream")),
-                role=item.get("role"),
-                url=EVIDENCE_URL.format(sha256=item["sha256"]),
-            )
-            for item in row.evidence
-        ],
+        dwell_s=total_span(spans) if row.type in DWELL_TYPES else None,
+        latest_dwell_s=situation_span(
+            row.type, row.state, row.last_pts_s, row.last_onset_pts_s, row.details
+        ),
+        evidence=_evidence_refs(row, stored, moment),
         assignee=row.assignee,
         deadline_at=row.deadline_at,
         escalation_level=row.escalation_level,
+        overdue=is_overdue(row.status, row.deadline_at, row.escalation_level, moment),
         silenced=row.silenced,
         inhibited=row.inhibited,
         legal_hold=row.legal_hold,
@@ -520,9 +767,11 @@ def incident_view(row: IncidentRow, event_ids: Sequence[str]) -> IncidentView:
 
 
 def incident_detail(session: Session, row: IncidentRow) -> IncidentDetail:
-    """The incident with every situation, its event messages (oldest first), its history."""
+    """The incident with every situation, its event messages (oldest first), its history
+    (with each person's display name)."""
     links = select(IncidentSituationRow.event_id).where(IncidentSituationRow.incident_id == row.id)
-    view = incident_view(row, [str(event_id) for event_id in session.scalars(links)])
+    stored = _stored_evidence(session, [row])
+    view = incident_view(row, [str(event_id) for event_id in session.scalars(links)], stored=stored)
     events_query = (
         select(EventRow)
         .join(IncidentSituationRow, IncidentSituationRow.event_id == EventRow.event_id)
@@ -531,7 +780,8 @@ def incident_detail(session: Session, row: IncidentRow) -> IncidentDetail:
     )
     events: list[Event] = [row_to_event(event) for event in session.scalars(events_query)]
     history_query = (
-        select(TransitionRow)
+        select(TransitionRow, UserRow.display_name)
+        .outerjoin(UserRow, UserRow.username == TransitionRow.by)
         .where(TransitionRow.incident_id == row.id)
         .order_by(TransitionRow.at, TransitionRow.id)
     )
@@ -541,10 +791,13 @@ def incident_detail(session: Session, row: IncidentRow) -> IncidentDetail:
             from_status=t.from_status,
             to_status=t.to_status,
             by=t.by,
+            by_name=None if t.by == SYSTEM else display_name,
+            system=t.by == SYSTEM,
             at=t.at,
             note=t.note,
+            details=dict(t.details or {}),
         )
-        for t in session.scalars(history_query)
+        for t, display_name in session.execute(history_query)
     ]
     return IncidentDetail(**view.model_dump(), events=events, history=history)
 

@@ -25,10 +25,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.db.models import CameraPositionRow, CameraStatusRow, IncidentRow, WebhookDeliveryRow
+from server.db.models import IncidentRow, WebhookDeliveryRow
 from server.dispatch import DispatchConfig, Webhook
 from server.incidents import IncidentChange, views_of
 from server.schemas import CameraItem
+from server.services.cameras import camera_items
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class StreamMessage:
 class Subscriber:
     sites: frozenset[str] | None
     loop: asyncio.AbstractEventLoop
+    team: str | None = None  # a field worker: only incidents dispatched to this team
     queue: asyncio.Queue[StreamMessage] = field(
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
     )
@@ -75,8 +77,8 @@ class StreamHub:
         self._lock = threading.Lock()
         self._subscribers: set[Subscriber] = set()
 
-    def subscribe(self, sites: frozenset[str] | None) -> Subscriber:
-        subscriber = Subscriber(sites=sites, loop=asyncio.get_running_loop())
+    def subscribe(self, sites: frozenset[str] | None, *, team: str | None = None) -> Subscriber:
+        subscriber = Subscriber(sites=sites, loop=asyncio.get_running_loop(), team=team)
         with self._lock:
             self._subscribers.add(subscriber)
         return subscriber
@@ -92,9 +94,7 @@ class StreamHub:
 
     def publish(self, message: StreamMessage) -> None:
         with self._lock:
-            targets = [
-                s for s in self._subscribers if s.sites is None or message.site_id in s.sites
-            ]
+            targets = [s for s in self._subscribers if _wants(s, message)]
         for subscriber in targets:
             try:
                 subscriber.loop.call_soon_threadsafe(subscriber.offer, message)
@@ -124,6 +124,14 @@ class StreamHub:
             self.unsubscribe(subscriber)
 
 
+def _wants(subscriber: Subscriber, message: StreamMessage) -> bool:
+    if subscriber.sites is not None and message.site_id not in subscriber.sites:
+        return False
+    if subscriber.team is not None and message.event == "incident":
+        return message.data.get("assignee") == subscriber.team
+    return True
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The X-Zhizhi-Signature value: sha256=hex(HMAC-SHA256(secret, timestamp + "." + body))."""
     digest = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, "sha256")
@@ -138,34 +146,6 @@ def signature_valid(secret: str, timestamp: str, body: bytes, header: str) -> bo
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
     """Delay before the next try after `attempts` failures: base, 2·base, 4·base, ... capped."""
     return float(min(max_s, base_s * 2 ** max(0, attempts - 1)))
-
-
-def camera_items(
-    session: Session, *, site_id: str | None = None, edge_id: str | None = None
-) -> list[CameraItem]:
-    """Every camera's health and plan position (optionally of one site or edge)."""
-    query = select(CameraStatusRow).order_by(
-        CameraStatusRow.site_id, CameraStatusRow.edge_id, CameraStatusRow.camera_id
-    )
-    if site_id is not None:
-        query = query.where(CameraStatusRow.site_id == site_id)
-    if edge_id is not None:
-        query = query.where(CameraStatusRow.edge_id == edge_id)
-    positions = {
-        (p.site_id, p.camera_id): (p.x, p.y) for p in session.scalars(select(CameraPositionRow))
-    }
-    return [
-        CameraItem(
-            site_id=row.site_id,
-            edge_id=row.edge_id,
-            camera_id=row.camera_id,
-            online=row.online,
-            reason=row.reason,
-            last_seen=row.last_seen,
-            plan_xy=positions.get((row.site_id, row.camera_id)),
-        )
-        for row in session.scalars(query)
-    ]
 
 
 class Notifier:
@@ -194,7 +174,7 @@ class Notifier:
         by_id = {change.incident_id: change for change in changes}
         with self._session_factory() as session, session.begin():
             rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(by_id))))
-            views = views_of(rows)
+            views = views_of(rows, session=session)
             now = self._clock()
             for view in views:
                 change = by_id[view.id]

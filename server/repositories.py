@@ -11,11 +11,12 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from common.events import SCHEMA, Event, StatusMessage
+from common.events import SCHEMA, BoxLoad, Event, StatusMessage
 from server.db.models import CameraStatusRow, EdgeRow, EventRow, EvidenceRow, TokenRow
 from server.schemas import CameraView, EdgeView, EventFilter, EvidenceInfo
 
@@ -259,6 +260,7 @@ class EdgeRepository:
 
 def _edge_view(edge: EdgeRow, cameras: list[CameraView]) -> EdgeView:
     outbox = edge.status.get("outbox") if isinstance(edge.status, dict) else None
+    box = edge.status.get("box") if isinstance(edge.status, dict) else None
     return EdgeView(
         site_id=edge.site_id,
         edge_id=edge.edge_id,
@@ -267,7 +269,18 @@ def _edge_view(edge: EdgeRow, cameras: list[CameraView]) -> EdgeView:
         last_seen=edge.last_seen,
         cameras=cameras,
         outbox=outbox if isinstance(outbox, dict) else {},
+        box=_box_load(box),
     )
+
+
+def _box_load(raw: object) -> BoxLoad | None:
+    """The box's load as stored (None when absent, or unreadable by this server)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return BoxLoad.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 # Tokens ---------------------------------------------------------------------------------------

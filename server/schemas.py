@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
-from common.events import Event, EventState, EventType, format_rfc3339
+from common.events import BoxLoad, CameraLoad, Event, EventState, EventType, format_rfc3339
 
 
 class ApiModel(BaseModel):
@@ -58,6 +58,7 @@ class EdgeView(ApiModel):
     last_seen: datetime
     cameras: list[CameraView]
     outbox: dict[str, int]
+    box: BoxLoad | None = None  # how the box keeps up (from its status message, issue 13)
 
     @field_serializer("last_seen")
     def _rfc3339(self, value: datetime) -> str:
@@ -97,12 +98,19 @@ class TimedModel(ApiModel):
         return format_rfc3339(value) if isinstance(value, datetime) else value
 
 
-class EvidenceRef(ApiModel):
-    kind: str
+EvidenceState = Literal["stored", "pending", "missing"]
+
+
+class EvidenceRef(TimedModel):
+    kind: str  # snapshot, clip (from the edge) or photo (from a field worker)
     sha256: str
     content_type: str
     role: str | None = None
     url: str  # /api/v1/evidence/{sha256}
+    event_id: str | None = None  # the situation (alert) it belongs to
+    observed_at: datetime | None = None  # when that message was observed, or a photo taken
+    by: str | None = None  # who uploaded a photo
+    state: EvidenceState = "stored"  # pending: named, not uploaded yet; missing: given up
 
 
 class IncidentView(TimedModel):
@@ -117,7 +125,9 @@ class IncidentView(TimedModel):
     event_ids: list[str]
     alert_count: int
     state: str
-    opened_at: datetime
+    opened_at: datetime  # when the server received the first alert
+    first_observed_at: datetime  # when the camera saw it (发生时间)
+    last_alert_at: datetime
     updated_at: datetime
     acked_at: datetime | None
     closed_at: datetime | None
@@ -126,11 +136,13 @@ class IncidentView(TimedModel):
     score: float
     bbox: list[float]
     details: dict[str, Any]
-    dwell_s: float | None
+    dwell_s: float | None  # lanes and piles: every situation's span, together
+    latest_dwell_s: float | None  # the latest situation's
     evidence: list[EvidenceRef]
     assignee: str | None
     deadline_at: datetime | None
     escalation_level: int
+    overdue: bool  # not acknowledged in time (also once escalated past the last deadline)
     silenced: bool
     inhibited: bool
     legal_hold: bool
@@ -141,9 +153,12 @@ class TransitionView(TimedModel):
     action: str
     from_status: str | None
     to_status: str
-    by: str
+    by: str  # username or token name ("system" for reports and escalations)
+    by_name: str | None = None  # the user's display name
+    system: bool = False
     at: datetime
     note: str | None
+    details: dict[str, Any] = Field(default_factory=dict)  # team, level, category, photos
 
 
 class IncidentDetail(IncidentView):
@@ -161,9 +176,60 @@ class NoteBody(BaseModel):
     note: str | None = Field(default=None, max_length=2000)
 
 
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PhotoList = Annotated[list[Sha256Hex], Field(default_factory=list, max_length=20)]
+
+
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str = Field(min_length=1, max_length=2000)
+    photos: PhotoList  # sha256 of photos attached through POST .../photos
+
+
+class PhotoNoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=2000)
+    photos: PhotoList
+
+
+FalseAlarmCategory = Literal[
+    "lighting", "wrong_object", "authorised_activity", "test", "duplicate", "other"
+]
+
+
+class FalseAlarmBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=2000)
+    category: FalseAlarmCategory | None = Field(default=None, description="误报原因")
+
+
+class BulkAckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class BulkResult(ApiModel):
+    id: int
+    ok: bool
+    status: str | None = None  # the incident's status afterwards
+    error: Literal["not_found", "forbidden", "not_allowed"] | None = None
+
+
+class BulkResults(ApiModel):
+    items: list[BulkResult]
+
+
+class CountersView(ApiModel):
+    unacknowledged: int  # 未处理
+    urgent: int  # 紧急
+    overdue: int  # 已超时
+    alarming: list[int]  # the alarm rings until these are acknowledged
+    my_orders: int | None = None  # a field worker's open orders
+
+
+class PhotoStored(EvidenceRef):
+    stored: bool  # False when the same photo was stored already
 
 
 class DispatchBody(BaseModel):
@@ -187,6 +253,7 @@ class UserView(ApiModel):
     role: str
     sites: list[str]  # ["*"]: every site
     locale: Locale
+    team: str | None = None  # a field worker's team (我的工单: the orders dispatched to it)
 
 
 class LoginBody(BaseModel):
@@ -205,13 +272,56 @@ class CameraItem(TimedModel):
     edge_id: str
     camera_id: str
     online: bool
-    reason: str
+    reason: str  # the edge's words (English, for logs); the dashboard shows reason_code
+    reason_code: str | None = None  # frames_arriving, cannot_open, ... (translated)
     last_seen: datetime | None
     plan_xy: tuple[float, float] | None
+    load: CameraLoad | None = None  # how the edge keeps up with this camera (issue 13)
+    latest_snapshot: EvidenceRef | None = None  # the newest snapshot stored for this camera
 
 
 class CameraItems(ApiModel):
     items: list[CameraItem]
+
+
+# Site directory: names from the sites' configs -------------------------------------------------
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+DirId = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class RuleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name | None = None
+    type: EventType
+    zone: DirId
+
+
+class CameraEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name | None = None
+    zones: dict[DirId, Name | None] = Field(default_factory=dict, max_length=200)
+    rules: dict[DirId, RuleEntry] = Field(default_factory=dict, max_length=200)
+
+
+class SiteDirectoryBody(BaseModel):
+    """The names of one site's cameras, zones and rules (its config without the sources)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name | None = None
+    cameras: dict[DirId, CameraEntry] = Field(default_factory=dict, max_length=500)
+
+
+class SiteEntry(TimedModel):
+    site_id: str
+    name: str | None
+    cameras: dict[str, CameraEntry]
+    has_plan: bool  # a site plan image is uploaded
+    updated_at: datetime | None
+
+
+class SiteList(ApiModel):
+    items: list[SiteEntry]
 
 
 class PlanPosition(BaseModel):

@@ -107,6 +107,9 @@ class ServerSettings(BaseModel):
     escalation_check_s: float = Field(default=10.0, gt=0, description="Deadline check period")
     retention_sweep_s: float = Field(default=3600.0, gt=0, description="Retention sweep period")
     max_plan_bytes: int = Field(default=10 * MIB, gt=0, description="Largest site plan image")
+    max_photo_bytes: int = Field(
+        default=8 * MIB, gt=0, description="Largest photo a field worker attaches (JPEG or PNG)"
+    )
 
     @field_validator("retention_days")
     @classmethod

@@ -4,7 +4,7 @@ false-alarm rate per camera and rule (which cameras cry wolf)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,16 +22,19 @@ def incident_stats(
     site_id: str | None,
     sites: frozenset[str] | None,
 ) -> Stats:
-    """Statistics over the incidents opened in the last `days` days (UTC days)."""
+    """Statistics over the incidents first observed in the last `days` days (UTC days): an
+    alert sent late from an edge's outbox counts on the day it happened, not when it came.
+    Times to acknowledge and to close run from when the server had the alert."""
     query = select(
         IncidentRow.type,
         IncidentRow.camera_id,
         IncidentRow.rule_id,
         IncidentRow.status,
+        IncidentRow.first_observed_at,
         IncidentRow.opened_at,
         IncidentRow.acked_at,
         IncidentRow.closed_at,
-    ).where(IncidentRow.opened_at >= now - timedelta(days=days))
+    ).where(IncidentRow.first_observed_at >= now - timedelta(days=days))
     if site_id is not None:
         query = query.where(IncidentRow.site_id == site_id)
     if sites is not None:
@@ -41,8 +44,8 @@ def incident_stats(
     to_close: list[float] = []
     totals: Counter[tuple[str, str]] = Counter()
     false_alarms: Counter[tuple[str, str]] = Counter()
-    for kind, camera, rule, status, opened, acked, closed in session.execute(query):
-        per_day[(opened.date().isoformat(), kind)] += 1
+    for kind, camera, rule, status, observed, opened, acked, closed in session.execute(query):
+        per_day[(observed.astimezone(UTC).date().isoformat(), kind)] += 1
         if acked is not None:
             to_ack.append((acked - opened).total_seconds())
         if closed is not None and status == "closed":

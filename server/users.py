@@ -28,7 +28,7 @@ from server.schemas import UserView
 
 log = logging.getLogger(__name__)
 
-USER_ROLES = tuple(RANK)  # viewer, operator, admin
+USER_ROLES = tuple(RANK)  # viewer, field, operator, admin
 LOCALES = ("zh-CN", "en")
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the username is unknown, so both cases take the same time.
@@ -76,6 +76,7 @@ def user_view(user: UserRow) -> UserView:
         role=user.role,
         sites=list(user.sites),
         locale="en" if user.locale == "en" else "zh-CN",
+        team=user.team,
     )
 
 
@@ -102,9 +103,15 @@ def create_user(
     sites: Sequence[str],
     display_name: str | None = None,
     locale: str = "zh-CN",
+    team: str | None = None,
 ) -> UserRow:
-    """Add a user (committed); ValueError listing every problem with the values."""
+    """Add a user (committed); ValueError listing every problem with the values. A field
+    worker needs the `team` their orders are dispatched to."""
     problems = check_user_fields(username, role, sites, password)
+    if role == "field" and not (team or "").strip():
+        problems.append("a field worker needs a team (the one their orders are dispatched to)")
+    if team is not None and len(team) > 128:
+        problems.append("team must have at most 128 characters")
     if locale not in LOCALES:
         problems.append(f"locale must be one of {', '.join(LOCALES)}")
     if session.scalar(select(UserRow.id).where(UserRow.username == username)) is not None:
@@ -120,6 +127,7 @@ def create_user(
         locale=locale,
         disabled=False,
         created_at=_now(),
+        team=team.strip() if team else None,
     )
     session.add(user)
     session.commit()

@@ -101,6 +101,92 @@ def dwell_seconds(event_type: str, onset_pts_s: float, last_pts_s: float) -> flo
     return max(0.0, last_pts_s - onset_pts_s)
 
 
+# Situations whose span an incident keeps by event_id; older ones are summed under EARLIER.
+SPANS_KEPT = 100
+EARLIER = ""  # never an event_id (those have at least one character)
+
+
+def situation_span(
+    event_type: str, state: str, pts_s: float, onset_pts_s: float, details: dict[str, object]
+) -> float | None:
+    """How long one situation of a lane or pile has lasted by this message, else None.
+
+    An `end` of a fire lane says when the lane was last seen blocked (`last_blocked_pts_s`):
+    the blockage lasted until then, not until the clearing was confirmed.
+
+    >>> situation_span("fire_lane", "end", 60.0, 20.0, {"last_blocked_pts_s": 54.0})
+    34.0
+    """
+    if event_type not in DWELL_TYPES:
+        return None
+    until = pts_s
+    last_blocked = details.get("last_blocked_pts_s")
+    if state == "end" and isinstance(last_blocked, int | float) and last_blocked >= onset_pts_s:
+        until = float(last_blocked)
+    return max(0.0, until - onset_pts_s)
+
+
+def fold_span(spans: dict[str, float], event_id: str, seconds: float) -> dict[str, float]:
+    """`spans` with `event_id`'s span at least `seconds` (messages may arrive out of order);
+    past SPANS_KEPT situations the shortest are summed under EARLIER."""
+    folded = dict(spans)
+    folded[event_id] = max(folded.get(event_id, 0.0), round(seconds, 3))
+    kept = sorted((key for key in folded if key != EARLIER), key=lambda key: folded[key])
+    while len(kept) > SPANS_KEPT:
+        dropped = kept.pop(0)
+        folded[EARLIER] = round(folded.get(EARLIER, 0.0) + folded.pop(dropped), 3)
+    return folded
+
+
+def total_span(spans: dict[str, float] | None) -> float:
+    """The time the incident's situations lasted, together (they follow each other)."""
+    return round(sum((spans or {}).values()), 3)
+
+
+def is_overdue(
+    status: str, deadline_at: datetime | None, escalation_level: int, now: datetime
+) -> bool:
+    """Not acknowledged in time: still reported past its deadline, or escalated already (the
+    last level of a chain has no deadline left, but it is no less late)."""
+    if status != "reported":
+        return False
+    return escalation_level > 0 or (deadline_at is not None and deadline_at <= now)
+
+
+SEVERITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "normal": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Urgency:
+    """What orders the queue: open first, then unacknowledged, severity, overdue, escalation
+    level, and the latest alert (newest first)."""
+
+    open: bool
+    unacknowledged: bool
+    severity: str
+    overdue: bool
+    escalation_level: int
+    last_alert_at: datetime
+
+    def key(self) -> tuple[int, int, int, int, int, float]:
+        """Sorts the most urgent first."""
+        return (
+            0 if self.open else 1,
+            0 if self.unacknowledged else 1,
+            SEVERITY_RANK.get(self.severity, len(SEVERITY_RANK)),
+            0 if self.overdue else 1,
+            -self.escalation_level,
+            -self.last_alert_at.timestamp(),
+        )
+
+
+# Why an operator ends an incident as a false alarm (误报原因), for the per-camera statistics.
+FalseAlarmCategory = Literal[
+    "lighting", "wrong_object", "authorised_activity", "test", "duplicate", "other"
+]
+FALSE_ALARM_CATEGORIES: tuple[FalseAlarmCategory, ...] = get_args(FalseAlarmCategory)
+
+
 @dataclass(frozen=True, slots=True)
 class GroupCandidate:
     """An open incident of the same site, camera, rule and zone as a new situation."""

@@ -558,10 +558,16 @@ def token_create(
 def user_create(
     db: Annotated[str, typer.Option(help="The server's database URL")],
     username: Annotated[str, typer.Option(help="Login name")],
-    role: Annotated[str, typer.Option(help="admin | operator | viewer")],
+    role: Annotated[str, typer.Option(help="admin | operator | field | viewer")],
     sites: Annotated[str, typer.Option(help="Comma-separated site ids, or * for every site")],
     display_name: Annotated[str | None, typer.Option(help="Name shown in the dashboard")] = None,
     locale: Annotated[str, typer.Option(help="zh-CN | en")] = "zh-CN",
+    team: Annotated[
+        str | None,
+        typer.Option(
+            help="A field worker's team (e.g. property_management): 我的工单 lists its orders"
+        ),
+    ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input")
     ] = False,
@@ -589,6 +595,7 @@ def user_create(
             sites=site_list,
             display_name=display_name,
             locale=locale,
+            team=team,
         )
     except ValueError as error:
         fail(f"user create: {error}")

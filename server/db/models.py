@@ -43,7 +43,7 @@ JsonType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
 # A 64-bit key that is still SQLite's rowid alias (autoincrement needs INTEGER there).
 BigId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
-ROLES = ("admin", "operator", "viewer", "edge")
+ROLES = ("admin", "operator", "field", "viewer", "edge")
 SOURCES = ("mqtt", "http")
 
 
@@ -167,7 +167,7 @@ class TokenRow(Base):
     sites: Mapped[list[str] | None] = mapped_column(JsonType, nullable=True)
 
     __table_args__ = (
-        CheckConstraint("role IN ('admin', 'operator', 'viewer', 'edge')", name="role"),
+        CheckConstraint("role IN ('admin', 'operator', 'field', 'viewer', 'edge')", name="role"),
         ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
     )
 
@@ -213,9 +213,11 @@ class UserRow(Base):
     locale: Mapped[str] = mapped_column(String(8))
     disabled: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The team a field worker belongs to (0004): the orders dispatched to it are theirs.
+    team: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     __table_args__ = (
-        CheckConstraint("role IN ('admin', 'operator', 'viewer')", name="role"),
+        CheckConstraint("role IN ('admin', 'operator', 'field', 'viewer')", name="role"),
         CheckConstraint("locale IN ('zh-CN', 'en')", name="locale"),
     )
 
@@ -274,6 +276,10 @@ class IncidentRow(Base):
     silenced: Mapped[bool] = mapped_column(Boolean)
     inhibited: Mapped[bool] = mapped_column(Boolean)
     legal_hold: Mapped[bool] = mapped_column(Boolean)
+    # 0004: when the first alert was observed at the camera (opened_at is when it arrived),
+    # and how long each situation lasted, by event_id (fire lanes, piles: the incident's dwell).
+    first_observed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    spans: Mapped[dict[str, float] | None] = mapped_column(JsonType, nullable=True)
 
     __table_args__ = (
         CheckConstraint(
@@ -285,6 +291,7 @@ class IncidentRow(Base):
         Index("ix_incidents_status_opened", "status", "opened_at"),
         Index("ix_incidents_group", "site_id", "camera_id", "rule_id", "zone_id", "status"),
         Index("ix_incidents_deadline_at", "deadline_at"),
+        Index("ix_incidents_first_observed_at", "first_observed_at"),
     )
 
 
@@ -323,6 +330,9 @@ class TransitionRow(Base):
     by: Mapped[str] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     note: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # 0004: what the step carried, as codes the dashboard translates: the team dispatched,
+    # the escalation level, a false alarm's category, the photos attached, why it was quiet.
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
 
     __table_args__ = (ForeignKeyConstraint(["incident_id"], ["incidents.id"], ondelete="CASCADE"),)
 
@@ -405,3 +415,16 @@ class CameraPositionRow(Base):
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SiteDirectoryRow(Base):
+    """The names of a site, its cameras, zones and rules, as its config gives them (0004):
+    registered by an admin or the site's edge, read by the dashboard (ids only as tooltips)."""
+
+    __tablename__ = "site_directory"
+
+    site_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    cameras: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(128))

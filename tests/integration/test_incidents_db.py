@@ -341,4 +341,4 @@ def test_a_fresh_database_migrates_to_the_newest_revision(tmp_path: Path) -> Non
     with engine.connect() as connection:
         version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
     engine.dispose()
-    assert version == "0003"
+    assert version == "0004"

@@ -139,6 +139,10 @@ def test_the_incident_detail_carries_its_events_and_history(
             "content_type": "image/jpeg",
             "role": None,
             "url": f"/api/v1/evidence/{sha}",
+            "event_id": "ev-1",
+            "observed_at": "2026-11-23T02:00:00.000Z",
+            "by": None,
+            "state": "missing",  # named by the edge, never uploaded, long ago
         }
     ]
     assert [(h["action"], h["from_status"], h["to_status"]) for h in detail["history"]] == [
@@ -269,6 +273,7 @@ def test_login_returns_a_token_and_the_user_and_logout_revokes_it(client: TestCl
         "role": "operator",
         "sites": ["north-park"],
         "locale": "zh-CN",
+        "team": None,
     }
     headers = {"Authorization": f"Bearer {body['token']}"}
     assert client.get("/api/v1/me", headers=headers).json()["username"] == "north"
@@ -287,6 +292,7 @@ def test_an_api_token_without_a_user_describes_itself_with_every_site(
         "role": "operator",
         "sites": ["*"],
         "locale": "zh-CN",
+        "team": None,
     }
 
 
@@ -409,8 +415,11 @@ def test_a_camera_reported_offline_inhibits_its_new_incidents(
             "camera_id": "gate-east",
             "online": False,
             "reason": "no signal",
+            "reason_code": None,
             "last_seen": None,
             "plan_xy": None,
+            "load": None,
+            "latest_snapshot": None,
         }
     ]
 
@@ -566,9 +575,18 @@ def test_retention_deletes_expired_evidence_but_keeps_what_is_on_hold(
 def test_stats_count_per_type_and_day_and_rate_false_alarms(
     client: TestClient, auth: Headers, make_message: Message, observed: Callable[[float], str]
 ) -> None:
+    # counted on the day each alert was observed (one sent late counts on its own day)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=1, microsecond=0)
+    now = today.isoformat().replace("+00:00", "Z")
+    late = (today - timedelta(days=2)).isoformat().replace("+00:00", "Z")
     for index in range(3):
-        post(client, auth, make_message(event_id=f"f{index}", zone_id=f"z{index}"))
-    post(client, auth, make_message(event_id="p", type="garbage_pile", rule_id="pile"))
+        post(client, auth, make_message(event_id=f"f{index}", zone_id=f"z{index}", observed_at=now))
+    post(
+        client,
+        auth,
+        make_message(event_id="p", type="garbage_pile", rule_id="pile", observed_at=now),
+    )
+    post(client, auth, make_message(event_id="l", rule_id="late", zone_id="y", observed_at=late))
     ids = {i["event_id"]: i["id"] for i in incidents(client, auth("viewer"))["items"]}
     client.post(f"{INCIDENTS}/{ids['f0']}/false-alarm", headers=auth("operator"))
     client.post(f"{INCIDENTS}/{ids['f1']}/ack", headers=auth("operator"))
@@ -576,10 +594,10 @@ def test_stats_count_per_type_and_day_and_rate_false_alarms(
 
     stats = client.get("/api/v1/stats", params={"days": 7}, headers=auth("viewer")).json()
 
-    today = datetime.now(UTC).date().isoformat()
     assert stats["per_type_day"] == [
-        {"day": today, "type": "fire_lane", "count": 3},
-        {"day": today, "type": "garbage_pile", "count": 1},
+        {"day": late[:10], "type": "fire_lane", "count": 1},
+        {"day": now[:10], "type": "fire_lane", "count": 3},
+        {"day": now[:10], "type": "garbage_pile", "count": 1},
     ]
     assert stats["time_to_ack_s"]["p50"] is not None and stats["time_to_ack_s"]["p50"] >= 0
     assert stats["time_to_close_s"]["p90"] is not None
