@@ -98,11 +98,14 @@ edges = APIRouter(prefix="/api/v1/edges", tags=["edges"])
 
 @health.get("/healthz", response_model=Health)
 def healthz(request: Request) -> JSONResponse:
-    """200 when the database answers and the broker is connected, else 503 naming which."""
+    """200 when the database answers, the broker is connected and MQTT ingestion runs (the
+    consumer subscribed, its worker alive, its store answering), else 503 naming which."""
     database = database_answers(request.app.state.engine)
     broker = bool(request.app.state.broker_connected())
+    ingest = bool(request.app.state.ingest_healthy())
+    good = database and broker and ingest
     body = Health(
-        status="ok" if database and broker else "unavailable", database=database, broker=broker
+        status="ok" if good else "unavailable", database=database, broker=broker, ingest=ingest
     )
     code = status.HTTP_200_OK if body.status == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
     return JSONResponse(body.model_dump(), status_code=code)
@@ -314,8 +317,10 @@ def create_app(
     ingest: IngestService,
     broker_connected: Callable[[], bool],
     notifier: Notifier | None = None,
+    ingest_healthy: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    """The REST API on `engine` (already migrated); `broker_connected` feeds /healthz.
+    """The REST API on `engine` (already migrated); `broker_connected` and `ingest_healthy`
+    (the MQTT consumer's own health; None: as `broker_connected`) feed /healthz.
 
     Without a `notifier`, one is made on a new stream hub and registered with `ingest`.
     """
@@ -326,6 +331,7 @@ def create_app(
     app.state.session_factory = session_factory
     app.state.ingest = ingest
     app.state.broker_connected = broker_connected
+    app.state.ingest_healthy = ingest_healthy or broker_connected
     app.state.evidence = EvidenceService(
         session_factory, settings.media_dir, max_bytes=settings.max_evidence_bytes
     )

@@ -17,3 +17,12 @@ class EvidenceNotFound(ServerError):
 
 class PayloadTooLarge(ServerError):
     """A body larger than the configured limit."""
+
+
+class UnstorableInput(ServerError):
+    """The database refused the values themselves (a NUL character in PostgreSQL text, a
+    number out of range): the input's fault, not a store that is down."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

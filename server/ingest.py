@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from common.events import Event, StatusMessage
 from server.db.models import SOURCES
+from server.errors import UnstorableInput
 from server.incidents import IncidentChange, IncidentPolicy, SituationRace, attach_events
 from server.metrics import EDGES_ONLINE, EVENT_AGE, EVENTS_INGESTED, INGEST_LATENCY
 from server.repositories import (
@@ -66,6 +69,30 @@ def is_transient(error: DBAPIError) -> bool:
     if getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
         return True
     return "database is locked" in str(error.orig)
+
+
+def refused_as_data(error: Exception) -> bool:
+    """A failure caused by the values written, not by the database being away: a data or
+    integrity error (SQLSTATE classes 22, 23), or a value the driver cannot send at all."""
+    if isinstance(error, DataError | IntegrityError):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None) or ""
+    if sqlstate[:2] in ("22", "23"):
+        return True
+    # Raised while binding a parameter (before any connection is used): a value no column takes.
+    return isinstance(error, StatementError) and not isinstance(error, DBAPIError)
+
+
+@contextmanager
+def unstorable_as_input() -> Iterator[None]:
+    """Turn a database refusal of the values themselves into UnstorableInput."""
+    try:
+        yield
+    except StatementError as error:
+        if not refused_as_data(error):
+            raise
+        cause = str(getattr(error, "orig", None) or error).partition("\n")[0]
+        raise UnstorableInput(f"the database refused a value: {cause[:200]}") from error
 
 
 def first_occurrences(keys: Sequence[EventKey]) -> list[bool]:
@@ -122,7 +149,8 @@ class IngestService:
             key=lambda row: (row["event_id"], row["seq"]),
         )
         started = time.perf_counter()
-        inserted, changes = self._insert_with_retry(rows, received_at)
+        with unstorable_as_input():
+            inserted, changes = self._insert_with_retry(rows, received_at)
         INGEST_LATENCY.labels(source).observe(time.perf_counter() - started)
         results = [is_first and key in inserted for key, is_first in zip(keys, first, strict=True)]
         self._count(items, results, source, self._clock())
@@ -176,6 +204,16 @@ class IngestService:
             if is_new:
                 age.observe(max(0.0, (now - event.observed_at).total_seconds()))
 
+    def available(self) -> bool:
+        """Whether the database answers `SELECT 1` now."""
+        try:
+            with self._session_factory() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as error:  # any driver or network failure: not available
+            log.warning("database does not answer: %s", str(error).partition("\n")[0][:200])
+            return False
+        return True
+
     def record_status(
         self, site_id: str, edge_id: str, status: StatusMessage, received_at: datetime
     ) -> None:
@@ -184,7 +222,7 @@ class IngestService:
         An `offline` status (the last will, or a clean shutdown) takes every camera of the
         edge offline as well. A message older than the stored one changes nothing.
         """
-        with self._session_factory() as session, session.begin():
+        with unstorable_as_input(), self._session_factory() as session, session.begin():
             edges = EdgeRepository(session)
             edges.upsert_edge(
                 site_id=site_id, edge_id=edge_id, status=status, received_at=received_at

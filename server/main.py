@@ -92,6 +92,7 @@ def build_server(
         ingest=ingest,
         broker_connected=lambda: consumer.connected,
         notifier=notifier,
+        ingest_healthy=lambda: consumer.healthy,
     )
     sender = WebhookSender(session_factory, dispatch)
     scheduler = build_scheduler(

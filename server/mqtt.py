@@ -49,8 +49,25 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
-from common.events import TOPIC_PREFIX, AckMessage, Event, StatusMessage, ack_topic, parse_topic
+from common.events import (
+    MAX_SEQ,
+    TOPIC_PREFIX,
+    AckMessage,
+    Event,
+    StatusMessage,
+    ack_topic,
+    parse_topic,
+)
+from common.limits import (
+    DEFAULT_MAX_DEPTH,
+    InputLimits,
+    InputRefused,
+    clean_text,
+    nesting_depth,
+    parse_json,
+)
 from common.logs import paho_logger
+from server.errors import UnstorableInput
 from server.ingest import utc_representable
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
 
@@ -58,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 DEFAULT_GROUP = "zhizhi-server"
+MAX_EVENT_ID = 128  # Event.event_id max_length
 EVENTS_FILTER = f"{TOPIC_PREFIX}/+/+/+/events"
 STATUS_FILTER = f"{TOPIC_PREFIX}/+/+/status"
 SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -70,14 +88,22 @@ RejectReason = Literal[
     "bad_topic",
     "not_utf8",
     "bad_json",
+    "too_deep",
+    "not_finite",
+    "number_range",
+    "bad_text",
     "invalid_event",
     "invalid_status",
     "site_mismatch",
     "camera_mismatch",
     "edge_mismatch",
-    "store_error",
+    "unstorable",  # the database refused this message's values (and only this message's)
+    "store_error",  # the store kept failing on this message alone while it answered
+    "internal_error",  # checking the message raised: a bug, kept so it can be replayed
 ]
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+# Reasons that point at the server or its store rather than at the sender: logged at ERROR.
+SERVER_SIDE_REASONS = frozenset({"store_error", "internal_error"})
 
 for _reason in REJECT_REASONS:  # every reason shows in /metrics, at 0 until it happens
     MESSAGES_REJECTED.labels(reason=_reason)
@@ -89,7 +115,12 @@ class EventStore(Protocol):
     def ingest_many(self, items: Sequence[tuple[Event, str | None]], *, source: str) -> list[bool]:
         """Store (event, edge_id) pairs in one transaction; per item True if newly stored,
         False if that (event_id, seq) was already there. Raises if nothing was committed.
-        It counts zhizhi_events_ingested_total{source, result} for the items it is given."""
+        It counts zhizhi_events_ingested_total{source, result} for the items it is given.
+        UnstorableInput when the values themselves are refused (bad input, not a fault)."""
+        ...
+
+    def available(self) -> bool:
+        """Whether the store answers at all (after a failure: down, or this message's fault)."""
         ...
 
     def record_status(
@@ -133,10 +164,11 @@ def validate_message(
         return Rejected("bad_topic", "not a contract events or status topic")
     if not payload:
         return Rejected("empty", "empty payload")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return Rejected("not_utf8", f"invalid UTF-8 at byte {error.start}")
+    try:  # the limits every input path shares (common/limits.py): depth, numbers, text
+        parse_json(payload, InputLimits(max_bytes=max_payload_bytes))
+    except InputRefused as refused:
+        return Rejected(refused.reason, refused.detail)
+    text = payload.decode("utf-8")
     site_id, edge_id, camera_id, kind = parsed
     if kind == "status":
         return validate_status(site_id, edge_id, text)
@@ -184,17 +216,28 @@ def validate_status(site_id: str, edge_id: str, text: str) -> StatusDelivery | R
 
 
 def _event_key(payload: bytes) -> tuple[str, int] | None:
-    """(event_id, seq) of a payload that is JSON but not a valid event, if it says them."""
+    """(event_id, seq) of a refused payload, when it says them in a form an ack can carry
+    (within the shared input limits, seq within 0..MAX_SEQ, an event id of 1..128 chars)."""
     if len(payload) > 1 << 20:
         return None  # not worth parsing: far beyond any real event
     try:
-        data = json.loads(payload)
+        text = payload.decode("utf-8")
+        if nesting_depth(text, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH:
+            return None  # json.loads would raise RecursionError
+        data = json.loads(text)  # other fields may break the limits: only these two matter
     except ValueError:
         return None
     if not isinstance(data, dict):
         return None
     event_id, seq = data.get("event_id"), data.get("seq")
-    if isinstance(event_id, str) and event_id and isinstance(seq, int) and seq >= 0:
+    if (
+        isinstance(event_id, str)
+        and 0 < len(event_id) <= MAX_EVENT_ID
+        and clean_text(event_id, MAX_EVENT_ID) == event_id
+        and isinstance(seq, int)
+        and not isinstance(seq, bool)
+        and 0 <= seq <= MAX_SEQ
+    ):
         return event_id, seq
     return None
 
@@ -682,9 +725,13 @@ class MqttConsumer:
             self._stop_requested.wait(max(0.0, when - time.monotonic()))
 
     def _accept(self, inbound: _Inbound) -> None:
-        verdict = validate_message(
-            inbound.topic, inbound.payload, max_payload_bytes=self._max_payload_bytes
-        )
+        try:
+            verdict = validate_message(
+                inbound.topic, inbound.payload, max_payload_bytes=self._max_payload_bytes
+            )
+        except Exception as error:  # a bug in the checks: the message still gets its PUBACK
+            logger.exception("Checking an MQTT message on %s raised", inbound.topic)
+            verdict = Rejected("internal_error", f"{type(error).__name__} while checking it")
         if isinstance(verdict, Rejected):
             self._reject(inbound, verdict)
         elif isinstance(verdict, EventDelivery):
@@ -693,81 +740,113 @@ class MqttConsumer:
             self._statuses.append(_PendingStatus(inbound, verdict))
 
     def _attempt(self) -> bool:
-        """Store everything pending; True when nothing is left over."""
-        events_ok, failed_events = self._store_events(self._events) if self._events else (False, [])
-        statuses_ok = False
-        failed_statuses: list[_PendingStatus] = []
-        for pending in self._statuses:
+        """Store everything pending; True when nothing is left over.
+
+        Every failure is sorted: the store is down (`available()` says so: everything waits,
+        in order, and health goes red) or this message is bad (refused as data at once, or
+        failing alone `max_store_attempts` times while the store answers: rejected). So no
+        message can hold the others back, whatever it holds.
+        """
+        up = self._store_events() if self._events else True
+        if up and self._statuses:
+            up = self._store_statuses()
+        if up:
+            self._store_ok = True
+        return not self._pending_count()
+
+    def _store_statuses(self) -> bool:
+        left: list[_PendingStatus] = []
+        for index, pending in enumerate(self._statuses):
             delivery = pending.delivery
             try:
                 self._store.record_status(
                     delivery.site_id, delivery.edge_id, delivery.status, pending.inbound.received_at
                 )
             except Exception as error:
-                self._store_failed(error, 1)
-                failed_statuses.append(pending)
+                verdict = self._judge(error, [pending])
+                if verdict == "down":
+                    self._statuses = left + self._statuses[index:]
+                    return False
+                if verdict == "retry":
+                    left.append(pending)
                 continue
-            statuses_ok = True
             self.stats.add("status_recorded")
             self._puback(pending.inbound)
-        if events_ok:
-            # The store takes other events, so these fail on their own: poison for the database.
-            # After max_store_attempts they are dropped like any invalid message (the edge got
-            # no ack, so its outbox still holds them).
-            failed_events = [p for p in failed_events if not self._poisoned(p)]
-            failed_statuses = [p for p in failed_statuses if not self._poisoned(p)]
-        self._events = failed_events
-        self._statuses = failed_statuses
-        if events_ok or statuses_ok or not self._pending_count():
-            self._store_ok = True
-        return not self._pending_count()
-
-    def _poisoned(self, pending: _PendingEvent | _PendingStatus) -> bool:
-        pending.failures += 1
-        if pending.failures < self._max_store_attempts:
-            return False
-        self._reject(
-            pending.inbound, Rejected("store_error", f"store refused it {pending.failures} times")
-        )
+        self._statuses = left
         return True
 
-    def _store_events(self, events: list[_PendingEvent]) -> tuple[bool, list[_PendingEvent]]:
-        """Store a batch in one call; on failure isolate the messages that fail on their own.
-
-        Returns (whether the store accepted anything, the messages still to store).
-        """
+    def _store_events(self) -> bool:
+        """Store the pending events, in one transaction when they all go through; else one by
+        one, sorting each failure. False when the store is down (everything left waits)."""
         groups: dict[tuple[str, int], list[_PendingEvent]] = {}
-        for pending in events:  # the same (event_id, seq) twice in one batch: store it once
+        for pending in self._events:  # the same (event_id, seq) twice in one batch: store once
             event = pending.delivery.event
             groups.setdefault((event.event_id, event.seq), []).append(pending)
         batch = list(groups.values())
-        try:
-            results = self._ingest([group[0] for group in batch])
-        except Exception as error:
-            self._store_failed(error, len(batch))
-        else:
-            for group, stored in zip(batch, results, strict=True):
-                self._finish_group(group, stored)
-            return True, []
-        if len(batch) == 1:
-            return False, events
-        stored_any = False
-        failed: list[_PendingEvent] = []
+        if len(batch) > 1:
+            try:
+                results = self._ingest([group[0] for group in batch])
+            except Exception as error:  # sorted out one by one below
+                logger.info("A batch of %d failed (%s); trying one by one", len(batch), error)
+            else:
+                for group, stored in zip(batch, results, strict=True):
+                    self._finish_group(group, stored)
+                self._events = []
+                return True
+        left: list[_PendingEvent] = []
         for index, group in enumerate(batch):
             try:
                 (stored,) = self._ingest([group[0]])
             except Exception as error:
-                if not stored_any:
-                    # Alone it fails too: the store is probably away. Try another one first
-                    # next time, so one bad message cannot keep the rest waiting forever.
-                    self._store_failed(error, 1)
-                    rest = [p for g in batch[index + 1 :] for p in g]
-                    return False, rest + group
-                failed.extend(group)
+                verdict = self._judge(error, group)
+                if verdict == "down":
+                    self._events = left + [p for g in batch[index:] for p in g]
+                    return False
+                if verdict == "retry":
+                    left.extend(group)
                 continue
-            stored_any = True
             self._finish_group(group, stored)
-        return True, failed
+        self._events = left
+        return True
+
+    def _judge(
+        self, error: Exception, group: Sequence[_PendingEvent | _PendingStatus]
+    ) -> Literal["down", "retry", "rejected"]:
+        """Sort the failure of one message (and its copies in the batch): its own fault
+        (rejected now or after max_store_attempts) or the store's (down: it waits)."""
+        if isinstance(error, UnstorableInput):
+            for pending in group:
+                self._reject(pending.inbound, Rejected("unstorable", error.detail))
+            return "rejected"
+        if not self._store_answers():
+            self._store_failed(error, len(group))
+            return "down"
+        self._store_ok = True  # the store answers: the message is the problem
+        for pending in group:
+            pending.failures += 1
+        failures = group[0].failures
+        if failures < self._max_store_attempts:
+            logger.warning(
+                "Storing one MQTT message on %s failed while the store answers (%s: %s); "
+                "attempt %d of %d",
+                group[0].inbound.topic,
+                type(error).__name__,
+                str(error)[:200],
+                failures,
+                self._max_store_attempts,
+            )
+            return "retry"
+        detail = f"failed {failures} times while the store answered: {type(error).__name__}"
+        for pending in group:
+            self._reject(pending.inbound, Rejected("store_error", detail))
+        return "rejected"
+
+    def _store_answers(self) -> bool:
+        try:
+            return bool(self._store.available())
+        except Exception:
+            logger.exception("Asking whether the store answers raised")
+            return False
 
     def _ingest(self, items: list[_PendingEvent]) -> list[bool]:
         pairs: list[tuple[Event, str | None]] = [
@@ -788,34 +867,50 @@ class MqttConsumer:
     def _finish_event(self, pending: _PendingEvent, stored: bool) -> None:
         delivery = pending.delivery
         self.stats.add("stored" if stored else "duplicate")
-        ack = AckMessage(event_id=delivery.event.event_id, seq=delivery.event.seq)
-        self._last_ack = self._client.publish(
-            ack_topic(delivery.site_id, delivery.edge_id),
-            ack.model_dump_json(exclude_none=True),
-            qos=1,
-        )
-        self.stats.add("acks_sent")
-        self._puback(pending.inbound)
+        try:
+            ack = AckMessage(event_id=delivery.event.event_id, seq=delivery.event.seq)
+            self._last_ack = self._client.publish(
+                ack_topic(delivery.site_id, delivery.edge_id),
+                ack.model_dump_json(exclude_none=True),
+                qos=1,
+            )
+            self.stats.add("acks_sent")
+        except Exception:  # the edge resends and gets the ack as a duplicate
+            logger.exception("Publishing the ack for a stored message failed")
+        finally:
+            self._puback(pending.inbound)
 
     def _store_failed(self, error: Exception, count: int) -> None:
         self._store_ok = False
         self._last_error = f"store: {type(error).__name__}: {error}"[:300]
         self.stats.add("store_failures")
         logger.warning(
-            "Storing %d MQTT messages failed (%s: %s); will retry, not acknowledged",
+            "Storing %d MQTT messages failed and the store does not answer (%s: %s); will "
+            "retry, not acknowledged",
             count,
             type(error).__name__,
             error,
         )
 
     def _reject(self, inbound: _Inbound, rejected: Rejected) -> None:
-        log = logger.error if rejected.reason == "store_error" else logger.warning
-        log("Rejected MQTT message on %s: %s (%s)", inbound.topic, rejected.reason, rejected.detail)
-        MESSAGES_REJECTED.labels(reason=rejected.reason).inc()
-        self.stats.reject(rejected.reason)
-        if rejected.reason != "store_error":
-            self._ack_rejected(inbound, rejected.reason)
-        self._puback(inbound)  # so the broker does not deliver poison forever
+        """Log, count and PUBACK a message refused for good (PUBACK whatever else fails, so a
+        refused message can never use up the broker's Receive Maximum)."""
+        try:
+            log = logger.error if rejected.reason in SERVER_SIDE_REASONS else logger.warning
+            log(
+                "Rejected MQTT message on %s: %s (%s)",
+                inbound.topic,
+                rejected.reason,
+                rejected.detail,
+            )
+            MESSAGES_REJECTED.labels(reason=rejected.reason).inc()
+            self.stats.reject(rejected.reason)
+            if rejected.reason != "store_error":  # that one may go through later: let it come
+                self._ack_rejected(inbound, rejected.reason)
+        except Exception:
+            logger.exception("Rejecting an MQTT message on %s raised", inbound.topic)
+        finally:
+            self._puback(inbound)  # so the broker does not deliver poison forever
 
     def _ack_rejected(self, inbound: _Inbound, reason: str) -> None:
         """Tell the edge to stop re-sending a message that can never be stored, when the topic

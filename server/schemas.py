@@ -85,6 +85,7 @@ class Health(ApiModel):
     status: str  # "ok" or "unavailable"
     database: bool
     broker: bool
+    ingest: bool = True  # MQTT ingestion runs: subscribed, worker alive, store answering
 
 
 # Command center --------------------------------------------------------------------------------

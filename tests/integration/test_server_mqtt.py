@@ -24,7 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import REGISTRY
 
 from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
-from server.mqtt import MqttConsumer
+from server.mqtt import EventStore, MqttConsumer
+from tests.support.databases import fresh_postgres_url
 from tests.support.mosquitto import PrivateBroker, unavailable
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,9 @@ class FakeStore:
             if self.failing:
                 raise ConnectionError("database away")
             self.statuses.append((site_id, edge_id, status, received_at))
+
+    def available(self) -> bool:
+        return not self.failing
 
     def count(self) -> int:
         with self.lock:
@@ -164,6 +168,11 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     instance.stop()
 
 
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    yield from fresh_postgres_url()
+
+
 @pytest.fixture
 def cleanup() -> Iterator[list[Callable[[], None]]]:
     """Stop consumers and edge clients even when a test fails."""
@@ -175,7 +184,7 @@ def cleanup() -> Iterator[list[Callable[[], None]]]:
 
 def start_consumer(
     broker: PrivateBroker,
-    store: FakeStore,
+    store: EventStore,
     cleanup: list[Callable[[], None]],
     client_id: str = "server-1",
     **options: Any,
@@ -408,6 +417,94 @@ def test_an_event_the_store_always_refuses_does_not_block_the_others(
     assert consumer.healthy
 
 
+def test_a_batch_holding_only_messages_the_store_refuses_does_not_hold_the_rest(
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
+) -> None:
+    """Issue 14, item 1 (the class): a full batch of messages the store refuses while it
+    answers. Before, the consumer took that for "store down" and never let anything else in."""
+    poison = frozenset(f"ev-poison-{n}" for n in range(60))
+    store = FakeStore(poison=poison)
+    consumer = start_consumer(
+        broker, store, cleanup, batch_max=20, retry_initial_s=0.01, retry_max_s=0.05
+    )
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n, event_id in enumerate(sorted(poison)):
+        edge.send(make_event(n, event_id=event_id))
+    edge.send(make_event(100, event_id="ev-after-the-poison", site_id="river-park"))
+    edge.flush()
+
+    wait_until(lambda: store.count() == 1, 20, "the event after the poison")
+    wait_until(lambda: consumer.stats.rejected.get("store_error") == 60, 20, "60 rejections")
+    assert consumer.healthy, consumer.health()
+    # store_error is not acked as rejected: the edge may send it again later
+    assert all("rejected" not in ack for _, ack in edge.ack_list())
+
+
+def test_poison_events_do_not_stop_ingestion_for_any_site(
+    broker: PrivateBroker, cleanup: list[Callable[[], None]], postgres_url: str
+) -> None:
+    """Issue 14, item 1, as reported: 200 events with a NUL in `zone_id` (PostgreSQL refuses
+    it), then a valid event of another site; before, it was never stored."""
+    from sqlalchemy import text
+
+    from server.db.session import make_engine, make_session_factory
+    from server.ingest import IngestService
+
+    engine = make_engine(postgres_url)
+    cleanup.append(engine.dispose)
+    consumer = start_consumer(
+        broker,
+        IngestService(make_session_factory(engine)),
+        cleanup,
+        client_id="server-pg",
+    )
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    for n in range(200):
+        edge.send(make_event(n, zone_id="z\x00"))
+    valid = make_event(1000, event_id="ev-valid", site_id="river-park", camera_id="door-2")
+    edge.send(valid, edge_id="box9")
+    edge.flush()
+
+    def stored() -> int:
+        with engine.connect() as connection:
+            query = text("SELECT count(*) FROM events WHERE event_id = 'ev-valid'")
+            return int(connection.execute(query).scalar_one())
+
+    wait_until(lambda: stored() == 1, 20, "the valid event after 200 poison ones")
+    wait_until(lambda: sum(consumer.stats.rejected.values()) == 200, 20, "200 rejections")
+    assert consumer.stats.rejected == {"bad_text": 200}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM events")).scalar_one() == 1
+    wait_until(lambda: len([a for _, a in edge.ack_list() if "rejected" in a]) == 200, 10, "acks")
+    assert consumer.healthy, consumer.health()
+
+
+def test_every_refused_message_gets_its_puback(
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
+) -> None:
+    """Issue 14, item 2: refusing a message whose `seq` no ack can carry (> 2**31 - 1), or that
+    nests deeper than Python's parser can go, raised before the PUBACK. With a Receive Maximum
+    of 20, 50 such messages used it up and the broker delivered nothing more."""
+    store = FakeStore()
+    consumer = start_consumer(broker, store, cleanup, receive_maximum=20)
+    edge = start_edge(broker, cleanup)
+    topic = events_topic(SITE, EDGE, CAMERA)
+    wire = json.loads(make_event(0).to_json())
+    for n in range(25):
+        edge.publish(topic, json.dumps({**wire, "event_id": f"big-{n}", "seq": 2**31 + n}))
+    deep = "[" * 1500 + "]" * 1500
+    for n in range(25):
+        edge.publish(topic, f'{{"event_id": "deep-{n}", "seq": 1, "details": {deep}}}')
+    edge.send(make_event(1, event_id="ev-after"))
+    edge.flush()
+
+    wait_until(lambda: store.keys() == {("ev-after", 0)}, 15, "the event after 50 refused ones")
+    wait_until(lambda: sum(consumer.stats.rejected.values()) == 50, 10, "50 rejections")
+    assert consumer.stats.rejected == {"invalid_event": 25, "too_deep": 25}
+
+
 @pytest.mark.parametrize("group", [None, "zhizhi-server"])
 def test_broker_restart_mid_stream(
     broker: PrivateBroker, cleanup: list[Callable[[], None]], group: str | None
@@ -572,7 +669,6 @@ def test_with_the_real_ingest_service_on_sqlite(
 
     from server.db.session import make_engine, make_session_factory, migrate
     from server.ingest import IngestService
-    from server.mqtt import EventStore
 
     engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
     cleanup.append(engine.dispose)

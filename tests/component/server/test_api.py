@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.events import CameraStatus, Event, StatusMessage
@@ -42,7 +42,7 @@ def test_healthz_is_ok_without_auth_when_database_and_broker_answer(client: Test
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": True, "broker": True}
+    assert response.json() == {"status": "ok", "database": True, "broker": True, "ingest": True}
 
 
 def test_healthz_names_the_broker_when_it_is_down(
@@ -53,7 +53,32 @@ def test_healthz_names_the_broker_when_it_is_down(
     response = client.get("/healthz")
 
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": True, "broker": False}
+    assert response.json() == {
+        "status": "unavailable",
+        "database": True,
+        "broker": False,
+        "ingest": False,
+    }
+
+
+def test_healthz_names_ingestion_when_the_consumer_cannot_store(
+    settings: ServerSettings, engine: Engine, ingest: IngestService
+) -> None:
+    """Connected to the broker, yet the consumer's store does not answer or its worker died:
+    /healthz says so (issue 14: it said ok while nothing was stored)."""
+    app = create_app(
+        settings, engine, ingest=ingest, broker_connected=lambda: True, ingest_healthy=lambda: False
+    )
+
+    response = TestClient(app).get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "database": True,
+        "broker": True,
+        "ingest": False,
+    }
 
 
 def test_healthz_names_the_database_when_it_is_unreachable(

@@ -124,6 +124,24 @@ def test_json_that_is_not_a_contract_event_is_rejected(overrides: dict[str, Any]
     assert reason(TOPIC, payload(**overrides)) == "invalid_event"
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (payload(zone_id="z\x00"), "bad_text"),  # PostgreSQL refuses NUL (issue 14, item 1)
+        (payload(details={"note": "\ud800"}), "bad_text"),
+        (payload().replace(b'"score": 0.8', b'"score": NaN'), "not_finite"),
+        (payload().replace(b'"pts_s": 131.2', b'"pts_s": Infinity'), "not_finite"),
+        (payload().replace(b'"pts_s": 131.2', b'"pts_s": 1e400'), "not_finite"),
+        (payload(details={"n": 2**64}), "number_range"),
+        (payload(details={"deep": json.loads("[" * 40 + "]" * 40)}), "too_deep"),
+        (b'{"seq": 1, "details": ' + b"[" * 1000 + b"]" * 1000 + b"}", "too_deep"),
+        (payload(seq=2**31), "invalid_event"),  # beyond what any ack or column carries
+    ],
+)
+def test_input_outside_the_shared_limits_is_rejected(body: bytes, expected: str) -> None:
+    assert reason(TOPIC, body) == expected
+
+
 def test_missing_field_and_json_that_is_not_an_object_are_rejected() -> None:
     message = wire()
     del message["rule_id"]
@@ -222,6 +240,9 @@ class _NoStore:
         raise AssertionError("not called")
 
     def record_status(self, *args: Any) -> None:
+        raise AssertionError("not called")
+
+    def available(self) -> bool:
         raise AssertionError("not called")
 
 
