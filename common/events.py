@@ -65,7 +65,10 @@ class Event(WireModel):
     model: ModelInfo | None = None
     evidence: list[Evidence] = Field(default_factory=list)
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # NaN and infinities are no time, score or box: refused, never stored as null (issue 14)
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     @field_validator("bbox")
     @classmethod

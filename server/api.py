@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import Engine
@@ -28,8 +27,15 @@ from server.auth import Principal, require_role
 from server.command_api import ROUTERS, client_ip
 from server.dashboard import mount_dashboard
 from server.db.session import database_answers, make_session_factory
-from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, ServerError
+from server.errors import (
+    EvidenceMismatch,
+    EvidenceNotFound,
+    PayloadTooLarge,
+    ServerError,
+    UnstorableInput,
+)
 from server.evidence import SHA256_PATTERN, EvidenceService
+from server.http_guard import BodyLimits, SecurityHeaders, safe_validation_error
 from server.incidents import evidence_sites
 from server.ingest import IngestService, utc_representable
 from server.metrics import CONTENT_TYPE, MESSAGES_REJECTED, render
@@ -54,6 +60,7 @@ _STATUS_OF: dict[type[ServerError], int] = {
     EvidenceMismatch: status.HTTP_400_BAD_REQUEST,
     EvidenceNotFound: status.HTTP_404_NOT_FOUND,
     PayloadTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+    UnstorableInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
 }
 
 # Dependencies ---------------------------------------------------------------------------------
@@ -72,14 +79,6 @@ def get_ingest(request: Request) -> IngestService:
 def get_evidence(request: Request) -> EvidenceService:
     service: EvidenceService = request.app.state.evidence
     return service
-
-
-def bounded_event_body(request: Request) -> None:
-    """413 for an event message longer than `max_payload_bytes` (by its Content-Length)."""
-    settings: ServerSettings = request.app.state.settings
-    if _declared_length(request) > settings.max_payload_bytes:
-        MESSAGES_REJECTED.labels("oversized").inc()
-        raise PayloadTooLarge(f"event message larger than {settings.max_payload_bytes} bytes")
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -119,7 +118,6 @@ def metrics() -> Response:
 @events.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(bounded_event_body)],
     responses={
         200: {"model": StoredResponse, "description": "Stored already (a duplicate)"},
         403: {"description": "The role may not send events, or the site is not the caller's"},
@@ -301,15 +299,6 @@ async def _unstorable(request: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _invalid_request(request: Request, error: Exception) -> Response:
-    if request.method == "POST" and request.url.path == EVENTS_PATH:
-        MESSAGES_REJECTED.labels("invalid_event").inc()
-        log.info("refused an invalid event message over HTTP: %s", error)
-    if not isinstance(error, RequestValidationError):
-        raise TypeError(f"unexpected {type(error).__name__}")
-    return await request_validation_exception_handler(request, error)
-
-
 def create_app(
     settings: ServerSettings,
     engine: Engine,
@@ -345,7 +334,11 @@ def create_app(
 
     app.include_router(models_router)
     app.add_exception_handler(ServerError, _server_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RequestValidationError, safe_validation_error)
     app.add_exception_handler(DataError, _unstorable)
     mount_dashboard(app)  # GET / and /dashboard/...: the command center's web page
+    # Every body within the shared input limits, however it arrives (chunked too), and the
+    # security headers on every answer, refusals included (the outermost middleware).
+    app.add_middleware(BodyLimits, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
