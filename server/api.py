@@ -17,13 +17,14 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from common.events import Event, EventState, EventType
 from server import audit
-from server.auth import Principal, require_role
+from server.auth import Principal, bearer, require_role
 from server.command_api import ROUTERS, client_ip
 from server.dashboard import mount_dashboard
 from server.db.session import database_answers, make_session_factory
@@ -33,9 +34,10 @@ from server.errors import (
     PayloadTooLarge,
     ServerError,
     UnstorableInput,
+    UnsupportedMedia,
 )
-from server.evidence import SHA256_PATTERN, EvidenceService
-from server.http_guard import BodyLimits, SecurityHeaders, safe_validation_error
+from server.evidence import DEFAULT_CONTENT_TYPE, SHA256_PATTERN, EvidenceService, served_type
+from server.http_guard import SANDBOX_CSP, BodyLimits, SecurityHeaders, safe_validation_error
 from server.incidents import evidence_sites
 from server.ingest import IngestService, utc_representable
 from server.metrics import CONTENT_TYPE, MESSAGES_REJECTED, render
@@ -61,6 +63,7 @@ _STATUS_OF: dict[type[ServerError], int] = {
     EvidenceNotFound: status.HTTP_404_NOT_FOUND,
     PayloadTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     UnstorableInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    UnsupportedMedia: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
 }
 
 # Dependencies ---------------------------------------------------------------------------------
@@ -110,9 +113,34 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=code)
 
 
-@health.get("/metrics", response_class=Response)
-def metrics() -> Response:
+_metrics_reader = require_role("viewer")
+
+
+@health.get(
+    "/metrics",
+    response_class=Response,
+    responses={401: {"description": "A token is needed unless metrics_public is set"}},
+)
+def metrics(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Response:
+    """Prometheus text format; a viewer-rank bearer token unless `metrics_public` is set."""
+    settings: ServerSettings = request.app.state.settings
+    if not settings.metrics_public:
+        _metrics_reader(request, credentials)
     return Response(render(), media_type=CONTENT_TYPE)
+
+
+@health.get("/openapi.json", include_in_schema=False)
+def openapi_schema(
+    request: Request, _admin: Annotated[Principal, Depends(require_role("admin"))]
+) -> JSONResponse:
+    """The OpenAPI schema, to admins, when `api_docs` is set (404 otherwise)."""
+    settings: ServerSettings = request.app.state.settings
+    if not settings.api_docs:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    return JSONResponse(request.app.openapi())
 
 
 @events.post(
@@ -204,7 +232,8 @@ def get_evidence_file(
     token: Annotated[str | None, Query(max_length=256, description="Bearer token (<img>)")] = None,
     download: bool = False,
 ) -> FileResponse:
-    """The file, with the content type it was uploaded with; every view is audited."""
+    """The file, as the type the server found in its bytes (JPEG, PNG, MP4), in a sandbox
+    (CSP), never sniffed; anything else only as a download. Every view is audited."""
     del token  # read by the dependency
     info, path = service.find(sha256)
     if principal.sites is not None:
@@ -222,9 +251,15 @@ def get_evidence_file(
         details={"content_type": info.content_type},
     )
     session.commit()
-    disposition = "attachment" if download else "inline"
-    headers = {"Content-Disposition": f'{disposition}; filename="{sha256[:16]}"'}
-    return FileResponse(path, media_type=info.content_type, headers=headers)
+    media_type = served_type(info.content_type)
+    inline = not download and media_type != DEFAULT_CONTENT_TYPE
+    headers = {
+        "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{sha256[:16]}"',
+        "Content-Security-Policy": SANDBOX_CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-cache",
+    }
+    return FileResponse(path, media_type=media_type, headers=headers)
 
 
 @evidence.head("/{sha256}")
@@ -239,7 +274,8 @@ def head_evidence_file(
     if principal.sites is not None and not evidence_sites(session, sha256) & principal.sites:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "that evidence is outside your sites")
     headers = {"Content-Length": str(info.size)}
-    return Response(status_code=status.HTTP_200_OK, headers=headers, media_type=info.content_type)
+    media_type = served_type(info.content_type)
+    return Response(status_code=status.HTTP_200_OK, headers=headers, media_type=media_type)
 
 
 @edges.get("")
@@ -313,7 +349,16 @@ def create_app(
 
     Without a `notifier`, one is made on a new stream hub and registered with `ingest`.
     """
-    app = FastAPI(title="Zhizhi server", version="1", summary="Zhizhi central server API")
+    # No /docs or /redoc page (their scripts come from a CDN); the schema only to admins, and
+    # only with `api_docs` (issue 14).
+    app = FastAPI(
+        title="Zhizhi server",
+        version="1",
+        summary="Zhizhi central server API",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     session_factory = make_session_factory(engine)
     app.state.settings = settings
     app.state.engine = engine

@@ -34,7 +34,7 @@ ROLES: tuple[Role, ...] = get_args(Role)
 RANK: dict[str, int] = {"viewer": 1, "field": 2, "operator": 3, "admin": 4}
 ALL_SITES = "*"
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")
+bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,7 @@ def require_role(*roles: str, query_token: bool = False) -> Callable[..., Princi
 
     def dependency(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         token = None
         if credentials is not None and credentials.scheme.lower() == "bearer":

@@ -19,6 +19,10 @@ class PayloadTooLarge(ServerError):
     """A body larger than the configured limit."""
 
 
+class UnsupportedMedia(ServerError):
+    """An upload that is not one of the file types the server keeps (JPEG, PNG, MP4)."""
+
+
 class UnstorableInput(ServerError):
     """The database refused the values themselves (a NUL character in PostgreSQL text, a
     number out of range): the input's fault, not a store that is down."""

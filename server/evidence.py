@@ -3,6 +3,12 @@
 A file is stored at media_dir/ab/cd/<sha256>: written to a temporary name, flushed to disk,
 then renamed, so a crash never leaves a half file under the final name. Uploads are
 idempotent: the same bytes sent twice are stored once.
+
+The server decides a file's type from its bytes, never from what the uploader says: JPEG, PNG
+or MP4, anything else is refused (issue 14: HTML and SVG were stored and served inline with
+the uploader's type, and an HTML file opened with an operator's `?token=` could read it).
+`served_type` is what a stored file is served as: its type when it is one of those three, else
+`application/octet-stream` (rows stored before this rule).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge
+from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, UnsupportedMedia
 from server.repositories import EvidenceRepository, evidence_info
 from server.schemas import EvidenceInfo, EvidenceStored
 
@@ -27,6 +33,28 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 _SHA256 = re.compile(SHA256_PATTERN)
 _CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+JPEG, PNG, MP4 = "image/jpeg", "image/png", "video/mp4"
+MEDIA_TYPES = frozenset({JPEG, PNG, MP4})
+# ISO base media files whose major brand says MP4 (what PyAV and phones write).
+_MP4_BRANDS = frozenset(
+    {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V "}
+)
+
+
+def sniff_media_type(data: bytes) -> str | None:
+    """image/jpeg, image/png or video/mp4 from the file's first bytes; None for anything else."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _MP4_BRANDS:
+        return MP4
+    return None
+
+
+def served_type(stored: str) -> str:
+    """The type a stored file is served as: one of MEDIA_TYPES, else application/octet-stream."""
+    return stored if stored in MEDIA_TYPES else DEFAULT_CONTENT_TYPE
 
 
 def relative_path(sha256: str) -> Path:
@@ -77,12 +105,17 @@ class EvidenceService:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise EvidenceMismatch(f"body hashes to {actual}, not to {sha256}")
+        media_type = sniff_media_type(data)
+        said = clean_content_type(content_type)
+        if media_type is None:
+            raise UnsupportedMedia(f"evidence must be a JPEG, PNG or MP4 file, not {said}")
+        if said not in (media_type, DEFAULT_CONTENT_TYPE):
+            log.info("evidence %s was said to be %s, is %s", sha256, said, media_type)
         path = self.path_of(sha256)
         rewritten = False
         if not (path.is_file() and path.stat().st_size == len(data)):
             _write_atomically(path, data)
             rewritten = True
-        media_type = clean_content_type(content_type)
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(
                 sha256=sha256,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI
@@ -108,16 +108,27 @@ def build_server(
     return ServerRuntime(settings, engine, ingest, consumer, app, scheduler, sender)
 
 
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """How uvicorn serves the app: X-Forwarded-For/-Proto believed only from the proxies named
+    in `forwarded_allow_ips` (uvicorn's own default believes 127.0.0.1, so anything on the
+    host, or a proxy that passes the header through, could pick the client address the login
+    limiter counts: issue 14), and no Server header."""
+    trusted = settings.forwarded_allow_ips.strip()
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "access_log": False,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or "",
+        "server_header": False,
+    }
+
+
 def run_server(runtime: ServerRuntime) -> None:
     """Serve until interrupted; the consumer runs beside uvicorn and stops after it."""
     runtime.start_consumer()
     try:
-        uvicorn.run(
-            runtime.app,
-            host=runtime.settings.host,
-            port=runtime.settings.port,
-            log_level="info",
-            access_log=False,
-        )
+        uvicorn.run(runtime.app, **uvicorn_options(runtime.settings))
     finally:
         runtime.stop()

@@ -29,6 +29,9 @@ ENV_NAMES: dict[str, str] = {
     "media_dir": "ZHIZHI_MEDIA_DIR",
     "mqtt_group": "ZHIZHI_MQTT_GROUP",
     "mqtt_client_id": "ZHIZHI_MQTT_CLIENT_ID",
+    "api_docs": "ZHIZHI_API_DOCS",
+    "metrics_public": "ZHIZHI_METRICS_PUBLIC",
+    "forwarded_allow_ips": "ZHIZHI_FORWARDED_ALLOW_IPS",
 }
 
 
@@ -107,6 +110,30 @@ class ServerSettings(BaseModel):
     escalation_check_s: float = Field(default=10.0, gt=0, description="Deadline check period")
     retention_sweep_s: float = Field(default=3600.0, gt=0, description="Retention sweep period")
     max_plan_bytes: int = Field(default=10 * MIB, gt=0, description="Largest site plan image")
+
+    # Exposure (issue 14) ---------------------------------------------------------------------
+    api_docs: bool = Field(
+        default=False,
+        description="Serve the OpenAPI schema at /openapi.json (to admins only); no HTML docs "
+        "page is ever served, so nothing is loaded from a CDN",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without a token (default: a viewer-rank bearer token, as "
+        "a Prometheus scrape config can send)",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        pattern=r"^[0-9A-Fa-f.:/,* ]*$",
+        description="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated IPs or "
+        "networks, as uvicorn's --forwarded-allow-ips); empty: none, the peer is the client",
+    )
+    max_password_checks: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password checks (argon2id, 64 MiB each) run at once; logins beyond wait",
+    )
     max_photo_bytes: int = Field(
         default=8 * MIB, gt=0, description="Largest photo a field worker attaches (JPEG or PNG)"
     )

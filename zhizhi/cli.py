@@ -486,6 +486,24 @@ def server(
     group_window_s: Annotated[
         float, typer.Option(min=0, help="Group repeated alerts of a rule and zone this long")
     ] = 300.0,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            envvar="ZHIZHI_FORWARDED_ALLOW_IPS",
+            help="Proxies whose X-Forwarded-For is believed (IPs or networks, comma-separated; "
+            "default: none)",
+        ),
+    ] = "",
+    api_docs: Annotated[
+        bool, typer.Option(envvar="ZHIZHI_API_DOCS", help="Serve /openapi.json to admins")
+    ] = False,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(
+            envvar="ZHIZHI_METRICS_PUBLIC",
+            help="Serve /metrics without a token (default: needs one)",
+        ),
+    ] = False,
 ) -> None:
     """The central server: REST API, dashboard, MQTT ingestion, evidence store."""
     setup_logging()
@@ -515,6 +533,9 @@ def server(
             mqtt_group=group,
             dispatch_file=dispatch,
             group_window_s=group_window_s,
+            forwarded_allow_ips=forwarded_allow_ips,
+            api_docs=api_docs,
+            metrics_public=metrics_public,
         )
     except ValidationError as error:
         fail(f"server: {error.errors()[0]['msg']}")

@@ -261,6 +261,7 @@ class Server:
                         str(self.folder / "media"),
                         "--client-id",
                         self.client_id,
+                        "--metrics-public",  # the test reads the counters without a token
                     ],
                     cwd=self.folder,
                     stdout=log,

@@ -100,7 +100,7 @@ def test_metrics_are_prometheus_text_and_count_ingested_events(
     client.post(EVENTS, json=make_message(event_id="metrics-1"), headers=auth("edge"))
     client.post(EVENTS, json=make_message(event_id="metrics-1"), headers=auth("edge"))
 
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers=auth("viewer"))
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -285,7 +285,7 @@ def test_roles_are_enforced(
     role: str,
     expected: int,
 ) -> None:
-    data = b"\xff\xd8 a jpeg"
+    data = b"\xff\xd8\xff a jpeg"
     kwargs: dict[str, Any] = {"headers": auth(role)}
     if url == "evidence":
         url = evidence_url(hashlib.sha256(data).hexdigest())

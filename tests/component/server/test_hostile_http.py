@@ -5,8 +5,10 @@ Each test reproduces one attack of the issue; on the code before the fix it fail
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.models import EventRow
+from server.db.models import EventRow, EvidenceRow
+from server.evidence import relative_path
+from server.main import uvicorn_options
+from server.settings import ServerSettings
 
 Headers = Callable[[str], dict[str, str]]
 Message = Callable[..., dict[str, Any]]
@@ -159,3 +164,152 @@ def test_a_refused_login_never_echoes_the_password(
     assert response.status_code == 422
     assert "s3cret-Echo-1" not in response.text
     assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+# Item 4: evidence was stored and served inline with the uploader's Content-Type -------------
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(64)) + b"\xff\xd9"
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(32)
+MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(32)
+HTML = b"<html><script>fetch('/x?'+location.search)</script></html>"
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+XHTML = b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"></html>'
+
+
+def evidence_url(data: bytes) -> str:
+    return f"/api/v1/evidence/{hashlib.sha256(data).hexdigest()}"
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [(HTML, "text/html"), (SVG, "image/svg+xml"), (XHTML, "application/xhtml+xml"), (HTML, "")],
+)
+def test_evidence_that_is_not_jpeg_png_or_mp4_is_refused(
+    client: TestClient, auth: Headers, data: bytes, said: str
+) -> None:
+    headers = {**auth("edge"), **({"Content-Type": said} if said else {})}
+
+    response = client.put(evidence_url(data), content=data, headers=headers)
+
+    assert response.status_code == 415, response.text
+    assert client.get(evidence_url(data), headers=auth("viewer")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("data", "said", "served"),
+    [
+        (JPEG, "text/html", "image/jpeg"),  # the bytes decide, not the uploader
+        (PNG, "image/svg+xml", "image/png"),
+        (MP4, "application/octet-stream", "video/mp4"),
+    ],
+)
+def test_evidence_is_served_as_the_type_its_bytes_show_in_a_sandbox(
+    client: TestClient, auth: Headers, data: bytes, said: str, served: str
+) -> None:
+    put = client.put(
+        evidence_url(data), content=data, headers={**auth("edge"), "Content-Type": said}
+    )
+
+    response = client.get(evidence_url(data), headers=auth("viewer"))
+
+    assert put.status_code == 201 and put.json()["content_type"] == served
+    assert response.headers["content-type"] == served
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in response.headers["content-security-policy"]
+    assert response.headers["content-disposition"].startswith("inline")
+
+
+def test_evidence_stored_before_with_another_type_is_only_a_download(
+    client: TestClient,
+    auth: Headers,
+    settings: ServerSettings,
+    session_factory: sessionmaker[Session],
+) -> None:
+    sha256 = hashlib.sha256(HTML).hexdigest()
+    path = settings.media_dir / relative_path(sha256)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(HTML)
+    with session_factory() as session, session.begin():
+        session.add(
+            EvidenceRow(
+                sha256=sha256,
+                content_type="text/html",
+                size=len(HTML),
+                path=relative_path(sha256).as_posix(),
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    response = client.get(evidence_url(HTML), headers=auth("viewer"))
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in response.headers["content-security-policy"]
+
+
+# Item 9: security headers; /docs and /metrics open to anyone, /docs from a CDN --------------
+
+HEADERS = (
+    "content-security-policy",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/"), ("GET", "/healthz"), ("GET", EVENTS), ("POST", EVENTS), ("GET", "/nowhere")],
+)
+def test_every_response_carries_the_security_headers(
+    client: TestClient, method: str, path: str
+) -> None:
+    response = client.request(method, path, content=b"x" * 300_000 if method == "POST" else None)
+
+    assert response.status_code in (200, 401, 404, 413), response.status_code
+    for name in HEADERS:
+        assert name in response.headers, (name, dict(response.headers))
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"])
+def test_api_docs_are_not_served_by_default(client: TestClient, auth: Headers, path: str) -> None:
+    assert client.get(path).status_code in (401, 404)
+    assert client.get(path, headers=auth("admin")).status_code == 404
+
+
+def test_with_api_docs_set_the_schema_goes_to_admins_and_no_page_loads_a_cdn(
+    make_client: Callable[[ServerSettings], TestClient], settings: ServerSettings, auth: Headers
+) -> None:
+    client = make_client(settings.model_copy(update={"api_docs": True}))
+
+    assert client.get("/openapi.json").status_code == 401
+    assert client.get("/openapi.json", headers=auth("viewer")).status_code == 403
+    schema = client.get("/openapi.json", headers=auth("admin"))
+    assert schema.status_code == 200 and schema.json()["info"]["title"] == "Zhizhi server"
+    assert client.get("/docs").status_code == 404  # its scripts would come from a CDN
+
+
+def test_metrics_need_a_token_unless_made_public(
+    client: TestClient,
+    make_client: Callable[[ServerSettings], TestClient],
+    settings: ServerSettings,
+    auth: Headers,
+) -> None:
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=auth("viewer")).status_code == 200
+    assert client.get("/metrics", headers=auth("edge")).status_code == 403
+    public = make_client(settings.model_copy(update={"metrics_public": True}))
+    assert public.get("/metrics").status_code == 200
+
+
+def test_uvicorn_believes_no_forwarded_header_unless_told_which_proxies() -> None:
+    default = uvicorn_options(ServerSettings())
+    assert default["proxy_headers"] is False
+    assert default["forwarded_allow_ips"] == ""
+    behind = uvicorn_options(ServerSettings(forwarded_allow_ips="10.0.0.5"))
+    assert behind["proxy_headers"] is True
+    assert behind["forwarded_allow_ips"] == "10.0.0.5"
