@@ -120,6 +120,7 @@ def post_login(body: LoginBody, request: Request, session: SessionDep) -> LoginR
         per_ip=settings.login_max_failures_per_ip,
         window_s=settings.login_window_s,
         session_ttl_s=settings.session_ttl_s,
+        max_checks=settings.max_password_checks,
     )
     ip = client_ip(request)
     try:

@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from server import users
 from server.db.models import EventRow, EvidenceRow
 from server.evidence import relative_path
 from server.main import uvicorn_options
 from server.settings import ServerSettings
+from server.users import create_user
+from tests.support.mosquitto import free_port
 
 Headers = Callable[[str], dict[str, str]]
 Message = Callable[..., dict[str, Any]]
 EVENTS = "/api/v1/events"
+RIGHT = "right-password"  # the test user's password
 
 
 def stored_events(session_factory: sessionmaker[Session]) -> int:
@@ -313,3 +322,101 @@ def test_uvicorn_believes_no_forwarded_header_unless_told_which_proxies() -> Non
     behind = uvicorn_options(ServerSettings(forwarded_allow_ips="10.0.0.5"))
     assert behind["proxy_headers"] is True
     assert behind["forwarded_allow_ips"] == "10.0.0.5"
+
+
+# Item 8: the login limiter could be bypassed ----------------------------------------------
+
+
+@pytest.fixture
+def user_admin(session_factory: sessionmaker[Session]) -> str:
+    with session_factory() as session:
+        create_user(session, username="zhang", password=RIGHT, role="admin", sites=["*"])
+    return "zhang"
+
+
+def counting_checks(monkeypatch: pytest.MonkeyPatch, hold_s: float) -> dict[str, int]:
+    """Count password checks, and the most running at once (each held `hold_s`)."""
+    seen = {"checks": 0, "running": 0, "most": 0}
+    lock = threading.Lock()
+    real = users.password_matches
+
+    def counted(password_hash: str, password: str) -> bool:
+        with lock:
+            seen["checks"] += 1
+            seen["running"] += 1
+            seen["most"] = max(seen["most"], seen["running"])
+        try:
+            time.sleep(hold_s)  # an argon2 check takes this long on a busy box
+            return real(password_hash, password)
+        finally:
+            with lock:
+                seen["running"] -= 1
+
+    monkeypatch.setattr(users, "password_matches", counted)
+    return seen
+
+
+def parallel_logins(client: TestClient, bodies: list[dict[str, str]]) -> list[int]:
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        responses = list(pool.map(lambda b: client.post("/api/v1/auth/login", json=b), bodies))
+    return [r.status_code for r in responses]
+
+
+def test_parallel_wrong_passwords_are_checked_no_more_often_than_the_limit(
+    client: TestClient, user_admin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = counting_checks(monkeypatch, hold_s=0.05)
+
+    codes = parallel_logins(client, [{"username": user_admin, "password": "wrong!"}] * 30)
+
+    assert seen["checks"] <= 5, f"{seen['checks']} passwords checked, the limit is 5"
+    assert sorted(set(codes)) == [401, 429], codes
+    assert codes.count(401) == seen["checks"]
+    right = client.post("/api/v1/auth/login", json={"username": user_admin, "password": RIGHT})
+    assert right.status_code == 429  # the right password too, once over the limit
+
+
+def test_password_checks_run_at_most_max_password_checks_at_once(
+    make_client: Callable[[ServerSettings], TestClient],
+    settings: ServerSettings,
+    user_admin: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = make_client(settings.model_copy(update={"login_max_failures_per_ip": 1000}))
+    seen = counting_checks(monkeypatch, hold_s=0.1)
+
+    codes = parallel_logins(client, [{"username": f"u{n}", "password": "x"} for n in range(40)])
+
+    assert codes.count(401) == 40, codes  # all were checked, a few at a time
+    assert seen["most"] <= settings.max_password_checks == 2, seen
+
+
+def test_a_rotating_forwarded_for_header_does_not_dodge_the_per_address_limit(
+    make_client: Callable[[ServerSettings], TestClient], settings: ServerSettings, user_admin: str
+) -> None:
+    """The real uvicorn, started with the server's options: X-Forwarded-For from 127.0.0.1 was
+    believed by default, so each attempt looked like a new address."""
+    limited = settings.model_copy(update={"login_max_failures_per_ip": 3, "port": free_port()})
+    app = make_client(limited).app
+    server = uvicorn.Server(
+        uvicorn.Config(app, **{**uvicorn_options(limited), "log_level": "warning"})
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        codes = []
+        for n in range(5):
+            response = httpx.post(
+                f"http://127.0.0.1:{limited.port}/api/v1/auth/login",
+                json={"username": f"guess{n}", "password": "wrong!"},
+                headers={"X-Forwarded-For": f"203.0.113.{n}"},
+                timeout=10,
+            )
+            codes.append(response.status_code)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert codes == [401, 401, 401, 429, 429]
