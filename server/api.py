@@ -31,6 +31,7 @@ from server.db.session import database_answers, make_session_factory
 from server.errors import (
     EvidenceMismatch,
     EvidenceNotFound,
+    ForeignIds,
     PayloadTooLarge,
     ServerError,
     UnstorableInput,
@@ -64,6 +65,7 @@ _STATUS_OF: dict[type[ServerError], int] = {
     PayloadTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     UnstorableInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
     UnsupportedMedia: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    ForeignIds: status.HTTP_409_CONFLICT,
 }
 
 # Dependencies ---------------------------------------------------------------------------------
@@ -199,17 +201,26 @@ def list_events(
 @evidence.put(
     "/{sha256}",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(require_role("edge", "admin"))],
-    responses={200: {"model": EvidenceStored, "description": "Stored already"}},
+    responses={
+        200: {"model": EvidenceStored, "description": "Stored already"},
+        403: {"description": "The event_id belongs to a site outside the caller's"},
+        415: {"description": "Not a JPEG, PNG or MP4 file"},
+    },
 )
 async def put_evidence(
     sha256: Sha256,
     request: Request,
     response: Response,
     service: EvidenceDep,
+    principal: Annotated[Principal, Depends(require_role("edge", "admin"))],
     event_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> EvidenceStored:
-    """Upload a file under its sha256 (raw body); 400 when the bytes hash otherwise."""
+    """Upload a file under its sha256 (raw body); 400 when the bytes hash otherwise. An
+    `event_id` must be of the caller's sites (checked before it is used)."""
+    if event_id is not None and principal.sites is not None:
+        sites = await run_in_threadpool(_event_sites, request, event_id)
+        if sites - principal.sites:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "that event is outside your sites")
     data = await _read_limited(request, service.max_bytes)
     result = await run_in_threadpool(
         service.store,
@@ -286,6 +297,12 @@ def list_edges(session: SessionDep, principal: Viewer) -> EdgeList:
 
 
 # Helpers --------------------------------------------------------------------------------------
+
+
+def _event_sites(request: Request, event_id: str) -> set[str]:
+    with request.app.state.session_factory() as session:
+        owners = EventRepository(session).owners({event_id})
+    return {site for site, _ in owners.get(event_id, set())}
 
 
 def _declared_length(request: Request) -> int:

@@ -30,3 +30,12 @@ class UnstorableInput(ServerError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class ForeignIds(ServerError):
+    """Event messages whose `event_id` belongs to another site or camera: storing them would
+    change that site's incident. `refused` maps each one's index in the batch to why."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__(f"{len(refused)} event_id(s) belong to another site or camera")
+        self.refused = refused

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from common.events import Event, StatusMessage
 from server.db.models import SOURCES
-from server.errors import UnstorableInput
+from server.errors import ForeignIds, UnstorableInput
 from server.incidents import IncidentChange, IncidentPolicy, SituationRace, attach_events
 from server.metrics import EDGES_ONLINE, EVENT_AGE, EVENTS_INGESTED, INGEST_LATENCY
 from server.repositories import (
@@ -29,6 +29,7 @@ from server.repositories import (
     EdgeRepository,
     EventKey,
     EventRepository,
+    EvidenceRepository,
     event_to_row,
 )
 
@@ -95,6 +96,31 @@ def unstorable_as_input() -> Iterator[None]:
         raise UnstorableInput(f"the database refused a value: {cause[:200]}") from error
 
 
+def own_evidence_only(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` for joining incidents, without evidence that already belongs to an incident of
+    another site (the event row keeps what was sent): citing a file's sha256 must not hand
+    its site's file to another site's users (issue 14)."""
+    wanted = {item.get("sha256") for row in rows for item in row["evidence"]}
+    owners = EvidenceRepository(session).linked_sites({str(s) for s in wanted if s})
+    kept = []
+    for row in rows:
+        own = [
+            item
+            for item in row["evidence"]
+            if row["site_id"] in owners.get(str(item.get("sha256")), {row["site_id"]})
+        ]
+        if len(own) != len(row["evidence"]):
+            log.warning(
+                "event %s/%s of site %s cites evidence of another site: not attached",
+                row["event_id"],
+                row["seq"],
+                row["site_id"],
+            )
+            row = {**row, "evidence": own}
+        kept.append(row)
+    return kept
+
+
 def first_occurrences(keys: Sequence[EventKey]) -> list[bool]:
     """True for the first appearance of each key in `keys`, False for its repeats."""
     seen: set[EventKey] = set()
@@ -137,6 +163,9 @@ class IngestService:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if not items:
             return []
+        refused = self.foreign_ids(items)
+        if refused:
+            raise ForeignIds(refused)
         keys = [(event.event_id, event.seq) for event, _ in items]
         first = first_occurrences(keys)
         received_at = self._clock()
@@ -168,6 +197,7 @@ class IngestService:
                 with self._session_factory() as session, session.begin():
                     inserted = EventRepository(session).insert_new(rows)
                     fresh = [row for row in rows if (row["event_id"], row["seq"]) in inserted]
+                    fresh = own_evidence_only(session, fresh)
                     changes = attach_events(session, fresh, self.policy, received_at)
                     return inserted, changes
             except DBAPIError as error:
@@ -203,6 +233,20 @@ class IngestService:
         for (event, _), is_new in zip(items, results, strict=True):
             if is_new:
                 age.observe(max(0.0, (now - event.observed_at).total_seconds()))
+
+    def foreign_ids(self, items: Sequence[tuple[Event, str | None]]) -> dict[int, str]:
+        """Items whose event_id was stored for another site or camera (or an earlier item of
+        this batch claims it so), by index: the id is checked against the sender's site
+        before it is used (issue 14: an edge of site B ended site A's incident)."""
+        with self._session_factory() as session:
+            owners = EventRepository(session).owners({event.event_id for event, _ in items})
+        refused: dict[int, str] = {}
+        for index, (event, _) in enumerate(items):
+            claim = (event.site_id, event.camera_id)
+            known = owners.setdefault(event.event_id, {claim})
+            if known != {claim}:
+                refused[index] = "event_id belongs to another site or camera"
+        return refused
 
     def available(self) -> bool:
         """Whether the database answers `SELECT 1` now."""

@@ -67,7 +67,7 @@ from common.limits import (
     parse_json,
 )
 from common.logs import paho_logger
-from server.errors import UnstorableInput
+from server.errors import ForeignIds, UnstorableInput
 from server.ingest import utc_representable
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
 
@@ -97,6 +97,7 @@ RejectReason = Literal[
     "site_mismatch",
     "camera_mismatch",
     "edge_mismatch",
+    "foreign_id",  # its event_id belongs to another site or camera
     "unstorable",  # the database refused this message's values (and only this message's)
     "store_error",  # the store kept failing on this message alone while it answered
     "internal_error",  # checking the message raised: a bug, kept so it can be replayed
@@ -783,16 +784,24 @@ class MqttConsumer:
             event = pending.delivery.event
             groups.setdefault((event.event_id, event.seq), []).append(pending)
         batch = list(groups.values())
-        if len(batch) > 1:
+        while len(batch) > 1:
             try:
                 results = self._ingest([group[0] for group in batch])
+            except ForeignIds as foreign:  # refused before anything was written: the rest go on
+                for index in sorted(foreign.refused):
+                    for pending in batch[index]:
+                        self._reject(
+                            pending.inbound, Rejected("foreign_id", foreign.refused[index])
+                        )
+                batch = [g for i, g in enumerate(batch) if i not in foreign.refused]
+                continue
             except Exception as error:  # sorted out one by one below
                 logger.info("A batch of %d failed (%s); trying one by one", len(batch), error)
-            else:
-                for group, stored in zip(batch, results, strict=True):
-                    self._finish_group(group, stored)
-                self._events = []
-                return True
+                break
+            for group, stored in zip(batch, results, strict=True):
+                self._finish_group(group, stored)
+            self._events = []
+            return True
         left: list[_PendingEvent] = []
         for index, group in enumerate(batch):
             try:
@@ -817,6 +826,10 @@ class MqttConsumer:
         if isinstance(error, UnstorableInput):
             for pending in group:
                 self._reject(pending.inbound, Rejected("unstorable", error.detail))
+            return "rejected"
+        if isinstance(error, ForeignIds):
+            for pending in group:
+                self._reject(pending.inbound, Rejected("foreign_id", str(error)))
             return "rejected"
         if not self._store_answers():
             self._store_failed(error, len(group))

@@ -17,7 +17,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from common.events import SCHEMA, BoxLoad, Event, StatusMessage
-from server.db.models import CameraStatusRow, EdgeRow, EventRow, EvidenceRow, TokenRow
+from server.db.models import (
+    CameraStatusRow,
+    EdgeRow,
+    EventRow,
+    EvidenceRow,
+    IncidentEvidenceRow,
+    IncidentRow,
+    TokenRow,
+)
 from server.schemas import CameraView, EdgeView, EventFilter, EvidenceInfo
 
 EventKey = tuple[str, int]
@@ -157,6 +165,20 @@ class EventRepository:
     def get(self, event_id: str, seq: int) -> EventRow | None:
         query = select(EventRow).where(EventRow.event_id == event_id, EventRow.seq == seq)
         return self._session.scalars(query).one_or_none()
+
+    def owners(self, event_ids: Collection[str]) -> dict[str, set[tuple[str, str]]]:
+        """The (site_id, camera_id) each stored event_id was sent for (one, unless taken)."""
+        if not event_ids:
+            return {}
+        query = (
+            select(EventRow.event_id, EventRow.site_id, EventRow.camera_id)
+            .where(EventRow.event_id.in_(sorted(event_ids)))
+            .distinct()
+        )
+        found: dict[str, set[tuple[str, str]]] = {}
+        for event_id, site_id, camera_id in self._session.execute(query):
+            found.setdefault(str(event_id), set()).add((str(site_id), str(camera_id)))
+        return found
 
 
 # Edges ----------------------------------------------------------------------------------------
@@ -335,6 +357,21 @@ class TokenRepository:
 class EvidenceRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    def linked_sites(self, sha256s: Collection[str]) -> dict[str, set[str]]:
+        """The sites of the incidents each file already belongs to."""
+        if not sha256s:
+            return {}
+        query = (
+            select(IncidentEvidenceRow.sha256, IncidentRow.site_id)
+            .join(IncidentRow, IncidentRow.id == IncidentEvidenceRow.incident_id)
+            .where(IncidentEvidenceRow.sha256.in_(sorted(sha256s)))
+            .distinct()
+        )
+        found: dict[str, set[str]] = {}
+        for sha256, site_id in self._session.execute(query):
+            found.setdefault(str(sha256), set()).add(str(site_id))
+        return found
 
     def get(self, sha256: str) -> EvidenceRow | None:
         return self._session.get(EvidenceRow, sha256)

@@ -505,6 +505,49 @@ def test_every_refused_message_gets_its_puback(
     assert consumer.stats.rejected == {"invalid_event": 25, "too_deep": 25}
 
 
+def test_an_event_id_of_another_site_is_refused_and_the_rest_of_the_batch_stored(
+    tmp_path: Path, broker: PrivateBroker, cleanup: list[Callable[[], None]]
+) -> None:
+    """Issue 14, item 5 over MQTT: an edge of river-park sending garden-court's event_id (its
+    own topic and site, so the ACL and the topic check pass) would change that incident."""
+    from sqlalchemy import text
+
+    from server.db.session import make_engine, make_session_factory, migrate
+    from server.ingest import IngestService
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
+    cleanup.append(engine.dispose)
+    migrate(engine)
+    service = IngestService(make_session_factory(engine))
+    service.ingest(make_event(0, event_id="ev-garden"), source="http")
+    consumer = start_consumer(broker, service, cleanup, batch_wait_s=0.3)
+    edge = start_edge(broker, cleanup)
+    edge.listen_acks()
+    river = {"site_id": "river-park", "camera_id": "door-2"}
+    edge.send(make_event(1, event_id="ev-river-1", **river), edge_id="box9")
+    edge.send(make_event(2, event_id="ev-garden", seq=1, state="end", **river), edge_id="box9")
+    edge.send(make_event(3, event_id="ev-river-2", **river), edge_id="box9")
+    edge.flush()
+
+    wait_until(lambda: consumer.stats.rejected == {"foreign_id": 1}, 10, "the hijack refused")
+    wait_until(lambda: consumer.stats.get("stored") == 2, 10, "the two river-park events")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT event_id, seq, site_id FROM events")).all()
+    assert sorted(tuple(row) for row in rows) == [
+        ("ev-garden", 0, SITE),
+        ("ev-river-1", 0, "river-park"),
+        ("ev-river-2", 0, "river-park"),
+    ]
+    wait_until(
+        lambda: (
+            ("ev-garden", "foreign_id")
+            in {(a["event_id"], a.get("rejected")) for _, a in edge.ack_list()}
+        ),
+        5,
+        "the rejection ack",
+    )
+
+
 @pytest.mark.parametrize("group", [None, "zhizhi-server"])
 def test_broker_restart_mid_stream(
     broker: PrivateBroker, cleanup: list[Callable[[], None]], group: str | None

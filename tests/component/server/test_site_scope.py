@@ -197,6 +197,85 @@ def test_a_scoped_viewer_cannot_probe_evidence_of_another_site(
     assert client.head(f"/api/v1/evidence/{sha}", headers=auth("viewer")).status_code == 200
 
 
+def edge_of(session_factory: sessionmaker[Session], site: str) -> dict[str, str]:
+    with session_factory() as session:
+        return {"Authorization": f"Bearer {create_token(session, 'edge', site, sites=[site])}"}
+
+
+def test_an_edge_of_another_site_cannot_touch_an_incident_by_its_event_id(
+    client: TestClient,
+    auth: Headers,
+    make_message: Message,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Issue 14, item 5: an edge of site B posting a site-A event_id ended site A's incident
+    and changed its score. Now the id is checked against the sender's site first."""
+    north, south = edge_of(session_factory, NORTH), edge_of(session_factory, SOUTH)
+    events = "/api/v1/events"
+    assert client.post(events, json=make_message(event_id="ev-a", site_id=NORTH), headers=north)
+    hijack = make_message(event_id="ev-a", seq=1, state="end", site_id=SOUTH, score=0.01)
+    same_key = make_message(event_id="ev-a", site_id=SOUTH)
+    other_camera = make_message(event_id="ev-a", seq=2, site_id=NORTH, camera_id="door-9")
+
+    answers = [
+        client.post(events, json=body, headers=headers).status_code
+        for body, headers in ((hijack, south), (same_key, south), (other_camera, north))
+    ]
+
+    assert answers == [409, 409, 409]
+    (incident,) = client.get("/api/v1/incidents", headers=auth("viewer")).json()["items"]
+    assert (incident["site_id"], incident["state"], incident["score"]) == (NORTH, "new", 0.87)
+    stored = client.get(events, headers=auth("viewer")).json()
+    assert [(e["event_id"], e["seq"], e["site_id"]) for e in stored["items"]] == [
+        ("ev-a", 0, NORTH)
+    ]
+
+
+def test_citing_another_sites_evidence_does_not_open_it_to_this_site(
+    client: TestClient,
+    auth: Headers,
+    make_message: Message,
+    scoped: dict[str, Any],
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Issue 14, item 5: a site-A event citing site B's evidence sha256 turned a site-A
+    operator's 403 on that file into 200."""
+    data = b"\xff\xd8\xff south's snapshot"
+    sha = hashlib.sha256(data).hexdigest()
+    south, north = edge_of(session_factory, SOUTH), edge_of(session_factory, NORTH)
+    assert client.put(f"/api/v1/evidence/{sha}", content=data, headers=south).status_code == 201
+    evidence = [{"kind": "snapshot", "sha256": sha, "content_type": "image/jpeg", "url": "s.jpg"}]
+    own = make_message(event_id="ev-s", site_id=SOUTH, evidence=evidence)
+    assert client.post("/api/v1/events", json=own, headers=south).status_code == 201
+
+    citing = make_message(event_id="ev-n", site_id=NORTH, evidence=evidence)
+    answer = client.post("/api/v1/events", json=citing, headers=north)
+
+    assert answer.status_code == 201  # the alert itself is kept
+    assert client.get(f"/api/v1/evidence/{sha}", headers=scoped["operator"]).status_code == 403
+    assert client.head(f"/api/v1/evidence/{sha}", headers=north).status_code == 403
+    incidents = client.get("/api/v1/incidents", headers=scoped["operator"]).json()["items"]
+    assert [i["evidence"] for i in incidents] == [[]]
+
+
+def test_an_edge_cannot_upload_evidence_under_another_sites_event(
+    client: TestClient, make_message: Message, session_factory: sessionmaker[Session]
+) -> None:
+    north, south = edge_of(session_factory, NORTH), edge_of(session_factory, SOUTH)
+    client.post("/api/v1/events", json=make_message(event_id="ev-n", site_id=NORTH), headers=north)
+    data = b"\xff\xd8\xff planted"
+    sha = hashlib.sha256(data).hexdigest()
+
+    planted = client.put(
+        f"/api/v1/evidence/{sha}", content=data, params={"event_id": "ev-n"}, headers=south
+    )
+    own = client.put(
+        f"/api/v1/evidence/{sha}", content=data, params={"event_id": "ev-n"}, headers=north
+    )
+
+    assert (planted.status_code, own.status_code) == (403, 201)
+
+
 @pytest.mark.parametrize(
     "body",
     [
