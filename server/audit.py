@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.db.models import AuditRow
+from server.db.models import AuditRow, UserRow
 from server.schemas import AuditEntry
 
 
@@ -46,13 +46,15 @@ def list_entries(
     limit: int,
     offset: int,
 ) -> tuple[list[AuditEntry], int]:
-    """Newest first, optionally of one actor or action."""
-    query = select(AuditRow)
+    """Newest first, optionally of one actor or action, with each user's display name."""
+    query = select(AuditRow, UserRow.display_name).outerjoin(
+        UserRow, UserRow.username == AuditRow.actor
+    )
     count = select(func.count(AuditRow.id))
     for column, value in ((AuditRow.actor, actor), (AuditRow.action, action)):
         if value is not None:
             query, count = query.where(column == value), count.where(column == value)
-    rows = session.scalars(
+    rows = session.execute(
         query.order_by(AuditRow.at.desc(), AuditRow.id.desc()).limit(limit).offset(offset)
     )
     items = [
@@ -60,12 +62,13 @@ def list_entries(
             id=row.id,
             at=row.at,
             actor=row.actor,
+            actor_name=display_name,
             role=row.role,
             action=row.action,
             target=row.target,
             client_ip=row.client_ip,
             details=row.details,
         )
-        for row in rows
+        for row, display_name in rows
     ]
     return items, int(session.scalar(count) or 0)

@@ -195,6 +195,10 @@ def get_incidents(
     type: EventType | None = None,
     camera_id: Annotated[str | None, Query(max_length=63)] = None,
     open: Annotated[bool | None, Query(description="true: open ones; false: ended")] = None,
+    severity: Literal["critical", "high", "normal"] | None = None,
+    overdue: Annotated[
+        bool | None, Query(description="true: not acknowledged in time (已超时)")
+    ] = None,
     team: Annotated[
         str | None, Query(max_length=128, description="Dispatched to this team")
     ] = None,
@@ -229,6 +233,9 @@ def get_incidents(
         text=q.strip() if q else None,
         camera_ids=cameras,
         zone_ids=zones,
+        severity=severity,
+        overdue=overdue,
+        now=_now(),
     )
     items, total = list_incidents(
         session, filters, limit=limit, offset=offset, sort=sort, descending=order == "desc"

@@ -103,6 +103,9 @@ class IncidentFilter:
     text: str | None = None  # a search: incident id, or part of a camera, zone or rule id
     camera_ids: frozenset[str] | None = None  # cameras whose names matched the search
     zone_ids: frozenset[str] | None = None  # zones whose names matched the search
+    severity: str | None = None
+    overdue: bool | None = None  # True: not acknowledged in time (as of `now`)
+    now: datetime | None = None  # for `overdue`
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +507,7 @@ def _filtered(query: Select[Any], filters: IncidentFilter) -> Select[Any]:
         (IncidentRow.type, filters.type),
         (IncidentRow.camera_id, filters.camera_id),
         (IncidentRow.assignee, filters.assignee),
+        (IncidentRow.severity, filters.severity),
     )
     query = matching(query, equal, IncidentRow.site_id, filters.sites)
     if filters.open is not None:
@@ -515,6 +519,9 @@ def _filtered(query: Select[Any], filters: IncidentFilter) -> Select[Any]:
         query = query.where(IncidentRow.first_observed_at < filters.until)
     if filters.text:
         query = query.where(_search(filters))
+    if filters.overdue is not None:
+        late = _overdue_clause(filters.now or datetime.now(UTC))
+        query = query.where(late if filters.overdue else ~late)
     return query
 
 

@@ -343,6 +343,7 @@ class Percentiles(ApiModel):
 
 
 class FalseAlarmRate(ApiModel):
+    site_id: str
     camera_id: str
     rule_id: str
     incidents: int
@@ -400,6 +401,7 @@ class AuditEntry(TimedModel):
     id: int
     at: datetime
     actor: str
+    actor_name: str | None = None  # the user's display name, when the actor is a user
     role: str
     action: str
     target: str

@@ -27,6 +27,7 @@ def incident_stats(
     Times to acknowledge and to close run from when the server had the alert."""
     query = select(
         IncidentRow.type,
+        IncidentRow.site_id,
         IncidentRow.camera_id,
         IncidentRow.rule_id,
         IncidentRow.status,
@@ -42,17 +43,18 @@ def incident_stats(
     per_day: Counter[tuple[str, str]] = Counter()
     to_ack: list[float] = []
     to_close: list[float] = []
-    totals: Counter[tuple[str, str]] = Counter()
-    false_alarms: Counter[tuple[str, str]] = Counter()
-    for kind, camera, rule, status, observed, opened, acked, closed in session.execute(query):
+    totals: Counter[tuple[str, str, str]] = Counter()
+    false_alarms: Counter[tuple[str, str, str]] = Counter()
+    rows = session.execute(query)
+    for kind, site, camera, rule, status, observed, opened, acked, closed in rows:
         per_day[(observed.astimezone(UTC).date().isoformat(), kind)] += 1
         if acked is not None:
             to_ack.append((acked - opened).total_seconds())
         if closed is not None and status == "closed":
             to_close.append((closed - opened).total_seconds())
-        totals[(camera, rule)] += 1
+        totals[(site, camera, rule)] += 1
         if status == "false_alarm":
-            false_alarms[(camera, rule)] += 1
+            false_alarms[(site, camera, rule)] += 1
     ack50, ack90 = p50_p90(to_ack)
     close50, close90 = p50_p90(to_close)
     return Stats(
@@ -64,13 +66,14 @@ def incident_stats(
         time_to_close_s=Percentiles(p50=close50, p90=close90),
         false_alarm_rate=[
             FalseAlarmRate(
+                site_id=site,
                 camera_id=camera,
                 rule_id=rule,
                 incidents=count,
-                false_alarms=false_alarms[(camera, rule)],
-                rate=round(false_alarms[(camera, rule)] / count, 4),
+                false_alarms=false_alarms[(site, camera, rule)],
+                rate=round(false_alarms[(site, camera, rule)] / count, 4),
             )
-            for (camera, rule), count in sorted(
+            for (site, camera, rule), count in sorted(
                 totals.items(), key=lambda item: (-false_alarms[item[0]] / item[1], item[0])
             )
         ],

@@ -19,6 +19,7 @@ from server.db.models import (
     EvidenceRow,
     IncidentRow,
 )
+from server.repositories import EDGE_OFFLINE_REASON
 from server.schemas import CameraItem, EvidenceRef
 
 EVIDENCE_URL = "/api/v1/evidence/{sha256}"
@@ -111,7 +112,7 @@ def camera_items(
     items = []
     for row in session.scalars(query):
         status = reported.get((row.site_id, row.edge_id), {}).get(row.camera_id)
-        edge_down = row.reason == "edge offline" and not row.online
+        edge_down = row.reason == EDGE_OFFLINE_REASON and not row.online
         items.append(
             CameraItem(
                 site_id=row.site_id,
@@ -129,5 +130,23 @@ def camera_items(
     return items
 
 
+# Codes of the reasons an older edge sends as words only (newer ones send `reason_code`).
+REASON_CODES = {
+    "frames arriving": "frames_arriving",
+    "end of file": "end_of_file",
+    "read failed": "read_failed",
+    "reader crashed": "reader_crashed",
+    "stopped": "stopped",
+    "edge offline": "edge_offline",
+}
+
+
 def _code(status: CameraStatus | None) -> str | None:
-    return None if status is None else status.reason_code
+    """The stable code of a camera's reason, for the dashboard to translate."""
+    if status is None:
+        return None
+    if status.reason_code:
+        return status.reason_code
+    if status.reason.startswith("cannot open"):
+        return "cannot_open"
+    return REASON_CODES.get(status.reason, "other" if status.reason else None)

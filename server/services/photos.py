@@ -12,16 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.db.models import IncidentEvidenceRow, IncidentRow
-from server.evidence import EvidenceService
+from server.evidence import EvidenceService, sniff_media_type
 from server.repositories import upsert_insert
 from server.schemas import EvidenceStored
 
 PhotoStage = Literal["handling", "feedback", "verify"]
-# The picture formats a phone's camera gives the page (the dashboard re-encodes to JPEG).
-PHOTO_MAGIC: dict[str, bytes] = {
-    "image/jpeg": b"\xff\xd8\xff",
-    "image/png": b"\x89PNG\r\n\x1a\n",
-}
+# The picture formats a photo may have (the dashboard re-encodes a phone's pictures to JPEG).
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png"})
+MIN_PHOTO_BYTES = 32  # a header and nothing after it is no picture
 
 
 class NotAPhoto(ValueError):
@@ -31,10 +29,10 @@ class NotAPhoto(ValueError):
 def photo_type(data: bytes) -> str:
     """`image/jpeg` or `image/png`, from the file's first bytes (never from what the client
     says); NotAPhoto otherwise."""
-    for content_type, magic in PHOTO_MAGIC.items():
-        if data.startswith(magic) and len(data) > len(magic) + 16:
-            return content_type
-    raise NotAPhoto("a photo must be a JPEG or PNG image")
+    content_type = sniff_media_type(data)
+    if content_type not in PHOTO_TYPES or len(data) < MIN_PHOTO_BYTES:
+        raise NotAPhoto("a photo must be a JPEG or PNG image")
+    return content_type
 
 
 def attach_photo(

@@ -9,8 +9,13 @@ from typing import get_args
 
 import pytest
 
+from common.events import LoadProblem, LoadState
+from server.auth import ROLES
 from server.dashboard import WEB_DIR
 from server.dispatch import DutyRole
+from server.schemas import FalseAlarmCategory
+from server.services.cameras import REASON_CODES
+from server.services.photos import PhotoStage
 from server.workflow import ACTIONS, SEVERITY, STATUSES
 
 CATALOGUES = {path.stem: path for path in sorted((WEB_DIR / "i18n").glob("*.json"))}
@@ -26,12 +31,50 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "action": (*ACTIONS, "false-alarm"),
     "team": get_args(DutyRole),
     "state": ("new", "update", "end"),
-    "role": ("admin", "operator", "viewer", "edge"),
-    "evidence_role": ("onset", "latest", "closing", "before", "after"),
-    "nav": ("incidents", "cameras", "stats", "plan"),
+    "role": ROLES,
+    "evidence_role": ("onset", "latest", "closing", "before", "after", "appeared"),
+    "nav": ("incidents", "orders", "plan", "review", "cameras", "stats", "silences", "audit"),
     "live": ("open", "connecting", "closed"),
     "lang": tuple(CATALOGUES),
+    "false_alarm": get_args(FalseAlarmCategory),
+    "photo_stage": get_args(PhotoStage),
+    "load_state": get_args(LoadState),
+    "problem": get_args(LoadProblem.model_fields["code"].annotation),
+    # the edge's codes (edge/capture/sources.py), the server's for older edges, and ours
+    "camera_reason": (
+        "frames_arriving",
+        "cannot_open",
+        "read_failed",
+        "end_of_file",
+        "reader_crashed",
+        "stopped",
+        "other",
+        "unknown",
+        *REASON_CODES.values(),
+    ),
+    "outbox": ("pending", "pending_evidence", "failed_evidence", "shed_events", "shed_evidence"),
+    "counter": ("unacked", "urgent", "overdue", "my_orders"),
+    "history": ("quiet_inhibited", "quiet_silenced"),
+    "audit_action": (
+        "login",
+        "login_failed",
+        "logout",
+        "view_evidence",
+        "download_evidence",
+        *(action for action in ACTIONS if action != "reopen"),
+        "reopen",
+        "hold",
+        "release_hold",
+        "upload_photo",
+        "create_silence",
+        "end_silence",
+        "upload_plan",
+        "place_camera",
+        "register_site",
+    ),
 }
+# Unit symbols a Chinese interface writes in Latin letters.
+UNIT_SYMBOLS = re.compile(r"\b(MB|CPU|p95|fps)\b")
 
 
 def load(locale: str) -> dict[str, str]:
@@ -92,10 +135,24 @@ def test_every_value_the_api_sends_has_a_label() -> None:
 def test_the_chinese_catalogue_is_chinese() -> None:
     chinese = load("zh-CN")
     han = re.compile(r"[\u4e00-\u9fff]")
-    # every message but the language names and pure placeholders carries Chinese text
+    # every message but the language names, units and punctuation carries Chinese text
+    latin = re.compile(r"[A-Za-z]")
     latin_only = [
         key
         for key, text in chinese.items()
-        if not han.search(text) and not key.startswith("lang.") and PLACEHOLDER.sub("", text)
+        if not han.search(text)
+        and not key.startswith("lang.")
+        and latin.search(UNIT_SYMBOLS.sub("", PLACEHOLDER.sub("", text)))
     ]
     assert latin_only == []
+
+
+def test_the_audit_actions_the_server_records_are_the_ones_the_page_offers() -> None:
+    offered = re.search(
+        r"AUDIT_ACTIONS = \[(.*?)\];",
+        (WEB_DIR / "views" / "audit.js").read_text(encoding="utf-8"),
+        re.S,
+    )
+    assert offered is not None
+    listed = set(re.findall(r'"([a-z_]+)"', offered.group(1)))
+    assert listed == set(DYNAMIC["audit_action"])

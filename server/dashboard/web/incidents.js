@@ -23,7 +23,19 @@ export const TEAMS = [
   "fire_brigade",
 ];
 
-const RANK = { viewer: 1, operator: 2, admin: 3 };
+export const FALSE_ALARM_CATEGORIES = [
+  "lighting",
+  "wrong_object",
+  "authorised_activity",
+  "test",
+  "duplicate",
+  "other",
+];
+export const EVIDENCE_ROLE_ORDER = ["before", "onset", "appeared", "latest", "closing", "after"];
+
+const RANK = { viewer: 1, field: 2, operator: 3, admin: 4 };
+// What a field worker may do with an order of their team.
+const FIELD_ACTIONS = new Set(["handle", "feedback"]);
 
 export function atLeast(user, role) {
   return (RANK[user?.role] ?? 0) >= RANK[role];
@@ -57,16 +69,31 @@ function lifecycleActions(status) {
 
 /** The actions offered to `user` for an incident, in lifecycle order (URL spelling). */
 export function actionsFor(incident, user) {
-  if (!atLeast(user, "operator")) return [];
+  if (!atLeast(user, "field")) return [];
+  const field = !atLeast(user, "operator");
   const allowed = Array.isArray(incident.allowed_actions)
     ? incident.allowed_actions.map((action) => action.replace("_", "-"))
     : lifecycleActions(incident.status);
   return ACTION_ORDER.filter(
-    (action) => allowed.includes(action) && (!ADMIN_ACTIONS.has(action) || atLeast(user, "admin")),
+    (action) =>
+      allowed.includes(action) &&
+      (!ADMIN_ACTIONS.has(action) || atLeast(user, "admin")) &&
+      (!field || FIELD_ACTIONS.has(action)),
   );
 }
 
-/** Unseen incidents (arrived live, not yet opened): highlighted in the queue. */
+/** Not acknowledged in time (the server says so; for an older server, from the deadline). */
+export function isOverdue(incident) {
+  if (typeof incident.overdue === "boolean") return incident.overdue;
+  return (
+    incident.status === "reported" &&
+    Boolean(incident.deadline_at) &&
+    Date.parse(incident.deadline_at) < Date.now()
+  );
+}
+
+/** Incidents whose new alert arrived live and that nobody has opened since: they flash once
+ * (an unacknowledged incident stays highlighted anyway: that comes from the server). */
 const unseen = new Set();
 export const markUnseen = (id) => unseen.add(id);
 export const markSeen = (id) => unseen.delete(id);

@@ -141,6 +141,9 @@ def test_an_unacknowledged_escalated_thrown_object_leads_the_urgency_queue(
     newest = page(client, auth("viewer"))["items"]
     urgent = page(client, auth("viewer"), sort="urgency")["items"]
 
+    overdue = page(client, auth("viewer"), overdue="true", severity="critical")["items"]
+    assert [item["type"] for item in overdue] == ["falling_object"]
+    assert page(client, auth("viewer"), overdue="false")["total"] == 1  # the acknowledged pile
     assert newest[-1]["type"] == "falling_object"  # by time opened, the throw comes last
     assert urgent[0]["type"] == "falling_object"
     assert urgent[0]["alert_count"] == 6

@@ -415,7 +415,7 @@ def test_a_camera_reported_offline_inhibits_its_new_incidents(
             "camera_id": "gate-east",
             "online": False,
             "reason": "no signal",
-            "reason_code": None,
+            "reason_code": "other",  # an older edge's words without a code
             "last_seen": None,
             "plan_xy": None,
             "load": None,
@@ -602,6 +602,7 @@ def test_stats_count_per_type_and_day_and_rate_false_alarms(
     assert stats["time_to_ack_s"]["p50"] is not None and stats["time_to_ack_s"]["p50"] >= 0
     assert stats["time_to_close_s"]["p90"] is not None
     assert stats["false_alarm_rate"][0] == {
+        "site_id": "garden-court",
         "camera_id": "gate-east",
         "rule_id": "lane-north-blocked",
         "incidents": 3,

@@ -1,12 +1,35 @@
-// One incident: evidence (snapshots, clip, a thrown object's trajectory), its place on the site
-// plan, the one-click actions of its work order, the transition history and its messages.
+// One incident: its actions first (on a phone, before the evidence), the facts, its place on
+// the site plan, the latest alert's evidence (the older alerts folded below, a page at a
+// time), the photos field workers took, the transition history and the messages.
 
 import { ApiError, get, post, withToken } from "../api.js";
 import { h, mount, svg } from "../dom.js";
-import { ago, dateTime, duration, score } from "../format.js";
+import { ago, clock, dateTime, duration, lateBy, measure, score } from "../format.js";
 import { label, t } from "../i18n.js";
-import { CLOSED, DWELL_TYPES, TEAMS, actionsFor, markSeen } from "../incidents.js";
+import {
+  CLOSED,
+  DWELL_TYPES,
+  EVIDENCE_ROLE_ORDER,
+  FALSE_ALARM_CATEGORIES,
+  TEAMS,
+  actionsFor,
+  atLeast,
+  isOverdue,
+  markSeen,
+} from "../incidents.js";
+import {
+  cameraName,
+  named,
+  personName,
+  ruleName,
+  siteName,
+  zoneName,
+} from "../names.js";
+import { PhotoUnreadable, preparePhoto, uploadPhoto } from "../photos.js";
 import { loadPlanImage, planFigure } from "./plan-image.js";
+
+const OLDER_PAGE = 10;
+const PHOTO_LIMIT = 6;
 
 /** An SVG over a snapshot: the trajectory `[[pts_s, x, y], ...]` (normalised) and its origin. */
 export function trajectoryOverlay(trajectory) {
@@ -31,51 +54,66 @@ export function trajectoryOverlay(trajectory) {
   );
 }
 
-function field(key, value) {
-  return [h("dt", {}, t(key)), h("dd", {}, value ?? "—")];
+function field(key, value, id) {
+  return [h("dt", {}, t(key)), h("dd", { id }, value ?? "—")];
 }
 
 function summary(incident) {
-  const overdue =
-    incident.deadline_at &&
-    !CLOSED.has(incident.status) &&
-    Date.parse(incident.deadline_at) < Date.now();
+  const { site_id: site, camera_id: cam } = incident;
+  const late = lateBy(incident);
   const facts = [
-    field("incident.site", incident.site_id),
-    field("incident.camera", incident.camera_id),
-    field("incident.zone", incident.zone_id),
-    field("incident.rule", incident.rule_id),
-    field("incident.opened", `${dateTime(incident.opened_at)} (${ago(incident.opened_at)})`),
-    field("incident.updated", dateTime(incident.updated_at)),
+    incident.type === "person_fall"
+      ? field("incident.measure", h("strong", { id: "incident-measure" }, measure(incident) || "—"))
+      : null,
+    field(
+      "incident.observed",
+      `${dateTime(incident.first_observed_at)} (${ago(incident.first_observed_at)})`,
+    ),
+    late >= 60
+      ? field(
+          "incident.received",
+          [dateTime(incident.opened_at), " ", h("span", { class: "badge late" }, t("incident.late", { d: duration(late) }))],
+        )
+      : null,
+    incident.alert_count > 1 ? field("incident.last_alert", dateTime(incident.last_alert_at)) : null,
+    field("incident.site", named(siteName(site), site)),
+    field("incident.camera", named(cameraName(site, cam), cam)),
+    field("incident.zone", named(zoneName(site, cam, incident.zone_id), incident.zone_id)),
+    field(
+      "incident.rule",
+      named(ruleName(site, cam, incident.rule_id, incident.type), incident.rule_id),
+    ),
     field("incident.acked", dateTime(incident.acked_at)),
     field("incident.closed", dateTime(incident.closed_at)),
-    field("incident.alerts", incident.alert_count ?? 1),
+    field("incident.alerts", t("queue.alerts_value", { n: incident.alert_count ?? 1 })),
     field("incident.state", label("state", incident.state)),
     field("incident.score", score(incident.score)),
-    field("incident.assignee", incident.assignee ? label("team", incident.assignee) : null),
+    field(
+      "incident.assignee",
+      incident.assignee ? label("team", incident.assignee) : t("queue.unassigned"),
+      "incident-assignee",
+    ),
     field(
       "incident.deadline",
-      incident.deadline_at
-        ? [
-            dateTime(incident.deadline_at),
-            overdue ? h("span", { class: "badge overdue" }, t("incident.overdue")) : null,
-          ]
-        : null,
+      [
+        incident.deadline_at ? dateTime(incident.deadline_at) : "—",
+        isOverdue(incident)
+          ? h("span", { class: "badge overdue", id: "incident-overdue" }, t("incident.overdue"))
+          : null,
+      ],
     ),
     field(
       "incident.escalation",
       incident.escalation_level
         ? t("incident.escalation_value", { n: incident.escalation_level })
-        : "0",
+        : t("incident.escalation_none"),
     ),
   ];
-  if (DWELL_TYPES.has(incident.type)) {
-    facts.unshift(
-      field("incident.dwell", h("strong", { id: "incident-dwell" }, duration(incident.dwell_s))),
-    );
+  if (DWELL_TYPES.has(incident.type) && incident.alert_count > 1) {
+    facts.push(field("incident.latest_dwell", duration(incident.latest_dwell_s)));
   }
-  const floor = incident.details?.origin_floor;
   if (incident.type === "falling_object") {
+    const floor = incident.details?.origin_floor;
     facts.unshift(
       field(
         "incident.origin_floor",
@@ -89,18 +127,71 @@ function summary(incident) {
       ),
     );
   }
+  if (DWELL_TYPES.has(incident.type)) {
+    facts.unshift(
+      field("incident.dwell", h("strong", { id: "incident-dwell" }, duration(incident.dwell_s))),
+    );
+  }
   return h("dl", { class: "facts" }, facts);
 }
 
-function evidence(incident) {
-  const files = incident.evidence || [];
-  const trajectory = incident.type === "falling_object" ? incident.details?.trajectory : null;
-  const snapshots = files.filter((file) => file.kind === "snapshot");
-  const clips = files.filter((file) => file.kind === "clip");
-  if (!files.length) return h("p", { class: "muted" }, t("incident.no_evidence"));
-  return h(
-    "div",
-    { class: "evidence" },
+// Evidence ----------------------------------------------------------------------------------
+
+function placeholder(state) {
+  const key = state === "pending" ? "evidence.pending" : "evidence.missing";
+  return h("div", { class: `evidence-missing state-${state}` }, h("span", {}, t(key)));
+}
+
+function image(file, alt, { thumb = false } = {}) {
+  if (file.state && file.state !== "stored") return placeholder(file.state);
+  const img = h("img", { src: withToken(file.url), alt, loading: thumb ? "lazy" : "eager" });
+  img.addEventListener("error", () => img.replaceWith(placeholder("missing")), { once: true });
+  return img;
+}
+
+function byRole(a, b) {
+  const rank = (file) => {
+    const index = EVIDENCE_ROLE_ORDER.indexOf(file.role || "");
+    return index < 0 ? EVIDENCE_ROLE_ORDER.length : index;
+  };
+  return rank(a) - rank(b);
+}
+
+/** The incident's edge evidence by situation (alert), newest situation first. */
+function situations(detail) {
+  const groups = new Map();
+  for (const file of detail.evidence || []) {
+    if (file.kind === "photo") continue;
+    const key = file.event_id || detail.event_id;
+    if (!groups.has(key)) groups.set(key, { eventId: key, files: [], at: "" });
+    const group = groups.get(key);
+    group.files.push(file);
+    if ((file.observed_at || "") > group.at) group.at = file.observed_at || "";
+  }
+  const trajectories = new Map();
+  const seen = new Map();
+  for (const event of detail.events || []) {
+    seen.set(event.event_id, event.observed_at);
+    if (Array.isArray(event.details?.trajectory)) {
+      trajectories.set(event.event_id, event.details.trajectory);
+    }
+  }
+  return [...groups.values()]
+    .map((group) => ({
+      ...group,
+      at: group.at || seen.get(group.eventId) || "",
+      trajectory: trajectories.get(group.eventId) || null,
+    }))
+    .sort((a, b) => String(b.at).localeCompare(String(a.at)));
+}
+
+function situationFigures(detail, group) {
+  const snapshots = group.files.filter((f) => f.kind === "snapshot").sort(byRole);
+  const clips = group.files.filter((f) => f.kind === "clip");
+  const trajectory = detail.type === "falling_object" ? group.trajectory : null;
+  const poster = snapshots.find((f) => f.state === "stored" && f.role === "onset") ||
+    snapshots.find((f) => f.state === "stored");
+  return [
     snapshots.map((file) =>
       h(
         "figure",
@@ -108,8 +199,8 @@ function evidence(incident) {
         h(
           "div",
           { class: "frame" },
-          h("img", { src: withToken(file.url), alt: t("incident.snapshot"), loading: "lazy" }),
-          trajectoryOverlay(trajectory),
+          image(file, t("incident.snapshot")),
+          file.state === "stored" ? trajectoryOverlay(trajectory) : null,
         ),
         h("figcaption", {}, label("evidence_role", file.role || "snapshot")),
       ),
@@ -118,53 +209,185 @@ function evidence(incident) {
       h(
         "figure",
         { class: "clip" },
-        h("video", {
-          src: withToken(file.url),
-          controls: true,
-          preload: "metadata",
-          type: file.content_type,
-        }),
+        file.state && file.state !== "stored"
+          ? placeholder(file.state)
+          : h("video", {
+              src: withToken(file.url),
+              controls: true,
+              preload: "metadata",
+              playsinline: true,
+              poster: poster ? withToken(poster.url) : null,
+              type: file.content_type,
+            }),
         h(
           "figcaption",
           {},
           t("incident.clip"),
-          " · ",
-          h("a", { href: withToken(file.url), download: "" }, t("incident.download")),
+          file.state === "stored"
+            ? [" · ", h("a", { href: withToken(file.url), download: "" }, t("incident.download"))]
+            : null,
+        ),
+      ),
+    ),
+  ];
+}
+
+function evidence(detail) {
+  const groups = situations(detail);
+  if (!groups.length) return h("p", { class: "muted" }, t("incident.no_evidence"));
+  const [latest, ...older] = groups;
+  let shown = OLDER_PAGE;
+  const list = h("div", { class: "older-alerts", id: "older-alerts" });
+  const more = h("button", { class: "ghost", id: "older-more" }, t("incident.older_more"));
+  function drawOlder() {
+    mount(
+      list,
+      older.slice(0, shown).map((group) =>
+        h(
+          "div",
+          { class: "older" },
+          h("div", { class: "older-time" }, dateTime(group.at)),
+          h(
+            "div",
+            { class: "thumbs" },
+            group.files
+              .filter((f) => f.kind === "snapshot")
+              .sort(byRole)
+              .map((file) =>
+                file.state === "stored"
+                  ? h(
+                      "a",
+                      { href: withToken(file.url), target: "_blank", class: "thumb" },
+                      image(file, label("evidence_role", file.role || "snapshot"), { thumb: true }),
+                    )
+                  : h("span", { class: "thumb" }, placeholder(file.state)),
+              ),
+            group.files.some((f) => f.kind === "clip")
+              ? h("span", { class: "muted small" }, t("incident.has_clip"))
+              : null,
+          ),
+        ),
+      ),
+    );
+    more.hidden = shown >= older.length;
+  }
+  more.addEventListener("click", () => {
+    shown += OLDER_PAGE;
+    drawOlder();
+  });
+  drawOlder();
+  return h(
+    "div",
+    {},
+    h(
+      "p",
+      { class: "muted small" },
+      (detail.alert_count ?? 1) > 1
+        ? t("incident.latest_alert_of", { at: dateTime(latest.at), n: detail.alert_count })
+        : dateTime(latest.at),
+    ),
+    h("div", { class: "evidence", id: "latest-evidence" }, situationFigures(detail, latest)),
+    older.length
+      ? h(
+          "details",
+          { class: "older-wrap" },
+          h("summary", { id: "older-summary" }, t("incident.older_alerts", { n: older.length })),
+          list,
+          more,
+        )
+      : null,
+  );
+}
+
+function photos(detail, names) {
+  const files = (detail.evidence || []).filter((file) => file.kind === "photo");
+  if (!files.length) return null;
+  return h(
+    "div",
+    { class: "panel", id: "incident-photos" },
+    h("h3", {}, t("incident.photos", { n: files.length })),
+    h(
+      "div",
+      { class: "evidence photos" },
+      files.map((file) =>
+        h(
+          "figure",
+          { class: "photo" },
+          h("div", { class: "frame" }, image(file, t("incident.photo"))),
+          h(
+            "figcaption",
+            {},
+            label("photo_stage", file.role || "feedback"),
+            " · ",
+            named(names.get(file.by) || file.by || "—", file.by),
+            " · ",
+            clock(file.observed_at),
+          ),
         ),
       ),
     ),
   );
 }
 
+// History -----------------------------------------------------------------------------------
+
+function stepText(row) {
+  const details = row.details || {};
+  const parts = [label("action", row.action)];
+  if (row.action === "dispatch" && details.team) parts.push(`→ ${label("team", details.team)}`);
+  if (row.action === "escalate") {
+    parts[0] = t("history.escalated_to", { n: details.level ?? "?" });
+    parts.push(details.team ? `→ ${label("team", details.team)}` : t("history.no_chain"));
+  }
+  if (details.category) {
+    parts.push(t("history.category", { category: label("false_alarm", details.category) }));
+  }
+  if (Array.isArray(details.photos) && details.photos.length) {
+    parts.push(t("history.photos", { n: details.photos.length }));
+  }
+  if (details.quiet) parts.push(t(`history.quiet_${details.quiet}`));
+  return parts.join(" ");
+}
+
 function history(detail) {
   const rows = detail.history || [];
   if (!rows.length) return h("p", { class: "muted" }, t("incident.no_history"));
   return h(
-    "table",
-    { class: "history", id: "incident-history" },
+    "div",
+    { class: "table-wrap" },
     h(
-      "thead",
-      {},
+      "table",
+      { class: "history", id: "incident-history" },
       h(
-        "tr",
+        "thead",
         {},
-        ["history.at", "history.action", "history.change", "history.by", "history.note"].map((k) =>
-          h("th", {}, t(k)),
-        ),
-      ),
-    ),
-    h(
-      "tbody",
-      {},
-      rows.map((row) =>
         h(
           "tr",
-          { dataset: { action: row.action } },
-          h("td", {}, dateTime(row.at)),
-          h("td", {}, label("action", row.action)),
-          h("td", {}, `${label("status", row.from_status)} → ${label("status", row.to_status)}`),
-          h("td", {}, row.by || "—"),
-          h("td", {}, row.note || ""),
+          {},
+          ["history.at", "history.action", "history.change", "history.by", "history.note"].map(
+            (k) => h("th", {}, t(k)),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        rows.map((row) =>
+          h(
+            "tr",
+            { dataset: { action: row.action } },
+            h("td", {}, dateTime(row.at)),
+            h("td", {}, stepText(row)),
+            h(
+              "td",
+              {},
+              row.from_status === row.to_status
+                ? label("status", row.to_status)
+                : `${label("status", row.from_status)} → ${label("status", row.to_status)}`,
+            ),
+            h("td", { class: "by" }, personName(row)),
+            h("td", {}, row.note ? h("span", { translate: "no" }, row.note) : ""),
+          ),
         ),
       ),
     ),
@@ -176,34 +399,38 @@ function messages(detail) {
   if (!rows.length) return null;
   return h(
     "details",
-    { class: "messages" },
+    { class: "messages panel" },
     h("summary", {}, t("incident.messages", { n: rows.length })),
     h(
-      "table",
-      {},
+      "div",
+      { class: "table-wrap" },
       h(
-        "thead",
+        "table",
         {},
         h(
-          "tr",
+          "thead",
           {},
-          ["event.seq", "event.state", "event.observed", "event.pts", "event.score"].map((k) =>
-            h("th", {}, t(k)),
-          ),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        rows.map((event) =>
           h(
             "tr",
             {},
-            h("td", { class: "num" }, event.seq),
-            h("td", {}, label("state", event.state)),
-            h("td", {}, dateTime(event.observed_at)),
-            h("td", { class: "num" }, Number(event.pts_s).toFixed(1)),
-            h("td", { class: "num" }, score(event.score)),
+            ["event.seq", "event.state", "event.observed", "event.pts", "event.score"].map((k) =>
+              h("th", {}, t(k)),
+            ),
+          ),
+        ),
+        h(
+          "tbody",
+          {},
+          rows.map((event) =>
+            h(
+              "tr",
+              {},
+              h("td", { class: "num" }, event.seq),
+              h("td", {}, label("state", event.state)),
+              h("td", {}, dateTime(event.observed_at)),
+              h("td", { class: "num" }, Number(event.pts_s).toFixed(1)),
+              h("td", { class: "num" }, score(event.score)),
+            ),
           ),
         ),
       ),
@@ -211,19 +438,152 @@ function messages(detail) {
   );
 }
 
+// Actions -----------------------------------------------------------------------------------
+
+function falseAlarmDialog(onConfirm) {
+  const note = h("textarea", { id: "false-alarm-note", rows: 2, placeholder: t("actions.note_placeholder_false") });
+  const error = h("p", { class: "form-error", id: "false-alarm-error", role: "alert" });
+  const choices = FALSE_ALARM_CATEGORIES.map((value) =>
+    h(
+      "label",
+      { class: "choice" },
+      h("input", { type: "radio", name: "false-alarm-category", value }),
+      label("false_alarm", value),
+    ),
+  );
+  const dialog = h(
+    "dialog",
+    { class: "confirm", id: "false-alarm-dialog" },
+    h(
+      "form",
+      { method: "dialog" },
+      h("h3", {}, t("false_alarm.title")),
+      h("p", { class: "muted" }, t("false_alarm.explain")),
+      h("fieldset", { class: "choices" }, h("legend", {}, t("false_alarm.category")), choices),
+      h("label", { for: "false-alarm-note" }, t("actions.note")),
+      note,
+      error,
+      h(
+        "div",
+        { class: "buttons" },
+        h("button", { value: "cancel", class: "ghost", id: "false-alarm-cancel" }, t("common.cancel")),
+        h(
+          "button",
+          {
+            class: "warn",
+            id: "false-alarm-confirm",
+            value: "confirm",
+            onclick: (event) => {
+              const chosen = dialog.querySelector("input[name=false-alarm-category]:checked");
+              if (!chosen) {
+                event.preventDefault();
+                error.textContent = t("false_alarm.choose");
+                return;
+              }
+              event.preventDefault();
+              dialog.close();
+              dialog.remove();
+              onConfirm({ category: chosen.value, note: note.value.trim() || undefined });
+            },
+          },
+          t("false_alarm.confirm"),
+        ),
+      ),
+    ),
+  );
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+function photoPicker(holder) {
+  const chosen = [];
+  const previews = h("div", { class: "photo-previews", id: "photo-previews" });
+  const input = h("input", {
+    type: "file",
+    id: "photo-input",
+    accept: "image/*",
+    capture: "environment",
+    multiple: true,
+    class: "visually-hidden",
+  });
+  function draw() {
+    mount(
+      previews,
+      chosen.map((item, index) =>
+        h(
+          "div",
+          { class: "preview" },
+          h("img", { src: item.url, alt: t("incident.photo") }),
+          h(
+            "button",
+            {
+              class: "ghost small",
+              "aria-label": t("actions.photo_remove"),
+              onclick: (event) => {
+                event.preventDefault();
+                URL.revokeObjectURL(item.url);
+                chosen.splice(index, 1);
+                draw();
+              },
+            },
+            "×",
+          ),
+        ),
+      ),
+    );
+  }
+  input.addEventListener("change", async () => {
+    for (const file of input.files) {
+      if (chosen.length >= PHOTO_LIMIT) break;
+      try {
+        const blob = await preparePhoto(file);
+        chosen.push({ blob, url: URL.createObjectURL(blob) });
+      } catch (error) {
+        holder.fail(error instanceof PhotoUnreadable ? t("actions.photo_unreadable") : error.message);
+      }
+    }
+    input.value = "";
+    draw();
+  });
+  const element = h(
+    "div",
+    { class: "photo-picker" },
+    h("label", { for: "photo-input", class: "button", id: "photo-add" }, t("actions.photo_add")),
+    input,
+    h("span", { class: "muted small" }, t("actions.photo_hint", { n: PHOTO_LIMIT })),
+    previews,
+  );
+  return { element, chosen };
+}
+
 function actionPanel(incident, ctx, act) {
   const actions = actionsFor(incident, ctx.user);
   if (!actions.length) {
     return h(
       "p",
-      { class: "muted" },
-      CLOSED.has(incident.status) ? t("actions.done") : t("actions.none"),
+      { class: "muted", id: "actions-none" },
+      CLOSED.has(incident.status)
+        ? t("actions.done")
+        : atLeast(ctx.user, "field")
+          ? t("actions.waiting")
+          : t("actions.none"),
     );
   }
+  const message = h("p", { class: "form-error", id: "action-message", role: "alert" });
+  const holder = {
+    fail: (text) => {
+      message.textContent = text;
+      message.scrollIntoView({ block: "nearest" });
+    },
+  };
   const note = h("textarea", {
     id: "action-note",
     rows: 2,
-    placeholder: t("actions.note_placeholder"),
+    placeholder: actions.includes("feedback")
+      ? t("actions.note_placeholder_feedback")
+      : t("actions.note_placeholder"),
+    oninput: () => (message.textContent = ""),
   });
   const team = h(
     "select",
@@ -232,18 +592,25 @@ function actionPanel(incident, ctx, act) {
       h("option", { value, selected: value === incident.assignee }, label("team", value)),
     ),
   );
+  const picker = actions.includes("feedback") ? photoPicker(holder) : null;
   const noteValue = () => note.value.trim() || undefined;
   const bodies = {
-    ack: () => ({}),
+    ack: () => ({ note: noteValue() }),
     dispatch: () => ({ team: team.value, note: noteValue() }),
-    handle: () => ({}),
-    feedback: () => ({ note: note.value.trim() }),
-    verify: () => ({}),
+    handle: () => ({ note: noteValue() }),
+    verify: () => ({ note: noteValue() }),
     resolve: () => ({ note: noteValue() }),
-    "false-alarm": () => ({ note: noteValue() }),
-    reopen: () => ({}),
+    reopen: () => ({ note: noteValue() }),
   };
-  const style = { ack: "primary", dispatch: "primary", resolve: "ok", "false-alarm": "warn" };
+  const style = {
+    ack: "primary",
+    dispatch: "primary",
+    handle: "primary",
+    feedback: "primary",
+    verify: "primary",
+    resolve: "ok",
+    "false-alarm": "warn",
+  };
   const buttons = actions.map((action) =>
     h(
       "button",
@@ -252,12 +619,24 @@ function actionPanel(incident, ctx, act) {
         id: `action-${action}`,
         dataset: { action },
         onclick: async (event) => {
-          if (action === "feedback" && !note.value.trim()) {
-            ctx.toast(t("actions.feedback_needs_note"), "error");
-            note.focus();
+          message.textContent = "";
+          const button = event.currentTarget;
+          if (action === "false-alarm") {
+            falseAlarmDialog((body) => act(action, body));
             return;
           }
-          event.currentTarget.disabled = true;
+          if (action === "feedback") {
+            if (!note.value.trim()) {
+              holder.fail(t("actions.feedback_needs_note"));
+              note.focus();
+              return;
+            }
+            button.disabled = true;
+            await act("feedback", { note: note.value.trim() }, picker.chosen, holder);
+            button.disabled = false;
+            return;
+          }
+          button.disabled = true;
           await act(action, bodies[action]());
         },
       },
@@ -268,10 +647,12 @@ function actionPanel(incident, ctx, act) {
     "div",
     { class: "actions" },
     actions.includes("dispatch")
-      ? h("label", { class: "inline" }, t("actions.team"), " ", team)
+      ? h("label", { class: "inline", for: "dispatch-team" }, t("actions.team"), team)
       : null,
-    h("label", { for: "action-note" }, t("actions.note")),
+    h("label", { for: "action-note" }, actions.includes("feedback") ? t("actions.note_feedback") : t("actions.note")),
     note,
+    picker ? picker.element : null,
+    message,
     h("div", { class: "buttons" }, buttons),
   );
 }
@@ -284,9 +665,15 @@ async function placeOnPlan(incident, holder) {
       (c) => c.site_id === incident.site_id && c.camera_id === incident.camera_id,
     );
   } catch {
-    // the plan still shows without the marker
+    // the plan still shows without the pin
   }
-  const image = await loadPlanImage(incident.site_id);
+  let image = null;
+  try {
+    image = await loadPlanImage(incident.site_id);
+  } catch (error) {
+    mount(holder, h("p", { class: "form-error" }, t("error.generic", { detail: error.message })));
+    return;
+  }
   if (!image) {
     mount(holder, h("p", { class: "muted" }, t("plan.none")));
     return;
@@ -314,17 +701,28 @@ export function render(container, params, ctx) {
   container.append(view);
   let planShown = false;
   markSeen(id);
+  const back = ctx.user.role === "field" ? ["#/orders", "nav.orders"] : ["#/incidents", "nav.incidents"];
 
-  async function act(action, body) {
+  async function act(action, body, chosenPhotos = [], holder = null) {
     try {
+      if (chosenPhotos.length) {
+        const stored = [];
+        for (const photo of chosenPhotos) {
+          stored.push((await uploadPhoto(id, photo.blob, action)).sha256);
+        }
+        body = { ...body, photos: stored };
+      }
       await post(`/api/v1/incidents/${id}/${action}`, body);
       ctx.toast(t("actions.done_toast", { action: t(`action.${action}`) }), "ok");
     } catch (error) {
       const key =
         error instanceof ApiError
-          ? { 409: "actions.conflict", 403: "actions.forbidden" }[error.status]
+          ? { 409: "actions.conflict", 403: "actions.forbidden", 413: "actions.photo_too_large", 415: "actions.photo_unreadable" }[error.status]
           : null;
-      ctx.toast(key ? t(key) : t("error.generic", { detail: error.message }), "error");
+      const text = key ? t(key) : t("error.generic", { detail: error.message });
+      if (holder) holder.fail(text);
+      ctx.toast(text, "error");
+      if (holder) return;
     }
     await load();
   }
@@ -338,16 +736,14 @@ export function render(container, params, ctx) {
         error instanceof ApiError && error.status === 404
           ? t("incident.not_found")
           : t("error.generic", { detail: error.message });
-      mount(
-        view,
-        h("a", { href: "#/incidents" }, `← ${t("nav.incidents")}`),
-        h("p", { class: "form-error" }, text),
-      );
+      mount(view, h("a", { href: back[0] }, `← ${t(back[1])}`), h("p", { class: "form-error" }, text));
       return;
     }
+    const names = new Map((detail.history || []).filter((r) => r.by_name).map((r) => [r.by, r.by_name]));
+    const late = lateBy(detail);
     mount(
       view,
-      h("a", { href: "#/incidents", class: "back" }, `← ${t("nav.incidents")}`),
+      h("a", { href: back[0], class: "back" }, `← ${t(back[1])}`),
       h(
         "div",
         { class: "view-head" },
@@ -366,14 +762,16 @@ export function render(container, params, ctx) {
           },
           label("status", detail.status),
         ),
+        isOverdue(detail) ? h("span", { class: "badge overdue" }, t("incident.overdue")) : null,
         detail.silenced ? h("span", { class: "badge muted-badge" }, t("incident.silenced")) : null,
         detail.inhibited
           ? h(
               "span",
-              { class: "badge muted-badge", title: t("incident.inhibited_hint") },
+              { class: "badge inhibited", title: t("incident.inhibited_hint") },
               t("incident.inhibited"),
             )
           : null,
+        late >= 60 ? h("span", { class: "badge late" }, t("incident.late", { d: duration(late) })) : null,
         detail.legal_hold
           ? h("span", { class: "badge escalated" }, t("incident.legal_hold"))
           : null,
@@ -383,21 +781,22 @@ export function render(container, params, ctx) {
         { class: "incident-grid" },
         h(
           "div",
-          { class: "panel evidence-panel" },
-          h("h3", {}, t("incident.evidence")),
-          evidence(detail),
+          { class: "panel actions-panel" },
+          h("h3", {}, t("incident.actions")),
+          actionPanel(detail, ctx, act),
         ),
+        h("div", { class: "panel facts-panel" }, h("h3", {}, t("incident.summary")), summary(detail)),
+        h("div", { class: "panel plan-panel" }, h("h3", {}, t("incident.on_plan")), planHolder),
         h(
           "div",
-          { class: "side" },
+          { class: "evidence-col" },
+          photos(detail, names),
           h(
             "div",
-            { class: "panel" },
-            h("h3", {}, t("incident.actions")),
-            actionPanel(detail, ctx, act),
+            { class: "panel evidence-panel" },
+            h("h3", {}, t("incident.evidence")),
+            evidence(detail),
           ),
-          h("div", { class: "panel" }, h("h3", {}, t("incident.summary")), summary(detail)),
-          h("div", { class: "panel" }, h("h3", {}, t("incident.on_plan")), planHolder),
         ),
       ),
       h("div", { class: "panel" }, h("h3", {}, t("incident.history")), history(detail)),

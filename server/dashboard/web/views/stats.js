@@ -6,6 +6,7 @@ import { h, mount } from "../dom.js";
 import { duration, percent } from "../format.js";
 import { label, t } from "../i18n.js";
 import { TYPES } from "../incidents.js";
+import { cameraName, loadDirectory, named, ruleName, siteIds, siteName } from "../names.js";
 
 /** The UTC days (YYYY-MM-DD) of the last `count` days up to today, as the server counts them. */
 export function periodDays(count, now = new Date()) {
@@ -76,13 +77,23 @@ function percentiles(titleKey, value, id) {
     h(
       "div",
       { class: "tile-values" },
-      h("div", {}, h("span", { class: "muted" }, "p50 "), h("strong", {}, duration(value?.p50))),
-      h("div", {}, h("span", { class: "muted" }, "p90 "), h("strong", {}, duration(value?.p90))),
+      h(
+        "div",
+        {},
+        h("span", { class: "muted" }, `${t("stats.p50")} `),
+        h("strong", {}, duration(value?.p50)),
+      ),
+      h(
+        "div",
+        {},
+        h("span", { class: "muted" }, `${t("stats.p90")} `),
+        h("strong", {}, duration(value?.p90)),
+      ),
     ),
   );
 }
 
-function falseAlarms(rows) {
+function falseAlarms(rows, siteOf) {
   if (!rows.length) return h("p", { class: "empty" }, t("stats.no_incidents"));
   const sorted = [...rows].sort((a, b) => b.rate - a.rate || b.incidents - a.incidents);
   return h(
@@ -110,8 +121,8 @@ function falseAlarms(rows) {
         h(
           "tr",
           {},
-          h("td", {}, row.camera_id),
-          h("td", {}, row.rule_id),
+          h("td", {}, named(cameraName(siteOf(row), row.camera_id), row.camera_id)),
+          h("td", {}, named(ruleName(siteOf(row), row.camera_id, row.rule_id), row.rule_id)),
           h("td", { class: "num" }, row.incidents),
           h("td", { class: "num" }, row.false_alarms),
           h(
@@ -130,10 +141,15 @@ function falseAlarms(rows) {
   );
 }
 
-export function render(container, _params, ctx) {
+export function render(container, params, ctx) {
+  start(container, params, ctx);
+}
+
+async function start(container, _params, _ctx) {
   const query = { days: 7, site_id: "" };
   const body = h("div", { id: "stats-body" }, h("p", { class: "muted" }, t("common.loading")));
-  const sites = (ctx.user.sites || []).filter((site) => site !== "*");
+  let sites = [];
+  const siteOf = (row) => row.site_id;
 
   async function load() {
     try {
@@ -156,7 +172,7 @@ export function render(container, _params, ctx) {
           "div",
           { class: "panel" },
           h("h3", {}, t("stats.false_alarm_rate")),
-          falseAlarms(stats.false_alarm_rate || []),
+          falseAlarms(stats.false_alarm_rate || [], siteOf),
         ),
       );
     } catch (error) {
@@ -177,6 +193,8 @@ export function render(container, _params, ctx) {
       h("option", { value: n, selected: n === query.days }, t("stats.days", { n })),
     ),
   );
+  await loadDirectory().catch(() => null);
+  sites = siteIds();
   const site =
     sites.length > 1
       ? h(
@@ -189,7 +207,7 @@ export function render(container, _params, ctx) {
             },
           },
           h("option", { value: "" }, t("queue.filter.all")),
-          sites.map((s) => h("option", { value: s }, s)),
+          sites.map((s) => h("option", { value: s }, siteName(s))),
         )
       : null;
   container.append(
