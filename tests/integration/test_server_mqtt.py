@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,6 +21,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import REGISTRY
 
 from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
@@ -622,26 +624,42 @@ LOGINS = {u: f"{u}-{uuid.uuid4().hex[:8]}" for u in (SERVER_USER, BOX1_USER, BOX
 
 
 def _secured_broker(folder: Path) -> PrivateBroker:
-    """A private broker running deploy/mosquitto/mosquitto.conf with the shipped ACL; only the
-    TLS listener, paths and ports are swapped for the test's."""
-    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(passwd).exists():
-        unavailable("mosquitto_passwd not found (install mosquitto)")
-    password_file = folder / "passwd"
-    for index, (user, secret) in enumerate(LOGINS.items()):
-        create = ["-c"] if index == 0 else []
-        subprocess.run([passwd, "-b", *create, str(password_file), user, secret], check=True)
+    """A private broker running deploy/mosquitto/mosquitto.conf, with the access rules that
+    deploy/mosquitto/zhizhi_dynsec.py writes; only the TLS listener, paths and ports are
+    swapped for the test's."""
+    plugin = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+    if not plugin.exists():
+        unavailable(f"{plugin} not found (install mosquitto)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "edges.txt").write_text("garden-court box1\ngarden-court box2\n")
+    (folder / "passwords.txt").write_text("".join(f"{u} {p}\n" for u, p in LOGINS.items()))
+    rules = folder / "dynamic-security.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(DEPLOY / "zhizhi_dynsec.py"),
+            "--edges",
+            str(folder / "edges.txt"),
+            "--passwords",
+            str(folder / "passwords.txt"),
+            "--out",
+            str(rules),
+        ],
+        check=True,
+        capture_output=True,
+    )
     broker = PrivateBroker(folder, start_timeout_s=5)
     dropped = re.compile(
-        r"^\s*(listener|certfile|keyfile|tls_version|cafile|require_certificate|password_file"
-        r"|acl_file|persistence_location|log_dest)\b"
+        r"^\s*(listener|certfile|keyfile|tls_version|cafile|require_certificate"
+        r"|plugin_opt_config_file|persistence_location|log_dest)\b"
     )
     kept = [
         line
         for line in (DEPLOY / "mosquitto.conf").read_text().splitlines()
         if not dropped.match(line)
     ]
-    broker.write_config([*kept, f"password_file {password_file}", f"acl_file {DEPLOY / 'acl'}"])
+    assert f"plugin {plugin}" in kept, "the shipped mosquitto.conf loads the plugin"
+    broker.write_config([*kept, f"plugin_opt_config_file {rules}"])
     return broker
 
 
@@ -680,6 +698,45 @@ def test_the_acl_lets_an_edge_publish_only_under_its_own_site_and_edge(
         with pytest.raises(ConnectionRefusedError):
             _connect_or_raise(broker, **login)
     assert consumer.stats.rejected == {}
+
+
+def test_an_edge_login_cannot_join_the_servers_shared_subscription(
+    tmp_path: Path, cleanup: list[Callable[[], None]]
+) -> None:
+    """Issue 14, item 3: with the shipped acl_file an edge login could subscribe to
+    $share/zhizhi-server/...; the broker gave it its turn and the ACL dropped the message:
+    50 of 100 of another edge's events lost with one such subscriber, 75 with three persistent
+    sessions. With the shipped access rules the subscription is refused and all 100 arrive."""
+    broker = _secured_broker(tmp_path)
+    broker.start()
+    cleanup.append(broker.stop)
+    store = FakeStore()
+    start_consumer(broker, store, cleanup, username=SERVER_USER, password=LOGINS[SERVER_USER])
+    refused: list[list[str]] = []
+    for n in range(3):  # three persistent sessions of box2, each trying the server's group
+        intruder = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"box2-intruder-{n}", protocol=mqtt.MQTTv5
+        )
+        intruder.username_pw_set(BOX2_USER, LOGINS[BOX2_USER])
+        intruder.on_subscribe = lambda _c, _u, _m, codes, _p: refused.append(
+            [str(code) for code in codes]
+        )
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = 3600
+        intruder.connect("127.0.0.1", broker.port, clean_start=False, properties=properties)
+        intruder.loop_start()
+        cleanup.append(intruder.loop_stop)
+        cleanup.append(intruder.disconnect)
+        for topic in ("$share/zhizhi-server/zhizhi/v1/+/+/+/events", "zhizhi/v1/#", "#"):
+            intruder.subscribe(topic, qos=1)
+    wait_until(lambda: len(refused) == 9, 5, "the intruders' SUBACKs")
+    assert all(codes == ["Not authorized"] for codes in refused), refused
+
+    box1 = start_edge(broker, cleanup, username=BOX1_USER, password=LOGINS[BOX1_USER])
+    for n in range(100):
+        box1.send(make_event(n))
+    box1.flush()
+    wait_until(lambda: store.count() == 100, 10, "all 100 of box1's events")
 
 
 def _connect_or_raise(
