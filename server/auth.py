@@ -13,9 +13,10 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, get_args
 
 from fastapi import Depends, HTTPException, Request, status
@@ -33,6 +34,8 @@ ROLES: tuple[Role, ...] = get_args(Role)
 # Rank of the hierarchical roles; `edge` stands outside the hierarchy.
 RANK: dict[str, int] = {"viewer": 1, "field": 2, "operator": 3, "admin": 4}
 ALL_SITES = "*"
+DEFAULT_TOKEN_DAYS = 90.0  # API tokens (`zhizhi token create --days`); login sessions: hours
+MAX_TOKEN_DAYS = 3650.0
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `zhizhi token create`")
 
@@ -62,21 +65,71 @@ def _check_role(role: str) -> Role:
     return role
 
 
-def create_token(session: Session, role: str, name: str, sites: Sequence[str] | None = None) -> str:
+def create_token(
+    session: Session,
+    role: str,
+    name: str,
+    sites: Sequence[str] | None = None,
+    *,
+    days: float = DEFAULT_TOKEN_DAYS,
+) -> str:
     """A new token for `role`, stored as its sha256 and committed; the token is returned once.
-    `sites`: the sites it acts for (an edge box: its own); None, every site."""
+    `sites`: the sites it acts for (an edge box: its own); None, every site. It lapses after
+    `days` (every token does: issue 14; at most MAX_TOKEN_DAYS)."""
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        raise ValueError(f"a token lasts more than 0 and at most {MAX_TOKEN_DAYS} days")
     token = secrets.token_urlsafe(32)
     scoped = None if sites is None or ALL_SITES in sites else sorted(set(sites))
+    now = _now()
     TokenRepository(session).add(
         name=name,
         role=_check_role(role),
         token_sha256=hash_token(token),
-        created_at=_now(),
+        created_at=now,
         sites=scoped,
+        expires_at=now + timedelta(days=days),
     )
     session.commit()
-    log.info("created a %s token named %s", role, name)
+    log.info("created a %s token named %s for %s days", role, name, days)
     return token
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as `zhizhi token list` shows it (never the token itself)."""
+
+    id: int
+    name: str
+    role: str
+    sites: tuple[str, ...] | None
+    user_id: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is None or self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+def list_tokens(session: Session, *, with_sessions: bool = False) -> list[TokenInfo]:
+    """Every API token (and login sessions, with `with_sessions`), oldest first."""
+    return [
+        TokenInfo(
+            id=row.id,
+            name=row.name,
+            role=row.role,
+            sites=None if row.sites is None else tuple(row.sites),
+            user_id=row.user_id,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+        )
+        for row in TokenRepository(session).list_all(with_sessions=with_sessions)
+    ]
 
 
 def verify_token(session: Session, token: str) -> Principal | None:
@@ -100,8 +153,8 @@ def still_valid(session: Session, principal: Principal) -> bool:
 
 
 def _principal_of(session: Session, row: TokenRow) -> Principal | None:
-    if row.expires_at is not None and row.expires_at <= _now():
-        return None
+    if row.expires_at is None or row.expires_at <= _now():
+        return None  # every token lapses (migration 0005 gave the older ones an expiry)
     if row.user_id is None:
         scope = None if row.sites is None else frozenset(row.sites)
         return Principal(token_id=row.id, name=row.name, role=_check_role(row.role), sites=scope)
@@ -125,15 +178,41 @@ def revoke_token(session: Session, token_id: int) -> bool:
     return revoked
 
 
-def issue_token(db_url: str, role: str, name: str, sites: Sequence[str] | None = None) -> str:
+def issue_token(
+    db_url: str,
+    role: str,
+    name: str,
+    sites: Sequence[str] | None = None,
+    *,
+    days: float = DEFAULT_TOKEN_DAYS,
+) -> str:
     """`zhizhi token create`: migrate the database if needed, then create a token."""
+    with _cli_session(db_url) as session:
+        return create_token(session, role, name, sites, days=days)
+
+
+@contextmanager
+def _cli_session(db_url: str) -> Iterator[Session]:
+    """A session on a migrated database, for the `zhizhi token` and `user` commands."""
     engine = make_engine(db_url)
     try:
         migrate(engine)
         with make_session_factory(engine)() as session:
-            return create_token(session, role, name, sites)
+            yield session
     finally:
         engine.dispose()
+
+
+def tokens_of(db_url: str, *, with_sessions: bool = False) -> list[TokenInfo]:
+    """`zhizhi token list`."""
+    with _cli_session(db_url) as session:
+        return list_tokens(session, with_sessions=with_sessions)
+
+
+def revoke_by_id(db_url: str, token_id: int) -> bool:
+    """`zhizhi token revoke`: False when no live token has that id."""
+    with _cli_session(db_url) as session:
+        return revoke_token(session, token_id)
 
 
 def role_allows(role: str, allowed: tuple[str, ...]) -> bool:

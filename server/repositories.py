@@ -350,6 +350,22 @@ class TokenRepository:
         )
         return bool(getattr(result, "rowcount", 0))
 
+    def revoke_of_user(self, user_id: int, *, revoked_at: datetime) -> int:
+        """Revoke every live token of a user (its login sessions); how many."""
+        result = self._session.execute(
+            update(TokenRow)
+            .where(TokenRow.user_id == user_id, TokenRow.revoked_at.is_(None))
+            .values(revoked_at=revoked_at)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+    def list_all(self, *, with_sessions: bool) -> list[TokenRow]:
+        """Every token, oldest first; login sessions (tokens of a user) only when asked."""
+        query = select(TokenRow).order_by(TokenRow.id)
+        if not with_sessions:
+            query = query.where(TokenRow.user_id.is_(None))
+        return list(self._session.scalars(query))
+
 
 # Evidence -------------------------------------------------------------------------------------
 

@@ -150,6 +150,55 @@ def add_user(db_url: str, **fields: object) -> UserRow:
         engine.dispose()
 
 
+def set_disabled(session: Session, username: str, *, disabled: bool) -> int:
+    """Disable (or enable again) a user, committed; disabling revokes its login sessions at
+    once. How many sessions were revoked; LookupError for an unknown user."""
+    user = _user_named(session, username)
+    user.disabled = disabled
+    revoked = TokenRepository(session).revoke_of_user(user.id, revoked_at=_now()) if disabled else 0
+    session.commit()
+    log.info(
+        "user %s %s (%d sessions revoked)", username, "disabled" if disabled else "enabled", revoked
+    )
+    return revoked
+
+
+def set_password(session: Session, username: str, password: str) -> int:
+    """A new password (argon2id), committed; every login session of the user is revoked (a
+    stolen session ends with the password). How many; ValueError for a short password,
+    LookupError for an unknown user."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user = _user_named(session, username)
+    user.password_hash = hash_password(password)
+    revoked = TokenRepository(session).revoke_of_user(user.id, revoked_at=_now())
+    session.commit()
+    log.info("new password for user %s (%d sessions revoked)", username, revoked)
+    return revoked
+
+
+def _user_named(session: Session, username: str) -> UserRow:
+    user = session.scalars(select(UserRow).where(UserRow.username == username)).one_or_none()
+    if user is None:
+        raise LookupError(f"no user {username!r}")
+    return user
+
+
+def change_user(
+    db_url: str, username: str, *, disable: bool | None = None, password: str | None = None
+) -> int:
+    """`zhizhi user disable|enable|passwd`: migrate the database if needed, then change."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            if password is not None:
+                return set_password(session, username, password)
+            return set_disabled(session, username, disabled=bool(disable))
+    finally:
+        engine.dispose()
+
+
 def _retry_after(
     session: Session,
     column: InstrumentedAttribute[str],

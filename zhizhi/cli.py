@@ -558,21 +558,72 @@ def token_create(
         str,
         typer.Option(help="Comma-separated sites it acts for (an edge box: its own); * = all"),
     ] = "*",
+    days: Annotated[
+        float, typer.Option(help="Days until it lapses (every token does; at most 3650)")
+    ] = 90.0,
 ) -> None:
     """Print a new API bearer token for that role (only its hash is stored)."""
     from sqlalchemy.exc import OperationalError
 
-    from server.auth import ROLES, issue_token
+    from server.auth import MAX_TOKEN_DAYS, ROLES, issue_token
 
     if role not in ROLES:
         fail(f"token create: role must be one of {', '.join(ROLES)}, got {role!r}")
     scope = [site.strip() for site in sites.split(",") if site.strip()]
     if not scope:
         fail("token create: --sites needs at least one site, or *")
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        fail(f"token create: --days must be more than 0 and at most {MAX_TOKEN_DAYS:g}")
     try:
-        print(issue_token(db, role, name or role, scope))
+        print(issue_token(db, role, name or role, scope, days=days))
     except OperationalError as error:
         fail(f"token create: cannot reach the database {db}: {str(error.orig).strip()}")
+
+
+@token_app.command("list")
+def token_list(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    sessions: Annotated[
+        bool, typer.Option("--sessions", help="Also the users' login sessions")
+    ] = False,
+) -> None:
+    """Every API token: id, state, role, name, sites, expiry (never the token itself)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError
+
+    from server.auth import tokens_of
+
+    try:
+        tokens = tokens_of(db, with_sessions=sessions)
+    except OperationalError as error:
+        fail(f"token list: cannot reach the database {db}: {str(error.orig).strip()}")
+    now = datetime.now(UTC)
+    print("id\tstate\trole\tname\tsites\texpires")
+    for token in tokens:
+        sites = "*" if token.sites is None else ",".join(token.sites)
+        expires = token.expires_at.strftime("%Y-%m-%d %H:%M") if token.expires_at else "-"
+        name = token.name if token.user_id is None else f"{token.name} (user {token.user_id})"
+        print(f"{token.id}\t{token.state(now)}\t{token.role}\t{name}\t{sites}\t{expires}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    token_id: Annotated[int, typer.Argument(help="The id `zhizhi token list` shows")],
+) -> None:
+    """Revoke a token now (a live stream using it ends at its next check)."""
+    from sqlalchemy.exc import OperationalError
+
+    from server.auth import revoke_by_id
+
+    try:
+        revoked = revoke_by_id(db, token_id)
+    except OperationalError as error:
+        fail(f"token revoke: cannot reach the database {db}: {str(error.orig).strip()}")
+    if not revoked:
+        fail(f"token revoke: no live token with id {token_id}")
+    print(f"revoked token {token_id}")
 
 
 @user_app.command("create")
@@ -623,6 +674,64 @@ def user_create(
     except OperationalError as error:
         fail(f"user create: cannot reach the database {db}: {str(error.orig).strip()}")
     print(f"created {user.role} user {user.username} (sites: {','.join(user.sites)})")
+
+
+def _read_password(action: str, from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        fail(f"{action}: the two passwords differ")
+    return password
+
+
+def _change_user(action: str, db: str, username: str, **change: object) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from server.users import change_user
+
+    try:
+        return change_user(db, username, **change)  # type: ignore[arg-type]
+    except (LookupError, ValueError) as error:
+        fail(f"{action}: {error.args[0] if error.args else error}")
+    except OperationalError as error:
+        fail(f"{action}: cannot reach the database {db}: {str(error.orig).strip()}")
+
+
+@user_app.command("disable")
+def user_disable(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    username: Annotated[str, typer.Option(help="Login name")],
+) -> None:
+    """Disable a user: no more logins, and its open sessions end now."""
+    revoked = _change_user("user disable", db, username, disable=True)
+    print(f"disabled user {username} ({revoked} session(s) ended)")
+
+
+@user_app.command("enable")
+def user_enable(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    username: Annotated[str, typer.Option(help="Login name")],
+) -> None:
+    """Let a disabled user log in again."""
+    _change_user("user enable", db, username, disable=False)
+    print(f"enabled user {username}")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    db: Annotated[str, typer.Option(help="The server's database URL")],
+    username: Annotated[str, typer.Option(help="Login name")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+) -> None:
+    """Set a user's password (argon2id); every open session of the user ends."""
+    password = _read_password("user passwd", password_stdin)
+    revoked = _change_user("user passwd", db, username, password=password)
+    print(f"new password for {username} ({revoked} session(s) ended)")
 
 
 @app.command("demo")

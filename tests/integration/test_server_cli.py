@@ -11,6 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+FIRST = "first password"  # a test user's
 
 
 def zhizhi(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -81,6 +82,97 @@ def test_user_create_reads_the_password_from_stdin_and_the_user_can_log_in(
         )
     engine.dispose()
     assert token and user.sites == ["garden-court", "north-park"]
+
+
+def test_tokens_are_listed_with_their_expiry_and_revoked_without_sql(tmp_path: Path) -> None:
+    """Issue 14, item 10: `token` had only `create`, its tokens never expired, revoking
+    needed SQL."""
+    from server.auth import verify_token
+    from server.db.session import make_engine, make_session_factory
+
+    db = f"sqlite:///{tmp_path / 'z.db'}"
+    edge = zhizhi("token", "create", "--db", db, "--role", "edge", "--name", "box1", "--sites", "a")
+    ops = zhizhi("token", "create", "--db", db, "--role", "admin", "--days", "7")
+    forever = zhizhi("token", "create", "--db", db, "--role", "admin", "--days", "100000")
+    assert edge.returncode == ops.returncode == 0, edge.stderr + ops.stderr
+    assert forever.returncode != 0 and "at most 3650" in forever.stderr
+
+    listed = zhizhi("token", "list", "--db", db)
+    lines = [line.split("\t") for line in listed.stdout.strip().splitlines()]
+    assert lines[0] == ["id", "state", "role", "name", "sites", "expires"]
+    assert [(row[0], row[1], row[2], row[3], row[4]) for row in lines[1:]] == [
+        ("1", "active", "edge", "box1", "a"),
+        ("2", "active", "admin", "admin", "*"),
+    ]
+    assert all(row[5] != "-" for row in lines[1:])  # every token has an expiry
+    assert edge.stdout.strip() not in listed.stdout
+
+    revoked = zhizhi("token", "revoke", "--db", db, "1")
+    again = zhizhi("token", "revoke", "--db", db, "1")
+    assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked token 1"
+    assert again.returncode != 0 and "no live token with id 1" in again.stderr
+    assert "\trevoked\t" in zhizhi("token", "list", "--db", db).stdout
+    engine = make_engine(db)
+    with make_session_factory(engine)() as session:
+        assert verify_token(session, edge.stdout.strip()) is None
+        assert verify_token(session, ops.stdout.strip()) is not None
+    engine.dispose()
+
+
+def test_a_user_is_disabled_and_given_a_new_password_without_sql(tmp_path: Path) -> None:
+    from server.auth import verify_token
+    from server.db.session import make_engine, make_session_factory
+    from server.users import LoginLimits, LoginRefused, create_user, login
+
+    db = f"sqlite:///{tmp_path / 'z.db'}"
+    engine = make_engine(db)
+    zhizhi("token", "list", "--db", db)  # migrates
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        create_user(session, username="li", password=FIRST, role="viewer", sites=["*"])
+        token, _ = login(session, "li", FIRST, client_ip="t", limits=LoginLimits())
+
+    changed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zhizhi.cli",
+            "user",
+            "passwd",
+            "--db",
+            db,
+            "--username",
+            "li",
+            "--password-stdin",
+        ],
+        input="second password\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == "new password for li (1 session(s) ended)"
+    with sessions() as session:
+        assert verify_token(session, token) is None  # the old session ended with the password
+        with pytest.raises(LoginRefused):
+            login(session, "li", FIRST, client_ip="t", limits=LoginLimits())
+        token, _ = login(session, "li", "second password", client_ip="t", limits=LoginLimits())
+
+    disabled = zhizhi("user", "disable", "--db", db, "--username", "li")
+    unknown = zhizhi("user", "disable", "--db", db, "--username", "nobody")
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.strip() == "disabled user li (1 session(s) ended)"
+    assert unknown.returncode != 0 and "no user 'nobody'" in unknown.stderr
+    with sessions() as session:
+        assert verify_token(session, token) is None
+        with pytest.raises(LoginRefused):
+            login(session, "li", "second password", client_ip="t", limits=LoginLimits())
+    assert zhizhi("user", "enable", "--db", db, "--username", "li").returncode == 0
+    with sessions() as session:
+        assert login(session, "li", "second password", client_ip="t", limits=LoginLimits())
+    engine.dispose()
 
 
 def test_user_create_lists_every_problem(tmp_path: Path) -> None:

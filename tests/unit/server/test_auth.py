@@ -120,3 +120,47 @@ def test_issue_token_migrates_and_stores(tmp_path: Path) -> None:
 )
 def test_role_order(role: str, allowed: tuple[str, ...], expected: bool) -> None:
     assert role_allows(role, allowed) is expected
+
+
+def test_every_token_lapses(session: Session) -> None:
+    """Issue 14, item 10: CLI tokens never expired."""
+    token = create_token(session, "edge", "box", days=30)
+
+    row = session.scalars(select(TokenRow)).one()
+    assert row.expires_at is not None
+    assert 29.9 < (row.expires_at - row.created_at).total_seconds() / 86400 <= 30
+    assert verify_token(session, token) is not None
+    row.expires_at = row.created_at  # as if 30 days had passed
+    session.commit()
+    assert verify_token(session, token) is None
+    with pytest.raises(ValueError, match="at most"):
+        create_token(session, "edge", "box", days=10_000)
+
+
+def test_a_token_without_an_expiry_is_refused(session: Session) -> None:
+    token = create_token(session, "admin", "old")
+    session.execute(text("UPDATE api_tokens SET expires_at = NULL"))
+    session.commit()
+
+    assert verify_token(session, token) is None
+
+
+def test_migration_0005_gives_tokens_without_an_expiry_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = make_engine(url)
+    migrate(engine, "0004")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_tokens (name, role, token_sha256, created_at) "
+                "VALUES ('old', 'edge', :sha, '2026-01-01 00:00:00')"
+            ),
+            {"sha": hash_token("old-token")},
+        )
+    migrate(engine)
+    with make_session_factory(engine)() as session:
+        principal = verify_token(session, "old-token")
+        row = session.scalars(select(TokenRow)).one()
+    engine.dispose()
+    assert principal is not None and principal.name == "old"
+    assert row.expires_at is not None
