@@ -32,6 +32,8 @@ from server.repositories import (
     EvidenceRepository,
     event_to_row,
 )
+from server.services import dead_letters
+from server.services.dead_letters import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,10 @@ class IngestService:
             if known != {claim}:
                 refused[index] = "event_id belongs to another site or camera"
         return refused
+
+    def keep_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep MQTT messages refused for good (server/services/dead_letters.py)."""
+        dead_letters.keep(self._session_factory, letters)
 
     def available(self) -> bool:
         """Whether the database answers `SELECT 1` now."""

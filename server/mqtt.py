@@ -28,6 +28,7 @@ group=None. See docs/mqtt.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -70,6 +71,7 @@ from common.logs import paho_logger
 from server.errors import ForeignIds, UnstorableInput
 from server.ingest import utc_representable
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
+from server.services.dead_letters import DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ class EventStore(Protocol):
 
     def available(self) -> bool:
         """Whether the store answers at all (after a failure: down, or this message's fault)."""
+        ...
+
+    def keep_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep refused messages for an admin (one transaction); raises if nothing was kept."""
         ...
 
     def record_status(
@@ -243,6 +249,10 @@ def _event_key(payload: bytes) -> tuple[str, int] | None:
     return None
 
 
+def _sha(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
 def _json_or(error: ValidationError, otherwise: RejectReason) -> RejectReason:
     """bad_json when the text is not JSON at all (garbage, truncated), else `otherwise`."""
     if any(item["type"] == "json_invalid" for item in error.errors(include_url=False)):
@@ -307,6 +317,13 @@ class _PendingEvent:
     inbound: _Inbound
     delivery: EventDelivery
     failures: int = 0  # store attempts that failed while the store took other events
+
+
+@dataclass(slots=True)
+class _PendingReject:
+    inbound: _Inbound
+    rejected: Rejected
+    failures: int = 0  # attempts to keep it as a dead letter that failed while the store answered
 
 
 @dataclass(slots=True)
@@ -407,6 +424,7 @@ class MqttConsumer:
         self._queue: queue.Queue[_Inbound] = queue.Queue(maxsize=2 * receive_maximum + 100)
         self._events: list[_PendingEvent] = []  # the batch being stored (worker thread only)
         self._statuses: list[_PendingStatus] = []
+        self._rejects: list[_PendingReject] = []  # refused, to be kept as dead letters
         self._lock = threading.Lock()
         self._generation = 0
         self._connected = False
@@ -467,7 +485,7 @@ class MqttConsumer:
             "store_ok": self._store_ok,
             "worker_alive": worker is not None and worker.is_alive(),
             "queued": self._queue.qsize(),
-            "pending": len(self._events) + len(self._statuses),
+            "pending": self._pending_count(),
             "last_error": self._last_error,
         }
 
@@ -699,7 +717,7 @@ class MqttConsumer:
             )
 
     def _pending_count(self) -> int:
-        return len(self._events) + len(self._statuses)
+        return len(self._events) + len(self._statuses) + len(self._rejects)
 
     def _fill(self, until: float) -> None:
         """Move messages from the queue into the batch until `until` or the batch is full."""
@@ -748,12 +766,64 @@ class MqttConsumer:
         failing alone `max_store_attempts` times while the store answers: rejected). So no
         message can hold the others back, whatever it holds.
         """
-        up = self._store_events() if self._events else True
+        up = self._keep_rejects() if self._rejects else True
+        if up and self._events:
+            up = self._store_events()
         if up and self._statuses:
             up = self._store_statuses()
         if up:
             self._store_ok = True
         return not self._pending_count()
+
+    def _keep_rejects(self) -> bool:
+        """Keep the refused messages as dead letters (one transaction), then ack and PUBACK
+        them. False when the store is down: they wait, unacknowledged, like everything else."""
+        letters = [
+            DeadLetter(
+                topic=p.inbound.topic,
+                payload=p.inbound.payload,
+                reason=p.rejected.reason,
+                detail=p.rejected.detail,
+                received_at=p.inbound.received_at,
+                event_id=key[0] if key else None,
+                seq=key[1] if key else None,
+            )
+            for p in self._rejects
+            for key in [_event_key(p.inbound.payload)]
+        ]
+        try:
+            self._store.keep_dead_letters(letters)
+        except Exception as error:
+            if not self._store_answers():
+                self._store_failed(error, len(letters))
+                return False
+            for pending in self._rejects:
+                pending.failures += 1
+            if self._rejects[0].failures < self._max_store_attempts:
+                logger.warning("Keeping %d dead letters failed (%s); retrying", len(letters), error)
+                return False
+            logger.error(  # never silent: what could not be kept is logged, then let go
+                "Dead letters could not be kept (%s: %s); dropping %s",
+                type(error).__name__,
+                error,
+                ", ".join(f"{x.topic} {x.reason} sha256={_sha(x.payload)}" for x in letters),
+            )
+            self.stats.add("dead_letters_lost", len(letters))
+        else:
+            self.stats.add("dead_letters_kept", len(letters))
+        rejects, self._rejects = self._rejects, []
+        for pending in rejects:
+            self._finish_reject(pending)
+        return True
+
+    def _finish_reject(self, pending: _PendingReject) -> None:
+        try:
+            if pending.rejected.reason != "store_error":  # that one may go through later
+                self._ack_rejected(pending.inbound, pending.rejected.reason)
+        except Exception:
+            logger.exception("Acking a refused MQTT message on %s raised", pending.inbound.topic)
+        finally:
+            self._puback(pending.inbound)
 
     def _store_statuses(self) -> bool:
         left: list[_PendingStatus] = []
@@ -906,8 +976,9 @@ class MqttConsumer:
         )
 
     def _reject(self, inbound: _Inbound, rejected: Rejected) -> None:
-        """Log, count and PUBACK a message refused for good (PUBACK whatever else fails, so a
-        refused message can never use up the broker's Receive Maximum)."""
+        """Log and count a message refused for good, and queue it to be kept as a dead letter;
+        once kept it is acked to the edge and PUBACKed (whatever else fails, so a refused
+        message can never use up the broker's Receive Maximum)."""
         try:
             log = logger.error if rejected.reason in SERVER_SIDE_REASONS else logger.warning
             log(
@@ -918,12 +989,9 @@ class MqttConsumer:
             )
             MESSAGES_REJECTED.labels(reason=rejected.reason).inc()
             self.stats.reject(rejected.reason)
-            if rejected.reason != "store_error":  # that one may go through later: let it come
-                self._ack_rejected(inbound, rejected.reason)
         except Exception:
-            logger.exception("Rejecting an MQTT message on %s raised", inbound.topic)
-        finally:
-            self._puback(inbound)  # so the broker does not deliver poison forever
+            logger.exception("Counting a refused MQTT message on %s raised", inbound.topic)
+        self._rejects.append(_PendingReject(inbound, rejected))
 
     def _ack_rejected(self, inbound: _Inbound, reason: str) -> None:
         """Tell the edge to stop re-sending a message that can never be stored, when the topic

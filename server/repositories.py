@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from common.events import SCHEMA, BoxLoad, Event, StatusMessage
 from server.db.models import (
     CameraStatusRow,
+    DeadLetterRow,
     EdgeRow,
     EventRow,
     EvidenceRow,
@@ -423,3 +424,67 @@ def evidence_info(row: EvidenceRow) -> EvidenceInfo:
     return EvidenceInfo(
         sha256=row.sha256, content_type=row.content_type, size=row.size, event_id=row.event_id
     )
+
+
+# Dead letters -----------------------------------------------------------------------------------
+
+
+class DeadLetterRepository:
+    """MQTT messages refused for good (server/services/dead_letters.py)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def keep(self, rows: Sequence[dict[str, Any]], *, max_rows: int) -> None:
+        """Insert each letter, or count one more arrival of the same topic and payload (held
+        again); then drop the oldest beyond `max_rows`."""
+        if not rows:
+            return
+        stmt = upsert_insert(self._session, DeadLetterRow)
+        table = _table(DeadLetterRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["topic", "payload_sha256"],
+            set_={
+                "times": table.c.times + 1,
+                "last_at": stmt.excluded.last_at,
+                "reason": stmt.excluded.reason,
+                "detail": stmt.excluded.detail,
+                "status": "held",
+            },
+        )
+        for row in sorted(rows, key=lambda r: (r["topic"], r["payload_sha256"])):
+            self._session.execute(stmt, row)
+        newest = self._session.scalar(select(func.max(DeadLetterRow.id))) or 0
+        if newest > max_rows:
+            self._session.execute(
+                delete(DeadLetterRow).where(DeadLetterRow.id <= newest - max_rows)
+            )
+
+    def page(
+        self,
+        *,
+        status: str | None,
+        reason: str | None,
+        sites: Collection[str] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[DeadLetterRow], int]:
+        """Newest first; a scoped caller sees the letters whose topic named one of its sites."""
+        query = matching(
+            select(DeadLetterRow),
+            ((DeadLetterRow.status, status), (DeadLetterRow.reason, reason)),
+            DeadLetterRow.site_id,  # type: ignore[arg-type]
+            sites,
+        )
+        total = self._session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = self._session.scalars(
+            query.order_by(DeadLetterRow.id.desc()).limit(limit).offset(offset)
+        ).all()
+        return list(rows), int(total or 0)
+
+    def get(self, letter_id: int) -> DeadLetterRow | None:
+        return self._session.get(DeadLetterRow, letter_id)
+
+    def counts(self) -> dict[str, int]:
+        query = select(DeadLetterRow.status, func.count()).group_by(DeadLetterRow.status)
+        return {str(status): int(n) for status, n in self._session.execute(query)}

@@ -428,3 +428,37 @@ class SiteDirectoryRow(Base):
     cameras: Mapped[dict[str, Any]] = mapped_column(JsonType)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class DeadLetterRow(Base):
+    """An MQTT message refused for good (issue 14): kept, with why, for an admin to inspect,
+    replay once the cause is fixed, or discard. One row per topic and payload (`times`
+    counts its arrivals); at most `payload` bytes of it are kept."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    times: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(8))
+    topic: Mapped[str] = mapped_column(String(512))
+    site_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    edge_id: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(Integer)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    handled_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("topic", "payload_sha256"),
+        CheckConstraint("status IN ('held', 'replayed', 'discarded')", name="status"),
+        Index("ix_dead_letters_status_id", "status", "id"),
+        Index("ix_dead_letters_site_id", "site_id", "id"),
+    )

@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY
 
 from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
 from server.mqtt import EventStore, MqttConsumer
+from server.services.dead_letters import DeadLetter
 from tests.support.databases import fresh_postgres_url
 from tests.support.mosquitto import PrivateBroker, unavailable
 
@@ -57,6 +58,7 @@ class FakeStore:
         self.failures = 0
         self.failing = False
         self.poison = poison  # event ids that make any batch holding them raise
+        self.dead_letters: list[DeadLetter] = []
 
     def ingest_many(self, items: Sequence[tuple[Event, str | None]], *, source: str) -> list[bool]:
         assert source == "mqtt"
@@ -82,6 +84,13 @@ class FakeStore:
 
     def available(self) -> bool:
         return not self.failing
+
+    def keep_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        with self.lock:
+            if self.failing:
+                self.failures += 1
+                raise ConnectionError("database away")
+            self.dead_letters.extend(letters)
 
     def count(self) -> int:
         with self.lock:
@@ -282,6 +291,14 @@ def test_bad_payloads_are_rejected_and_counted_while_valid_events_go_through(
         "bad_topic": 1,
     }
     assert metric(REJECTED, reason="bad_json") == before["bad_json"] + 2
+    # every refused message is kept, with its reason, for an admin to inspect or replay
+    wait_until(lambda: len(store.dead_letters) == 8, 5, "8 dead letters")
+    assert sorted(x.reason for x in store.dead_letters) == sorted(
+        ["bad_json"] * 2
+        + ["oversized", "not_utf8", "invalid_event", "site_mismatch", "camera_mismatch"]
+        + ["bad_topic"]
+    )
+    assert b"this is not json" in {x.payload for x in store.dead_letters}
     assert metric(REJECTED, reason="oversized") == before["oversized"] + 1
     assert store.keys() == {("ev-00000", 0), ("ev-00001", 0)}
     # stored events are acked; so are messages refused for good that still name their event
@@ -365,18 +382,23 @@ def test_nothing_is_lost_while_the_store_is_down(
     edge.listen_acks()
     for n in range(30):
         edge.send(make_event(n))
+    edge.publish(events_topic(SITE, EDGE, CAMERA), b'{"event_id": "bad", "seq": 1}')
     edge.flush()
 
     wait_until(lambda: store.failures >= 5, 10, "several failed store attempts")
     assert consumer.connected and not consumer.healthy
     assert consumer.health()["store_ok"] is False
     assert edge.ack_list() == [] and store.count() == 0
+    assert store.dead_letters == []  # the refused one waits too, unacknowledged
 
     store.failing = False
     wait_until(lambda: store.count() == 30, 10, "the 30 events once the store is back")
-    wait_until(lambda: len(edge.ack_list()) == 30, 10, "30 acks")
+    wait_until(lambda: len(edge.ack_list()) == 31, 10, "30 acks and a rejection")
     assert consumer.healthy
-    assert consumer.stats.rejected == {}
+    assert consumer.stats.rejected == {"invalid_event": 1}
+    assert [(x.event_id, x.seq, x.reason) for x in store.dead_letters] == [
+        ("bad", 1, "invalid_event")
+    ]
 
 
 def test_a_server_stopped_while_the_store_is_down_gets_the_events_again(
@@ -479,6 +501,10 @@ def test_poison_events_do_not_stop_ingestion_for_any_site(
     assert consumer.stats.rejected == {"bad_text": 200}
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM events")).scalar_one() == 1
+        letters = text("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+        wait_until(
+            lambda: connection.execute(letters).all() == [("bad_text", 200)], 10, "dead letters"
+        )
     wait_until(lambda: len([a for _, a in edge.ack_list() if "rejected" in a]) == 200, 10, "acks")
     assert consumer.healthy, consumer.health()
 

@@ -245,6 +245,9 @@ class _NoStore:
     def available(self) -> bool:
         raise AssertionError("not called")
 
+    def keep_dead_letters(self, letters: Any) -> None:
+        raise AssertionError("not called")
+
 
 def test_subscriptions_shared_by_group_or_plain() -> None:
     shared = MqttConsumer("mqtt://broker", _NoStore(), client_id="server-1")
