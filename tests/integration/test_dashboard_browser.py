@@ -1,175 +1,220 @@
-"""The dashboard in a real headless browser (Debian's Chromium driven by Playwright).
+"""The dashboard as its people use it, in a real headless browser (Debian's Chromium driven by
+Playwright) at a desk (1440x900) and on a phone (390x844).
 
-A real server (SQLite, a private Mosquitto) runs in this process; the edge side is played over
-the same wire an edge uses: evidence uploaded with an edge token, events POSTed to
-/api/v1/events, the camera status published on MQTT. The operator signs in through the page,
-sees the live alert arrive without a reload (and hears it), works it through acknowledge,
-dispatch and resolve, marks a second one as a false alarm, and switches the language. A
-screenshot of each step goes to $ZHIZHI_ARTIFACTS/dashboard (default test-artifacts/dashboard).
+A real server (SQLite, a private Mosquitto) runs in this process with a day of incidents; the
+edge side is played over the same wire an edge uses (evidence uploads, event messages, status
+messages with the analysis load). Every page is checked as it is shown: no console error (the
+few a step provokes on purpose are named by that step), no element wider than the screen, and
+no text left untranslated (Latin words in the Chinese page, Chinese in the English one; names
+and ids are data, marked translate="no"). A screenshot of each step goes to
+$ZHIZHI_ARTIFACTS/dashboard (default test-artifacts/dashboard).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
-import numpy as np
-import paho.mqtt.publish as mqtt_publish
 import pytest
-import uvicorn
 
-from common.events import status_topic
-from edge.evidence.clips import encode_mp4
-from server.auth import create_token
-from server.db.session import make_session_factory
-from server.main import ServerRuntime, build_server
-from server.settings import ServerSettings
-from server.users import create_user
-from tests.support.mosquitto import PrivateBroker, free_port, unavailable
+from tests.support.dashboard import (
+    ADMIN,
+    BINS,
+    COURT,
+    FACADE,
+    FIELD,
+    FIELD_TEAM,
+    LANE,
+    OPERATOR,
+    SITE,
+    CommandCenter,
+    busy_status,
+    command_center,
+    event_message,
+    facade_clip,
+    facade_snapshot,
+    phone_photo,
+    plan_png,
+    seed_a_day,
+    trajectory,
+    wait_until,
+)
+from tests.support.mosquitto import unavailable
 
 try:
-    from playwright.sync_api import Page, expect, sync_playwright
-except ImportError:  # the `page` fixture says so (and fails in CI, where nothing may skip)
+    from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+except ImportError:  # the `browser` fixture says so (and fails in CI, where nothing may skip)
     sync_playwright = None
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("ZHIZHI_CHROMIUM", "/usr/bin/chromium"))
-SITE, EDGE, FACADE, LANE = "garden-court", "box-1", "facade-3", "gate-east"
-OPERATOR = ("duty", "duty-desk-pass", "王值班")
-ADMIN = ("chief", "chief-secret-pass", "李主任")
 TIMEOUT_MS = 15_000
+DESK = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+ALARM_REPEAT_S = 1.0
+
+# Elements wider than the screen, or reaching past its edge (unless a scrolling or clipping
+# box that itself fits holds them), and short labels squeezed into a column.
+OVERFLOW_JS = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (!box.width || !box.height) continue;
+    if (box.right <= width + 1 && box.left >= -1) continue;
+    let held = false;
+    for (let up = el.parentElement; up; up = up.parentElement) {
+      const style = getComputedStyle(up);
+      if (["hidden", "auto", "scroll", "clip"].includes(style.overflowX)
+          && up.getBoundingClientRect().right <= width + 1) { held = true; break; }
+    }
+    const where = `${Math.round(box.left)}..${Math.round(box.right)}`;
+    if (!held) wide.push(`${el.tagName.toLowerCase()}.${el.className} ${where}`);
+  }
+  // short labels squeezed into a column, a character a line
+  const squeezed = [];
+  for (const el of document.querySelectorAll("button, a, label, th, .badge, .counter")) {
+    const text = el.textContent.trim();
+    if (!text || text.length > 12 || !el.checkVisibility()) continue;
+    const line = parseFloat(getComputedStyle(el).lineHeight) || 20;
+    if (el.getBoundingClientRect().height > 2.5 * line) squeezed.push(text);
+  }
+  return {
+    scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 10), squeezed,
+  };
+}"""
+
+# Visible interface text (text nodes, placeholders, aria-labels, tooltips of controls) that is
+# not data: data (names, ids, notes, numbers with their units) is marked translate="no".
+TEXT_JS = """() => {
+  const found = [];
+  const skip = (el) => !el || el.closest('[translate="no"], script, style, noscript')
+    || !el.checkVisibility({visibilityProperty: true});
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    if (text && !skip(node.parentElement)) found.push(text);
+  }
+  for (const el of document.querySelectorAll("[placeholder], [aria-label]")) {
+    if (skip(el)) continue;
+    for (const name of ["placeholder", "aria-label"]) {
+      const value = el.getAttribute(name);
+      if (value) found.push(value);
+    }
+  }
+  return found;
+}"""
+LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+ALLOWED_LATIN = {"EN", "MB", "CPU", "p95", "API"}  # the language switch, units, "API 令牌"
+HAN = re.compile(r"[\u4e00-\u9fff]")
+ALLOWED_HAN = {"中文"}  # the language switch names itself
 
 
-@dataclass
-class Server:
-    url: str
-    edge_token: str
-    broker: PrivateBroker
-    runtime: ServerRuntime
+class Console:
+    """Errors in the page's console and uncaught exceptions; a step that provokes one on
+    purpose says which with `expect_error`."""
 
-    def upload(self, data: bytes, content_type: str) -> dict[str, str]:
-        """PUT an evidence file as the edge does; the evidence entry naming it."""
-        sha256 = hashlib.sha256(data).hexdigest()
-        response = httpx.put(
-            f"{self.url}/api/v1/evidence/{sha256}",
-            content=data,
-            headers={"Authorization": f"Bearer {self.edge_token}", "Content-Type": content_type},
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        self.expected: list[str] = []
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        for index, pattern in enumerate(self.expected):
+            if pattern in message.text:
+                del self.expected[index]
+                return
+        self.errors.append(message.text)
+
+    def expect_error(self, pattern: str) -> None:
+        self.expected.append(pattern)
+
+    def check(self) -> None:
+        assert self.errors == [], f"console errors: {self.errors}"
+
+
+class Screen:
+    """One browser tab at one size: it checks every step it is shown and keeps a screenshot."""
+
+    def __init__(self, browser: Browser, size: dict[str, int], folder: Path, tag: str) -> None:
+        self.context = browser.new_context(
+            viewport=size,
+            locale="zh-CN",
+            device_scale_factor=1,
+            is_mobile=size["width"] < 600,
+            has_touch=size["width"] < 600,
         )
-        assert response.status_code in (200, 201), response.text
-        kind = "clip" if content_type == "video/mp4" else "snapshot"
-        return {
-            "kind": kind,
-            "sha256": sha256,
-            "content_type": content_type,
-            "url": f"/api/v1/evidence/{sha256}",
-            "role": "onset",
-        }
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.console = Console(self.page)
+        self.folder = folder
+        self.tag = tag
+        self.width = size["width"]
 
-    def send(self, message: dict[str, Any]) -> None:
-        """POST an event message as an edge over HTTP."""
-        response = httpx.post(
-            f"{self.url}/api/v1/events",
-            json=message,
-            headers={"Authorization": f"Bearer {self.edge_token}"},
+    def shot(self, name: str, *, language: str = "zh-CN") -> None:
+        """Screenshot, then: nothing wider than the screen, no untranslated text, no errors."""
+        page = self.page
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(self.folder / f"{name}-{self.tag}.png"), full_page=True)
+        fit = page.evaluate(OVERFLOW_JS)
+        assert fit["scroll"] <= fit["width"] and not fit["wide"], f"{name} is too wide: {fit}"
+        assert fit["squeezed"] == [], f"{name}: labels squeezed a character a line: {fit}"
+        texts: list[str] = page.evaluate(TEXT_JS)
+        if language == "zh-CN":
+            latin = sorted({w for text in texts for w in LATIN_WORD.findall(text)} - ALLOWED_LATIN)
+            assert latin == [], f"{name}: untranslated words {latin} in {texts}"
+        else:
+            chinese = sorted(
+                {text for text in texts if HAN.search(text) and text not in ALLOWED_HAN}
+            )
+            assert chinese == [], f"{name}: Chinese left in the English page: {chinese}"
+        self.console.check()
+
+    def sign_in(self, url: str, who: tuple[str, str, str]) -> None:
+        page = self.page
+        page.goto(url)
+        page.evaluate(f"localStorage.setItem('zhizhi.alarm_repeat_s', '{ALARM_REPEAT_S}')")
+        page.fill("#login-username", who[0])
+        page.fill("#login-password", who[1])
+        page.click("#login-submit")
+        expect(page.locator("#current-user")).to_contain_text(who[2])
+        expect(page.locator("#live-state")).to_have_class("live live-open")
+
+    def listen_for_sounds(self) -> None:
+        self.page.evaluate(
+            "window.sounds = []; window.addEventListener('zhizhi:alert-sound',"
+            " (e) => window.sounds.push(e.detail))"
         )
-        assert response.status_code == 201, response.text
 
-    def camera_status(self, cameras: dict[str, bool]) -> None:
-        """The edge's retained status message on MQTT (what the health view shows)."""
-        payload = {
-            "state": "online",
-            "edge_id": EDGE,
-            "site_id": SITE,
-            "ts": time.time(),
-            "cameras": {
-                camera: {"online": online, "reason": "" if online else "rtsp timeout"}
-                for camera, online in cameras.items()
-            },
-        }
-        mqtt_publish.single(
-            status_topic(SITE, EDGE),
-            json.dumps(payload),
-            qos=1,
-            retain=True,
-            hostname="127.0.0.1",
-            port=self.broker.port,
-        )
+    def sounds(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.page.evaluate("window.sounds")
+        return found
 
-
-class _Uvicorn(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the test's thread, not the main one
-        pass
-
-
-def _wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    def close(self) -> None:
+        try:
+            self.page.screenshot(path=str(self.folder / f"last-{self.tag}.png"), full_page=True)
+        finally:
+            self.context.close()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("dashboard")
-    broker = PrivateBroker(folder / "broker")
-    broker.start()
-    port = free_port()
-    settings = ServerSettings(
-        db_url=f"sqlite:///{folder / 'zhizhi.db'}",
-        mqtt_url=broker.url,
-        port=port,
-        media_dir=folder / "media",
-        mqtt_client_id="dashboard-test-server",
-    )
-    runtime = build_server(settings, shared=False)
-    with make_session_factory(runtime.engine)() as session:
-        for (username, password, name), role, sites in (
-            (OPERATOR, "operator", [SITE]),
-            (ADMIN, "admin", ["*"]),
-        ):
-            create_user(
-                session,
-                username=username,
-                password=password,
-                role=role,
-                sites=sites,
-                display_name=name,
-            )
-        edge_token = create_token(session, "edge", "dashboard test edge")
-    web = _Uvicorn(uvicorn.Config(runtime.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, name="dashboard-http", daemon=True)
-    thread.start()
-    runtime.start_consumer()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(lambda: _answers(url), 20, "the server's /healthz")
-        yield Server(url=url, edge_token=edge_token, broker=broker, runtime=runtime)
-    finally:
-        web.should_exit = True
-        thread.join(timeout=10)
-        runtime.stop()
-        broker.stop()
+def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CommandCenter]:
+    with command_center(tmp_path_factory.mktemp("dashboard")) as running:
+        seed_a_day(running)
+        running.status(busy_status())
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -181,121 +226,42 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture
-def page(artifacts: Path) -> Iterator[Page]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
     if sync_playwright is None:
         unavailable("playwright is not installed (pip install -e '.[dev]')")
     if not CHROMIUM.exists():
         unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(
+        launched = driver.chromium.launch(
             executable_path=str(CHROMIUM),
             args=["--autoplay-policy=no-user-gesture-required"],
         )
-        context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
         try:
-            yield page
+            yield launched
         finally:
-            page.screenshot(path=str(artifacts / "last.png"), full_page=True)
-            browser.close()
-        assert not errors, f"JavaScript errors in the page: {errors}"
+            launched.close()
 
 
-# What the edge sends -----------------------------------------------------------------------
+@pytest.fixture
+def screens(browser: Browser, artifacts: Path) -> Iterator[dict[str, Screen]]:
+    opened: dict[str, Screen] = {}
+
+    class Screens(dict[str, Screen]):
+        def __missing__(self, tag: str) -> Screen:
+            size = PHONE if tag.startswith("phone") else DESK
+            screen = Screen(browser, size, artifacts, tag)
+            opened[tag] = screen
+            self[tag] = screen
+            return screen
+
+    yield Screens()
+    for screen in opened.values():
+        screen.close()
 
 
-def facade_snapshot() -> bytes:
-    """A synthetic high-rise facade (rows of windows) as the edge's JPEG snapshot."""
-    image = np.full((360, 640, 3), (170, 180, 190), np.uint8)
-    for floor in range(12):
-        for column in range(10):
-            x, y = 40 + column * 58, 12 + floor * 29
-            cv2.rectangle(image, (x, y), (x + 34, y + 18), (90, 70, 60), -1)
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return bytes(data)
-
-
-def facade_clip() -> bytes:
-    """A short H.264 clip of a small object falling past the facade."""
-    frames = []
-    for i in range(20):
-        image = np.full((240, 320, 3), (170, 180, 190), np.uint8)
-        cv2.circle(image, (200, 20 + i * 10), 5, (20, 20, 220), -1)
-        frames.append((i / 10, image))
-    return encode_mp4(frames)
-
-
-def event_message(event_id: str, event_type: str, camera: str, **fields: Any) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "schema": "zhizhi.event/1",
-        "event_id": event_id,
-        "seq": 0,
-        "state": "new",
-        "type": event_type,
-        "site_id": SITE,
-        "camera_id": camera,
-        "zone_id": "facade" if event_type == "falling_object" else "lane-north",
-        "rule_id": f"{camera}-{event_type}",
-        "observed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pts_s": 40.0,
-        "onset_pts_s": 38.8,
-        "bbox": [0.55, 0.3, 0.65, 0.9],
-        "score": 0.91,
-        "details": {},
-        "model": None,
-        "evidence": [],
-    }
-    message.update(fields)
-    return message
-
-
-def throw_event(server: Server) -> dict[str, Any]:
-    trajectory = [[38.8 + i * 0.1, 0.60, 0.22 + 0.0085 * i * i] for i in range(9)]
-    evidence = [
-        server.upload(facade_snapshot(), "image/jpeg"),
-        server.upload(facade_clip(), "video/mp4"),
-    ]
-    return event_message(
-        "throw-0001",
-        "falling_object",
-        FACADE,
-        details={"trajectory": trajectory, "origin_floor": 9},
-        evidence=evidence,
-    )
-
-
-def lane_event(event_id: str, zone: str) -> dict[str, Any]:
-    return event_message(
-        event_id,
-        "fire_lane",
-        LANE,
-        zone_id=zone,
-        rule_id=f"{zone}-blocked",
-        pts_s=260.0,
-        onset_pts_s=20.0,
-        details={"blocked_s": 240.0, "dwell_s": 120},
-    )
-
-
-# The story -------------------------------------------------------------------------------
-
-
-def sign_in(page: Page, url: str, who: tuple[str, str, str]) -> None:
-    page.goto(url)
-    page.fill("#login-username", who[0])
-    page.fill("#login-password", who[1])
-    page.click("#login-submit")
-    expect(page.locator("#current-user")).to_contain_text(who[2])
-
-
-def row(page: Page, text: str) -> Any:
-    """The queue's row of the one incident whose row shows `text` (a camera or zone id)."""
-    return page.locator(f"#queue-body tr.incident-row:has-text('{text}')")
+def row(page: Page, incident_id: int) -> Any:
+    return page.locator(f"#queue-body tr.incident-row[data-id='{incident_id}']")
 
 
 def act(page: Page, action: str, status: str) -> None:
@@ -303,180 +269,428 @@ def act(page: Page, action: str, status: str) -> None:
     expect(page.locator("#incident-status")).to_have_attribute("data-status", status)
 
 
-def test_operator_works_live_alerts_through_their_lifecycle(
-    server: Server, page: Page, artifacts: Path
+def throw(center: CommandCenter, event_id: str) -> dict[str, Any]:
+    evidence = [
+        center.upload(facade_snapshot(7), "image/jpeg"),
+        center.upload(facade_clip(), "video/mp4"),
+    ]
+    return event_message(
+        event_id,
+        FACADE,
+        details={"trajectory": trajectory(), "origin_floor": 9},
+        evidence=evidence,
+    )
+
+
+# At the desk ----------------------------------------------------------------------------------
+
+
+def test_an_operator_works_the_urgency_queue_and_the_alarm_at_a_desk(
+    center: CommandCenter, screens: dict[str, Screen]
 ) -> None:
-    shot = Screenshots(page, artifacts)
-    page.goto(server.url)
+    desk = screens["desk"]
+    page = desk.page
+    page.goto(center.url)
     expect(page.locator("#login-submit")).to_have_text("登录")  # Chinese first
     page.fill("#login-username", OPERATOR[0])
     page.fill("#login-password", "wrong password")
+    desk.console.expect_error("401")  # the refused login's response
     page.click("#login-submit")
     expect(page.locator("#login-error")).to_have_text("用户名或密码错误")
-    shot("01-login-refused")
+    desk.shot("01-login-refused")
 
-    sign_in(page, server.url, OPERATOR)
-    expect(page.locator("#live-state")).to_have_class("live live-open")
-    expect(page.locator("#queue-body")).to_contain_text("暂无事件")
-    page.evaluate(
-        "window.sounds = []; window.addEventListener('zhizhi:alert-sound',"
-        " (e) => window.sounds.push(e.detail))"
+    desk.sign_in(center.url, OPERATOR)
+    desk.listen_for_sounds()
+    rows = page.locator("#queue-body tr.incident-row")
+    expect(rows.first).to_have_class(re.compile(r"\bsev-critical\b.*\bunacked\b"))
+    expect(page.locator("#count-unacked strong")).not_to_have_text("0")
+    expect(page.locator("#alarm-banner")).to_be_visible()
+    expect(page.locator("#alarm-banner")).to_contain_text("紧急报警未确认")
+    wait_until(lambda: len(desk.sounds()) >= 2, 10, "the alarm to repeat")
+    assert {sound["reason"] for sound in desk.sounds()} == {"repeat"}
+    six = center.incident_of("throw-a0")
+    throw_row = row(page, six["id"])
+    expect(throw_row).to_contain_text("6 次")  # the six alerts of one thrown object
+    expect(throw_row).to_contain_text("3号楼东立面")  # names, not ids
+    expect(throw_row).to_contain_text("锦绣花园 · 3号楼外墙")
+    assert throw_row.get_attribute("data-id") in [
+        rows.nth(i).get_attribute("data-id") for i in range(2)
+    ]  # urgent first, above the newer lanes and piles
+    desk.shot("02-urgency-queue")
+
+    # a thrown object arrives live: at the top, flashing, sounded, counted
+    before = int(page.locator("#count-urgent strong").inner_text())
+    center.send(throw(center, "throw-live"))
+    live = center.incident_of("throw-live")
+    live_row = row(page, live["id"])
+    expect(live_row).to_have_class(re.compile(r"\bunseen\b"))
+    order = page.eval_on_selector_all(
+        "#queue-body tr.incident-row", "rows => rows.map(r => [r.dataset.id, r.className])"
     )
-    shot("02-queue-empty")
+    position = [entry[0] for entry in order].index(str(live["id"]))
+    # among the unacknowledged critical ones (the overdue before it), above all the rest
+    assert all("sev-critical" in entry[1] for entry in order[: position + 1])
+    expect(page.locator("#count-urgent strong")).to_have_text(str(before + 1))
+    wait_until(lambda: {"reason": "falling_object", "played": True} in desk.sounds(), 5, "the beep")
+    desk.shot("03-live-thrown-object")
 
-    # a thrown object: pushed over the live feed, shown and sounded without a reload
-    server.send(throw_event(server))
-    throw_row = row(page, FACADE)
-    expect(throw_row).to_have_class(re.compile(r"\bsev-critical\b.*\bunseen\b"))
-    expect(throw_row).to_contain_text("高空抛物")
-    expect(throw_row).to_contain_text("9 层")
-    assert page.evaluate("window.sounds") == [{"reason": "falling_object", "played": True}]
-    shot("03-live-alert-thrown-object")
+    # a reload keeps what is unacknowledged marked and the alarm on
+    page.reload()
+    desk.listen_for_sounds()
+    expect(row(page, live["id"])).to_have_class(re.compile(r"\bunacked\b"))
+    expect(page.locator("#alarm-banner")).to_be_visible()
+    expect(page.locator("#count-urgent strong")).to_have_text(str(before + 1))
+    wait_until(lambda: len(desk.sounds()) >= 1, 5, "the alarm to go on after the reload")
 
-    # the detail: snapshot with the trajectory drawn over it, the floor, the clip
-    throw_row.click()
+    # the detail: the latest alert's snapshot with its trajectory, the floor, a playable clip
+    row(page, live["id"]).click()
     expect(page.locator("#incident-status")).to_have_attribute("data-status", "reported")
     expect(page.locator("#incident-floor")).to_have_text("9 层")
-    expect(page.locator(".snapshot svg.trajectory polyline")).to_have_count(1)
-    points = page.locator(".snapshot svg.trajectory polyline").get_attribute("points") or ""
-    assert len(points.split()) == 9
+    expect(page.locator("#latest-evidence .snapshot svg.trajectory polyline")).to_have_count(1)
     page.wait_for_function(
         "() => [...document.images].some((img) => img.complete && img.naturalWidth === 640)"
     )
     page.wait_for_function(
-        "() => { const v = document.querySelector('.clip video'); return v && v.duration > 1; }"
+        "() => { const v = document.querySelector('.clip video');"
+        " return v && v.duration > 1 && v.poster; }"
     )
-    shot("04-incident-detail-thrown-object")
-
+    desk.shot("04-incident-thrown-object")
     act(page, "ack", "filed")
-    expect(page.locator("#incident-history")).to_contain_text("确认立案")
-    shot("05-acknowledged")
+    expect(page.locator("#incident-history")).to_contain_text("王值班")
     page.select_option("#dispatch-team", "property_management")
     page.fill("#action-note", "请物业到 3 号楼核实")
     act(page, "dispatch", "dispatched")
-    expect(page.locator("#incident-history")).to_contain_text("请物业到 3 号楼核实")
-    shot("06-dispatched")
-    page.fill("#action-note", "已找到抛物住户并劝导")
-    act(page, "resolve", "closed")
     history = page.locator("#incident-history tbody tr")
-    expect(history).to_have_count(4)  # reported by the system, then the operator's three
-    expect(history.first).to_contain_text("上报")
-    expect(history.last).to_contain_text(OPERATOR[0])
-    shot("07-resolved")
+    expect(history.last).to_contain_text("派遣 → 物业")
+    expect(history.last).to_contain_text("请物业到 3 号楼核实")
+    expect(history.first).to_contain_text("系统")
+    desk.shot("05-dispatched")
 
-    # a blocked fire lane: no sound (not critical); marked as a false alarm with a note
-    page.click("#nav-incidents")
-    server.send(lane_event("lane-0001", "lane-north"))
-    lane_row = row(page, "lane-north")
-    expect(lane_row).to_contain_text("消防通道占用")
-    expect(lane_row).to_contain_text("持续 4 分 0 秒")
-    expect(row(page, FACADE)).to_contain_text("结案")
-    assert len(page.evaluate("window.sounds")) == 1
-    shot("08-second-alert-fire-lane")
-    page.select_option("#filter-status", "closed")
-    expect(page.locator("#queue-body tr.incident-row")).to_have_count(1)
-    expect(row(page, FACADE)).to_be_visible()
-    page.select_option("#filter-status", "")
-    expect(page.locator("#queue-body tr.incident-row")).to_have_count(2)
-    lane_row.click()
-    expect(page.locator("#incident-dwell")).to_have_text("4 分 0 秒")
-    page.fill("#action-note", "是物业的保洁车，正在作业")
-    act(page, "false-alarm", "false_alarm")
-    expect(page.locator("#action-resolve")).to_have_count(0)
-    shot("09-false-alarm")
+    # the thrown object with six alerts: one page, the latest alert first, the rest folded
+    page.goto(f"{center.url}/#/incidents/{six['id']}")
+    expect(page.locator("#older-summary")).to_be_visible()
+    expect(page.locator("#latest-evidence figure")).not_to_have_count(0)
+    assert page.locator("#latest-evidence figure").count() <= 3
+    desk.shot("06-grouped-thrown-object")
 
-    # the language switch, remembered over a reload
+    # bulk acknowledgement of what is still reported
+    page.goto(f"{center.url}/#/incidents?quick=unacked")
+    expect(page.locator("#quick-unacked")).to_have_class(re.compile(r"\bactive\b"))
+    expect(rows.first).to_be_visible()
+    page.check("#pick-all")
+    expect(page.locator("#bulk-bar")).to_be_visible()
+    desk.shot("07-bulk-selected")
+    page.click("#bulk-ack")
+    expect(page.locator("#queue-body")).to_contain_text("暂无事件")
+    expect(page.locator("#count-unacked strong")).to_have_text("0")
+    expect(page.locator("#alarm-banner")).to_be_hidden()
+    heard = len(desk.sounds())
+    page.wait_for_timeout(int(ALARM_REPEAT_S * 2500))
+    assert len(desk.sounds()) == heard  # acknowledged: the alarm stopped
+
+    # search, a camera, a date range and a sorted column
+    page.goto(f"{center.url}/#/incidents")
+    page.fill("#filter-q", "垃圾站")
+    expect(rows).to_have_count(5)
+    page.fill("#filter-q", "")
+    page.select_option("#filter-camera", LANE)
+    expect(rows).to_have_count(5)  # four blockages and the late one
+    page.click("#sort-alerts")
+    expect(page.locator("#sort-alerts")).to_contain_text("↓")
+    today = datetime.now().strftime("%Y-%m-%d")
+    page.fill("#filter-from", today)
+    page.fill("#filter-to", today)
+    late = center.incident_of("lane-late")
+    expect(row(page, late["id"])).to_contain_text("延迟")  # sent late from the outbox
+    desk.shot("08-filtered-sorted")
+
+    # a false alarm needs a reason, and does not count as filed
+    pile = center.incident_of("pile-0")
+    page.goto(f"{center.url}/#/incidents/{pile['id']}")
+    expect(page.locator("#latest-evidence .evidence-missing")).to_contain_text("证据缺失")
+    page.click("#action-false-alarm")
+    page.click("#false-alarm-confirm")
+    expect(page.locator("#false-alarm-error")).to_have_text("请选择误报原因")
+    page.check("#false-alarm-dialog input[value='authorised_activity']")
+    page.fill("#false-alarm-note", "环卫车正在清运")
+    desk.shot("09-false-alarm-dialog")
+    page.click("#false-alarm-confirm")
+    expect(page.locator("#incident-status")).to_have_attribute("data-status", "false_alarm")
+    expect(page.locator("#incident-history tbody tr").last).to_contain_text("正常作业")
+    desk.shot("10-false-alarm")
+
+    # English, remembered over a reload, with nothing Chinese left but the data
     page.click("#lang-en")
     expect(page.locator("#nav-incidents")).to_have_text("Incidents")
     expect(page.locator("#incident-status")).to_have_text("False alarm")
     page.reload()
-    expect(page.locator("#nav-incidents")).to_have_text("Incidents")
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    shot("10-english")
+    desk.shot("11-english-incident", language="en")
+    page.goto(f"{center.url}/#/incidents")
+    expect(rows.first).to_be_visible()
+    desk.shot("12-english-queue", language="en")
     page.click("#lang-zh-CN")
     expect(page.locator("#nav-incidents")).to_have_text("事件队列")
 
 
-def test_admin_sees_health_statistics_and_places_cameras_on_the_plan(
-    server: Server, page: Page, artifacts: Path, tmp_path: Path
+# On the phone ---------------------------------------------------------------------------------
+
+
+def test_a_field_worker_takes_an_order_on_the_phone_and_reports_back_with_a_photo(
+    center: CommandCenter, screens: dict[str, Screen], tmp_path: Path
 ) -> None:
-    shot = Screenshots(page, artifacts)
-    server.camera_status({FACADE: True, LANE: False})
-    server.send(lane_event("lane-0002", "lane-south"))
-    sign_in(page, server.url, ADMIN)
-
-    page.click("#nav-cameras")
-    expect(page.locator(f"#camera-health tr[data-camera='{LANE}']")).to_contain_text("离线")
-    expect(page.locator(f"#camera-health tr[data-camera='{FACADE}']")).to_contain_text("在线")
-    shot("11-camera-health")
-    server.camera_status({FACADE: True, LANE: True})  # back online: pushed, no reload
-    expect(page.locator(f"#camera-health tr[data-camera='{LANE}']")).to_contain_text("在线")
-
-    page.click("#nav-stats")
-    expect(page.locator("#stats-per-day .seg.type-fire_lane")).not_to_have_count(0)
-    expect(page.locator("#stats-false-alarms")).to_contain_text("lane-south-blocked")
-    shot("12-statistics")
-
-    plan = tmp_path / "plan.png"
-    image = np.full((500, 800, 3), 235, np.uint8)
-    for x, y in ((100, 80), (420, 80), (100, 300), (420, 300)):
-        cv2.rectangle(image, (x, y), (x + 220, y + 140), (120, 120, 120), 3)
-    assert cv2.imwrite(str(plan), image)
-    page.click("#nav-plan")
-    page.select_option("#plan-site", SITE)
-    page.set_input_files("#plan-upload", str(plan))
-    expect(page.locator("#plan-frame img")).to_be_visible()
-    page.check(f"#plan-cameras input[value='{LANE}']")
-    page.locator("#plan-frame").click(position={"x": 200, "y": 100})
-    expect(page.locator(f"#plan-frame .marker[data-camera='{LANE}']")).to_be_visible()
-    shot("13-site-plan")
-
-    # muted: a person fall still arrives live, silently
-    page.click("#nav-incidents")
-    page.click("#mute-toggle")
-    expect(page.locator("#mute-toggle")).to_have_attribute("aria-pressed", "true")
-    page.evaluate(
-        "window.sounds = []; window.addEventListener('zhizhi:alert-sound',"
-        " (e) => window.sounds.push(e.detail))"
+    center.send(
+        event_message(
+            "lane-order", LANE, pts_s=140.0, onset_pts_s=20.0, details={"blocked_s": 120.0}
+        )
     )
-    server.send(event_message("fall-0001", "person_fall", FACADE, zone_id="courtyard"))
-    expect(row(page, "courtyard")).to_contain_text("人员跌倒")
-    assert page.evaluate("window.sounds") == [{"reason": "person_fall", "played": False}]
+    order = center.incident_of("lane-order")
+    dispatched = center.api(
+        "POST",
+        f"/api/v1/incidents/{order['id']}/dispatch",
+        json={"team": FIELD_TEAM, "note": "请物业挪车"},
+    )
+    assert dispatched.status_code == 200, dispatched.text
+    phone = screens["phone"]
+    page = phone.page
+    phone.sign_in(center.url, FIELD)
+    card = page.locator(f".order-card[data-id='{order['id']}']")
+    expect(card).to_contain_text("东门消防通道")
+    team = center.api("GET", "/api/v1/incidents", params={"team": FIELD_TEAM, "open": "true"})
+    to_work = [i for i in team.json()["items"] if i["status"] in ("dispatched", "handling")]
+    expect(page.locator("#count-orders strong")).to_have_text(str(len(to_work)))
+    expect(page.locator(".order-card")).to_have_count(len(to_work))
+    phone.shot("20-my-orders")
 
-    row(page, "lane-south").click()
-    expect(page.locator(f".plan-frame .marker.highlight[data-camera='{LANE}']")).to_be_visible()
-    act(page, "resolve", "closed")
-    expect(page.locator("#action-reopen")).to_be_visible()  # an admin may reopen
-    shot("14-incident-on-plan")
+    page.click(f"#start-{order['id']}")
+    expect(card).to_have_attribute("data-status", "handling")
+    card.locator("a.order-main").click()
+    expect(page.locator("#incident-status")).to_have_attribute("data-status", "handling")
+    phone.shot("21-order-on-the-phone")
+
+    page.click("#action-feedback")  # no note yet: said next to the button, on the screen
+    message = page.locator("#action-message")
+    expect(message).to_have_text("反馈需要填写备注")
+    box = message.bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"]
+    photo = tmp_path / "cleared-lane.jpg"
+    photo.write_bytes(phone_photo())
+    page.set_input_files("#photo-input", str(photo))
+    expect(page.locator("#photo-previews img")).to_have_count(1)
+    page.fill("#action-note", "车已挪走，通道畅通")
+    phone.shot("22-feedback-with-photo")
+    page.click("#action-feedback")
+    expect(page.locator("#incident-status")).to_have_attribute("data-status", "feedback")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#incident-photos img')]"
+        ".some((img) => img.complete && img.naturalWidth > 0)"
+    )
+    expect(page.locator("#incident-photos")).to_contain_text("赵师傅")
+    phone.shot("23-reported-back")
+
+    # stored as evidence: under its sha256, of the type its bytes say, linked, audited
+    detail = center.api("GET", f"/api/v1/incidents/{order['id']}").json()
+    (stored,) = [e for e in detail["evidence"] if e["kind"] == "photo"]
+    data = center.api("GET", stored["url"]).content
+    assert hashlib.sha256(data).hexdigest() == stored["sha256"]
+    assert stored["content_type"] == "image/jpeg" and stored["by"] == FIELD[0]
+    assert max(_jpeg_size(data)) <= 1920  # scaled on the phone before the upload
+    audit = center.api("GET", "/api/v1/audit", params={"action": "upload_photo"}).json()
+    assert audit["items"][0]["details"]["sha256"] == stored["sha256"]
+
+    # the center checks the work against the photo, then closes
+    desk = screens["desk-verify"]
+    desk.sign_in(center.url, OPERATOR)
+    desk.page.goto(f"{center.url}/#/incidents/{order['id']}")
+    expect(desk.page.locator("#incident-photos figure")).to_have_count(1)
+    expect(desk.page.locator("#incident-history tbody tr").last).to_contain_text("附照片 1 张")
+    expect(desk.page.locator("#incident-history tbody tr").last).to_contain_text("赵师傅")
+    desk.shot("24-verify-against-the-photo")
+    act(desk.page, "verify", "verified")
+    act(desk.page, "resolve", "closed")
+    page.goto(f"{center.url}/#/orders")
+    expect(page.locator("#orders-done")).to_contain_text("东门消防通道")
+    phone.shot("25-order-done")
 
 
-def test_a_viewer_signs_in_with_an_api_token_and_may_only_look(
-    server: Server, page: Page, artifacts: Path
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame marker."""
+    index = 2
+    while index < len(data):
+        marker, length = data[index + 1], int.from_bytes(data[index + 2 : index + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):
+            height = int.from_bytes(data[index + 5 : index + 7], "big")
+            width = int.from_bytes(data[index + 7 : index + 9], "big")
+            return width, height
+        index += 2 + length
+    raise AssertionError("no start-of-frame marker")
+
+
+# Every view, at both sizes, in both languages -------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["desk-admin", "phone-admin"])
+def test_every_view_fits_the_screen_and_speaks_both_languages(
+    center: CommandCenter, screens: dict[str, Screen], tag: str
 ) -> None:
-    with make_session_factory(server.runtime.engine)() as session:
-        token = create_token(session, "viewer", "wall screen")
-    server.send(event_message("pile-0001", "garbage_pile", LANE, zone_id="bins-west"))
-    page.goto(server.url)
+    screen = screens[tag]
+    page = screen.page
+    size = "desk" if tag.startswith("desk") else "phone"
+    if size == "desk":  # the plan is uploaded once, by the admin at the desk
+        plan = center.api(
+            "PUT",
+            f"/api/v1/sites/{SITE}/plan",
+            content=plan_png(),
+            headers={"Content-Type": "image/png"},
+        )
+        assert plan.status_code == 204
+    screen.sign_in(center.url, ADMIN)
+    if size == "phone":
+        page.click("#menu-toggle")
+        expect(page.locator("#nav-audit")).to_be_visible()
+        expect(page.locator("#logout")).to_be_visible()
+        screen.shot("30-menu")
+        page.click("#menu-toggle")
+
+    # the plan: an admin places the cameras, then the pins show the open incidents live
+    page.goto(f"{center.url}/#/plan")
+    if size == "desk":
+        page.click("#plan-edit")
+        for camera, (x, y) in {
+            FACADE: (0.3, 0.3),
+            LANE: (0.7, 0.52),
+            BINS: (0.18, 0.8),
+            COURT: (0.62, 0.8),
+        }.items():
+            page.check(f"#plan-cameras input[value='{camera}']")
+            frame = page.locator("#plan-frame").bounding_box()
+            assert frame is not None
+            page.locator("#plan-frame").click(
+                position={"x": frame["width"] * x, "y": frame["height"] * y}
+            )
+            expect(page.locator(f"#plan-frame .marker[data-camera='{camera}']")).to_be_visible()
+        page.click("#plan-edit")
+    pin = page.locator(f"#plan-frame .marker[data-camera='{FACADE}']")
+    expect(pin).to_have_class(re.compile(r"\balarm-critical\b"))
+    pin.click()
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#plan-snapshot img');"
+        " return img && img.complete && img.naturalWidth > 0; }"
+    )
+    screen.shot("31-plan")
+
+    page.goto(f"{center.url}/#/review")
+    page.select_option("#review-camera", LANE)
+    expect(page.locator("#review-timeline .mark")).not_to_have_count(0)
+    screen.shot("32-review")
+
+    page.goto(f"{center.url}/#/cameras")
+    facade = page.locator(f".camera-card[data-camera='{FACADE}']")
+    expect(facade).to_have_attribute("data-state", "overloaded")
+    expect(facade).to_contain_text("逐帧规则跟不上或丢帧")
+    expect(facade).to_contain_text("3号楼高空抛物")
+    expect(page.locator(f".camera-card[data-camera='{LANE}']")).to_have_attribute(
+        "data-state", "degraded"
+    )
+    expect(page.locator(f".camera-card[data-camera='{COURT}']")).to_contain_text("无法连接摄像头")
+    expect(page.locator(".box-load")).to_contain_text("设备过载")
+    screen.shot("33-devices")
+
+    page.goto(f"{center.url}/#/stats")
+    expect(page.locator("#stats-per-day .seg.type-fire_lane")).not_to_have_count(0)
+    screen.shot("34-statistics")
+
+    page.goto(f"{center.url}/#/silences")
+    page.select_option("#silence-camera", BINS)
+    page.fill("#silence-comment", "清运车检修")
+    page.click("#silence-submit")
+    expect(page.locator("#silences")).to_contain_text("西侧垃圾站")
+    screen.shot("35-silences")
+
+    page.goto(f"{center.url}/#/audit")
+    expect(page.locator("#audit")).to_contain_text("设置静默")
+    screen.shot("36-audit")
+
+    page.goto(f"{center.url}/#/incidents")
+    expect(page.locator("#queue-body tr.incident-row").first).to_be_visible()
+    screen.shot("37-queue")
+    page.locator("#queue-body tr.incident-row").first.click()
+    expect(page.locator("#incident-status")).to_be_visible()
+    screen.shot("38-incident")
+
+    page.click("#lang-en") if size == "desk" else _language_on_phone(page, "en")
+    for route, name in (
+        ("incidents", "queue"),
+        ("plan", "plan"),
+        ("review", "review"),
+        ("cameras", "devices"),
+        ("stats", "statistics"),
+        ("silences", "silences"),
+        ("audit", "audit"),
+    ):
+        page.goto(f"{center.url}/#/{route}")
+        page.wait_for_timeout(300)
+        screen.shot(f"39-en-{name}", language="en")
+    if size == "desk":
+        page.click("#lang-zh-CN")
+    else:
+        _language_on_phone(page, "zh-CN")
+
+
+def _language_on_phone(page: Page, code: str) -> None:
+    page.click("#menu-toggle")
+    page.click(f"#lang-{code}")
+
+
+def test_devices_change_live_and_a_viewer_token_may_only_look(
+    center: CommandCenter, screens: dict[str, Screen]
+) -> None:
+    phone = screens["phone-viewer"]
+    page = phone.page
+    page.goto(center.url)
     page.click(".token-card summary")
     page.fill("#login-token", "not-a-token")
+    phone.console.expect_error("401")
     page.click("#token-submit")
     expect(page.locator("#token-error")).to_have_text("令牌无效或已吊销")
-    page.fill("#login-token", token)
+    page.fill("#login-token", center.viewer_token)
     page.click("#token-submit")
-    expect(page.locator("#current-user")).to_contain_text("wall screen")
-    row(page, "bins-west").click()
-    expect(page.locator("#incident-status")).to_have_attribute("data-status", "reported")
+    expect(page.locator("#current-user")).to_contain_text("大屏")
+    page.locator("#queue-body tr.incident-row").first.click()
     expect(page.locator(".actions button")).to_have_count(0)
     expect(page.locator("#incident-view")).to_contain_text("仅可查看")
-    Screenshots(page, artifacts)("15-viewer-read-only")
+    expect(page.locator("#pick-all")).to_have_count(0)
+    phone.shot("40-viewer-read-only")
+
+    page.goto(f"{center.url}/#/cameras")
+    court = page.locator(f".camera-card[data-camera='{COURT}']")
+    expect(court).to_contain_text("离线")
+    status = busy_status()
+    status["cameras"][COURT] = {
+        "online": True,
+        "reason": "frames arriving",
+        "reason_code": "frames_arriving",
+    }
+    center.status(status)  # back online: pushed, no reload
+    expect(court).to_contain_text("在线")
+    expect(court).to_contain_text("未上报分析负载")
+    phone.shot("41-device-back-online")
+    center.status(busy_status())
 
 
-class Screenshots:
-    """`shot(name)` saves a full-page screenshot of the current step as NAME.png."""
+def test_the_page_asks_for_nothing_that_is_not_there(
+    center: CommandCenter, screens: dict[str, Screen]
+) -> None:
+    """The favicon is served, and a site without a plan is never asked for one: no 404 in
+    the console (the screen fails on any console error)."""
+    named = center.api("PUT", "/api/v1/sites/north-park/directory", json={"name": "北园"})
+    assert named.status_code == 204
+    icon = httpx.get(f"{center.url}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
 
-    def __init__(self, page: Page, folder: Path) -> None:
-        self.page = page
-        self.folder = folder
-
-    def __call__(self, name: str) -> None:
-        self.page.screenshot(path=str(self.folder / f"{name}.png"), full_page=True)
+    desk = screens["desk-no-plan"]
+    desk.sign_in(center.url, ADMIN)
+    desk.page.goto(f"{center.url}/#/plan?site=north-park")
+    expect(desk.page.locator("#plan-site")).to_have_value("north-park")
+    expect(desk.page.locator("#plan-stage")).to_contain_text("尚未上传平面图")
+    desk.shot("42-site-without-a-plan")

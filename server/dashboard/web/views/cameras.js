@@ -38,12 +38,18 @@ function metric(name, value, attrs = {}) {
   return h("div", { class: "metric", ...attrs }, h("span", { class: "muted small" }, t(name)), h("strong", {}, value));
 }
 
+/** A problem in words: its code translated, the figures behind it after (names as data). */
 function problemText(problem, camera) {
   const details = Object.entries(problem.params || {})
     .filter(([name]) => name in PROBLEM_PARAMS)
-    .map(([name, value]) => `${t(`problem_param.${name}`)} ${PROBLEM_PARAMS[name](value, camera)}`);
-  const list = details.join(t("common.list_sep"));
-  return label("problem", problem.code) + (details.length ? t("problem.params", { list }) : "");
+    .map(([name, value]) => {
+      const shown = PROBLEM_PARAMS[name](value, camera);
+      return [`${t(`problem_param.${name}`)} `, name === "rule" ? named(shown, String(value)) : shown];
+    });
+  if (!details.length) return label("problem", problem.code);
+  const [open, close] = t("problem.params", { list: "\u0000" }).split("\u0000");
+  const list = details.flatMap((part, index) => (index ? [t("common.list_sep"), ...part] : part));
+  return [label("problem", problem.code), open, ...list, close];
 }
 
 function coverage(camera, load) {

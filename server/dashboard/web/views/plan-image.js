@@ -44,6 +44,7 @@ export function planFigure(imageUrl, cameras, { onclick, onpin, id } = {}) {
             style: `left:${camera.plan_xy[0] * 100}%;top:${camera.plan_xy[1] * 100}%`,
             title: camera.camera_id,
             "aria-label": name,
+            translate: "no",
             dataset: { camera: camera.camera_id },
             onclick: onpin
               ? (event) => {
