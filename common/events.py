@@ -190,6 +190,12 @@ class DetectorLoad(WireModel):
     wait_p95_ms: float = Field(default=0.0, ge=0)
     batch_mean: float = Field(default=0.0, ge=0)
     shed: int = Field(default=0, ge=0, description="requests dropped as too late to matter")
+    wait_p95_ms_by_need: dict[str, float] = Field(
+        default_factory=dict,
+        description="p95 wait by what the runs were for: frame_rule, evidence, due, routine, "
+        "recheck",
+    )
+    runs_by_need: dict[str, int] = Field(default_factory=dict)
 
 
 class BoxLoad(WireModel):

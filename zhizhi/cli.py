@@ -190,8 +190,28 @@ def edge_run(
     keep_evidence: Annotated[
         bool, typer.Option(help="Keep local evidence files after upload")
     ] = False,
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            help="Serve /metrics for Prometheus on HOST:PORT (0.0.0.0:9464 for a remote "
+            "Prometheus; empty: off)"
+        ),
+    ] = "127.0.0.1:9464",
+    detector_threads: Annotated[
+        int, typer.Option(min=1, help="onnxruntime threads per inference in the detection service")
+    ] = 1,
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="Detections of one model run together (batchable models)")
+    ] = 4,
+    report_every_s: Annotated[
+        float, typer.Option(min=1, help="Seconds between load reports (status, /metrics, log)")
+    ] = 10.0,
+    loop: Annotated[
+        bool, typer.Option(help="Play file sources in a loop, like cameras that never end")
+    ] = True,
 ) -> None:
-    """Production edge worker for the cameras of a site config."""
+    """Production edge worker for the cameras of a site config: a process per camera and one
+    detection service shared in order of need (docs/edge-runtime.md)."""
     setup_logging()
     site = load_config_or_fail(config)
     if server is not None and not token:
@@ -210,6 +230,11 @@ def edge_run(
         mqtt_username=mqtt_username,
         mqtt_password=mqtt_password,
         keep_evidence=keep_evidence,
+        metrics_listen=metrics_listen or None,
+        detector_threads=detector_threads,
+        max_batch=max_batch,
+        report_every_s=report_every_s,
+        loop_files=loop,
     )
     _run_guarded("edge run", lambda: run_edge(site, camera or [], options))
 

@@ -7,15 +7,17 @@ rule that needs body keypoints take the estimator from `load_pose_estimator`.
 from __future__ import annotations
 
 from functools import cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from common.events import ModelInfo
-from edge.analysis.detect.onnx import OnnxDetector
 from edge.analysis.detect.yolo import PoseDetection
 from edge.runtime.models import load_registry
+
+if TYPE_CHECKING:  # onnxruntime is loaded only where a model runs in this process
+    from edge.analysis.detect.onnx import OnnxDetector
 
 DEFAULT_POSE_MODEL = "yolov8n-pose-640"
 POSE_MIN_SCORE = 0.1  # callers filter further; a low floor keeps dim and distant people
@@ -49,6 +51,8 @@ def load_pose_estimator(name: str = DEFAULT_POSE_MODEL) -> OnnxDetector:
         ValueError: the model is not a pose model.
         ModelNotFoundError, ModelIntegrityError: as `OnnxDetector.load`.
     """
+    from edge.analysis.detect.onnx import OnnxDetector
+
     spec = load_registry()[name]
     if spec.layout != "yolov8-pose":
         raise ValueError(f"model {name} is not a pose model (layout {spec.layout})")

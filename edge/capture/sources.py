@@ -46,6 +46,22 @@ STOP_POLL_S = 0.05  # how often waits look at an outside stop flag
 
 Image = npt.NDArray[np.uint8]  # BGR, HxWx3
 
+REASON_CODES = {
+    "frames arriving": "frames_arriving",
+    END_OF_FILE: "end_of_file",
+    "read failed": "read_failed",
+    "reader crashed": "reader_crashed",
+    "stopped": "stopped",
+}
+
+
+def reason_code(reason: str) -> str:
+    """The stable code of an online/offline reason (a dashboard translates codes, not text)."""
+    if reason.startswith("cannot open"):
+        return "cannot_open"
+    return REASON_CODES.get(reason, "other")
+
+
 StatusCallback = Callable[[str, bool, str], None]
 """on_status(camera_id, online, reason): called once per online/offline transition."""
 
@@ -184,6 +200,17 @@ class SourceStats:
     reconnects: int  # times the source was reopened after a failure
     online: bool
     last_frame_wall_s: float | None  # time.time() of the newest frame read
+    frames_skipped: int = 0  # read but wanted by no analysis (never converted to BGR)
+
+
+class FrameConsumer(Protocol):
+    """Where a live source hands its frames when it is given one (the box's camera runtime):
+    `wants` is asked for every frame read, in order, before the frame is converted to BGR; a
+    frame nobody wants is never converted."""
+
+    def wants(self, pts_s: float) -> bool: ...
+
+    def put(self, frame: Frame) -> None: ...
 
 
 class FrameSource(Protocol):
@@ -222,6 +249,27 @@ def _read(capture: cv2.VideoCapture) -> Image | None:
     """The next decoded image, or None at the end of the stream or on a read error."""
     try:
         ok, image = capture.read()
+    except cv2.error as exc:
+        logger.warning("Video read failed: %s", str(exc).strip().splitlines()[-1])
+        return None
+    if not ok or image is None:
+        return None
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _grab(capture: cv2.VideoCapture) -> bool:
+    """Read and decode the next frame without converting it (False: end or read error)."""
+    try:
+        return bool(capture.grab())
+    except cv2.error as exc:
+        logger.warning("Video read failed: %s", str(exc).strip().splitlines()[-1])
+        return False
+
+
+def _retrieve(capture: cv2.VideoCapture) -> Image | None:
+    """The frame just grabbed, as BGR (None on a decoding error)."""
+    try:
+        ok, image = capture.retrieve()
     except cv2.error as exc:
         logger.warning("Video read failed: %s", str(exc).strip().splitlines()[-1])
         return None
@@ -425,6 +473,8 @@ class LiveSource:
             treated as failed and retried (FFmpeg sources; devices use the driver's own).
         loop: for files, start again at the end instead of going offline.
         paced: deliver frames at the file's frame rate; defaults to True for files.
+        consumer: where frames go instead of the newest-frame mailbox (`take` then gives
+            nothing); frames it does not want are skipped before their conversion to BGR.
     """
 
     def __init__(
@@ -439,8 +489,10 @@ class LiveSource:
         read_timeout_s: float = 10.0,
         loop: bool = False,
         paced: bool | None = None,
+        consumer: FrameConsumer | None = None,
     ) -> None:
         self.camera_id = camera_id
+        self._consumer = consumer
         self.kind = classify_source(source)
         self._target = _capture_target(source, self.kind)
         self._log_name = redact_url(source)
@@ -455,6 +507,7 @@ class LiveSource:
         self._clock = StreamClock()
         self._lock = threading.Lock()
         self._frames_read = 0
+        self._frames_skipped = 0  # read, but wanted by nobody (never converted to BGR)
         self._reconnects = 0
         self._online: bool | None = None
         self._finished = False
@@ -484,6 +537,7 @@ class LiveSource:
                 reconnects=self._reconnects,
                 online=bool(self._online),
                 last_frame_wall_s=self._last_wall_s,
+                frames_skipped=self._frames_skipped,
             )
 
     @property
@@ -565,8 +619,7 @@ class LiveSource:
         session_start = time.monotonic()
         session_index = 0
         while not self._stopping():
-            image = _read(capture)
-            if image is None:
+            if not _grab(capture):
                 return END_OF_FILE if self.kind is SourceKind.FILE else "read failed"
             due_s = session_start + session_index / fps
             if self._paced and self._wait(due_s - time.monotonic()):
@@ -576,8 +629,15 @@ class LiveSource:
                 if self.kind is SourceKind.FILE
                 else time.monotonic() - session_start
             )
-            self._deliver(image, self._clock.pts(_raw_pts_s(capture), fallback_s))
+            pts_s = self._clock.pts(_raw_pts_s(capture), fallback_s)
             session_index += 1
+            if self._consumer is not None and not self._consumer.wants(pts_s):
+                self._skip()
+                continue
+            image = _retrieve(capture)
+            if image is None:
+                return END_OF_FILE if self.kind is SourceKind.FILE else "read failed"
+            self._deliver(image, pts_s)
         return "stopped"
 
     def _stopping(self) -> bool:
@@ -600,6 +660,14 @@ class LiveSource:
             return 1.0 / fps
         return max(1.0 / fps, time.monotonic() - self._last_mono_s)
 
+    def _skip(self) -> None:
+        with self._lock:
+            self._frames_read += 1
+            self._frames_skipped += 1
+            self._last_wall_s = time.time()
+            self._last_mono_s = time.monotonic()
+        self._arrived()
+
     def _deliver(self, image: Image, pts_s: float) -> None:
         wall_s = time.time()
         with self._lock:
@@ -607,7 +675,14 @@ class LiveSource:
             self._frames_read += 1
             self._last_wall_s = wall_s
             self._last_mono_s = time.monotonic()
-        self._slot.put(Frame(image=image, pts_s=pts_s, index=index, wall_s=wall_s))
+        frame = Frame(image=image, pts_s=pts_s, index=index, wall_s=wall_s)
+        if self._consumer is not None:
+            self._consumer.put(frame)
+        else:
+            self._slot.put(frame)
+        self._arrived()
+
+    def _arrived(self) -> None:
         if not self._online:
             self._backoff.reset()
             self._set_online(True, "frames arriving")
@@ -651,6 +726,16 @@ class LiveSource:
             self._on_status(self.camera_id, online, reason)
         except Exception:
             logger.exception("Camera %s: on_status callback failed", self.camera_id)
+
+
+def check_file_source(source: str | int) -> None:
+    """Refuse a file source that cannot be played (missing, not a file, empty): a config error
+    to report at start-up, unlike a stream that is down (retried).
+
+    Raises:
+        SourceError: with the reason.
+    """
+    _check_video_path(Path(str(_capture_target(source, SourceKind.FILE))))
 
 
 def open_source(

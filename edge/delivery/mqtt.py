@@ -37,6 +37,8 @@ from pydantic import ValidationError
 
 from common.events import (
     AckMessage,
+    BoxLoad,
+    CameraLoad,
     CameraStatus,
     Event,
     ModelStatus,
@@ -56,7 +58,13 @@ SEND_BATCH = 100
 class EventSink(Protocol):
     def send(self, event: Event) -> None: ...
 
-    def camera_status(self, camera_id: str, online: bool, reason: str) -> None: ...
+    def camera_status(
+        self, camera_id: str, online: bool, reason: str, reason_code: str | None = None
+    ) -> None: ...
+
+    def set_load(self, cameras: dict[str, CameraLoad], box: BoxLoad) -> None:
+        """How the box keeps up (edge.runtime.load), for the status message."""
+        ...
 
     def close(self) -> None: ...
 
@@ -74,8 +82,13 @@ class JsonlSink:
             self._stream.write(event.to_json() + "\n")
             self._stream.flush()
 
-    def camera_status(self, camera_id: str, online: bool, reason: str) -> None:
+    def camera_status(
+        self, camera_id: str, online: bool, reason: str, reason_code: str | None = None
+    ) -> None:
         """Camera health is logged by the worker; the file holds events only."""
+
+    def set_load(self, cameras: dict[str, CameraLoad], box: BoxLoad) -> None:
+        """The box's load is logged by the supervisor; the file holds events only."""
 
     def close(self) -> None:
         with self._lock:
@@ -120,6 +133,7 @@ class MqttSink:
         self._ack_topic = ack_topic(site_id, edge_id)
         self._cameras: dict[str, CameraStatus] = {}
         self._models: dict[str, ModelStatus] = {}  # guarded by _cameras_lock too
+        self._box: BoxLoad | None = None  # guarded by _cameras_lock too
         self._cameras_lock = threading.Lock()
         self._acks: queue.SimpleQueue[EventKey] = queue.SimpleQueue()
         self._connected = threading.Event()
@@ -182,9 +196,25 @@ class MqttSink:
             return
         self._wake.set()
 
-    def camera_status(self, camera_id: str, online: bool, reason: str) -> None:
+    def camera_status(
+        self, camera_id: str, online: bool, reason: str, reason_code: str | None = None
+    ) -> None:
         with self._cameras_lock:
-            self._cameras[camera_id] = CameraStatus(online=online, reason=reason, ts=time.time())
+            load = self._cameras[camera_id].load if camera_id in self._cameras else None
+            self._cameras[camera_id] = CameraStatus(
+                online=online, reason=reason, ts=time.time(), reason_code=reason_code, load=load
+            )
+        if self._connected.is_set():
+            self._publish_status("online")
+
+    def set_load(self, cameras: dict[str, CameraLoad], box: BoxLoad) -> None:
+        """Each camera's coverage and the box's load, in the next status messages; published
+        now (the supervisor calls this every report interval)."""
+        with self._cameras_lock:
+            for camera_id, load in cameras.items():
+                current = self._cameras.get(camera_id) or CameraStatus(online=False)
+                self._cameras[camera_id] = current.model_copy(update={"load": load})
+            self._box = box
         if self._connected.is_set():
             self._publish_status("online")
 
@@ -218,6 +248,7 @@ class MqttSink:
         with self._cameras_lock:
             cameras = dict(self._cameras)
             models = dict(self._models)
+            box = self._box
         try:
             outbox = self.outbox.stats().as_status()
         except Exception:
@@ -231,6 +262,7 @@ class MqttSink:
             cameras=cameras,
             outbox=outbox,
             models=models,
+            box=box,
         )
         return message.model_dump_json()
 

@@ -28,7 +28,7 @@ class EventSequencer:
         self.site_id = site_id
         self.camera_id = camera_id
         self._rule_types = rule_types
-        self._model = model
+        self.model = model  # a roll-out may change it between messages
         self._rule_models = rule_models or {}  # rules that use a model of their own, or none
         self._open: dict[tuple[str, str], tuple[str, int]] = {}
 
@@ -68,6 +68,6 @@ class EventSequencer:
             bbox=tuple(round(min(1.0, max(0.0, v)), 4) for v in output.box),
             score=round(min(1.0, max(0.0, output.score)), 3),
             details=output.details,
-            model=self._rule_models.get(output.rule_id, self._model),
+            model=self._rule_models.get(output.rule_id, self.model),
             evidence=list(evidence),
         )

@@ -33,9 +33,16 @@ class Content:
 Classifier = Callable[[Box, PileClassifierConfig], Sequence[Content]]
 """Asks the configured model what the current frame holds in a box (in the Observation)."""
 
-Inspector = Callable[[Box], Sequence[Detection]]
+Inspector = Callable[[Box], Sequence[Detection] | None]
 """The camera's own detector on a close-up of a box of the current frame: what it finds there
-(boxes in frame coordinates), for a second look at something too small to be sure of."""
+(boxes in frame coordinates), for a second look at something too small to be sure of; None when
+the look could not be had (the box's shared detector was too busy)."""
+
+STARVED_UNSEEN_S = 1.0
+"""A zone analysis that follows the one before this much later than the analysis rate and the
+camera's own frame rate allow has not seen what happened in between..."""
+STARVED_DETECT_AGE_S = 3.0
+"""...nor has one whose detector has not looked for this long while something moved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,16 @@ class Observation:
     classify: Classifier | None = None  # a garbage model on this frame, when one is configured
     inspect: Inspector | None = None  # the camera's detector on a close-up of this frame
     blind: bool = False  # the scene model cannot judge this frame (too dark, light re-learnt)
+    # stream seconds before this analysis that no analysis saw, beyond what the analysis rate
+    # and the camera's own frame rate leave between two analyses (frames dropped on a busy box)
+    unseen_s: float = 0.0
+    detect_age_s: float = 0.0  # seconds since the detector last looked, while a look was wanted
+
+    @property
+    def starved(self) -> bool:
+        """The analysis has not seen enough of the zone to judge (a busy box): a rule holds
+        its judgement, neither raising nor ending anything on it."""
+        return self.unseen_s > STARVED_UNSEEN_S or self.detect_age_s > STARVED_DETECT_AGE_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +93,9 @@ class Rule(Protocol):
 
 class FrameRule(Protocol):
     """A rule that looks at every decoded frame itself, at full rate (falls are too fast for
-    the analysis rate of the zone rules); it picks the frames it analyses by `frame.pts_s`.
+    the analysis rate of the zone rules); it picks the frames it analyses by `frame.pts_s`
+    (`wants`, asked once per frame before the frame is handed over; `need_fps` None means
+    every frame, consecutive).
 
     Its `new` messages carry a clip from `onset_s - clip_pre_s` to `pts_s + clip_post_s`, cut
     from the pipeline's rolling pre-event buffer; `model` is what its events name as the model
@@ -90,6 +109,11 @@ class FrameRule(Protocol):
 
     @property
     def model(self) -> ModelInfo | None: ...
+
+    @property
+    def need_fps(self) -> float | None: ...
+
+    def wants(self, pts_s: float) -> bool: ...
 
     def on_frame(self, frame: Frame) -> list[RuleOutput]: ...
 

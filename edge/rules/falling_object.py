@@ -548,6 +548,14 @@ class FallingObjectRule:
     def model(self) -> ModelInfo | None:
         return None  # no learned model: motion, tracking and a physical fit
 
+    @property
+    def need_fps(self) -> float | None:
+        return None  # every frame, consecutive
+
+    def wants(self, pts_s: float) -> bool:
+        del pts_s
+        return True
+
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
         width, height = frame.size_wh
         outputs: list[RuleOutput] = []

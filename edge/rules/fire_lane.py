@@ -3,6 +3,10 @@
 Occupancy is judged on the lane, not on a tracker id: the lane's clock starts when the first
 blocker came to rest and keeps running through short gaps (a missed detection, an id switch,
 a moment of occlusion) up to `clear_s`. Moving traffic and people are never blockers.
+
+An analysis that has not seen enough of the lane (`Observation.starved`: a busy box analysed it
+too seldom, or its detector could not look) holds the rule's judgement: no alert is raised on
+it, an alerted blockage is not ended by it, and the rest clocks start again after it.
 """
 
 from __future__ import annotations
@@ -84,6 +88,15 @@ class RestClock:
                 return history
         return deque()
 
+    def interrupt(self, now_s: float) -> None:
+        """The lane went unwatched until `now_s` (a busy box): where a track was before proves
+        nothing about where it was in between, so every rest clock starts again from now."""
+        for history in self._history.values():
+            if history:
+                last = history[-1][1]
+                history.clear()
+                history.append((now_s, last))
+
     def _forget(self, seen: set[int], now_s: float) -> None:
         for track_id in set(self._history) - seen:
             lost_at = self._lost.setdefault(track_id, now_s)
@@ -145,6 +158,15 @@ class FireLaneRule:
 
     def update(self, observation: Observation) -> list[RuleOutput]:
         now = observation.pts_s
+        if observation.starved:
+            # not seen enough of the lane to judge (a busy box): traffic sampled too sparsely
+            # looks parked, so nothing is raised or ended on it; the rest clocks start again
+            self._rest.interrupt(now)
+            if self._situation.alerted:
+                self._situation.hold(now)
+            else:
+                self._situation.reset()
+            return []
         blockers = self.blockers(observation)
         if blockers:
             self._last_blockers = blockers

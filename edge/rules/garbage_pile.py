@@ -9,7 +9,9 @@ its reference for `clear_s`.
 
 Before the alert the camera's detector takes a second, closer look at the pile (a close-up of
 the frame around it): a person, an animal or a vehicle too small for the full-frame detector
-(someone standing far away in a crowd) holds the alert back until it has gone.
+(someone standing far away in a crowd) holds the alert back until it has gone, and so does a
+look that could not be had (a busy box). An analysis that has not seen enough of the zone
+(`Observation.starved`) neither raises nor ends anything.
 
 With a garbage detector configured (`classifier`), the model is asked what the pile holds when
 the dwell has passed and at each update (`details.contents`: kind of waste, label, score); with
@@ -67,8 +69,10 @@ class GarbagePileRule:
 
     def update(self, observation: Observation) -> list[RuleOutput]:
         now = observation.pts_s
-        if observation.blind:
-            self._situation.hold(now)  # a fade to black is no clearing
+        if observation.blind or observation.starved:
+            # a fade to black is no clearing; an analysis that has not seen enough of the zone
+            # (a busy box) neither raises nor ends anything
+            self._situation.hold(now)
             return []
         regions = self.pile(observation.regions)
         area = sum(r.area for r in regions)
@@ -121,6 +125,9 @@ class GarbagePileRule:
         if observation.pts_s - self._looked_s >= LOOK_AGAIN_S:
             self._looked_s = observation.pts_s
             found = observation.inspect(union_box([r.box for r in self._regions]))
+            if found is None:  # the look could not be had: not sure nobody is there
+                self._someone_there = True
+                return True
             actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
             covered = sum(
                 r.area * max((_covered(r.box, actor) for actor in actors), default=0.0)

@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from common.config import CameraConfig, PersonFallRuleConfig, ZoneConfig
+from common.config import PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
 from edge.analysis.detect.yolo import PoseDetection
-from edge.analysis.pose import PoseEstimator, load_pose_estimator
+from edge.analysis.pose import PoseEstimator
 from edge.analysis.track import ObjectTracker, TrackerParams
 from edge.rules.base import RuleOutput, State
 from edge.rules.geometry import bottom_center, box_from_crop, point_in_polygon, polygon_bounds
@@ -557,6 +557,8 @@ class PersonFallRule:
         self._tracker = ObjectTracker(TrackerParams(hit_counter_max=self._tracker_hits))
         self._interval = 1.0 / config.analysis_fps
         self._next_analysis = float("-inf")
+        self._next_offer = float("-inf")  # `wants`: the same choice, made before handing over
+        self._offered_pts: float | None = None
         self._last_model_run = float("-inf")
         self._tracked: list[Box] = []
         self._previous: Image | None = None
@@ -565,18 +567,26 @@ class PersonFallRule:
         self.analysed = 0
         self.model_errors = 0
 
-    @classmethod
-    def from_config(
-        cls, config: PersonFallRuleConfig, zone: ZoneConfig, camera: CameraConfig
-    ) -> PersonFallRule:
-        """The rule with the process-wide pose model named by `config.model`."""
-        del camera  # the rule needs nothing camera-wide beyond the zone
-        estimator = load_pose_estimator(config.model)
-        return cls(config, zone, estimator, estimator.info)
-
     @property
     def model(self) -> ModelInfo | None:
         return self._model
+
+    @property
+    def need_fps(self) -> float | None:
+        return self.config.analysis_fps
+
+    def wants(self, pts_s: float) -> bool:
+        """The frames of the analysis slots (what `on_frame` analyses), and a frame whose time
+        went back (`on_frame` restarts on it)."""
+        if self._offered_pts is not None and pts_s < self._offered_pts - 1e-3:
+            self._next_offer = float("-inf")
+        self._offered_pts = pts_s
+        if pts_s < self._next_offer - 1e-6:
+            return False
+        self._next_offer += self._interval
+        if self._next_offer <= pts_s:
+            self._next_offer = pts_s + self._interval
+        return True
 
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
         outputs: list[RuleOutput] = []

@@ -2,7 +2,9 @@
 
 A `model.rollout` command is handled off the analysis threads: download the file over HTTP,
 check its sha256, load it with `OnnxDetector.load` (which verifies shapes and class names and
-warms it up), and only then swap it into every `SwappableDetector` running that model name.
+warms it up), and only then swap it into every `SwappableDetector` running that model name, or,
+on a box run by `zhizhi edge run`, into the box's detection service (`ModelService`: it loads
+the file the same way and swaps it between two inferences).
 The swap is one reference assignment under a lock, taken between two `detect()` calls: no
 frame waits for a download or a load, and none is dropped. A model that fails to download,
 verify or load is never swapped in (the old one keeps running; status `failed`), and a
@@ -17,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -34,6 +36,7 @@ from edge.analysis.detect.base import Detector
 from edge.analysis.detect.onnx import OnnxDetector
 from edge.delivery.mqtt import parse_mqtt_url
 from edge.errors import EdgeError
+from edge.runtime.detection import SwapResult
 from edge.runtime.models import ModelSpec, file_sha256
 from edge.types import Detection
 
@@ -89,6 +92,14 @@ class SwappableDetector:
             return True
 
 
+class ModelService(Protocol):
+    """Where models run when they are not in this process (the box's detection service)."""
+
+    def swap(self, model_name: str, spec: ModelSpec, path: Path) -> SwapResult: ...
+
+    def rollback(self, model_name: str) -> SwapResult: ...
+
+
 def spec_of(model: ModelFile) -> ModelSpec:
     """The registry entry a roll-out command describes (the inverse of `model_file`)."""
     return ModelSpec.model_validate(model.model_dump())
@@ -105,8 +116,10 @@ class RolloutManager:
         loader: Loader = load_onnx,
         on_status: Callable[[dict[str, ModelStatus]], None] | None = None,
         http_timeout_s: float = 60.0,
+        service: ModelService | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.service = service
         self.token = token
         self.loader = loader
         self.on_status = on_status
@@ -127,6 +140,16 @@ class RolloutManager:
                 )
         return slot
 
+    def adopt(self, models: dict[str, ModelInfo]) -> None:
+        """The models the service runs, by configured name (a service-backed manager)."""
+        with self._lock:
+            for name, info in models.items():
+                self._status[name] = ModelStatus(
+                    name=info.name, version=info.version, sha256=info.sha256
+                )
+        if self.on_status is not None:
+            self.on_status(self.status())
+
     def status(self) -> dict[str, ModelStatus]:
         with self._lock:
             return dict(self._status)
@@ -142,6 +165,8 @@ class RolloutManager:
             return [slot for config, slot in self._slots.items() if config.model == name]
 
     def _rollout(self, command: RolloutCommand) -> ModelStatus | None:
+        if self.service is not None:
+            return self._rollout_service(command, self.service)
         key = command.replaces or command.model.name
         slots = self._targets(key)
         if not slots:
@@ -162,7 +187,43 @@ class RolloutManager:
         logger.info("model %s now runs %s %s", key, spec.name, spec.version)
         return self._set(key, slots[0].info, "running", f"command {command.command_id}")
 
+    def _rollout_service(
+        self, command: RolloutCommand, service: ModelService
+    ) -> ModelStatus | None:
+        key = command.replaces or command.model.name
+        with self._lock:
+            current = self._status.get(key)
+        if current is None:
+            logger.warning("roll-out of %s: no camera here runs %s", command.model.name, key)
+            return None
+        spec = spec_of(command.model)
+        try:
+            path = self.download(command.url, spec)
+        except (EdgeError, OSError, httpx.HTTPError, ValueError) as error:
+            logger.error(
+                "roll-out of %s %s failed, old model kept: %s", spec.name, spec.version, error
+            )
+            return self._set(key, _info(current), "failed", f"{spec.name} {spec.version}: {error}")
+        outcome = service.swap(key, spec, path)
+        if not outcome.ok or outcome.info is None:
+            logger.error(
+                "roll-out of %s %s failed, old model kept: %s",
+                spec.name,
+                spec.version,
+                outcome.error,
+            )
+            info = outcome.info or _info(current)
+            return self._set(key, info, "failed", f"{spec.name} {spec.version}: {outcome.error}")
+        logger.info("model %s now runs %s %s", key, spec.name, spec.version)
+        return self._set(key, outcome.info, "running", f"command {command.command_id}")
+
     def _rollback(self, key: str, why: str) -> ModelStatus | None:
+        if self.service is not None:
+            outcome = self.service.rollback(key)
+            if not outcome.ok or outcome.info is None:
+                logger.warning("rollback of %s: %s", key, outcome.error)
+                return None
+            return self._set(key, outcome.info, "rolled_back", why)
         slots = self._targets(key)
         if not slots or not all(slot.rollback() for slot in slots):
             logger.warning("rollback of %s: nothing to roll back to", key)
@@ -201,6 +262,10 @@ class RolloutManager:
             raise ValueError(f"downloaded {url} has sha256 {actual}, expected {spec.sha256}")
         partial.replace(target)
         return target
+
+
+def _info(status: ModelStatus) -> ModelInfo:
+    return ModelInfo(name=status.name, version=status.version, sha256=status.sha256)
 
 
 class CommandListener:

@@ -1,9 +1,10 @@
 """`zhizhi edge run`: the production edge worker.
 
-One analysis thread per camera (`camera:{id}`) owns that camera's pipeline; a reader thread per
-camera (`reader:{id}`) keeps only the newest frame. A camera thread that fails is restarted with
-capped backoff, never in a tight loop. Events go to the configured sinks: a JSONL file and/or
-the MQTT broker at QoS 1 (contract section 4).
+The box runs a process per camera and one detection service, started, watched and restarted by
+the supervisor (edge.runtime.supervisor; docs/edge-runtime.md). Here, in the main process:
+delivery (the durable outbox, MQTT at QoS 1 with server acks, evidence upload, a JSONL file),
+model roll-outs, and the load report: the retained status message, `/metrics` for Prometheus
+and one log line every report interval.
 """
 
 from __future__ import annotations
@@ -12,126 +13,29 @@ import logging
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from common.config import CameraConfig, DetectorConfig, SiteConfig
-from common.events import Event
-from edge.analysis.detect.base import Detector
-from edge.analysis.pipeline import CameraPipeline, build_frame_rules, build_rules, load_redactor
-from edge.capture.sources import Backoff, open_source
+from common.config import SiteConfig
+from common.events import BoxLoad, CameraLoad, Event
+from edge.analysis.pipeline import build_rules
+from edge.capture.sources import SourceKind, check_file_source, classify_source
 from edge.delivery.mqtt import EventSink, JsonlSink, MqttSink
 from edge.delivery.outbox import GIB, Outbox
 from edge.delivery.upload import EvidenceUploader
-from edge.evidence.store import DirectoryStore
-from edge.offline.replay import load_detector
+from edge.runtime.metrics import BoxMetrics
 from edge.runtime.rollout import CommandListener, RolloutManager
+from edge.runtime.supervisor import BoxOptions, Supervisor
 
 logger = logging.getLogger(__name__)
-
-STATS_EVERY_S = 60.0
 
 
 def default_edge_id() -> str:
     name = socket.gethostname().lower()
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")
     return cleaned or "edge"
-
-
-class CameraWorker:
-    """Runs one camera until `stop` is set; restarts its analysis after a failure."""
-
-    def __init__(
-        self,
-        site: SiteConfig,
-        camera: CameraConfig,
-        sinks: Sequence[EventSink],
-        evidence_dir: Path,
-        stop: threading.Event,
-        prepare: Callable[[Event], Event] | None = None,
-        detectors: Callable[[DetectorConfig], Detector] = load_detector,
-    ) -> None:
-        self.site = site
-        self.camera = camera
-        self.sinks = sinks
-        self.evidence = DirectoryStore(evidence_dir / camera.id)
-        self.stop = stop
-        self.prepare = prepare
-        self.detectors = detectors  # swappable ones when roll-outs are on (edge.runtime.rollout)
-        self._detector: Detector | None = None
-        self.thread = threading.Thread(target=self._supervise, name=f"camera:{camera.id}")
-        self._log = logging.getLogger(f"edge.camera.{camera.id}")
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _supervise(self) -> None:
-        backoff = Backoff(initial_s=2.0, max_s=60.0)
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                self._run()
-            except Exception:
-                self._log.exception("analysis failed; restarting")
-            if time.monotonic() - started > 300:
-                backoff.reset()
-            if not self.stop.is_set():
-                self.stop.wait(backoff.next_s())
-
-    def _run(self) -> None:
-        detector = self._detector = self.detectors(self.camera.detector)
-        pipeline = CameraPipeline(self.site, self.camera, detector, self.evidence)
-        source = open_source(
-            self.site.resolve_source(self.camera),
-            self.camera.id,
-            on_status=self._on_status,
-            stop_event=self.stop,
-        )
-        last_stats = time.monotonic()
-        try:
-            while not self.stop.is_set() and not source.finished:
-                frame = source.take(timeout_s=1.0)
-                if frame is None:
-                    continue
-                for event in pipeline.process(frame):
-                    self._emit(event)
-                if time.monotonic() - last_stats >= STATS_EVERY_S:
-                    last_stats = time.monotonic()
-                    self._log.info("stats: %s source=%s", pipeline.stats, source.stats())
-        finally:
-            source.close()
-            for event in pipeline.finish():  # messages waiting for their clip's post-roll
-                self._emit(event)
-
-    def _emit(self, event: Event) -> None:
-        if self.prepare is not None:
-            event = self.prepare(event)  # never raises
-        if self._detector is not None and event.model != self._detector.info:
-            event = event.model_copy(update={"model": self._detector.info})  # after a roll-out
-        self._log.info(
-            "event %s %s rule=%s zone=%s onset=%.1fs",
-            event.type,
-            event.state,
-            event.rule_id,
-            event.zone_id,
-            event.onset_pts_s,
-        )
-        for sink in self.sinks:
-            try:
-                sink.send(event)
-            except Exception:
-                self._log.exception("sink %s failed for event %s", sink, event.event_id)
-
-    def _on_status(self, camera_id: str, online: bool, reason: str) -> None:
-        if online:
-            self._log.info("camera %s online", camera_id)
-        else:
-            self._log.warning("camera %s offline: %s", camera_id, reason)
-        for sink in self.sinks:
-            sink.camera_status(camera_id, online, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +54,11 @@ class EdgeOptions:
     mqtt_password: str | None = None
     keep_evidence: bool = False  # keep local evidence files after upload
     model_dir: Path = Path("./zhizhi-models")  # models downloaded by roll-outs (with --mqtt)
+    metrics_listen: str | None = "127.0.0.1:9464"  # /metrics for Prometheus (None: off)
+    detector_threads: int = 1  # onnxruntime threads per inference in the detection service
+    max_batch: int = 4  # detection requests for one model run together (batchable models)
+    report_every_s: float = 10.0  # the load report: status message, /metrics, log line
+    loop_files: bool = True  # cameras whose source is a file play it in a loop
 
 
 def run_edge(
@@ -167,44 +76,45 @@ def run_edge(
     )
     for camera in cameras:
         build_rules(camera)  # refuse an unsupported rule before anything starts
-        build_frame_rules(camera)  # and a model a frame rule needs that is missing
-        if options.evidence_dir is not None:
-            load_redactor(camera)  # and evidence that would show faces it should hide
-        load_detector(camera.detector)  # refuse a missing or corrupt model at start-up
+        source = site.resolve_source(camera)
+        if classify_source(source) is SourceKind.FILE:
+            check_file_source(source)  # a file that is not there is a config error
     stop = stop or threading.Event()
     if install_signals:
         _stop_on_signals(stop)
     delivery = Delivery(site, options)
-    workers = [
-        CameraWorker(
-            site,
-            camera,
-            delivery.sinks,
-            options.evidence_dir,
-            stop,
-            delivery.prepare,
-            delivery.detector_for,
-        )
-        for camera in cameras
-    ]
-    for worker in workers:
-        worker.start()
-    logger.info("edge running %d camera(s) of site %s", len(workers), site.site.id)
+    supervisor = Supervisor(
+        site,
+        [c.id for c in cameras],
+        BoxOptions(
+            evidence_dir=options.evidence_dir,
+            detector_threads=options.detector_threads,
+            max_batch=options.max_batch,
+            report_every_s=options.report_every_s,
+            loop_files=options.loop_files,
+        ),
+        on_event=delivery.deliver,
+        on_status=delivery.camera_status,
+        on_load=delivery.set_load,
+    )
     try:
-        while not stop.wait(1.0):
-            if not any(worker.thread.is_alive() for worker in workers):
-                break
+        supervisor.start()  # refuses a missing or corrupt model before any camera starts
+        delivery.attach(supervisor)
+        logger.info("edge running %d camera(s) of site %s", len(cameras), site.site.id)
+        supervisor.run(stop)
     finally:
         stop.set()
-        for worker in workers:
-            worker.thread.join(timeout=10)
+        supervisor.close()
         delivery.close()
 
 
 class Delivery:
-    """The sinks, the durable outbox and the evidence uploader of one edge run."""
+    """The sinks, the durable outbox, the evidence uploader, roll-outs and the load report of
+    one edge run."""
 
     def __init__(self, site: SiteConfig, options: EdgeOptions) -> None:
+        self.site = site
+        self.options = options
         self.sinks: list[EventSink] = []
         self.outbox: Outbox | None = None
         self.uploader: EvidenceUploader | None = None
@@ -220,47 +130,93 @@ class Delivery:
             )
         if options.events_out is not None:
             self.sinks.append(JsonlSink(options.events_out))
+        self.mqtt: MqttSink | None = None
         if options.mqtt_url is not None and self.outbox is not None:
-            self.sinks.append(
-                MqttSink(
-                    options.mqtt_url,
-                    site.site.id,
-                    options.edge_id or default_edge_id(),
-                    self.outbox,
-                    username=options.mqtt_username,
-                    password=options.mqtt_password,
-                )
-            )
-        self.rollout: RolloutManager | None = None
-        self.commands: CommandListener | None = None
-        if options.mqtt_url is not None:
-            mqtt_sinks = [sink for sink in self.sinks if isinstance(sink, MqttSink)]
-            self.rollout = RolloutManager(
-                options.model_dir,
-                token=options.token or "",
-                on_status=mqtt_sinks[0].set_models if mqtt_sinks else None,
-            )
-            self.commands = CommandListener(
+            self.mqtt = MqttSink(
                 options.mqtt_url,
                 site.site.id,
                 options.edge_id or default_edge_id(),
-                self.rollout,
+                self.outbox,
                 username=options.mqtt_username,
                 password=options.mqtt_password,
             )
+            self.sinks.append(self.mqtt)
+        self.rollout: RolloutManager | None = None
+        self.commands: CommandListener | None = None
+        self.metrics = BoxMetrics()
+        self._serve_metrics(options.metrics_listen)
 
-    def detector_for(self, config: DetectorConfig) -> Detector:
-        """The camera's detector; swappable by roll-out commands when MQTT is on."""
-        if self.rollout is None:
-            return load_detector(config)
-        detector = self.rollout.detector_for(config, lambda: load_detector(config))
-        if self.rollout.on_status is not None:
-            self.rollout.on_status(self.rollout.status())
-        return detector
+    def _serve_metrics(self, listen: str | None) -> None:
+        if not listen:
+            return
+        host, _, port = listen.rpartition(":")
+        try:
+            served = self.metrics.serve(host or "127.0.0.1", int(port))
+        except (OSError, ValueError) as error:  # the box runs on without its /metrics page
+            logger.error("/metrics cannot be served on %s: %s", listen, error)
+            return
+        logger.info("/metrics for Prometheus on http://%s:%d/metrics", host, served)
 
-    def prepare(self, event: Event) -> Event:
-        """Register the event's evidence for upload and point its urls at the server."""
-        return self.uploader.prepare(event) if self.uploader is not None else event
+    def attach(self, supervisor: Supervisor) -> None:
+        """The box is up: roll-outs (with MQTT) swap models in its detection service."""
+        if self.options.mqtt_url is None:
+            return
+        self.rollout = RolloutManager(
+            self.options.model_dir,
+            token=self.options.token or "",
+            on_status=self.mqtt.set_models if self.mqtt is not None else None,
+            service=supervisor,
+        )
+        self.rollout.adopt(supervisor.models)
+        self.commands = CommandListener(
+            self.options.mqtt_url,
+            self.site.site.id,
+            self.options.edge_id or default_edge_id(),
+            self.rollout,
+            username=self.options.mqtt_username,
+            password=self.options.mqtt_password,
+        )
+
+    def deliver(self, event: Event) -> None:
+        """One event from a camera: evidence registered for upload, then every sink."""
+        if self.uploader is not None:
+            event = self.uploader.prepare(event)  # never raises
+        logger.info(
+            "event %s %s camera=%s rule=%s zone=%s onset=%.1fs",
+            event.type,
+            event.state,
+            event.camera_id,
+            event.rule_id,
+            event.zone_id,
+            event.onset_pts_s,
+        )
+        self.metrics.events.labels(event.camera_id, event.type, event.state).inc()
+        for sink in self.sinks:
+            try:
+                sink.send(event)
+            except Exception:
+                logger.exception("sink %s failed for event %s", sink, event.event_id)
+
+    def camera_status(self, camera_id: str, online: bool, reason: str, code: str) -> None:
+        if online:
+            logger.info("camera %s online", camera_id)
+        else:
+            logger.warning("camera %s offline: %s", camera_id, reason)
+        if code == "worker_restarting":
+            self.metrics.restarts.labels(camera_id).inc()
+        for sink in self.sinks:
+            try:
+                sink.camera_status(camera_id, online, reason, code)
+            except Exception:
+                logger.exception("sink %s failed for a camera status", sink)
+
+    def set_load(self, cameras: dict[str, CameraLoad], box: BoxLoad) -> None:
+        self.metrics.update(cameras, box)
+        for sink in self.sinks:
+            try:
+                sink.set_load(cameras, box)
+            except Exception:
+                logger.exception("sink %s failed for the load report", sink)
 
     def close(self) -> None:
         if self.commands is not None:
@@ -271,6 +227,7 @@ class Delivery:
             self.uploader.close()
         if self.outbox is not None:
             self.outbox.close()
+        self.metrics.close()
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

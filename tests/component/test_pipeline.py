@@ -313,6 +313,11 @@ class ScriptedFrameRule:
     def model(self) -> ModelInfo | None:
         return FALL_MODEL
 
+    need_fps = None  # every frame
+
+    def wants(self, pts_s: float) -> bool:
+        return True
+
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
         previous = self.seen[-1] if self.seen else float("-inf")
         self.seen.append(frame.pts_s)

@@ -22,6 +22,7 @@ from edge.analysis.detect.yolo import (
     decode_yolov8_pose,
     decode_yolox,
     letterbox,
+    to_tensor,
 )
 from edge.errors import ModelIntegrityError
 from edge.runtime.models import ONNX_METADATA, ModelSpec, resolve_model_path, verify_model_file
@@ -113,6 +114,7 @@ class OnnxDetector:
         classes: Collection[str] | None = None,
         intra_op_threads: int | None = None,
         path: Path | None = None,
+        spinning: bool = True,
     ) -> Self:
         """Find, verify and open the model file, then warm it up with one blank frame.
 
@@ -124,6 +126,8 @@ class OnnxDetector:
                 best installed (TensorRT, CUDA, OpenVINO, CoreML, CPU).
             classes: class names to keep (e.g. `{"car", "truck"}`); None keeps all.
             intra_op_threads: threads for one inference; None leaves onnxruntime's default.
+            spinning: let idle inference threads spin for the next run (fast when the cores are
+                otherwise idle; on a busy box it only burns the other processes' time).
             path: the ONNX file; None searches with `resolve_model_path(spec)`.
 
         Raises:
@@ -134,7 +138,7 @@ class OnnxDetector:
         started = time.perf_counter()
         model_path = path if path is not None else resolve_model_path(spec)
         verify_model_file(spec, model_path)
-        session = _open_session(model_path, providers, intra_op_threads)
+        session = _open_session(model_path, providers, intra_op_threads, spinning)
         names = _class_names(spec, session)
         _check_shapes(spec, session, names, model_path)
         class_ids = None if classes is None else _class_ids(classes, names, spec.name)
@@ -170,35 +174,70 @@ class OnnxDetector:
         """The execution providers the session actually uses, best first."""
         return list(self._session.get_providers())
 
+    @property
+    def batchable(self) -> bool:
+        """True when the file takes several images in one run (a dynamic batch dimension)."""
+        first = self._session.get_inputs()[0].shape[0]
+        return not isinstance(first, int) or first > 1
+
     def infer(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         """Letterbox and run the network; the raw output and the `Letterbox` used."""
         tensor, box = letterbox(image_bgr, self._spec.input_wh, self._spec.layout)
         output = self._session.run(None, {self._input_name: tensor})[0]
         return np.asarray(output, dtype=np.float32), box
 
-    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
-        """Detections in `image_bgr` (BGR HxWx3 uint8), boxes normalised to it, best first."""
-        output, box = self.infer(image_bgr)
+    def run_letterboxed(self, images: npt.NDArray[np.uint8]) -> list[npt.NDArray[np.float32]]:
+        """Raw outputs for `(B, H, W, 3)` images already letterboxed to the input size (by
+        `letterbox_image`): one run when the model is `batchable`, else one run each."""
+        tensor = to_tensor(images, self._spec.layout)
+        if len(images) > 1 and self.batchable:
+            output = np.asarray(self._session.run(None, {self._input_name: tensor})[0])
+            return [output[i : i + 1].astype(np.float32, copy=False) for i in range(len(images))]
+        return [
+            np.asarray(
+                self._session.run(None, {self._input_name: tensor[i : i + 1]})[0], np.float32
+            )
+            for i in range(len(images))
+        ]
+
+    def decode(self, output: npt.NDArray[np.float32], box: Letterbox) -> list[Detection]:
+        """Detections from one raw output, boxes normalised to the image `box` was made from."""
         args = (self._names, self.min_score, self.iou, self.class_ids, self.max_det)
         if self._spec.layout == "yolox":
             return decode_yolox(output, box, *args)
         return decode_yolov8(output, box, *args)
+
+    def decode_pose(self, output: npt.NDArray[np.float32], box: Letterbox) -> list[PoseDetection]:
+        """People with keypoints from one raw output of a `yolov8-pose` model."""
+        if self._spec.layout != "yolov8-pose":
+            raise ValueError(f"model {self._spec.name} is not a pose model")
+        return decode_yolov8_pose(
+            output, box, self._names, self._spec.keypoints, self.min_score, self.iou, self.max_det
+        )
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+        """Detections in `image_bgr` (BGR HxWx3 uint8), boxes normalised to it, best first."""
+        output, box = self.infer(image_bgr)
+        return self.decode(output, box)
 
     def detect_pose(self, image_bgr: npt.NDArray[np.uint8]) -> list[PoseDetection]:
         """People with keypoints; only for models registered with layout `yolov8-pose`."""
         if self._spec.layout != "yolov8-pose":
             raise ValueError(f"model {self._spec.name} is not a pose model")
         output, box = self.infer(image_bgr)
-        return decode_yolov8_pose(
-            output, box, self._names, self._spec.keypoints, self.min_score, self.iou, self.max_det
-        )
+        return self.decode_pose(output, box)
 
 
-def _open_session(path: Path, requested: Sequence[str], intra_op_threads: int | None) -> Any:
+def _open_session(
+    path: Path, requested: Sequence[str], intra_op_threads: int | None, spinning: bool = True
+) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     chosen = select_providers(requested, ort.get_available_providers())
     providers = [(name, _provider_options(name)) for name in chosen]
     try:

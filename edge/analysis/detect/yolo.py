@@ -79,6 +79,15 @@ def letterbox(
     `yolov8`/`yolov8-pose`: centred padding, RGB scaled to 0..1 (as Ultralytics' LetterBox).
     `yolox`: top-left placement, padding bottom-right, BGR left at 0..255.
     """
+    padded, box = letterbox_image(image_bgr, size_wh, layout)
+    return to_tensor(padded[None], layout), box
+
+
+def letterbox_image(
+    image_bgr: npt.NDArray[np.uint8], size_wh: tuple[int, int], layout: Layout = "yolov8"
+) -> tuple[npt.NDArray[np.uint8], Letterbox]:
+    """The first half of `letterbox`: the BGR image resized and padded to the network's input
+    size, still uint8 HxWx3 (what a camera hands the box's detection service)."""
     _check_image(image_bgr)
     src_h, src_w = image_bgr.shape[:2]
     input_w, input_h = size_wh
@@ -99,9 +108,16 @@ def letterbox(
         cv2.BORDER_CONSTANT,
         value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
     )
-    tensor = cv2.dnn.blobFromImage(padded, 1.0 if yolox else 1.0 / 255.0, swapRB=not yolox)
     box = Letterbox(scale, float(left), float(top), src_w, src_h, input_w, input_h)
-    return tensor.astype(np.float32, copy=False), box
+    return np.asarray(padded, dtype=np.uint8), box
+
+
+def to_tensor(images: npt.NDArray[np.uint8], layout: Layout = "yolov8") -> FloatArray:
+    """The second half of `letterbox`: `(B, H, W, 3)` letterboxed BGR images as the network's
+    NCHW float32 input (RGB / 255 for YOLOv8, BGR 0..255 for YOLOX)."""
+    yolox = layout == "yolox"
+    blob = cv2.dnn.blobFromImages(list(images), 1.0 if yolox else 1.0 / 255.0, swapRB=not yolox)
+    return blob.astype(np.float32, copy=False)
 
 
 def _check_image(image: npt.NDArray[np.uint8]) -> None:

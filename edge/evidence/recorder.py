@@ -1,0 +1,290 @@
+"""The recorder: rule decisions (`Finding`s) in, event messages with their evidence out.
+
+For each finding it gives the message its id and sequence number (edge.delivery.sequencer),
+writes the redacted snapshot, a zone rule's clip cut from the sparse frame history, and a
+garbage pile's enforcement pictures. A frame rule's `new` waits until its clip's post-roll
+(`clip_post_s` after the alert) has been seen, then leaves with the clip cut from the dense
+pre-event buffer; every later message waits behind it, so messages leave in the order they were
+made. Evidence that cannot be made (a face finder that fails, a full disk) is left out and the
+message still goes: nothing unredacted is ever written.
+
+Replay calls it inline (`add`, then `release` with each frame's time); the live box runs it on
+a thread of its own, so that encoding a clip never holds up the analysis of the next frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import cv2
+
+from common.config import CameraConfig, SiteConfig
+from common.events import Event, Evidence, ModelInfo
+from edge.analysis.lanes import Finding
+from edge.analysis.stats import PipelineStats
+from edge.delivery.sequencer import EventSequencer
+from edge.evidence.clips import CONTENT_TYPE as CLIP_TYPE
+from edge.evidence.clips import ClipError, decode_jpeg, encode_mp4
+from edge.evidence.history import FrameHistory, PastFrame
+from edge.evidence.privacy import RedactionError, RedactionRecord, Redactor
+from edge.evidence.store import Annotation, EvidenceStore, annotate, encode_jpeg
+from edge.rules.base import RuleOutput
+from edge.types import Box, Frame
+
+logger = logging.getLogger(__name__)
+
+ZONE_CLIP_PRE_S = 8.0  # a zone rule's clip: from this long before the onset...
+ZONE_CLIP_POST_S = 8.0  # ...to this long after it (or the alert, if sooner)
+
+
+@dataclass(slots=True)
+class _Held:
+    """An event waiting for the post-roll of its clip (or behind one that is)."""
+
+    event: Event
+    due_s: float
+    clip: tuple[float, float] | None = None  # stream seconds the clip covers
+
+
+class Recorder:
+    """Findings of one camera's lanes → event messages, in the order they were made. Not
+    thread-safe: one thread calls `add` and `release` (the frame histories it reads are)."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        camera: CameraConfig,
+        evidence: EvidenceStore | None,
+        redactor: Redactor,
+        sequencer: EventSequencer,
+        stats: PipelineStats,
+        *,
+        clip_windows: dict[str, tuple[float, float]],
+        zone_history: FrameHistory | None,
+        recent: FrameHistory | None,
+        pile_rules: set[str],
+        model_info: Callable[[], ModelInfo | None] | None = None,
+        wall_clock: Callable[[Frame], datetime] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.evidence = evidence
+        self._redactor = redactor
+        self._events = sequencer
+        self._stats = stats
+        self._clip_windows = clip_windows
+        self._history = zone_history
+        self._recent = recent
+        self._pile_rules = pile_rules
+        self._model_info = model_info
+        self._wall_clock = wall_clock or (lambda frame: datetime.fromtimestamp(frame.wall_s, UTC))
+        self._zones = {zone.id: list(zone.polygon) for zone in camera.zones}
+        self._blur_faces = {rule.id: rule.evidence_faces == "blur" for rule in camera.rules}
+        self._held: deque[_Held] = deque()
+        self._pile_onsets: dict[str, tuple[bytes, RedactionRecord]] = {}  # 'appeared' pictures
+        del site  # the sequencer carries the site id
+
+    @property
+    def waiting(self) -> int:
+        """Messages held for a clip's post-roll (or behind one)."""
+        return len(self._held)
+
+    def add(self, findings: Sequence[Finding]) -> None:
+        """Make the messages of these findings (evidence written); they leave by `release`."""
+        for event in self._events_of(findings):
+            window = self._clip_windows.get(event.rule_id)
+            if event.state == "new" and window is not None and self._recent is not None:
+                clip = (event.onset_pts_s - window[0], event.pts_s + window[1])
+                self._held.append(_Held(event, clip[1], clip))
+            elif self._held:
+                self._held.append(_Held(event, float("-inf")))
+            else:
+                self._held.append(_Held(event, float("-inf")))
+
+    def release(self, now_s: float) -> list[Event]:
+        """The messages that may leave once the stream has reached `now_s`, in order: a held
+        frame rule's `new` once its clip's post-roll has been seen, with the clip."""
+        out: list[Event] = []
+        while self._held and self._held[0].due_s <= now_s:
+            held = self._held.popleft()
+            event = held.event
+            if held.clip is not None and self._recent is not None:
+                started = time.perf_counter()
+                event = self._with_clip(event, self._recent.between(*held.clip))
+                self._stats.add_seconds("evidence", time.perf_counter() - started)
+            out.append(event)
+        self._stats.events += len(out)
+        return [_with_privacy(event) for event in out]
+
+    def next_due(self) -> float | None:
+        """The stream time at which the first held message may leave (None: nothing held)."""
+        return self._held[0].due_s if self._held else None
+
+    def finish(self) -> list[Event]:
+        """The stream ended: everything held leaves now, clips cut from what was seen."""
+        return self.release(float("inf"))
+
+    # -- making events -------------------------------------------------------------------------
+
+    def _events_of(self, findings: Sequence[Finding]) -> list[Event]:
+        """The findings as event messages; one that cannot become a valid message (a rule's
+        bug) is reported and dropped, and the camera carries on."""
+        events = []
+        for finding in findings:
+            try:
+                events.append(self._to_event(finding))
+            except Exception:  # the boundary between a rule's decision and the camera
+                self._stats.rule_errors += 1
+                logger.exception(
+                    "camera %s: rule %s: output %s at %.2fs could not become an event",
+                    self.camera.id,
+                    finding.output.rule_id,
+                    finding.output.state,
+                    finding.output.pts_s,
+                )
+        return events
+
+    def _to_event(self, finding: Finding) -> Event:
+        output, frame = finding.output, finding.frame
+        started = time.perf_counter()
+        ids = self._events.next_id(output)
+        evidence = self._snapshot(finding, ids)
+        if (
+            output.state == "new"
+            and self._history is not None
+            and output.rule_id not in self._clip_windows
+        ):
+            start = output.onset_s - ZONE_CLIP_PRE_S
+            end = min(output.onset_s + ZONE_CLIP_POST_S, output.pts_s)
+            clip = self._clip(self._history.between(start, end), ids, output.rule_id)
+            evidence.extend([clip] if clip is not None else [])
+        self._stats.add_seconds("evidence", time.perf_counter() - started)
+        if self._model_info is not None:
+            self._events.model = self._model_info()  # a roll-out may have changed it
+        return self._events.make(output, self._wall_clock(frame), evidence, ids)
+
+    def _with_clip(self, event: Event, frames: Sequence[PastFrame]) -> Event:
+        clip = self._clip(frames, (event.event_id, event.seq), event.rule_id)
+        if clip is None:
+            return event
+        return event.model_copy(update={"evidence": [*event.evidence, clip]})
+
+    def _clip(
+        self, frames: Sequence[PastFrame], ids: tuple[str, int], rule_id: str
+    ) -> Evidence | None:
+        """The kept (already masked) frames, faces blurred, as an MP4 evidence file; None when
+        there is no store, no frame, or redaction or encoding failed (the event still goes out,
+        with its pictures; nothing unredacted is ever written)."""
+        if self.evidence is None or not frames:
+            return None
+        name = f"{ids[0]}-{ids[1]:04d}-clip.mp4"
+        try:
+            times = [f.pts_s for f in frames]
+            images, record = self._redactor.frames(
+                [decode_jpeg(f.jpeg) for f in frames], self._blur_faces.get(rule_id, True), times
+            )
+            data = encode_mp4(list(zip(times, images, strict=True)))
+            stored = self.evidence.put(name, data, "clip", CLIP_TYPE, "clip")
+            return _redacted(stored.model_copy(update={"start_pts_s": times[0]}), record)
+        except (ClipError, RedactionError, OSError, cv2.error):
+            logger.exception("camera %s: could not make the evidence clip %s", self.camera.id, name)
+            return None
+
+    def _snapshot(self, finding: Finding, ids: tuple[str, int]) -> list[Evidence]:
+        if self.evidence is None:  # no evidence kept in this run (a replay without a folder)
+            return []
+        output, frame = finding.output, finding.frame
+        role = {"new": "onset", "update": "latest", "end": "closing"}[output.state]
+        caption = f"{self.camera.id} {output.rule_id} {output.state} t={output.pts_s:.1f}s"
+        annotation = Annotation(
+            self._zones.get(output.zone_id), output.highlight, caption, _paths(output)
+        )
+        blur = self._blur_faces.get(output.rule_id, True)
+        try:
+            image, record = self._redactor.image(frame.image, blur, list(finding.people))
+            files = [(role, encode_jpeg(annotate(image, annotation)), record)]
+            if self._history is not None and output.rule_id in self._pile_rules:
+                files.extend(self._pile_evidence(output, caption, blur))
+        except (ValueError, cv2.error):  # the face finder failed, or OpenCV could not handle
+            # the frame: the event still goes out, without pictures (nothing unredacted written)
+            logger.exception("camera %s: could not make the evidence snapshot", self.camera.id)
+            return []
+        evidence = []
+        for file_role, data, file_record in files:
+            name = f"{ids[0]}-{ids[1]:04d}-{file_role}.jpg"
+            try:
+                stored = self.evidence.put(name, data, "snapshot", "image/jpeg", file_role)
+                evidence.append(_redacted(stored, file_record))
+            except OSError:
+                logger.exception("camera %s: could not write evidence %s", self.camera.id, name)
+        return evidence
+
+    def _pile_evidence(
+        self, output: RuleOutput, caption: str, blur: bool
+    ) -> list[tuple[str, bytes, RedactionRecord]]:
+        """Enforcement evidence for a garbage pile: at `new`, the moment it appeared and the
+        person or vehicle there just before (faces blurred, vehicles and plates kept); at
+        `end`, the 'before' picture again beside the closing ('after') one."""
+        assert self._history is not None  # noqa: S101
+        if output.state == "end":
+            before = self._pile_onsets.pop(output.rule_id, None)
+            return [("before", *before)] if before is not None else []
+        if output.state != "new":
+            return []
+        files: list[tuple[str, bytes, RedactionRecord]] = []
+        appeared = self._history.at(output.onset_s)
+        if appeared is not None:
+            picture = self._annotated(appeared, [output.box], f"{caption} appeared", blur)
+            files.append(("appeared", *picture))
+            self._pile_onsets[output.rule_id] = picture
+        actor = self._history.actor_before(output.onset_s, output.box)
+        if actor is not None:
+            past, box = actor
+            files.append(("offender", *self._annotated(past, [box], f"{caption} before", blur)))
+        return files
+
+    def _annotated(
+        self, past: PastFrame, boxes: Sequence[Box], caption: str, blur: bool
+    ) -> tuple[bytes, RedactionRecord]:
+        """A kept (already masked) frame with faces blurred (the people the detector saw then
+        included), then boxes and a caption drawn."""
+        image, record = self._redactor.image(decode_jpeg(past.jpeg), blur, past.people)
+        return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption))), record
+
+
+def _paths(output: RuleOutput) -> list[list[tuple[float, float]]]:
+    """The trajectories an output carries (`details.trajectories` or `.trajectory`, as
+    `[[pts_s, x, y], ...]`), as polylines to draw."""
+    found = output.details.get("trajectories") or [output.details.get("trajectory") or []]
+    paths = []
+    for trajectory in found:
+        points = [(float(p[1]), float(p[2])) for p in trajectory if len(p) >= 3]
+        if points:
+            paths.append(points)
+    return paths
+
+
+def _redacted(evidence: Evidence, record: RedactionRecord) -> Evidence:
+    return evidence.model_copy(update={"redaction": record.as_details()})
+
+
+def _with_privacy(event: Event) -> Event:
+    """The event's `details.privacy`: which privacy masks were applied to its evidence, in
+    which style, and how many faces were blurred (each file's own record is in its
+    `evidence[].redaction`)."""
+    records = [e.redaction for e in event.evidence if e.redaction is not None]
+    if not records:
+        return event
+    masks = sorted({m for r in records for m in r.get("masks", [])})
+    faces = [r.get("faces", {}) for r in records]
+    privacy = {
+        "masks": masks,
+        "mask_style": records[0].get("mask_style"),
+        "faces_blurred": max((f.get("blurred", 0) for f in faces), default=0),
+        "faces_skipped": sorted({f["skipped"] for f in faces if "skipped" in f}),
+    }
+    return event.model_copy(update={"details": {**event.details, "privacy": privacy}})
