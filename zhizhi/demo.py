@@ -13,6 +13,7 @@ import secrets
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ from edge.runtime.worker import EdgeOptions, run_edge
 from server.auth import create_token
 from server.db.session import make_session_factory
 from server.main import build_server
+from server.services.directory import directory_from_config, store_directory
 from server.settings import ServerSettings
 from server.users import create_user
 from zhizhi.embedded_broker import EmbeddedBroker, free_port
@@ -51,8 +53,8 @@ def _site_yaml(folder: Path) -> Path:
     source: {camera}.mp4
     zones: [{{id: fire-lane, name: 消防通道, polygon: [{polygon}]}}]
     rules:
-      - {{id: {camera}-blocked, type: fire_lane, zone: fire-lane, dwell_s: 8, clear_s: 5,
-          update_interval_s: 15}}
+      - {{id: {camera}-blocked, name: 消防通道占用 {camera}, type: fire_lane, zone: fire-lane,
+          dwell_s: 8, clear_s: 5, update_interval_s: 15}}
 """
         for camera in SCENES
     )
@@ -66,7 +68,8 @@ def _site_yaml(folder: Path) -> Path:
     zones: [{{id: facade, name: A栋立面, polygon: [[0.02, 0.02], [0.98, 0.02], [0.98, 0.96],
              [0.02, 0.96]]}}]
     rules:
-      - {{id: facade-a-throw, type: falling_object, zone: facade, floors: [{floors}]}}
+      - {{id: facade-a-throw, name: A栋高空抛物, type: falling_object, zone: facade,
+          floors: [{floors}]}}
 """
     path = folder / "demo-site.yaml"
     path.write_text(f"site: {{id: demo-court, name: 演示小区 Demo Court}}\ncameras:{cameras}")
@@ -107,7 +110,8 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
             mqtt_client_id="zhizhi-demo-server",
         )
         runtime = build_server(settings, shared=False, mqtt_version="3.1.1")
-        logins = {role: secrets.token_urlsafe(9) for role in ("admin", "operator")}
+        logins = {role: secrets.token_urlsafe(9) for role in ("admin", "operator", "field")}
+        names = {"admin": "演示管理员", "operator": "演示值班员", "field": "演示物业"}
         with make_session_factory(runtime.engine)() as session:
             admin = create_token(session, "admin", "demo operator")
             edge_token = create_token(session, "edge", "demo edge box")
@@ -118,8 +122,18 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
                     password=password,
                     role=role,
                     sites=["*"],
-                    display_name=f"演示{'管理员' if role == 'admin' else '值班员'} demo {role}",
+                    display_name=names[role],
+                    team="property_management" if role == "field" else None,
                 )
+            # the dashboard shows the config's names (演示小区, 高空抛物 A栋东立面), ids as tooltips
+            store_directory(
+                session,
+                site.site.id,
+                directory_from_config(site),
+                by="demo",
+                at=datetime.now(UTC),
+            )
+            session.commit()
         web = _Uvicorn(
             uvicorn.Config(runtime.app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -130,6 +144,7 @@ def run_demo(seconds: float | None = None, port: int | None = None) -> None:
         console.print("[bold]智治 Zhizhi demo[/]: broker, server and edge on this machine")
         console.print(f"  dashboard: {url}/   (API docs: {url}/docs)")
         console.print(f"  login:   admin / {logins['admin']}   operator / {logins['operator']}")
+        console.print(f"           field / {logins['field']}  (物业: 我的工单 on a phone)")
         console.print(f"  API:     Authorization: Bearer {admin}")
         console.print(f"  broker:  {broker.url}   data: {folder}")
         for camera, (_, story) in SCENES.items():

@@ -506,7 +506,13 @@ def test_a_field_worker_takes_an_order_on_the_phone_and_reports_back_with_a_phot
     expect(desk.page.locator("#incident-history tbody tr").last).to_contain_text("附照片 1 张")
     expect(desk.page.locator("#incident-history tbody tr").last).to_contain_text("赵师傅")
     desk.shot("24-verify-against-the-photo")
+    check = tmp_path / "checked.png"
+    check.write_bytes(plan_png())  # the center's own picture of the result, a PNG
+    desk.page.set_input_files("#photo-input", str(check))
+    expect(desk.page.locator("#photo-previews img")).to_have_count(1)
     act(desk.page, "verify", "verified")
+    expect(desk.page.locator("#incident-photos figure")).to_have_count(2)
+    expect(desk.page.locator("#incident-photos")).to_contain_text("核查照片")
     act(desk.page, "resolve", "closed")
     page.goto(f"{center.url}/#/orders")
     expect(page.locator("#orders-done")).to_contain_text("东门消防通道")

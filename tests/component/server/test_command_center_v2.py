@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.config import load_site_config
 from common.events import (
     BoxLoad,
     CameraLoad,
@@ -29,7 +31,10 @@ from server.db.models import AuditRow, EvidenceRow, IncidentEvidenceRow
 from server.dispatch import parse_dispatch_config
 from server.incidents import IncidentPolicy, escalate_overdue
 from server.ingest import IngestService
+from server.services.directory import directory_from_config
 from server.users import create_user
+
+REPO = Path(__file__).resolve().parents[3]
 
 INCIDENTS = "/api/v1/incidents"
 Headers = Callable[[str], dict[str, str]]
@@ -303,6 +308,23 @@ def test_search_finds_an_incident_by_number_id_part_or_a_registered_name(
 
 
 # Names -----------------------------------------------------------------------------------------
+
+
+def test_a_site_config_gives_the_directory_its_names_without_its_sources(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAM_PASSWORD", "not-for-the-server")
+    config = load_site_config(REPO / "configs" / "sites" / "example-garden-court.yaml")
+
+    body = directory_from_config(config)
+
+    assert body.name == "Garden Court"
+    camera = body.cameras["gate-east"]
+    assert camera.name == "East gate, fire lane and bin store"
+    assert camera.zones["lane-east"] == "Fire lane, east gate to block 3"
+    assert {rule.zone for rule in camera.rules.values()} <= set(camera.zones)
+    sent = body.model_dump_json()
+    assert "rtsp" not in sent and "not-for-the-server" not in sent  # sources stay home
 
 
 def test_sites_list_their_names_and_plan_and_an_edge_registers_only_its_own_site(

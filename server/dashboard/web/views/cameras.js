@@ -159,11 +159,9 @@ function cameraCard(camera) {
     h(
       "footer",
       { class: "muted small" },
-      t("cameras.last_seen", {
-        at: camera.last_seen
-          ? `${dateTime(camera.last_seen)} (${ago(camera.last_seen)})`
-          : t("cameras.never_online"),
-      }),
+      camera.last_seen
+        ? t("cameras.last_seen", { at: `${dateTime(camera.last_seen)} (${ago(camera.last_seen)})` })
+        : t("cameras.never_online"),
       " · ",
       camera.plan_xy ? t("cameras.placed") : t("cameras.not_placed"),
     ),

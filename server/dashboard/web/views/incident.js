@@ -592,7 +592,9 @@ function actionPanel(incident, ctx, act) {
       h("option", { value, selected: value === incident.assignee }, label("team", value)),
     ),
   );
-  const picker = actions.includes("feedback") ? photoPicker(holder) : null;
+  // photos of the result: the field worker's with 反馈, the center's own with 核查
+  const picker =
+    actions.includes("feedback") || actions.includes("verify") ? photoPicker(holder) : null;
   const noteValue = () => note.value.trim() || undefined;
   const bodies = {
     ack: () => ({ note: noteValue() }),
@@ -637,6 +639,11 @@ function actionPanel(incident, ctx, act) {
             return;
           }
           button.disabled = true;
+          if (action === "verify") {
+            await act("verify", bodies.verify(), picker.chosen, holder);
+            button.disabled = false;
+            return;
+          }
           await act(action, bodies[action]());
         },
       },
