@@ -1,4 +1,5 @@
-"""Values passed between the edge's stages: frames, detections, tracks (frozen dataclasses)."""
+"""Values passed between the edge's stages: frames, detections, tracks, what the analysis
+observes for the rules (static regions, specks); frozen dataclasses."""
 
 from __future__ import annotations
 
@@ -38,6 +39,37 @@ class TrackedObject:
     score: float
     box: Box
     first_seen_s: float  # pts when the track started
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRegion:
+    box: Box  # normalised
+    since_s: float  # when the change first appeared (median over its pixels)
+    area: float  # fraction of the frame area
+    contrast: float  # mean grey difference against the reference
+    mask_fraction: float  # fraction of its box that is changed
+    zones: frozenset[str] = frozenset()  # the watched zones holding most of it
+
+    @property
+    def score(self) -> float:
+        return float(min(1.0, 0.4 + self.contrast / 100.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Speck:
+    """A moving speck, in pixels of the full frame."""
+
+    x: float
+    y: float
+    area: float  # pixels of the full frame
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the full frame
+    extent: float = 0.0  # share of a window 3x its size that differs from the background
+
+
+@dataclass(frozen=True, slots=True)
+class SpeckFrame:
+    specks: tuple[Speck, ...]
+    skipped: bool  # too many specks at once: the frame told nothing
 
 
 def box_area(box: Box) -> float:

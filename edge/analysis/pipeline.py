@@ -27,6 +27,7 @@ from common.config import (
 from common.events import Event, ModelInfo
 from edge.analysis.detect.base import Detector, Priority
 from edge.analysis.detect.source import LOCAL_MODELS, ModelSource
+from edge.analysis.frame_rules import FacadeWatch, PersonFallWatch
 from edge.analysis.lanes import CLIP_FPS, ClipBufferLane, FrameRuleLane, Lane
 from edge.analysis.stats import PipelineStats
 from edge.analysis.zones import WEAK_DETECTION_SCORE, ZoneLane, history_seconds
@@ -86,14 +87,10 @@ def build_frame_rules(camera: CameraConfig, models: ModelSource | None = None) -
         if not rule.enabled:
             continue
         if isinstance(rule, FallingObjectRuleConfig):
-            from edge.rules.falling_object import FallingObjectRule
-
-            rules.append(FallingObjectRule.from_config(rule, camera.zone(rule.zone), camera))
+            rules.append(FacadeWatch.from_config(rule, camera.zone(rule.zone), camera))
         elif isinstance(rule, PersonFallRuleConfig):
-            from edge.rules.person_fall import PersonFallRule
-
             pose = models.pose(rule.model, Priority.FRAME_RULE)
-            rules.append(PersonFallRule(rule, camera.zone(rule.zone), pose, pose.info))
+            rules.append(PersonFallWatch(rule, camera.zone(rule.zone), pose, pose.info))
     return rules
 
 

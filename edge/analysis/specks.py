@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.types import Speck, SpeckFrame
+
 Gray = npt.NDArray[Any]  # uint8 images, as OpenCV returns them
 NOISE_CELL = 8  # pixels per cell of the noise map
 NOISE_RATE = 0.05  # the noise map's update weight per frame (time constant ~20 frames)
@@ -44,23 +46,6 @@ class SpeckParams:
     max_specks: int = 60
     scale: float = 1.0
     busy_share: float = 0.12
-
-
-@dataclass(frozen=True, slots=True)
-class Speck:
-    """A moving speck, in pixels of the full frame."""
-
-    x: float
-    y: float
-    area: float  # pixels of the full frame
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the full frame
-    extent: float = 0.0  # share of a window 3x its size that differs from the background
-
-
-@dataclass(frozen=True, slots=True)
-class SpeckFrame:
-    specks: tuple[Speck, ...]
-    skipped: bool  # too many specks at once: the frame told nothing
 
 
 class SpeckFinder:

@@ -8,8 +8,7 @@ from typing import Any, Literal, Protocol
 
 from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
-from edge.analysis.scene.model import StaticRegion
-from edge.types import Box, Detection, Frame, TrackedObject
+from edge.types import Box, Detection, Frame, StaticRegion, TrackedObject
 
 State = Literal["new", "update", "end"]
 

@@ -1,7 +1,8 @@
 """Falling objects (高空抛物): something thrown or dropped down a facade.
 
-Every decoded frame goes through the speck finder (`edge.analysis.specks`, OpenCV); everything after
-it is pure and tested without video:
+Every decoded frame goes through the speck finder (`edge.analysis.specks`, OpenCV, run by
+`edge.analysis.frame_rules.FacadeWatch`); this rule takes the specks it found and is pure,
+tested without video:
 
 - `SpeckLinker` links specks into tracks, each new speck gated by the position its track
   predicts under constant acceleration (a least-squares fit of its recent sightings);
@@ -26,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from common.config import CameraConfig, FallingObjectRuleConfig, FloorMark, ZoneConfig
+from common.config import FallingObjectRuleConfig, FloorMark, ZoneConfig
 from common.events import ModelInfo
-from edge.analysis.specks import Speck, SpeckFinder, SpeckParams
 from edge.rules.base import RuleOutput, State
-from edge.types import Box, Frame, clamp_box
+from edge.types import Box, Speck, SpeckFrame, clamp_box
 
 GRAVITY_M_S2 = 9.81
 LINK_HISTORY = 10  # sightings a track's prediction is fitted on
@@ -497,12 +497,7 @@ class FallingObjectRule:
     first object has landed (or fallen `confirm_after_s`), `update` for each further object
     thrown with it, `end` once nothing more has fallen for `group_s`."""
 
-    def __init__(
-        self,
-        config: FallingObjectRuleConfig,
-        zone: ZoneConfig,
-        finder: SpeckFinder | None = None,
-    ) -> None:
+    def __init__(self, config: FallingObjectRuleConfig, zone: ZoneConfig) -> None:
         self.config = config
         self.rule_id = config.id
         self.zone_id = zone.id
@@ -516,17 +511,6 @@ class FallingObjectRule:
             max_extrapolation_s=config.max_extrapolation_s,
         )
         self.floors = FloorScale.from_config(config.floors)
-        self.finder = finder or SpeckFinder(
-            list(zone.polygon),
-            [list(area) for area in config.ignore_areas],
-            SpeckParams(
-                min_contrast=config.min_contrast,
-                noise_factor=config.noise_factor,
-                max_speck_px=config.max_speck_px,
-                max_specks=config.max_specks,
-                scale=config.analysis_scale,
-            ),
-        )
         self.grouper = IncidentGrouper(config.group_s)
         self.skipped_frames = 0
         self._base_params = self.params
@@ -537,62 +521,59 @@ class FallingObjectRule:
         self._steps: deque[float] = deque(maxlen=INTERVAL_STEPS)
         self._interval = 1.0 / 25  # the stream's frame interval, followed as frames come
 
-    @classmethod
-    def from_config(
-        cls, config: FallingObjectRuleConfig, zone: ZoneConfig, camera: CameraConfig
-    ) -> FallingObjectRule:
-        del camera  # the zone and the rule's own keys say everything this rule needs
-        return cls(config, zone)
-
     @property
     def model(self) -> ModelInfo | None:
         return None  # no learned model: motion, tracking and a physical fit
 
-    @property
-    def need_fps(self) -> float | None:
-        return None  # every frame, consecutive
+    def breaks(self, pts_s: float, size_wh: tuple[int, int]) -> bool:
+        """Whether the frame at `pts_s` breaks the stream (its time went back, the picture
+        changed size, or it comes after a gap): the frames before it are no reference for
+        the speck finder."""
+        if self._last_pts is None:
+            return False
+        return (
+            pts_s < self._last_pts - 1e-3
+            or size_wh != self._size
+            or pts_s - self._last_pts > RESTART_GAP_S
+        )
 
-    def wants(self, pts_s: float) -> bool:
-        del pts_s
-        return True
-
-    def on_frame(self, frame: Frame) -> list[RuleOutput]:
-        width, height = frame.size_wh
+    def observe(
+        self, pts_s: float, size_wh: tuple[int, int], found: SpeckFrame
+    ) -> list[RuleOutput]:
+        """The specks found on one frame (of `size_wh` pixels, at stream time `pts_s`)."""
+        width, height = size_wh
         outputs: list[RuleOutput] = []
         if self._last_pts is not None and (
-            frame.pts_s < self._last_pts - 1e-3 or self._size != (width, height)
+            pts_s < self._last_pts - 1e-3 or self._size != (width, height)
         ):
             outputs.extend(self._restart())
         if self._linker is None:
             self._size = (width, height)
-            self._first_pts = frame.pts_s
+            self._first_pts = pts_s
             self._linker = SpeckLinker(self.config.max_gap_s, self.config.max_speed * height)
             least = self._base_params.min_fall_px * max(1.0, height / REFERENCE_ROWS)
             self.params = replace(self._base_params, min_fall_px=least)
-        if self._last_pts is not None and frame.pts_s > self._last_pts:
-            step = frame.pts_s - self._last_pts
-            if step > RESTART_GAP_S:
-                self.finder.restart()  # the frames before the gap are no reference
+        if self._last_pts is not None and pts_s > self._last_pts:
+            step = pts_s - self._last_pts
             if step <= MAX_INTERVAL_S:
                 self._steps.append(step)
                 self._interval = statistics.median(self._steps)
-        self._last_pts = frame.pts_s
-        found = self.finder.find(frame.image)
+        self._last_pts = pts_s
         self.skipped_frames += int(found.skipped)
-        sightings = _sightings(frame.pts_s, found.specks, ISOLATION * height)
-        ended = self._linker.update(frame.pts_s, sightings, self._interval)
+        sightings = _sightings(pts_s, found.specks, ISOLATION * height)
+        ended = self._linker.update(pts_s, sightings, self._interval)
         for track in ended:
             if not track.confirmed:
-                outputs.extend(self._consider(track, frame.pts_s))
+                outputs.extend(self._consider(track, pts_s))
         for track in self._linker.tracks:
             in_flight = track.last.t - track.sightings[0].t
             fresh = len(track.sightings) > track.judged
             if fresh and not track.confirmed and in_flight >= self.config.confirm_after_s:
                 track.judged = len(track.sightings)
-                outputs.extend(self._consider(track, frame.pts_s))
-        closed = self.grouper.expire(frame.pts_s)
+                outputs.extend(self._consider(track, pts_s))
+        closed = self.grouper.expire(pts_s)
         if closed is not None:
-            outputs.append(self._output("end", closed, frame.pts_s))
+            outputs.append(self._output("end", closed, pts_s))
         return outputs
 
     def judge_track(self, points: Sequence[Sighting]) -> Verdict:
@@ -614,7 +595,6 @@ class FallingObjectRule:
         if self.grouper.open is not None:
             closed, self.grouper.open = self.grouper.open, None
             outputs.append(self._output("end", closed, now))
-        self.finder.restart()
         self._linker = None
         self._last_pts = None
         self._steps.clear()

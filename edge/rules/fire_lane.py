@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.config import FireLaneRuleConfig, ZoneConfig
-from edge.analysis.scene.model import StaticRegion
 from edge.rules.base import Observation, RuleOutput, Situation, State
 from edge.rules.geometry import bottom_center, box_diagonal, distance, point_in_polygon
-from edge.types import Box, TrackedObject, box_iou
+from edge.types import Box, StaticRegion, TrackedObject, box_iou
 
 _HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
 

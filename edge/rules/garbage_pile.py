@@ -23,10 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.analysis.scene.model import StaticRegion
 from edge.rules.base import EXPLAINED_CLASSES, Content, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import boxes_overlap, group_boxes, union_box
-from edge.types import Box
+from edge.types import Box, StaticRegion
 
 GROWTH_FOR_UPDATE = 0.5  # an update once the pile covers this much more than when last sent...
 GROWTH_HOLD_S = 2.0  # ...and has stayed that big this long (a passer-by's trail is no growth)

@@ -9,10 +9,13 @@ seen), for `lying_s`, without getting up. Sitting, crouching and bending end upr
 the hips up; lying down slowly is not a fast drop. A person the model loses once on the floor
 (a lying body is hard for it) is still down until someone upright is seen there again.
 
-`PersonFallRule` is the thin adapter the pipeline calls on every frame: it picks frames at
-`analysis_fps`, skips the model on a still, empty scene, runs the pose model on the zone's region
-(grown to hold the people tracked), tracks people with the project's Norfair tracker and feeds
-the monitor. docs/person-fall.md explains every parameter and how to tune it.
+`edge.analysis.frame_rules.PersonFallWatch` is the adapter the camera's lane calls on every
+frame: it picks frames at `analysis_fps`, skips the model on a still, empty scene, runs the pose
+model on the zone's region (grown to hold the people tracked), tracks people with the project's
+Norfair tracker and feeds the monitor the poses (`PersonPose`). When analyses were missed (a busy
+box), the monitor is `interrupt`ed: no drop is measured across the gap, so a person seen standing
+before it and lying after it is never taken for a fall. docs/person-fall.md explains every
+parameter and how to tune it.
 """
 
 from __future__ import annotations
@@ -25,18 +28,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Self
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from common.config import PersonFallRuleConfig, ZoneConfig
-from common.events import ModelInfo
-from edge.analysis.detect.yolo import PoseDetection
-from edge.analysis.pose import PoseEstimator
-from edge.analysis.track import ObjectTracker, TrackerParams
+from common.config import PersonFallRuleConfig
 from edge.rules.base import RuleOutput, State
-from edge.rules.geometry import bottom_center, box_from_crop, point_in_polygon, polygon_bounds
-from edge.types import Box, Detection, Frame, box_iou
+from edge.rules.geometry import bottom_center, point_in_polygon
+from edge.types import Box, box_iou
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +55,6 @@ UPRIGHT_ASPECT = 0.6  # without a torso: a box this narrow is upright
 UPRIGHT_MAX_ASPECT = 0.8  # with an upright torso: a box wider than this is not standing
 UPRIGHT_HEAD_AT = 0.3  # with an upright torso: the head within this top part of the box
 EDGE_MARGIN = 0.01  # a box this close to the frame's edge may be leaving the view
-MOTION_WIDTH = 160  # the motion gate compares frames this wide, in grey
-MOTION_LEVEL = 25  # grey levels a pixel must change by to count as changed
-TRACKED_RECHECK_S = 0.5  # with people in view but nothing moving, the model still runs this often
 
 
 class Posture(Enum):
@@ -342,6 +337,17 @@ class FallMonitor:
         self._last_seen.clear()
         return outputs
 
+    def interrupt(self, now: float) -> None:
+        """Nothing was seen until `now` (analyses missed on a busy box): a drop is never
+        measured across the gap, a fall not yet confirmed must be seen lying again after it,
+        and one already alerted is held (the gap is not time out of view)."""
+        self._history.clear()
+        for fallen in self._fallen:
+            if fallen.alerted:
+                fallen.last_seen_s = max(fallen.last_seen_s, now)
+            else:
+                fallen.lying_since = None
+
     def step(self, now: float, people: Sequence[PersonPose]) -> list[RuleOutput]:
         bodies = self._measure(now, people)
         outputs: list[RuleOutput] = []
@@ -530,195 +536,3 @@ def _beside(box: Box, fallen: Box) -> bool:
     w, h = fallen[2] - fallen[0], fallen[3] - fallen[1]
     grown = (fallen[0] - w / 2, fallen[1] - h / 2, fallen[2] + w / 2, fallen[3] + h / 2)
     return box_iou(box, grown) > 0.0
-
-
-class PersonFallRule:
-    """The `person_fall` rule as the pipeline runs it (`FrameRule`): every decoded frame in,
-    decisions out; the pose model runs at `analysis_fps` on the zone's region."""
-
-    def __init__(
-        self,
-        config: PersonFallRuleConfig,
-        zone: ZoneConfig,
-        estimator: PoseEstimator,
-        model: ModelInfo | None = None,
-    ) -> None:
-        self.config = config
-        self.rule_id = config.id
-        self.zone_id = zone.id
-        self.clip_pre_s = config.clip_pre_s
-        self.clip_post_s = config.clip_post_s
-        self._estimator = estimator
-        self._model = model
-        polygon = [(float(x), float(y)) for x, y in zone.polygon]
-        self._zone_bounds = polygon_bounds(polygon)
-        self._monitor = FallMonitor(config.id, zone.id, polygon, FallParams.from_config(config))
-        self._tracker_hits = max(2, round(config.analysis_fps / 2))
-        self._tracker = ObjectTracker(TrackerParams(hit_counter_max=self._tracker_hits))
-        self._interval = 1.0 / config.analysis_fps
-        self._next_analysis = float("-inf")
-        self._next_offer = float("-inf")  # `wants`: the same choice, made before handing over
-        self._offered_pts: float | None = None
-        self._last_model_run = float("-inf")
-        self._tracked: list[Box] = []
-        self._previous: Image | None = None
-        self._last_pts: float | None = None
-        self.model_runs = 0
-        self.analysed = 0
-        self.model_errors = 0
-
-    @property
-    def model(self) -> ModelInfo | None:
-        return self._model
-
-    @property
-    def need_fps(self) -> float | None:
-        return self.config.analysis_fps
-
-    def wants(self, pts_s: float) -> bool:
-        """The frames of the analysis slots (what `on_frame` analyses), and a frame whose time
-        went back (`on_frame` restarts on it)."""
-        if self._offered_pts is not None and pts_s < self._offered_pts - 1e-3:
-            self._next_offer = float("-inf")
-        self._offered_pts = pts_s
-        if pts_s < self._next_offer - 1e-6:
-            return False
-        self._next_offer += self._interval
-        if self._next_offer <= pts_s:
-            self._next_offer = pts_s + self._interval
-        return True
-
-    def on_frame(self, frame: Frame) -> list[RuleOutput]:
-        outputs: list[RuleOutput] = []
-        if self._last_pts is not None and frame.pts_s < self._last_pts - 1e-3:
-            outputs.extend(self._restart(self._last_pts))
-        self._last_pts = frame.pts_s
-        if frame.pts_s < self._next_analysis - 1e-6:
-            return outputs
-        # analysis slots every `_interval` of stream time; after a gap, restart from this frame
-        self._next_analysis += self._interval
-        if self._next_analysis <= frame.pts_s:
-            self._next_analysis = frame.pts_s + self._interval
-        self.analysed += 1
-        image = frame.image
-        if image.ndim == 2:  # a grey stream: the model and the motion gate take BGR
-            image = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
-        height, width = image.shape[:2]
-        self._monitor.aspect = width / height
-        crop = self._region()
-        people: list[PersonPose] = []
-        if self._should_run(image, frame.pts_s, crop):
-            try:
-                found = self._detect(image, crop)
-            except Exception:  # onnxruntime raises its own untyped errors
-                # one failed inference must not end the camera's analysis: this frame is
-                # not looked at (not "nobody there", which would end a lying person's watch)
-                self.model_errors += 1
-                logger.exception("rule %s: the pose model failed on a frame", self.rule_id)
-                return outputs
-            people = self._track(found, frame.pts_s)
-            self._last_model_run = frame.pts_s
-            self.model_runs += 1
-        return outputs + self._monitor.step(frame.pts_s, people)
-
-    def _restart(self, last_s: float) -> list[RuleOutput]:
-        """Stream time went back (a replay looped, a camera restarted without a continuous
-        clock): the watched situations end and the analysis starts again from this frame."""
-        self._tracker = ObjectTracker(TrackerParams(hit_counter_max=self._tracker_hits))
-        self._next_analysis = float("-inf")
-        self._last_model_run = float("-inf")
-        self._tracked = []
-        self._previous = None
-        return self._monitor.restart(last_s)
-
-    def _region(self) -> Box:
-        """The zone's bounds grown by `roi_margin`, and by the people tracked (a standing
-        person's head may be above a floor zone), clamped to the frame."""
-        m = self.config.roi_margin
-        boxes = [self._zone_bounds, *self._tracked]
-        x1, y1 = min(b[0] for b in boxes) - m, min(b[1] for b in boxes) - m
-        x2, y2 = max(b[2] for b in boxes) + m, max(b[3] for b in boxes) + m
-        return (max(0.0, x1), max(0.0, y1), min(1.0, x2), min(1.0, y2))
-
-    def _should_run(self, image: Image, now: float, crop: Box) -> bool:
-        """The model runs on every analysed frame while someone is watched after a drop, and
-        otherwise when the region changed: a still scene is looked at again every
-        `TRACKED_RECHECK_S` while people are in it (a fall starts with motion), every
-        `recheck_s` when nobody is."""
-        small = _small_gray(image, crop)
-        previous, self._previous = self._previous, small
-        if self._monitor.active or self.config.motion_min_changed <= 0:
-            return True
-        recheck = TRACKED_RECHECK_S if self._tracked else self.config.recheck_s
-        if now - self._last_model_run >= recheck - 1e-6:
-            return True
-        if previous is None or previous.shape != small.shape:
-            return True
-        changed = cv2.absdiff(previous, small) > MOTION_LEVEL
-        return float(changed.mean()) >= self.config.motion_min_changed
-
-    def _detect(self, image: Image, crop: Box) -> list[PoseDetection]:
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = _pixels(crop, image)
-        found = self._estimator.detect_pose(np.ascontiguousarray(image[y1:y2, x1:x2]))
-        exact = (x1 / w, y1 / h, x2 / w, y2 / h)
-        return [
-            _uncrop(p, exact)
-            for p in found
-            if p.detection.score >= self.config.min_score and _sane(p)
-        ]
-
-    def _track(self, found: Sequence[PoseDetection], now: float) -> list[PersonPose]:
-        by_box = {p.detection.box: p for p in found}
-        tracks = self._tracker.update([p.detection for p in found], now)
-        # people found but not yet reported by the tracker keep the model running too
-        self._tracked = [t.box for t in tracks] + [p.detection.box for p in found]
-        people = []
-        for track in tracks:
-            pose = by_box.get(track.box)
-            keypoints = pose.keypoints if pose is not None else None
-            people.append(PersonPose(track.track_id, track.box, track.score, keypoints))
-        return people
-
-
-def _sane(pose: PoseDetection) -> bool:
-    """A detection the rule can measure: a finite box with a positive size and 17 finite
-    keypoints (a model fed something odd may answer NaN or a degenerate box)."""
-    x1, y1, x2, y2 = pose.detection.box
-    kp = np.asarray(pose.keypoints)
-    return (
-        all(math.isfinite(v) for v in (x1, y1, x2, y2))
-        and x2 > x1
-        and y2 > y1
-        and kp.shape == KEYPOINTS_SHAPE
-        and bool(np.isfinite(kp).all())
-    )
-
-
-def _uncrop(pose: PoseDetection, crop: Box) -> PoseDetection:
-    """A pose found in a crop, normalised to the whole frame."""
-    d = pose.detection
-    box = box_from_crop(d.box, crop)
-    kp = pose.keypoints.copy()
-    kp[:, 0] = crop[0] + kp[:, 0] * (crop[2] - crop[0])
-    kp[:, 1] = crop[1] + kp[:, 1] * (crop[3] - crop[1])
-    return PoseDetection(Detection(d.label, d.class_id, d.score, box), kp)
-
-
-def _pixels(crop: Box, image: Image) -> tuple[int, int, int, int]:
-    """The normalised region in pixels of `image`, at least one pixel of it (a zone on the
-    picture's edge, or thinner than a pixel, still gives the model something to look at)."""
-    h, w = image.shape[:2]
-    x1, y1 = min(w - 1, max(0, int(crop[0] * w))), min(h - 1, max(0, int(crop[1] * h)))
-    x2, y2 = min(w, math.ceil(crop[2] * w)), min(h, math.ceil(crop[3] * h))
-    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
-
-
-def _small_gray(image: Image, crop: Box) -> Image:
-    """The region, grey and small, for the motion gate."""
-    x1, y1, x2, y2 = _pixels(crop, image)
-    region = image[y1:y2, x1:x2]
-    scale = MOTION_WIDTH / max(region.shape[1], 1)
-    size = (MOTION_WIDTH, max(1, round(region.shape[0] * scale)))
-    gray = cv2.cvtColor(cv2.resize(region, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-    return np.asarray(cv2.GaussianBlur(gray, (5, 5), 0), dtype=np.uint8)

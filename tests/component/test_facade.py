@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from common.config import FallingObjectRuleConfig, ZoneConfig
+from edge.analysis.frame_rules import FacadeWatch
 from edge.analysis.specks import SpeckFinder, SpeckParams
 from edge.offline.falling_synthetic import FacadeScene, frames
 from edge.rules.base import RuleOutput
-from edge.rules.falling_object import FallingObjectRule
 from edge.types import Frame
 
 WHOLE = [(0.02, 0.02), (0.98, 0.02), (0.98, 0.98), (0.02, 0.98)]
@@ -32,7 +32,7 @@ def run(scene: FacadeScene, **keys: object) -> list[RuleOutput]:
     config = FallingObjectRuleConfig.model_validate(
         {"id": "throw", "zone": "facade", "type": "falling_object", **keys}
     )
-    rule = FallingObjectRule(config, zone)
+    rule = FacadeWatch(config, zone)
     return [out for frame in frames(scene) for out in rule.on_frame(frame)]
 
 
@@ -207,13 +207,13 @@ def test_a_large_picture_is_not_skipped_for_its_sensor_noise() -> None:
 
 
 def test_the_least_fall_grows_with_a_picture_taller_than_1080_rows() -> None:
-    rule = FallingObjectRule(
+    watch = FacadeWatch(
         FallingObjectRuleConfig(id="throw", type="falling_object", zone="facade"),
         ZoneConfig(id="facade", polygon=WHOLE),
     )
     for height, least in ((720, 40.0), (1080, 40.0), (2160, 80.0)):
-        rule.on_frame(Frame(np.zeros((height, 64, 3), np.uint8), 0.0, 0, 0.0))
-        assert rule.params.min_fall_px == least
+        watch.on_frame(Frame(np.zeros((height, 64, 3), np.uint8), 0.0, 0, 0.0))
+        assert watch.rule.params.min_fall_px == least
 
 
 def replayed(scene: FacadeScene, change: Callable[[Frame], list[Frame]]) -> list[RuleOutput]:
@@ -222,7 +222,7 @@ def replayed(scene: FacadeScene, change: Callable[[Frame], list[Frame]]) -> list
     config = FallingObjectRuleConfig(
         id="throw", type="falling_object", zone="facade", floors=floors(scene)
     )
-    rule = FallingObjectRule(config, zone)
+    rule = FacadeWatch(config, zone)
     return [o for frame in frames(scene) for f in change(frame) for o in rule.on_frame(f)]
 
 
@@ -278,7 +278,7 @@ def test_time_going_back_or_a_new_picture_size_closes_the_incident_and_starts_ag
     config = FallingObjectRuleConfig(
         id="throw", type="falling_object", zone="facade", floors=floors(scene)
     )
-    rule = FallingObjectRule(config, zone)
+    rule = FacadeWatch(config, zone)
     first = [o for f in frames(scene) for o in rule.on_frame(f)]
     assert [o.state for o in first] == ["new"]
     again = [o for f in frames(scene) for o in rule.on_frame(f)]  # the replay restarted at 0

@@ -14,8 +14,8 @@ import pytest
 from common.config import PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
 from edge.analysis.detect.yolo import PoseDetection
+from edge.analysis.frame_rules import PersonFallWatch
 from edge.rules.base import FrameRule, RuleOutput
-from edge.rules.person_fall import PersonFallRule
 from edge.types import Frame
 from tests.support.poses import keypoints, pose_detection
 
@@ -55,15 +55,15 @@ class ScriptedPoseModel:
         return found
 
 
-def rule(model: ScriptedPoseModel, **overrides: float) -> PersonFallRule:
+def rule(model: ScriptedPoseModel, **overrides: float) -> PersonFallWatch:
     params: dict[str, float] = {"lying_s": 1.0, "roi_margin": 0.1}
     params.update(overrides)
     config = PersonFallRuleConfig(id="fall", type="person_fall", zone=ZONE.id, **params)
-    return PersonFallRule(config, ZONE, model, model.info)
+    return PersonFallWatch(config, ZONE, model, model.info)
 
 
 def play(
-    fall_rule: PersonFallRule,
+    fall_rule: PersonFallWatch,
     model: ScriptedPoseModel,
     seconds: float,
     image: Callable[[float], npt.NDArray[np.uint8]] | None = None,

@@ -21,7 +21,6 @@ from edge.analysis.scene.model import (
     SceneModel,
     SceneParams,
     SceneUpdate,
-    StaticRegion,
     boxes_mask,
     polygons_mask,
     to_analysis_gray,
@@ -34,7 +33,7 @@ from edge.offline.synthetic import (
     moving_view_frames,
     textured_ground,
 )
-from edge.types import Box, Frame, box_iou
+from edge.types import Box, Frame, StaticRegion, box_iou
 
 Image = npt.NDArray[np.uint8]
 FPS = 5.0

@@ -12,10 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from common.config import FallingObjectRuleConfig, ZoneConfig
-from edge.analysis.specks import Speck, SpeckFrame
+from edge.analysis.frame_rules import FacadeWatch
 from edge.rules.falling_object import (
     Fall,
-    FallingObjectRule,
     FallParams,
     FloorScale,
     IncidentGrouper,
@@ -25,7 +24,7 @@ from edge.rules.falling_object import (
     judge,
     origin_floor,
 )
-from edge.types import Frame
+from edge.types import Frame, Speck, SpeckFrame
 
 FPS = 25.0
 DT = 1.0 / FPS
@@ -324,7 +323,7 @@ def run_rule(script: dict[int, list[tuple[float, float]]], seconds: float, **key
     config = FallingObjectRuleConfig.model_validate(
         {"id": "throw", "zone": "facade", "type": "falling_object", **keys}
     )
-    rule = FallingObjectRule(config, zone, ScriptedFinder(script))  # type: ignore[arg-type]
+    rule = FacadeWatch(config, zone, ScriptedFinder(script))  # type: ignore[arg-type]
     image = np.zeros((720, 480, 3), np.uint8)
     outputs = []
     for i in range(int(seconds * FPS)):

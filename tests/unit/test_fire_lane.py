@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from common.config import FireLaneRuleConfig, ZoneConfig
-from edge.analysis.scene.model import StaticRegion
 from edge.rules.base import Observation, RuleOutput
 from edge.rules.fire_lane import FireLaneRule, RestClock
-from edge.types import Box, TrackedObject
+from edge.types import Box, StaticRegion, TrackedObject
 
 FPS = 5.0
 LANE = ZoneConfig(id="lane", polygon=[(0.2, 0.5), (0.8, 0.5), (0.8, 1.0), (0.2, 1.0)])

@@ -8,10 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.analysis.scene.model import StaticRegion
 from edge.rules.base import Observation, RuleOutput
 from edge.rules.garbage_pile import GROWTH_HOLD_S, LOOK_AGAIN_S, GarbagePileRule
-from edge.types import Box, Detection
+from edge.types import Box, Detection, StaticRegion
 
 ZONE = ZoneConfig(id="bin-point", polygon=[(0.2, 0.4), (0.8, 0.4), (0.8, 0.9), (0.2, 0.9)])
 FPS = 5.0

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.analysis.scene.registration import ViewTracker, translation
-from edge.types import Box
+from edge.types import Box, StaticRegion
 
 ANALYSIS_WIDTH = 320
 SATURATED = 250.0  # grey level from which a pixel is taken as clipped
@@ -77,20 +77,6 @@ class SceneParams:
     # be a pixel or two off (fit error, interpolation, motion blur)
     still_tolerance_px: int = 1
     align_tolerance_px: int = 2
-
-
-@dataclass(frozen=True, slots=True)
-class StaticRegion:
-    box: Box  # normalised
-    since_s: float  # when the change first appeared (median over its pixels)
-    area: float  # fraction of the frame area
-    contrast: float  # mean grey difference against the reference
-    mask_fraction: float  # fraction of its box that is changed
-    zones: frozenset[str] = frozenset()  # the watched zones holding most of it
-
-    @property
-    def score(self) -> float:
-        return float(min(1.0, 0.4 + self.contrast / 100.0))
 
 
 @dataclass(frozen=True, slots=True)
