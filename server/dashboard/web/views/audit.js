@@ -90,7 +90,14 @@ export function render(container, _params, ctx) {
                 h(
                   "tr",
                   {},
-                  ["audit.col.at", "audit.col.actor", "audit.col.action", "audit.col.target", "audit.col.details", "audit.col.ip"].map((k) => h("th", {}, t(k))),
+                  [
+                    "audit.col.at",
+                    "audit.col.actor",
+                    "audit.col.action",
+                    "audit.col.target",
+                    "audit.col.details",
+                    "audit.col.ip",
+                  ].map((k) => h("th", {}, t(k))),
                 ),
               ),
               h(
@@ -109,7 +116,11 @@ export function render(container, _params, ctx) {
                     ),
                     h("td", {}, label("audit_action", entry.action)),
                     h("td", { class: "small" }, target(entry.target)),
-                    h("td", { class: "small" }, h("span", { translate: "no" }, detailText(entry.details || {}))),
+                    h(
+                      "td",
+                      { class: "small" },
+                      h("span", { translate: "no" }, detailText(entry.details || {})),
+                    ),
                     h("td", { class: "small" }, h("span", { translate: "no" }, entry.client_ip)),
                   ),
                 ),
@@ -120,17 +131,50 @@ export function render(container, _params, ctx) {
     );
     mount(
       pager,
-      h("span", { class: "muted" }, t("audit.summary", { from: page.total ? offset + 1 : 0, to: offset + page.items.length, total: page.total })),
+      h(
+        "span",
+        { class: "muted" },
+        t("audit.summary", {
+          from: page.total ? offset + 1 : 0,
+          to: offset + page.items.length,
+          total: page.total,
+        }),
+      ),
       offset > 0
-        ? h("button", { class: "ghost", onclick: () => { offset = Math.max(0, offset - PAGE); load(); } }, t("audit.newer"))
+        ? h(
+            "button",
+            {
+              class: "ghost",
+              onclick: () => {
+                offset = Math.max(0, offset - PAGE);
+                load();
+              },
+            },
+            t("audit.newer"),
+          )
         : null,
       offset + page.items.length < page.total
-        ? h("button", { class: "ghost", id: "audit-older", onclick: () => { offset += PAGE; load(); } }, t("audit.older"))
+        ? h(
+            "button",
+            {
+              class: "ghost",
+              id: "audit-older",
+              onclick: () => {
+                offset += PAGE;
+                load();
+              },
+            },
+            t("audit.older"),
+          )
         : null,
     );
   }
 
-  const actor = h("input", { id: "audit-actor", type: "search", placeholder: t("audit.actor_placeholder") });
+  const actor = h("input", {
+    id: "audit-actor",
+    type: "search",
+    placeholder: t("audit.actor_placeholder"),
+  });
   let timer = null;
   actor.addEventListener("input", () => {
     clearTimeout(timer);

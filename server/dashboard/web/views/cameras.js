@@ -9,7 +9,13 @@ import { ago, dateTime, number, percent } from "../format.js";
 import { label, t } from "../i18n.js";
 import { cameraName, loadDirectory, named, ruleName, siteName } from "../names.js";
 
-const OUTBOX_KEYS = ["pending", "pending_evidence", "failed_evidence", "shed_events", "shed_evidence"];
+const OUTBOX_KEYS = [
+  "pending",
+  "pending_evidence",
+  "failed_evidence",
+  "shed_events",
+  "shed_evidence",
+];
 const PROBLEM_PARAMS = {
   rule: (value, camera) => ruleName(camera.site_id, camera.camera_id, String(value)),
   coverage: (value) => percent(value),
@@ -35,7 +41,12 @@ function trouble(camera) {
 }
 
 function metric(name, value, attrs = {}) {
-  return h("div", { class: "metric", ...attrs }, h("span", { class: "muted small" }, t(name)), h("strong", {}, value));
+  return h(
+    "div",
+    { class: "metric", ...attrs },
+    h("span", { class: "muted small" }, t(name)),
+    h("strong", {}, value),
+  );
 }
 
 /** A problem in words: its code translated, the figures behind it after (names as data). */
@@ -44,7 +55,10 @@ function problemText(problem, camera) {
     .filter(([name]) => name in PROBLEM_PARAMS)
     .map(([name, value]) => {
       const shown = PROBLEM_PARAMS[name](value, camera);
-      return [`${t(`problem_param.${name}`)} `, name === "rule" ? named(shown, String(value)) : shown];
+      return [
+        `${t(`problem_param.${name}`)} `,
+        name === "rule" ? named(shown, String(value)) : shown,
+      ];
     });
   if (!details.length) return label("problem", problem.code);
   const [open, close] = t("problem.params", { list: "\u0000" }).split("\u0000");
@@ -63,7 +77,11 @@ function coverage(camera, load) {
       return h(
         "div",
         { class: `coverage-row level-${level}`, dataset: { rule: ruleId } },
-        h("span", { class: "coverage-name" }, named(ruleName(camera.site_id, camera.camera_id, ruleId), ruleId)),
+        h(
+          "span",
+          { class: "coverage-name" },
+          named(ruleName(camera.site_id, camera.camera_id, ruleId), ruleId),
+        ),
         h(
           "div",
           { class: "hbar", title: t("cameras.coverage_hint") },
@@ -105,14 +123,12 @@ function cameraCard(camera) {
         { class: "camera-state" },
         camera.online ? t("cameras.online") : t("cameras.offline"),
       ),
-      load ? h("span", { class: `badge load load-${load.state}` }, label("load_state", load.state)) : null,
+      load
+        ? h("span", { class: `badge load load-${load.state}` }, label("load_state", load.state))
+        : null,
     ),
     reason && !(camera.online && reason === "frames_arriving")
-      ? h(
-          "p",
-          { class: "reason", title: camera.reason || null },
-          label("camera_reason", reason),
-        )
+      ? h("p", { class: "reason", title: camera.reason || null }, label("camera_reason", reason))
       : null,
     load
       ? [
@@ -126,7 +142,10 @@ function cameraCard(camera) {
               load.analysis_fps === null || load.analysis_fps === undefined
                 ? "—"
                 : load.target_analysis_fps
-                  ? t("cameras.of_target", { n: number(load.analysis_fps), target: number(load.target_analysis_fps) })
+                  ? t("cameras.of_target", {
+                      n: number(load.analysis_fps),
+                      target: number(load.target_analysis_fps),
+                    })
                   : t("unit.fps", { n: number(load.analysis_fps) }),
             ),
             load.frame_rule_fps !== null && load.frame_rule_fps !== undefined
@@ -148,7 +167,11 @@ function cameraCard(camera) {
                 "ul",
                 { class: "problems" },
                 load.problems.map((problem) =>
-                  h("li", { title: problem.detail || null, dataset: { code: problem.code } }, problemText(problem, camera)),
+                  h(
+                    "li",
+                    { title: problem.detail || null, dataset: { code: problem.code } },
+                    problemText(problem, camera),
+                  ),
                 ),
               )
             : null,
@@ -174,21 +197,32 @@ function boxLoad(box) {
   return h(
     "div",
     { class: `box-load${box.overloaded ? " overloaded" : ""}` },
-    box.overloaded ? h("span", { class: "badge load load-overloaded" }, t("cameras.box_overloaded")) : null,
+    box.overloaded
+      ? h("span", { class: "badge load load-overloaded" }, t("cameras.box_overloaded"))
+      : null,
     h(
       "div",
       { class: "metrics" },
-      metric("cameras.box_cpu", t("cameras.box_cpu_value", { p: percent(box.cpu), cores: box.cores }), {
-        class: `metric${box.cpu >= 0.9 ? " warn" : ""}`,
-      }),
+      metric(
+        "cameras.box_cpu",
+        t("cameras.box_cpu_value", { p: percent(box.cpu), cores: box.cores }),
+        {
+          class: `metric${box.cpu >= 0.9 ? " warn" : ""}`,
+        },
+      ),
       metric("cameras.box_process", t("unit.cores", { n: number(box.process_cpu) })),
       metric(
         "cameras.box_memory",
         box.memory_available_mb !== null && box.memory_available_mb !== undefined
-          ? t("cameras.memory_value", { used: number(box.memory_mb, 0), free: number(box.memory_available_mb, 0) })
+          ? t("cameras.memory_value", {
+              used: number(box.memory_mb, 0),
+              free: number(box.memory_available_mb, 0),
+            })
           : t("unit.mb", { n: number(box.memory_mb, 0) }),
       ),
-      box.load1 !== null && box.load1 !== undefined ? metric("cameras.box_load1", number(box.load1, 2)) : null,
+      box.load1 !== null && box.load1 !== undefined
+        ? metric("cameras.box_load1", number(box.load1, 2))
+        : null,
       metric("cameras.detector_busy", percent(detector.busy), {
         class: `metric${detector.busy >= 0.9 ? " warn" : ""}`,
       }),
@@ -222,7 +256,9 @@ export function render(container, _params, ctx) {
   function draw() {
     const list = [...cameras.values()].sort((a, b) => key(a).localeCompare(key(b)));
     const offline = list.filter((camera) => !camera.online).length;
-    const strained = list.filter((c) => c.online && ["overloaded", "degraded"].includes(c.load?.state)).length;
+    const strained = list.filter(
+      (c) => c.online && ["overloaded", "degraded"].includes(c.load?.state),
+    ).length;
     counts.textContent = t("cameras.counts", { total: list.length, offline, strained });
     const groups = new Map();
     for (const camera of list) {
@@ -252,7 +288,13 @@ export function render(container, _params, ctx) {
             t("cameras.edge_box"),
             " ",
             named(edgeId, edgeId),
-            edge ? h("span", { class: "muted small" }, ` ${t("cameras.edge_seen", { at: ago(edge.last_seen) })}`) : null,
+            edge
+              ? h(
+                  "span",
+                  { class: "muted small" },
+                  ` ${t("cameras.edge_seen", { at: ago(edge.last_seen) })}`,
+                )
+              : null,
           ),
           edge ? outbox(edge.outbox) : null,
           boxLoad(edge?.box),
@@ -263,7 +305,9 @@ export function render(container, _params, ctx) {
               .sort(
                 (a, b) =>
                   trouble(a) - trouble(b) ||
-                  cameraName(a.site_id, a.camera_id).localeCompare(cameraName(b.site_id, b.camera_id)),
+                  cameraName(a.site_id, a.camera_id).localeCompare(
+                    cameraName(b.site_id, b.camera_id),
+                  ),
               )
               .map(cameraCard),
           ),

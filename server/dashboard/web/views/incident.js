@@ -17,14 +17,7 @@ import {
   isOverdue,
   markSeen,
 } from "../incidents.js";
-import {
-  cameraName,
-  named,
-  personName,
-  ruleName,
-  siteName,
-  zoneName,
-} from "../names.js";
+import { cameraName, named, personName, ruleName, siteName, zoneName } from "../names.js";
 import { PhotoUnreadable, preparePhoto, uploadPhoto } from "../photos.js";
 import { loadPlanImage, planFigure } from "./plan-image.js";
 
@@ -70,12 +63,15 @@ function summary(incident) {
       `${dateTime(incident.first_observed_at)} (${ago(incident.first_observed_at)})`,
     ),
     late >= 60
-      ? field(
-          "incident.received",
-          [dateTime(incident.opened_at), " ", h("span", { class: "badge late" }, t("incident.late", { d: duration(late) }))],
-        )
+      ? field("incident.received", [
+          dateTime(incident.opened_at),
+          " ",
+          h("span", { class: "badge late" }, t("incident.late", { d: duration(late) })),
+        ])
       : null,
-    incident.alert_count > 1 ? field("incident.last_alert", dateTime(incident.last_alert_at)) : null,
+    incident.alert_count > 1
+      ? field("incident.last_alert", dateTime(incident.last_alert_at))
+      : null,
     field("incident.site", named(siteName(site), site)),
     field("incident.camera", named(cameraName(site, cam), cam)),
     field("incident.zone", named(zoneName(site, cam, incident.zone_id), incident.zone_id)),
@@ -93,15 +89,12 @@ function summary(incident) {
       incident.assignee ? label("team", incident.assignee) : t("queue.unassigned"),
       "incident-assignee",
     ),
-    field(
-      "incident.deadline",
-      [
-        incident.deadline_at ? dateTime(incident.deadline_at) : "—",
-        isOverdue(incident)
-          ? h("span", { class: "badge overdue", id: "incident-overdue" }, t("incident.overdue"))
-          : null,
-      ],
-    ),
+    field("incident.deadline", [
+      incident.deadline_at ? dateTime(incident.deadline_at) : "—",
+      isOverdue(incident)
+        ? h("span", { class: "badge overdue", id: "incident-overdue" }, t("incident.overdue"))
+        : null,
+    ]),
     field(
       "incident.escalation",
       incident.escalation_level
@@ -189,7 +182,8 @@ function situationFigures(detail, group) {
   const snapshots = group.files.filter((f) => f.kind === "snapshot").sort(byRole);
   const clips = group.files.filter((f) => f.kind === "clip");
   const trajectory = detail.type === "falling_object" ? group.trajectory : null;
-  const poster = snapshots.find((f) => f.state === "stored" && f.role === "onset") ||
+  const poster =
+    snapshots.find((f) => f.state === "stored" && f.role === "onset") ||
     snapshots.find((f) => f.state === "stored");
   return [
     snapshots.map((file) =>
@@ -441,7 +435,11 @@ function messages(detail) {
 // Actions -----------------------------------------------------------------------------------
 
 function falseAlarmDialog(onConfirm) {
-  const note = h("textarea", { id: "false-alarm-note", rows: 2, placeholder: t("actions.note_placeholder_false") });
+  const note = h("textarea", {
+    id: "false-alarm-note",
+    rows: 2,
+    placeholder: t("actions.note_placeholder_false"),
+  });
   const error = h("p", { class: "form-error", id: "false-alarm-error", role: "alert" });
   const choices = FALSE_ALARM_CATEGORIES.map((value) =>
     h(
@@ -466,7 +464,11 @@ function falseAlarmDialog(onConfirm) {
       h(
         "div",
         { class: "buttons" },
-        h("button", { value: "cancel", class: "ghost", id: "false-alarm-cancel" }, t("common.cancel")),
+        h(
+          "button",
+          { value: "cancel", class: "ghost", id: "false-alarm-cancel" },
+          t("common.cancel"),
+        ),
         h(
           "button",
           {
@@ -540,7 +542,9 @@ function photoPicker(holder) {
         const blob = await preparePhoto(file);
         chosen.push({ blob, url: URL.createObjectURL(blob) });
       } catch (error) {
-        holder.fail(error instanceof PhotoUnreadable ? t("actions.photo_unreadable") : error.message);
+        holder.fail(
+          error instanceof PhotoUnreadable ? t("actions.photo_unreadable") : error.message,
+        );
       }
     }
     input.value = "";
@@ -656,7 +660,11 @@ function actionPanel(incident, ctx, act) {
     actions.includes("dispatch")
       ? h("label", { class: "inline", for: "dispatch-team" }, t("actions.team"), team)
       : null,
-    h("label", { for: "action-note" }, actions.includes("feedback") ? t("actions.note_feedback") : t("actions.note")),
+    h(
+      "label",
+      { for: "action-note" },
+      actions.includes("feedback") ? t("actions.note_feedback") : t("actions.note"),
+    ),
     note,
     picker ? picker.element : null,
     message,
@@ -708,7 +716,8 @@ export function render(container, params, ctx) {
   container.append(view);
   let planShown = false;
   markSeen(id);
-  const back = ctx.user.role === "field" ? ["#/orders", "nav.orders"] : ["#/incidents", "nav.incidents"];
+  const back =
+    ctx.user.role === "field" ? ["#/orders", "nav.orders"] : ["#/incidents", "nav.incidents"];
 
   async function act(action, body, chosenPhotos = [], holder = null) {
     try {
@@ -724,7 +733,12 @@ export function render(container, params, ctx) {
     } catch (error) {
       const key =
         error instanceof ApiError
-          ? { 409: "actions.conflict", 403: "actions.forbidden", 413: "actions.photo_too_large", 415: "actions.photo_unreadable" }[error.status]
+          ? {
+              409: "actions.conflict",
+              403: "actions.forbidden",
+              413: "actions.photo_too_large",
+              415: "actions.photo_unreadable",
+            }[error.status]
           : null;
       const text = key ? t(key) : t("error.generic", { detail: error.message });
       if (holder) holder.fail(text);
@@ -743,10 +757,16 @@ export function render(container, params, ctx) {
         error instanceof ApiError && error.status === 404
           ? t("incident.not_found")
           : t("error.generic", { detail: error.message });
-      mount(view, h("a", { href: back[0] }, `← ${t(back[1])}`), h("p", { class: "form-error" }, text));
+      mount(
+        view,
+        h("a", { href: back[0] }, `← ${t(back[1])}`),
+        h("p", { class: "form-error" }, text),
+      );
       return;
     }
-    const names = new Map((detail.history || []).filter((r) => r.by_name).map((r) => [r.by, r.by_name]));
+    const names = new Map(
+      (detail.history || []).filter((r) => r.by_name).map((r) => [r.by, r.by_name]),
+    );
     const late = lateBy(detail);
     mount(
       view,
@@ -778,7 +798,9 @@ export function render(container, params, ctx) {
               t("incident.inhibited"),
             )
           : null,
-        late >= 60 ? h("span", { class: "badge late" }, t("incident.late", { d: duration(late) })) : null,
+        late >= 60
+          ? h("span", { class: "badge late" }, t("incident.late", { d: duration(late) }))
+          : null,
         detail.legal_hold
           ? h("span", { class: "badge escalated" }, t("incident.legal_hold"))
           : null,
@@ -792,7 +814,12 @@ export function render(container, params, ctx) {
           h("h3", {}, t("incident.actions")),
           actionPanel(detail, ctx, act),
         ),
-        h("div", { class: "panel facts-panel" }, h("h3", {}, t("incident.summary")), summary(detail)),
+        h(
+          "div",
+          { class: "panel facts-panel" },
+          h("h3", {}, t("incident.summary")),
+          summary(detail),
+        ),
         h("div", { class: "panel plan-panel" }, h("h3", {}, t("incident.on_plan")), planHolder),
         h(
           "div",

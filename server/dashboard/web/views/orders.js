@@ -27,11 +27,7 @@ function card(order, ctx, reload) {
         { class: "order-title" },
         h("strong", {}, label("type", order.type)),
         h("span", { class: "muted small" }, ` #${order.id}`),
-        h(
-          "span",
-          { class: `badge status status-${order.status}` },
-          label("status", order.status),
-        ),
+        h("span", { class: `badge status status-${order.status}` }, label("status", order.status)),
         isOverdue(order) ? h("span", { class: "badge overdue" }, t("incident.overdue")) : null,
       ),
       h("div", { class: "order-place" }, place.camera, " ", place.where),
@@ -39,7 +35,10 @@ function card(order, ctx, reload) {
       h(
         "div",
         { class: "muted small" },
-        t("orders.since", { at: dateTime(order.first_observed_at), ago: ago(order.first_observed_at) }),
+        t("orders.since", {
+          at: dateTime(order.first_observed_at),
+          ago: ago(order.first_observed_at),
+        }),
       ),
     ),
     h(
@@ -71,7 +70,11 @@ function card(order, ctx, reload) {
 }
 
 export function render(container, _params, ctx) {
-  const list = h("div", { class: "orders", id: "orders" }, h("p", { class: "muted" }, t("common.loading")));
+  const list = h(
+    "div",
+    { class: "orders", id: "orders" },
+    h("p", { class: "muted" }, t("common.loading")),
+  );
   const done = h("div", { class: "orders done", id: "orders-done" });
   const summary = h("p", { class: "muted", id: "orders-summary" });
   const team = ctx.user.team;

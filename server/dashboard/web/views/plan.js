@@ -124,7 +124,10 @@ export function render(container, params, ctx) {
             h(
               "figcaption",
               { class: "muted small" },
-              t("plan.latest_snapshot_at", { at: dateTime(snapshot.observed_at), ago: ago(snapshot.observed_at) }),
+              t("plan.latest_snapshot_at", {
+                at: dateTime(snapshot.observed_at),
+                ago: ago(snapshot.observed_at),
+              }),
             ),
           )
         : h("p", { class: "muted" }, t("plan.no_snapshot")),
@@ -140,7 +143,11 @@ export function render(container, params, ctx) {
                 h(
                   "a",
                   { href: `#/incidents/${incident.id}`, class: `sev-${incident.severity}` },
-                  h("span", { class: `badge sev sev-${incident.severity}` }, label("severity", incident.severity)),
+                  h(
+                    "span",
+                    { class: `badge sev sev-${incident.severity}` },
+                    label("severity", incident.severity),
+                  ),
                   label("type", incident.type),
                   ` #${incident.id} · `,
                   label("status", incident.status),
@@ -177,9 +184,7 @@ export function render(container, params, ctx) {
               },
               editing ? t("plan.edit_done") : t("plan.edit"),
             ),
-            editing
-              ? [h("label", { for: "plan-upload" }, t("plan.upload")), upload]
-              : null,
+            editing ? [h("label", { for: "plan-upload" }, t("plan.upload")), upload] : null,
           )
         : null,
       editing && siteCameras.length
@@ -228,11 +233,7 @@ export function render(container, params, ctx) {
         image ? side : null,
       ),
       image && unplaced.length && !editing
-        ? h(
-            "p",
-            { class: "muted small" },
-            t("plan.unplaced", { n: unplaced.length }),
-          )
+        ? h("p", { class: "muted small" }, t("plan.unplaced", { n: unplaced.length }))
         : null,
     );
     drawSide();

@@ -60,7 +60,11 @@ function assigneeCell(incident) {
   return [
     incident.assignee
       ? h("span", {}, label("team", incident.assignee))
-      : h("span", { class: CLOSED.has(incident.status) ? "muted" : "unassigned" }, t("queue.unassigned")),
+      : h(
+          "span",
+          { class: CLOSED.has(incident.status) ? "muted" : "unassigned" },
+          t("queue.unassigned"),
+        ),
     incident.escalation_level
       ? h(
           "span",
@@ -145,6 +149,26 @@ function row(incident, ctx, selection, onSelect) {
     h("td", { class: "cell-measure" }, measure(incident)),
     h("td", { class: "cell-assignee" }, assigneeCell(incident)),
   );
+}
+
+const SEVERITY_RANK = { critical: 0, high: 1, normal: 2 };
+
+/** The server's urgency order, for placing a live arrival before the server re-reads. */
+function urgencyKey(incident) {
+  return [
+    CLOSED.has(incident.status) ? 1 : 0,
+    incident.status === "reported" ? 0 : 1,
+    SEVERITY_RANK[incident.severity] ?? 3,
+    isOverdue(incident) ? 0 : 1,
+    -(incident.escalation_level || 0),
+    -Date.parse(incident.last_alert_at || incident.opened_at),
+  ];
+}
+
+function byUrgency(a, b) {
+  const [x, y] = [urgencyKey(a), urgencyKey(b)];
+  for (let i = 0; i < x.length; i += 1) if (x[i] !== y[i]) return x[i] - y[i];
+  return b.id - a.id;
 }
 
 function select(id, value, options, onchange) {
@@ -309,7 +333,11 @@ export function render(container, params, ctx) {
         h(
           "tr",
           {},
-          h("td", { colspan: COLUMNS.length + (operator ? 1 : 0), class: "empty" }, t("queue.empty")),
+          h(
+            "td",
+            { colspan: COLUMNS.length + (operator ? 1 : 0), class: "empty" },
+            t("queue.empty"),
+          ),
         ),
       );
     }
@@ -367,7 +395,10 @@ export function render(container, params, ctx) {
     const sites = siteIds();
     const cameraSites = filters.site_id ? [filters.site_id] : sites;
     const cameraOptions = cameraSites.flatMap((site) =>
-      camerasOf(site).map(([id, name]) => [id, sites.length > 1 ? `${siteName(site)} · ${name}` : name]),
+      camerasOf(site).map(([id, name]) => [
+        id,
+        sites.length > 1 ? `${siteName(site)} · ${name}` : name,
+      ]),
     );
     const search = h("input", {
       type: "search",
@@ -461,17 +492,19 @@ export function render(container, params, ctx) {
     return h(
       "div",
       { class: "quick", role: "group", "aria-label": t("queue.quick") },
-      [["", "queue.quick_all"], ...Object.keys(QUICK).map((key) => [key, `queue.quick_${key}`])].map(
-        ([key, text]) =>
-          h(
-            "a",
-            {
-              class: `chip${key === quick ? " active" : ""}`,
-              id: `quick-${key || "all"}`,
-              href: key ? `#/incidents?quick=${key}` : "#/incidents",
-            },
-            t(text),
-          ),
+      [
+        ["", "queue.quick_all"],
+        ...Object.keys(QUICK).map((key) => [key, `queue.quick_${key}`]),
+      ].map(([key, text]) =>
+        h(
+          "a",
+          {
+            class: `chip${key === quick ? " active" : ""}`,
+            id: `quick-${key || "all"}`,
+            href: key ? `#/incidents?quick=${key}` : "#/incidents",
+          },
+          t(text),
+        ),
       ),
     );
   }
@@ -517,7 +550,10 @@ export function render(container, params, ctx) {
       quickBar(),
       h(
         "details",
-        { class: "filter-box", open: window.innerWidth > 800 || Object.values(filters).some(Boolean) },
+        {
+          class: "filter-box",
+          open: window.innerWidth > 800 || Object.values(filters).some(Boolean),
+        },
         h("summary", { id: "filter-toggle" }, t("queue.filters")),
         toolbar,
       ),
@@ -528,11 +564,31 @@ export function render(container, params, ctx) {
     ),
   );
 
+  /** Whether a live incident belongs in this list by the filters the page can judge itself
+   * (a search or dates leave it to the server). */
+  function fits(incident) {
+    const wanted = serverQuery();
+    if (wanted.q || wanted.since || wanted.until || wanted.overdue) return false;
+    if (wanted.status && incident.status !== wanted.status) return false;
+    if (wanted.open && CLOSED.has(incident.status)) return false;
+    for (const name of ["type", "site_id", "camera_id", "severity"]) {
+      if (wanted[name] && incident[name] !== wanted[name]) return false;
+    }
+    return true;
+  }
+
   const stopFeed = ctx.feed.on("incident", (incident) => {
     const index = items.findIndex((item) => item.id === incident.id);
     const newAlert = index >= 0 && (incident.alert_count ?? 1) > (items[index].alert_count ?? 1);
     if (index >= 0) {
       items[index] = incident;
+      draw();
+    } else if (fits(incident)) {
+      // shown at once where the server will put it; the re-read below confirms the order
+      items.push(incident);
+      if (sorting.sort === "urgency") items.sort(byUrgency);
+      else items.unshift(items.pop());
+      total += 1;
       draw();
     }
     reloadSoon(); // the server places it (order, filters) and counts the total

@@ -16,7 +16,12 @@ function thumbnail(incident) {
     (file) => file.kind === "snapshot" && file.state === "stored",
   );
   if (!snapshot) return h("div", { class: "thumb empty-thumb" }, t("review.no_thumb"));
-  return h("img", { class: "thumb", src: withToken(snapshot.url), alt: t("incident.snapshot"), loading: "lazy" });
+  return h("img", {
+    class: "thumb",
+    src: withToken(snapshot.url),
+    alt: t("incident.snapshot"),
+    loading: "lazy",
+  });
 }
 
 function axis(items, since, until, onpick) {
@@ -73,7 +78,8 @@ export function render(container, params, ctx) {
     const sites = siteIds();
     if (!state.site || !sites.includes(state.site)) state.site = sites[0] || "";
     const cameras = camerasOf(state.site);
-    if (!cameras.some(([id]) => id === state.camera)) state.camera = cameras[0]?.[0] || state.camera;
+    if (!cameras.some(([id]) => id === state.camera))
+      state.camera = cameras[0]?.[0] || state.camera;
     const change = (name) => (event) => {
       state[name] = event.target.value;
       if (name === "site") state.camera = "";
@@ -101,14 +107,21 @@ export function render(container, params, ctx) {
         h(
           "select",
           { id: "review-camera", onchange: change("camera") },
-          cameras.map(([id, name]) => h("option", { value: id, selected: id === state.camera }, name)),
+          cameras.map(([id, name]) =>
+            h("option", { value: id, selected: id === state.camera }, name),
+          ),
         ),
       ),
       h(
         "label",
         { class: "field" },
         h("span", {}, t("queue.filter.from")),
-        h("input", { type: "date", id: "review-from", value: state.from, onchange: change("from") }),
+        h("input", {
+          type: "date",
+          id: "review-from",
+          value: state.from,
+          onchange: change("from"),
+        }),
       ),
       h(
         "label",
@@ -148,34 +161,42 @@ export function render(container, params, ctx) {
     const cards = h(
       "ol",
       { class: "review-list", id: "review-list" },
-      [...items].reverse().map((incident) =>
-        h(
-          "li",
-          { class: `review-card sev-${incident.severity}`, dataset: { id: incident.id } },
+      [...items]
+        .reverse()
+        .map((incident) =>
           h(
-            "a",
-            { href: `#/incidents/${incident.id}` },
-            thumbnail(incident),
+            "li",
+            { class: `review-card sev-${incident.severity}`, dataset: { id: incident.id } },
             h(
-              "div",
-              { class: "review-text" },
-              h("div", {}, h("strong", {}, label("type", incident.type)), ` #${incident.id}`),
-              h("div", { class: "muted small" }, dateTime(incident.first_observed_at)),
+              "a",
+              { href: `#/incidents/${incident.id}` },
+              thumbnail(incident),
               h(
                 "div",
-                {},
-                h("span", { class: `badge status status-${incident.status}` }, label("status", incident.status)),
-                measure(incident),
-              ),
-              h(
-                "div",
-                { class: "muted small" },
-                (incident.alert_count ?? 1) > 1 ? t("review.alerts", { n: incident.alert_count }) : "",
+                { class: "review-text" },
+                h("div", {}, h("strong", {}, label("type", incident.type)), ` #${incident.id}`),
+                h("div", { class: "muted small" }, dateTime(incident.first_observed_at)),
+                h(
+                  "div",
+                  {},
+                  h(
+                    "span",
+                    { class: `badge status status-${incident.status}` },
+                    label("status", incident.status),
+                  ),
+                  measure(incident),
+                ),
+                h(
+                  "div",
+                  { class: "muted small" },
+                  (incident.alert_count ?? 1) > 1
+                    ? t("review.alerts", { n: incident.alert_count })
+                    : "",
+                ),
               ),
             ),
           ),
         ),
-      ),
     );
     mount(
       body,
@@ -185,7 +206,9 @@ export function render(container, params, ctx) {
         t("review.summary", { n: page.total }),
         " ",
         named(cameraName(state.site, state.camera), state.camera),
-        counts.length ? ` · ${counts.map(([type, n]) => `${label("type", type)} ${n}`).join(" · ")}` : "",
+        counts.length
+          ? ` · ${counts.map(([type, n]) => `${label("type", type)} ${n}`).join(" · ")}`
+          : "",
       ),
       h(
         "div",
@@ -199,11 +222,15 @@ export function render(container, params, ctx) {
         h(
           "ul",
           { class: "legend" },
-          TYPES.map((type) => h("li", {}, h("span", { class: `swatch type-${type}` }), label("type", type))),
+          TYPES.map((type) =>
+            h("li", {}, h("span", { class: `swatch type-${type}` }), label("type", type)),
+          ),
         ),
       ),
       items.length ? cards : h("p", { class: "empty" }, t("review.empty")),
-      page.total > items.length ? h("p", { class: "muted" }, t("review.truncated", { n: items.length })) : null,
+      page.total > items.length
+        ? h("p", { class: "muted" }, t("review.truncated", { n: items.length }))
+        : null,
     );
   }
 

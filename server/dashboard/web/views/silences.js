@@ -27,12 +27,17 @@ function localInput(date) {
 
 function scope(silence) {
   const parts = [];
-  parts.push(silence.site_id ? named(siteName(silence.site_id), silence.site_id) : t("silences.any_site"));
+  parts.push(
+    silence.site_id ? named(siteName(silence.site_id), silence.site_id) : t("silences.any_site"),
+  );
   if (silence.camera_id) {
     parts.push(" · ", named(cameraName(silence.site_id, silence.camera_id), silence.camera_id));
   }
   if (silence.rule_id) {
-    parts.push(" · ", named(ruleName(silence.site_id, silence.camera_id, silence.rule_id), silence.rule_id));
+    parts.push(
+      " · ",
+      named(ruleName(silence.site_id, silence.camera_id, silence.rule_id), silence.rule_id),
+    );
   }
   if (silence.type) parts.push(" · ", label("type", silence.type));
   return parts;
@@ -63,9 +68,13 @@ export function render(container, _params, ctx) {
                   h(
                     "tr",
                     {},
-                    ["silences.col.scope", "silences.col.when", "silences.col.comment", "silences.col.by", ""].map(
-                      (k) => h("th", {}, k ? t(k) : ""),
-                    ),
+                    [
+                      "silences.col.scope",
+                      "silences.col.when",
+                      "silences.col.comment",
+                      "silences.col.by",
+                      "",
+                    ].map((k) => h("th", {}, k ? t(k) : "")),
                   ),
                 ),
                 h(
@@ -88,7 +97,11 @@ export function render(container, _params, ctx) {
                               ? t("silences.coming")
                               : t("silences.ended"),
                         ),
-                        h("div", { class: "small" }, `${dateTime(silence.starts_at)} → ${dateTime(silence.ends_at)}`),
+                        h(
+                          "div",
+                          { class: "small" },
+                          `${dateTime(silence.starts_at)} → ${dateTime(silence.ends_at)}`,
+                        ),
                       ),
                       h("td", {}, h("span", { translate: "no" }, silence.comment || "—")),
                       h("td", {}, named(silence.created_by, silence.created_by)),
@@ -169,7 +182,11 @@ export function render(container, _params, ctx) {
     camera.addEventListener("change", fillRules);
     fillCameras();
     const now = new Date();
-    const starts = h("input", { type: "datetime-local", id: "silence-starts", value: localInput(now) });
+    const starts = h("input", {
+      type: "datetime-local",
+      id: "silence-starts",
+      value: localInput(now),
+    });
     const ends = h("input", {
       type: "datetime-local",
       id: "silence-ends",
@@ -247,14 +264,19 @@ export function render(container, _params, ctx) {
     };
   }
 
-  const toggle = h("label", { class: "inline" }, h("input", {
-    type: "checkbox",
-    id: "silences-ended",
-    onchange: (event) => {
-      showEnded = event.target.checked;
-      load();
-    },
-  }), t("silences.show_ended"));
+  const toggle = h(
+    "label",
+    { class: "inline" },
+    h("input", {
+      type: "checkbox",
+      id: "silences-ended",
+      onchange: (event) => {
+        showEnded = event.target.checked;
+        load();
+      },
+    }),
+    t("silences.show_ended"),
+  );
   container.append(
     h(
       "section",
