@@ -150,32 +150,26 @@ function byRole(a, b) {
   return rank(a) - rank(b);
 }
 
-/** The incident's edge evidence by situation (alert), newest situation first. */
+/** The incident's alerts (situations), newest first, each with its own evidence files and
+ * trajectory; a file is shown once, with the alert that first sent it. */
 function situations(detail) {
   const groups = new Map();
+  const group = (key) => {
+    if (!groups.has(key)) groups.set(key, { eventId: key, files: [], at: "", trajectory: null });
+    return groups.get(key);
+  };
+  for (const event of detail.events || []) {
+    const entry = group(event.event_id);
+    if ((event.observed_at || "") > entry.at) entry.at = event.observed_at || "";
+    if (Array.isArray(event.details?.trajectory)) entry.trajectory = event.details.trajectory;
+  }
   for (const file of detail.evidence || []) {
     if (file.kind === "photo") continue;
-    const key = file.event_id || detail.event_id;
-    if (!groups.has(key)) groups.set(key, { eventId: key, files: [], at: "" });
-    const group = groups.get(key);
-    group.files.push(file);
-    if ((file.observed_at || "") > group.at) group.at = file.observed_at || "";
+    const entry = group(file.event_id || detail.event_id);
+    entry.files.push(file);
+    if (!entry.at) entry.at = file.observed_at || "";
   }
-  const trajectories = new Map();
-  const seen = new Map();
-  for (const event of detail.events || []) {
-    seen.set(event.event_id, event.observed_at);
-    if (Array.isArray(event.details?.trajectory)) {
-      trajectories.set(event.event_id, event.details.trajectory);
-    }
-  }
-  return [...groups.values()]
-    .map((group) => ({
-      ...group,
-      at: group.at || seen.get(group.eventId) || "",
-      trajectory: trajectories.get(group.eventId) || null,
-    }))
-    .sort((a, b) => String(b.at).localeCompare(String(a.at)));
+  return [...groups.values()].sort((a, b) => String(b.at).localeCompare(String(a.at)));
 }
 
 function situationFigures(detail, group) {
@@ -228,8 +222,9 @@ function situationFigures(detail, group) {
 
 function evidence(detail) {
   const groups = situations(detail);
-  if (!groups.length) return h("p", { class: "muted" }, t("incident.no_evidence"));
-  const [latest, ...older] = groups;
+  const latest = groups.find((entry) => entry.files.length);
+  if (!latest) return h("p", { class: "muted" }, t("incident.no_evidence"));
+  const older = groups.filter((entry) => entry !== latest);
   let shown = OLDER_PAGE;
   const list = h("div", { class: "older-alerts", id: "older-alerts" });
   const more = h("button", { class: "ghost", id: "older-more" }, t("incident.older_more"));
@@ -244,6 +239,7 @@ function evidence(detail) {
           h(
             "div",
             { class: "thumbs" },
+            group.files.length ? null : h("span", { class: "muted small" }, t("incident.no_files")),
             group.files
               .filter((f) => f.kind === "snapshot")
               .sort(byRole)
@@ -276,8 +272,8 @@ function evidence(detail) {
     h(
       "p",
       { class: "muted small" },
-      (detail.alert_count ?? 1) > 1
-        ? t("incident.latest_alert_of", { at: dateTime(latest.at), n: detail.alert_count })
+      groups.length > 1
+        ? t("incident.latest_alert_of", { at: dateTime(latest.at), n: groups.length })
         : dateTime(latest.at),
     ),
     h("div", { class: "evidence", id: "latest-evidence" }, situationFigures(detail, latest)),
