@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
+from common.directory import CameraEntry, SiteDirectory
 from common.events import BoxLoad, CameraLoad, Event, EventState, EventType, format_rfc3339
 
 
@@ -287,30 +288,8 @@ class CameraItems(ApiModel):
 
 # Site directory: names from the sites' configs -------------------------------------------------
 
-Name = Annotated[str, Field(min_length=1, max_length=128)]
-DirId = Annotated[str, Field(min_length=1, max_length=63)]
-
-
-class RuleEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Name | None = None
-    type: EventType
-    zone: DirId
-
-
-class CameraEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Name | None = None
-    zones: dict[DirId, Name | None] = Field(default_factory=dict, max_length=200)
-    rules: dict[DirId, RuleEntry] = Field(default_factory=dict, max_length=200)
-
-
-class SiteDirectoryBody(BaseModel):
-    """The names of one site's cameras, zones and rules (its config without the sources)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Name | None = None
-    cameras: dict[DirId, CameraEntry] = Field(default_factory=dict, max_length=500)
+# The body of PUT .../directory: common.directory.SiteDirectory (shared with the edge and CLI).
+SiteDirectoryBody = SiteDirectory
 
 
 class SiteEntry(TimedModel):

@@ -89,6 +89,35 @@ def config_check(
     print(f"{path}: valid (site {site.site.id}, {cameras} camera(s), {rules} rule(s))")
 
 
+@config_app.command("register")
+def config_register(
+    path: Annotated[Path, typer.Argument(help="Site config YAML whose names to register")],
+    server: Annotated[str, typer.Option(help="Server URL, e.g. http://10.0.0.2:8080")],
+    token: Annotated[
+        str | None, typer.Option(envvar="ZHIZHI_TOKEN", help="An admin's or the site's edge token")
+    ] = None,
+) -> None:
+    """Register the site's, cameras', zones' and rules' names with the server (the dashboard
+    shows them instead of ids); nothing else of the config leaves the machine."""
+    import httpx
+
+    from common.directory import directory_from_config
+
+    site = load_config_or_fail(path)
+    if not token:
+        fail("config register: give --token or ZHIZHI_TOKEN")
+    body = directory_from_config(site).model_dump(mode="json")
+    url = f"{server.rstrip('/')}/api/v1/sites/{site.site.id}/directory"
+    try:
+        answer = httpx.put(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError as error:
+        fail(f"config register: cannot reach the server {server}: {error}")
+    if answer.status_code != 204:
+        fail(f"config register: the server answered {answer.status_code}: {answer.text[:200]}")
+    cameras = len(body["cameras"])
+    print(f"{path}: names of site {site.site.id} and {cameras} camera(s) registered with {server}")
+
+
 @edge_app.command("replay")
 def edge_replay(
     config: ConfigOption,

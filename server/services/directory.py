@@ -2,8 +2,8 @@
 the dashboard shows 演示小区 and 高空抛物 A栋东立面 instead of ids (ids stay as tooltips).
 
 An admin (or the site's own edge box) registers a site's names with
-`PUT /api/v1/sites/{site_id}/directory`; `directory_from_config` makes that body from a site
-config, without its camera sources (which may hold passwords).
+`PUT /api/v1/sites/{site_id}/directory`; `common.directory.directory_from_config` makes that
+body from a site config, without its camera sources (which may hold passwords).
 """
 
 from __future__ import annotations
@@ -14,31 +14,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.config import SiteConfig
+from common.directory import CameraEntry, SiteDirectory, directory_from_config
 from server.db.models import CameraStatusRow, IncidentRow, SiteDirectoryRow, SitePlanRow
-from server.schemas import CameraEntry, RuleEntry, SiteDirectoryBody, SiteEntry
+from server.schemas import SiteEntry
 
-
-def directory_from_config(config: SiteConfig) -> SiteDirectoryBody:
-    """The names of a site config (no sources, masks or rule settings)."""
-    return SiteDirectoryBody(
-        name=config.site.name,
-        cameras={
-            camera.id: CameraEntry(
-                name=camera.name,
-                zones={zone.id: zone.name for zone in camera.zones},
-                rules={
-                    rule.id: RuleEntry(name=rule.name, type=rule.type, zone=rule.zone)
-                    for rule in camera.rules
-                },
-            )
-            for camera in config.cameras
-        },
-    )
+__all__ = ["directory_from_config", "list_sites", "search_names", "store_directory"]
 
 
 def store_directory(
-    session: Session, site_id: str, body: SiteDirectoryBody, *, by: str, at: datetime
+    session: Session, site_id: str, body: SiteDirectory, *, by: str, at: datetime
 ) -> None:
     """Replace the site's names (the caller commits)."""
     row = session.get(SiteDirectoryRow, site_id)
