@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +388,32 @@ def test_an_operator_works_the_urgency_queue_and_the_alarm_at_a_desk(
     page.wait_for_timeout(int(ALARM_REPEAT_S * 2500))
     assert len(desk.sounds()) == heard  # acknowledged: the alarm stopped
 
+    # a new alert grouped into an incident far down the list says so, and shows its row
+    page.goto(f"{center.url}/#/incidents")
+    expect(rows.first).to_be_visible()
+    page.set_viewport_size({"width": DESK["width"], "height": 600})  # the last rows out of view
+    page.evaluate("window.scrollTo(0, 0)")
+    last_id = int(rows.last.get_attribute("data-id") or 0)
+    assert not rows.last.evaluate("r => r.getBoundingClientRect().bottom <= innerHeight")
+    old = center.api("GET", f"/api/v1/incidents/{last_id}").json()
+    again = datetime.fromisoformat(old["last_alert_at"].replace("Z", "+00:00"))
+    center.send(
+        event_message(
+            "grouped-late",
+            old["camera_id"],
+            observed=again + timedelta(seconds=60),
+            zone_id=old["zone_id"],
+            rule_id=old["rule_id"],
+        )
+    )
+    expect(page.locator("#new-alert")).to_be_visible()
+    expect(page.locator("#new-alert")).to_contain_text(f"#{last_id} 有新报警")
+    desk.shot("08-new-alert-out-of-view")
+    page.click("#new-alert-show")
+    expect(row(page, last_id)).to_be_in_viewport()
+    expect(row(page, last_id)).to_contain_text("2 次")
+    page.set_viewport_size(DESK)
+
     # search, a camera, a date range and a sorted column
     page.goto(f"{center.url}/#/incidents")
     page.fill("#filter-q", "垃圾站")
@@ -402,7 +428,7 @@ def test_an_operator_works_the_urgency_queue_and_the_alarm_at_a_desk(
     page.fill("#filter-to", today)
     late = center.incident_of("lane-late")
     expect(row(page, late["id"])).to_contain_text("延迟")  # sent late from the outbox
-    desk.shot("08-filtered-sorted")
+    desk.shot("09-filtered-sorted")
 
     # a false alarm needs a reason, and does not count as filed
     pile = center.incident_of("pile-0")
@@ -413,11 +439,11 @@ def test_an_operator_works_the_urgency_queue_and_the_alarm_at_a_desk(
     expect(page.locator("#false-alarm-error")).to_have_text("请选择误报原因")
     page.check("#false-alarm-dialog input[value='authorised_activity']")
     page.fill("#false-alarm-note", "环卫车正在清运")
-    desk.shot("09-false-alarm-dialog")
+    desk.shot("10-false-alarm-dialog")
     page.click("#false-alarm-confirm")
     expect(page.locator("#incident-status")).to_have_attribute("data-status", "false_alarm")
     expect(page.locator("#incident-history tbody tr").last).to_contain_text("正常作业")
-    desk.shot("10-false-alarm")
+    desk.shot("11-false-alarm")
 
     # English, remembered over a reload, with nothing Chinese left but the data
     page.click("#lang-en")
@@ -425,10 +451,10 @@ def test_an_operator_works_the_urgency_queue_and_the_alarm_at_a_desk(
     expect(page.locator("#incident-status")).to_have_text("False alarm")
     page.reload()
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    desk.shot("11-english-incident", language="en")
+    desk.shot("12-english-incident", language="en")
     page.goto(f"{center.url}/#/incidents")
     expect(rows.first).to_be_visible()
-    desk.shot("12-english-queue", language="en")
+    desk.shot("13-english-queue", language="en")
     page.click("#lang-zh-CN")
     expect(page.locator("#nav-incidents")).to_have_text("事件队列")
 
