@@ -370,7 +370,7 @@ def busy_status() -> dict[str, Any]:
         problems=[
             {
                 "code": "analysis_starved",
-                "params": {"rule": "lane-north-blocked", "coverage": 0.7},
+                "params": {"lane": "zones", "analyses": 3, "rules": "lane-north-blocked"},
                 "detail": "lane-north-blocked got 1.4 of 2 looks a second",
             }
         ],

@@ -18,6 +18,14 @@ const OUTBOX_KEYS = [
 ];
 const PROBLEM_PARAMS = {
   rule: (value, camera) => ruleName(camera.site_id, camera.camera_id, String(value)),
+  rules: (value, camera) =>
+    String(value)
+      .split(",")
+      .filter(Boolean)
+      .map((id) => ruleName(camera.site_id, camera.camera_id, id))
+      .join(t("common.list_sep")),
+  dropped: (value) => t("unit.frames", { n: value }),
+  analyses: (value) => t("unit.times", { n: value }),
   coverage: (value) => percent(value),
   need_fps: (value) => t("unit.fps", { n: number(value) }),
   got_fps: (value) => t("unit.fps", { n: number(value) }),
@@ -57,7 +65,7 @@ function problemText(problem, camera) {
       const shown = PROBLEM_PARAMS[name](value, camera);
       return [
         `${t(`problem_param.${name}`)} `,
-        name === "rule" ? named(shown, String(value)) : shown,
+        name === "rule" || name === "rules" ? named(shown, String(value)) : shown,
       ];
     });
   if (!details.length) return label("problem", problem.code);
