@@ -8,7 +8,7 @@ import { LOCALES, initI18n, locale, onLocaleChange, setLocale, t } from "./i18n.
 import { CLOSED, CRITICAL_TYPES, atLeast, markUnseen, recordAlerts } from "./incidents.js";
 import { LiveFeed } from "./live.js";
 import { loadDirectory } from "./names.js";
-import { alertBeep, muted, setMuted, unlockAudio } from "./sound.js";
+import { alertBeep, audioBlocked, muted, setMuted, unlockAudio } from "./sound.js";
 import * as audit from "./views/audit.js";
 import * as cameras from "./views/cameras.js";
 import * as incident from "./views/incident.js";
@@ -192,6 +192,9 @@ function alarmBanner() {
       t("alarm.open"),
     ),
     muted() ? h("span", { class: "small" }, t("alarm.muted")) : null,
+    !muted() && audioBlocked()
+      ? h("span", { class: "small", id: "alarm-sound-blocked" }, t("alarm.click_for_sound"))
+      : null,
   );
 }
 
@@ -371,7 +374,11 @@ async function boot() {
   onCounters(() => drawHeader());
   onLocaleChange(() => route());
   window.addEventListener("hashchange", route);
-  document.addEventListener("click", unlockAudio, { once: true });
+  // browsers hold sound back until the page is clicked (after a reload too): say so, then not
+  document.addEventListener("click", () => {
+    unlockAudio();
+    setTimeout(alarmBanner, 100);
+  });
   let me = null;
   if (token()) {
     try {

@@ -19,6 +19,11 @@ export function unlockAudio() {
   if (context.state === "suspended") context.resume().catch(() => {});
 }
 
+/** Whether the browser still holds the sound back (no click on the page yet since it loaded). */
+export function audioBlocked() {
+  return !context || context.state !== "running";
+}
+
 /** Three short high beeps; dispatches `zhizhi:alert-sound` on window (played or muted). */
 export function alertBeep(reason) {
   const played = !muted();
