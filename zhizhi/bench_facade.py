@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 
 from common.config import FallingObjectRuleConfig, SiteConfig, ZoneConfig
+from edge.analysis.frame_rules import FacadeWatch
 from edge.capture.sources import open_video_file
 from edge.offline.falling_synthetic import FacadeScene, frames
-from edge.rules.falling_object import FallingObjectRule
 from edge.types import Frame
 
 WHOLE = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
@@ -78,7 +78,7 @@ class FacadeBench:
             stream.write(block)
 
 
-def _time(rule: FallingObjectRule, stream: Iterable[Frame], scene: str, fps: float) -> FacadeRun:
+def _time(rule: FacadeWatch, stream: Iterable[Frame], scene: str, fps: float) -> FacadeRun:
     spent: list[float] = []
     events = 0
     size = ""
@@ -102,10 +102,10 @@ def _time(rule: FallingObjectRule, stream: Iterable[Frame], scene: str, fps: flo
     )
 
 
-def _rule(config: FallingObjectRuleConfig | None, zone: ZoneConfig | None) -> FallingObjectRule:
+def _rule(config: FallingObjectRuleConfig | None, zone: ZoneConfig | None) -> FacadeWatch:
     zone = zone or ZoneConfig(id="all", polygon=WHOLE)
     config = config or FallingObjectRuleConfig(id="throw", zone=zone.id, type="falling_object")
-    return FallingObjectRule(config, zone)
+    return FacadeWatch(config, zone)
 
 
 def bench_facade(

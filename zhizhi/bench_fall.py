@@ -1,6 +1,6 @@
 """`zhizhi bench fall`: what one camera's `person_fall` rule costs.
 
-The rule (`PersonFallRule.on_frame`) gets every decoded frame of a clip, played `repeat` times
+The rule (`PersonFallWatch.on_frame`) gets every decoded frame of a clip, played `repeat` times
 as one stream; decoding is not counted. Reported per second of stream: the CPU seconds the rule
 took in all threads (the pose model's onnxruntime threads included), so `cpu / stream` is the
 share of one core the rule needs per camera, and the wall time per pose-model run.
@@ -17,8 +17,9 @@ from pathlib import Path
 import cv2
 
 from common.config import CameraConfig, PersonFallRuleConfig, SiteConfig, ZoneConfig
+from edge.analysis.frame_rules import PersonFallWatch
+from edge.analysis.pose import load_pose_estimator
 from edge.capture.sources import open_video_file
-from edge.rules.person_fall import PersonFallRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,9 @@ def bench_fall(
 ) -> FallBench:
     cv2.setNumThreads(1)
     config, zone, camera = _rule_config(clip, site, camera_id)
-    rule = PersonFallRule.from_config(config, zone, camera)
+    del camera
+    pose = load_pose_estimator(config.model)
+    rule = PersonFallWatch(config, zone, pose, pose.info)
     cpu = wall = offset = 0.0
     frames = events = 0
     size = (0, 0)

@@ -57,6 +57,11 @@ class Lane(Protocol):
         """Frames a second the lane needs (None: every frame the camera sends)."""
         ...
 
+    @property
+    def starved(self) -> int:
+        """Analyses on which the lane's rules held their judgement for want of looks."""
+        ...
+
     def wants(self, pts_s: float) -> bool:
         """Whether the frame at `pts_s` is one the lane analyses. Asked once per frame, in
         order, by whoever hands out the frames, before the frame is converted (so it may keep
@@ -82,6 +87,10 @@ class FrameRuleLane:
     @property
     def need_fps(self) -> float | None:
         return self.rule.need_fps
+
+    @property
+    def starved(self) -> int:
+        return int(getattr(self.rule, "interruptions", 0))
 
     def wants(self, pts_s: float) -> bool:
         return self.rule.wants(pts_s)
@@ -115,6 +124,7 @@ class ClipBufferLane:
     name = "clip-buffer"
     rule_ids: tuple[str, ...] = ()
     need_fps: float | None = CLIP_FPS
+    starved = 0
 
     def __init__(self, history: FrameHistory, stats: PipelineStats) -> None:
         self.history = history

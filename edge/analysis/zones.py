@@ -139,6 +139,10 @@ class ZoneLane:
         return max(self._interval, step)
 
     @property
+    def starved(self) -> int:
+        return self._stats.starved
+
+    @property
     def people(self) -> tuple[Box, ...]:
         return tuple(t.box for t in self.tracks if t.label == "person")
 

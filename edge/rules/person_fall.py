@@ -341,7 +341,8 @@ class FallMonitor:
         """Nothing was seen until `now` (analyses missed on a busy box): a drop is never
         measured across the gap, a fall not yet confirmed must be seen lying again after it,
         and one already alerted is held (the gap is not time out of view)."""
-        self._history.clear()
+        for history in self._history.values():
+            history.clear()
         for fallen in self._fallen:
             if fallen.alerted:
                 fallen.last_seen_s = max(fallen.last_seen_s, now)

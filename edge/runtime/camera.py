@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
@@ -374,7 +373,6 @@ class LiveCamera:
     def counters(self, source_stats: Any, waits: Sequence[float]) -> CameraCounters:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         lanes: dict[str, LaneCounters] = {}
-        starved = self.pipeline.stats.starved
         for lane in self._lanes:
             meter = self._meters[lane.name]
             lanes[lane.name] = LaneCounters(
@@ -384,7 +382,7 @@ class LiveCamera:
                 processed=meter.processed,
                 dropped=self._queues[lane.name].dropped,
                 busy_s=meter.busy_s,
-                starved=starved if lane.name == "zones" else 0,
+                starved=lane.starved,
                 max_gap_s=meter.max_gap_s,
                 lag_s=meter.lag_s if len(self._queues[lane.name]) else 0.0,
             )
@@ -473,12 +471,18 @@ class _Channel:
             self._conn.send(message)
 
 
-def run_camera(job: CameraJob, conn: Connection, stop: ProcessEvent) -> None:
-    """The camera process's entry point (spawned by the supervisor)."""
+STOP = "stop"  # the supervisor's only message to a camera
+
+
+def run_camera(job: CameraJob, conn: Connection) -> None:
+    """The camera process's entry point (spawned by the supervisor). It stops when the
+    supervisor says so, or when the supervisor's end of the connection is gone."""
     from edge.runtime.process import prepare_child
 
     prepare_child(job.nice, job.log_level)
     channel = _Channel(conn)
+    stop = threading.Event()
+    threading.Thread(target=_listen, args=(conn, stop), name="control", daemon=True).start()
     camera = job.site.camera(job.camera_id)
     try:
         registry = load_registry()
@@ -501,7 +505,7 @@ def _run(
     client: DetectionClient,
     specs: dict[str, ModelSpec],
     channel: _Channel,
-    stop: ProcessEvent,
+    stop: threading.Event,
 ) -> None:
     models = ServiceModels(client, specs)
     detector_config = camera.detector
@@ -532,11 +536,8 @@ def _run(
     channel.send(CameraStarted(camera.id, os.getpid(), client.shm_name))
     live.start()
     source.start()
-    parent = os.getppid()
     try:
         while not stop.wait(REPORT_EVERY_S):
-            if os.getppid() != parent:  # the supervisor died: nobody reads our events
-                break
             waits = list(client.waits)
             client.waits.clear()
             stats = source.stats()
@@ -551,6 +552,17 @@ def _run(
     finally:
         source.close()
         live.stop()
+
+
+def _listen(conn: Connection, stop: threading.Event) -> None:
+    """Wait for the supervisor's stop (a process-wide event would not do: a camera killed
+    while it waited on one would leave it broken for every other camera)."""
+    try:
+        while conn.recv() != STOP:
+            pass
+    except (EOFError, OSError):  # the supervisor is gone: nobody reads our events any more
+        pass
+    stop.set()
 
 
 class _Unused:

@@ -163,6 +163,11 @@ class _Waiting:
     received_mono: float = field(compare=False)
 
 
+def _expired(item: _Waiting, now: float) -> bool:
+    expires = item.request.expires_s
+    return expires is not None and now - item.request.sent_mono > expires
+
+
 class RequestQueue:
     """Every camera's waiting requests, most needed first (pure: time is passed in)."""
 
@@ -183,27 +188,24 @@ class RequestQueue:
         self, now: float, max_batch: int, batchable: Callable[[ModelSlot], bool]
     ) -> tuple[list[tuple[str, Request]], list[tuple[str, Request]]]:
         """The next batch to run (the most needed request and, when its model takes batches,
-        the next most needed ones for the same model), and the requests shed as expired."""
+        the next most needed ones for the same model), and every request shed as expired."""
+        shed = [(item.camera, item.request) for item in self._items if _expired(item, now)]
+        if shed:
+            self._items = [item for item in self._items if not _expired(item, now)]
         self._reorder(now)
-        shed: list[tuple[str, Request]] = []
         batch: list[tuple[str, Request]] = []
         keep: list[_Waiting] = []
-        while self._items:
+        while self._items and len(batch) < max(1, max_batch):
             item = heapq.heappop(self._items)
             request = item.request
-            if request.expires_s is not None and now - request.sent_mono > request.expires_s:
-                shed.append((item.camera, request))
-                continue
             if not batch:
                 batch.append((item.camera, request))
-                if not batchable(request.slot) or max_batch <= 1:
+                if not batchable(request.slot):
                     break
-            elif request.slot == batch[0][1].slot and len(batch) < max_batch:
+            elif request.slot == batch[0][1].slot:
                 batch.append((item.camera, request))
             else:
                 keep.append(item)
-            if len(batch) >= max_batch:
-                break
         for item in keep:
             heapq.heappush(self._items, item)
         return batch, shed

@@ -43,6 +43,7 @@ from edge.capture.sources import Backoff
 from edge.errors import EdgeError
 from edge.runtime import procfs
 from edge.runtime.camera import (
+    STOP,
     CameraEvent,
     CameraFailed,
     CameraJob,
@@ -147,7 +148,7 @@ class Supervisor:
         self._on_status = on_status
         self._on_load = on_load
         self._ctx = multiprocessing.get_context("spawn")
-        self._stop = self._ctx.Event()
+        self._stopping = False
         self._folder = Path(tempfile.mkdtemp(prefix="zhizhi-box-"))
         self._address = str(self._folder / "detector.sock")
         self._authkey = secrets.token_bytes(32)
@@ -278,15 +279,15 @@ class Supervisor:
                 link.results.put(message)
 
     def _start_camera(self, camera: _Camera) -> None:
-        parent, child = self._ctx.Pipe(duplex=False)
+        parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=run_camera,
-            args=(camera.job, child, self._stop),
+            args=(camera.job, child),
             name=f"camera:{camera.camera_id}",
             daemon=True,
         )
         process.start()
-        child.close()  # the parent keeps only its reading end: EOF once the camera is gone
+        child.close()  # the parent keeps only its end: EOF once the camera is gone
         camera.process, camera.conn = process, parent
         camera.state = "starting"
         camera.started_mono = time.monotonic()
@@ -295,7 +296,11 @@ class Supervisor:
 
     def close(self) -> None:
         """Stop every camera (they send what they hold), then the service."""
-        self._stop.set()
+        self._stopping = True
+        for camera in self.cameras.values():
+            if camera.conn is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    camera.conn.send(STOP)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline and any(
             c.process is not None and c.process.is_alive() for c in self.cameras.values()
@@ -335,7 +340,7 @@ class Supervisor:
         if not conns and timeout_s:
             time.sleep(timeout_s)
         now = time.monotonic()
-        if not self._stop.is_set():
+        if not self._stopping:
             for camera in self.cameras.values():
                 self._watch(camera, now)
             self._watch_service(now)

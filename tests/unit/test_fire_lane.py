@@ -364,3 +364,56 @@ def test_rest_clock_forgets_a_track_lost_for_longer_than_keep_s() -> None:
     for t in range(3, 8):
         clock.update([], float(t))
     assert clock.update([TrackedObject(1, "car", 0.9, box, 8.0)], 8.0) == {1: 8.0}
+
+
+# A busy box: analyses too sparse to judge ------------------------------------------------------
+
+
+def starved_run(
+    lane_rule: FireLaneRule, scene: Scene, until_s: float, starved: Callable[[float], bool]
+) -> list[RuleOutput]:
+    """As `run`, with the analyses for which `starved(t)` holds arriving after a gap the
+    analysis did not see (`unseen_s` past the limit)."""
+    outputs: list[RuleOutput] = []
+    for index in range(round(until_s * FPS) + 1):
+        now = index / FPS
+        tracks, regions = scene(now)
+        unseen = 2.0 if starved(now) else 0.0
+        observation = Observation(now, tuple(tracks), tuple(regions), unseen_s=unseen)
+        outputs.extend(lane_rule.update(observation))
+    return outputs
+
+
+def test_traffic_sampled_too_sparsely_to_judge_never_raises_an_alert() -> None:
+    # a different car on the same spot at every analysis the starved box manages to make: to
+    # a rest clock it looks parked, but none of those analyses saw what happened in between
+    def traffic(t: float) -> Seen:
+        return [vehicle(PARKED, track_id=1 + int(t))], []
+
+    outputs = starved_run(rule(), traffic, until_s=60.0, starved=lambda _t: True)
+    assert outputs == []
+
+
+def test_the_dwell_starts_again_after_starvation_before_an_alert() -> None:
+    # parked from 5 s; every analysis from 8 to 11.8 s follows a gap: the clock restarts at
+    # the last of them (what it saw is true of its moment, not of the time before it)
+    outputs = starved_run(
+        rule(), parked_from(stop_s=5.0), until_s=40.0, starved=lambda t: 8.0 <= t < 12.0
+    )
+    assert states(outputs) == ["new"]
+    assert outputs[0].onset_s == pytest.approx(11.8)
+    assert outputs[0].pts_s == pytest.approx(11.8 + 10.0)  # the whole dwell again
+
+
+def test_starvation_never_ends_an_alerted_blockage() -> None:
+    # parked from 5 s (alert at 15 s); from 20 s the box is starved for 30 s while the
+    # analyses that do come show an empty lane (the detector could not look): no `end`
+    def scene(t: float) -> Seen:
+        return parked_from(stop_s=5.0)(t) if t < 20.0 else ([], [])
+
+    held = starved_run(rule(), scene, until_s=50.0, starved=lambda t: t >= 20.0)
+    assert states(held) == ["new"]
+    # once the box keeps up again and the lane is really clear, the blockage ends
+    ended = starved_run(rule(), scene, until_s=80.0, starved=lambda t: 20.0 <= t < 50.0)
+    assert states(ended) == ["new", "end"]
+    assert ended[1].pts_s == pytest.approx(49.8 + 8.0)  # clear_s after the last starved look

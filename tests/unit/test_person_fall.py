@@ -339,3 +339,55 @@ def test_walking_away_towards_the_top_of_the_picture_is_not_a_fall() -> None:
     assert run(scene, 6.0, params) == []
     # with the same parameters, a body turning about its feet to the floor is a fall
     assert [s for s, _ in states(run(falling(start=2.0), 6.0, params))] == ["new"]
+
+
+# A busy box: analyses missed ------------------------------------------------------------------
+
+
+def run_with_gap(
+    scene: Scene, until_s: float, gap: tuple[float, float], params: FallParams = PARAMS
+) -> list[RuleOutput]:
+    """As `run`, with no analysis between `gap[0]` and `gap[1]` and the monitor told so at
+    the first analysis after it (as `PersonFallWatch` does)."""
+    monitor = FallMonitor("fall", "floor", FLOOR, params)
+    outputs: list[RuleOutput] = []
+    interrupted = False
+    for i in range(int(until_s * FPS) + 1):
+        t = i / FPS
+        if gap[0] <= t < gap[1]:
+            continue
+        if gap[1] > gap[0] and t >= gap[1] and not interrupted:
+            monitor.interrupt(t)
+            interrupted = True
+        outputs.extend(monitor.step(t, scene(t)))
+    return outputs
+
+
+def test_a_drop_is_never_measured_across_a_gap() -> None:
+    # standing until 3 s, lying from 3.5 s on the same spot and track, nothing seen between:
+    # a fall hidden in the gap, or someone already lying taken for the person who stood there;
+    # measured across the gap it would be a drop at 2 heights a second
+    def scene(t: float) -> list[PersonPose]:
+        return [person(1, keypoints(FEET, HEIGHT, 0.0 if t < 3.0 else 90.0), HEIGHT)]
+
+    gapless = run_with_gap(scene, 12.0, (3.0, 3.0))
+    assert [o.state for o in gapless] == ["new"]  # seen without the gap: a fall
+    assert run_with_gap(scene, 12.0, (3.0, 3.5)) == []
+
+
+def test_a_fall_seen_falling_still_needs_lying_s_after_a_gap_and_is_then_raised() -> None:
+    outputs = run_with_gap(falling(), 12.0, (2.8, 3.5))  # the drop seen, then a gap
+    assert [o.state for o in outputs] == ["new"]
+    assert outputs[0].pts_s >= 3.5 + PARAMS.lying_s - 1e-6
+
+
+def test_a_gap_never_ends_an_alerted_fall() -> None:
+    # alerted at 4.5 s; nothing seen from 6 to 12 s (longer than clear_s), and the model
+    # misses the person at the first analysis after the gap: still down, not out of view
+    lying = falling()
+
+    def scene(t: float) -> list[PersonPose]:
+        return [] if 12.0 <= t < 12.3 else lying(t)
+
+    outputs = run_with_gap(scene, 14.0, (6.0, 12.0))
+    assert [o.state for o in outputs] == ["new"]

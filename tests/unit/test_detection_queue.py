@@ -1,0 +1,100 @@
+"""The detection service's queue: most needed first, ageing, expiry, batches (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.analysis.detect.base import Priority
+from edge.analysis.detect.yolo import Letterbox
+from edge.runtime.detection import AGING_S, ModelSlot, Request, RequestQueue
+
+DETECT = ModelSlot("yolov8n-640")
+POSE = ModelSlot("yolov8n-pose-640", "pose")
+BOX = Letterbox(0.5, 0.0, 140.0, 1280, 720, 640, 640)
+_ids = iter(range(1, 10_000))
+
+
+def request(
+    priority: Priority, sent: float, slot: ModelSlot = DETECT, expires: float | None = None
+) -> Request:
+    return Request(next(_ids), slot, int(priority), expires, "shm", 0, BOX, sent)
+
+
+def order(queue: RequestQueue, now: float, batchable: bool = False) -> list[int]:
+    taken = []
+    while len(queue):
+        batch, _ = queue.take(now, 4, lambda _slot: batchable)
+        taken.extend(r.priority for _, r in batch)
+    return taken
+
+
+def test_the_most_needed_request_runs_first_whatever_came_first() -> None:
+    queue = RequestQueue()
+    for priority in (Priority.RECHECK, Priority.ROUTINE, Priority.DUE, Priority.FRAME_RULE):
+        queue.push("cam", request(priority, 100.0), 100.0)
+    assert order(queue, 100.0) == [0, 2, 3, 4]
+
+
+def test_a_fall_room_pose_run_goes_before_a_quiet_lanes_recheck() -> None:
+    queue = RequestQueue()
+    queue.push("lane", request(Priority.RECHECK, 99.0), 99.0)
+    queue.push("room", request(Priority.FRAME_RULE, 100.0, POSE), 100.0)
+    batch, _ = queue.take(100.0, 4, lambda _slot: True)
+    assert [camera for camera, _ in batch] == ["room"]
+
+
+def test_waiting_promotes_a_request_so_nobody_starves() -> None:
+    queue = RequestQueue()
+    old = request(Priority.ROUTINE, 100.0)
+    queue.push("lane", old, 100.0)
+    now = 100.0 + 3 * AGING_S + 0.1  # routine (3) aged by more than three classes
+    queue.push("room", request(Priority.FRAME_RULE, now, POSE), now)
+    batch, _ = queue.take(now, 4, lambda _slot: False)
+    assert batch[0][1] is old
+
+
+def test_an_expired_request_is_shed_not_run() -> None:
+    queue = RequestQueue()
+    late = request(Priority.ROUTINE, 100.0, expires=1.0)
+    queue.push("lane", late, 100.0)
+    queue.push("other", request(Priority.DUE, 100.5), 100.5)
+    batch, shed = queue.take(101.5, 4, lambda _slot: False)
+    assert [r for _, r in shed] == [late]
+    assert [r.priority for _, r in batch] == [Priority.DUE]
+
+
+def test_requests_for_one_model_run_together_when_it_takes_batches() -> None:
+    queue = RequestQueue()
+    for camera in ("a", "b", "c"):
+        queue.push(camera, request(Priority.ROUTINE, 100.0), 100.0)
+    queue.push("room", request(Priority.ROUTINE, 100.0, POSE), 100.0)
+    batch, _ = queue.take(100.0, 4, lambda slot: slot == DETECT)
+    assert [camera for camera, _ in batch] == ["a", "b", "c"]
+    assert len(queue) == 1
+    queue.push("d", request(Priority.ROUTINE, 100.0), 100.0)
+    queue.push("e", request(Priority.ROUTINE, 100.0), 100.0)
+    single, _ = queue.take(100.0, 4, lambda _slot: False)
+    assert len(single) == 1  # a model without a batch dimension runs one image at a time
+
+
+def test_work_ahead_counts_what_waits_in_the_same_or_a_more_urgent_class() -> None:
+    queue = RequestQueue()
+    queue.push("a", request(Priority.FRAME_RULE, 100.0, POSE), 100.0)
+    queue.push("b", request(Priority.DUE, 100.0), 100.0)
+    queue.push("c", request(Priority.RECHECK, 100.0), 100.0)
+    costs = {POSE: 0.1, DETECT: 0.05}
+    assert queue.work_ahead(request(Priority.ROUTINE, 100.0), costs.__getitem__) == (
+        pytest.approx(0.15)
+    )
+    assert queue.work_ahead(request(Priority.FRAME_RULE, 100.0, POSE), costs.__getitem__) == (
+        pytest.approx(0.1)
+    )
+
+
+def test_a_camera_that_leaves_takes_its_requests_with_it() -> None:
+    queue = RequestQueue()
+    queue.push("gone", request(Priority.DUE, 100.0), 100.0)
+    queue.push("stays", request(Priority.ROUTINE, 100.0), 100.0)
+    assert len(queue.drop_camera("gone")) == 1
+    batch, _ = queue.take(100.0, 4, lambda _slot: False)
+    assert [camera for camera, _ in batch] == ["stays"]
