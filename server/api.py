@@ -34,6 +34,7 @@ from server.errors import (
     ForeignIds,
     PayloadTooLarge,
     ServerError,
+    StorageFull,
     UnstorableInput,
     UnsupportedMedia,
 )
@@ -66,6 +67,7 @@ _STATUS_OF: dict[type[ServerError], int] = {
     UnstorableInput: status.HTTP_422_UNPROCESSABLE_CONTENT,
     UnsupportedMedia: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     ForeignIds: status.HTTP_409_CONFLICT,
+    StorageFull: status.HTTP_507_INSUFFICIENT_STORAGE,
 }
 
 # Dependencies ---------------------------------------------------------------------------------
@@ -103,15 +105,22 @@ edges = APIRouter(prefix="/api/v1/edges", tags=["edges"])
 @health.get("/healthz", response_model=Health)
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers, the broker is connected and MQTT ingestion runs (the
-    consumer subscribed, its worker alive, its store answering), else 503 naming which."""
+    consumer subscribed, its worker alive, its store answering), else 503 naming which.
+    `media` false (status "degraded", still 200: alerts flow) while the media folder is too
+    full for the evidence uploads that failed."""
     database = database_answers(request.app.state.engine)
     broker = bool(request.app.state.broker_connected())
     ingest = bool(request.app.state.ingest_healthy())
+    media = request.app.state.evidence.writable()
     good = database and broker and ingest
     body = Health(
-        status="ok" if good else "unavailable", database=database, broker=broker, ingest=ingest
+        status=("ok" if media else "degraded") if good else "unavailable",
+        database=database,
+        broker=broker,
+        ingest=ingest,
+        media=media,
     )
-    code = status.HTTP_200_OK if body.status == "ok" else status.HTTP_503_SERVICE_UNAVAILABLE
+    code = status.HTTP_503_SERVICE_UNAVAILABLE if not good else status.HTTP_200_OK
     return JSONResponse(body.model_dump(), status_code=code)
 
 

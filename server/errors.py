@@ -19,6 +19,10 @@ class PayloadTooLarge(ServerError):
     """A body larger than the configured limit."""
 
 
+class StorageFull(ServerError):
+    """The media folder has no room for the file: the uploader keeps it and tries again."""
+
+
 class UnsupportedMedia(ServerError):
     """An upload that is not one of the file types the server keeps (JPEG, PNG, MP4)."""
 

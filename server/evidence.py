@@ -13,17 +13,25 @@ the uploader's type, and an HTML file opened with an operator's `?token=` could 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from server.errors import EvidenceMismatch, EvidenceNotFound, PayloadTooLarge, UnsupportedMedia
+from server.errors import (
+    EvidenceMismatch,
+    EvidenceNotFound,
+    PayloadTooLarge,
+    StorageFull,
+    UnsupportedMedia,
+)
 from server.repositories import EvidenceRepository, evidence_info
 from server.schemas import EvidenceInfo, EvidenceStored
 
@@ -92,6 +100,20 @@ class EvidenceService:
         self._session_factory = session_factory
         self._media_dir = media_dir
         self.max_bytes = max_bytes
+        self._needed = 0  # bytes of the last file refused for want of space (0: none)
+
+    def writable(self) -> bool:
+        """Whether the media folder can take files: after a write failed for want of space,
+        False until that much is free again (so /healthz tells the truth about uploads)."""
+        if not self._needed:
+            return True
+        try:
+            free = shutil.disk_usage(self._media_dir).free
+        except OSError:
+            return False
+        if free > self._needed + 64 * 1024:
+            self._needed = 0
+        return not self._needed
 
     def path_of(self, sha256: str) -> Path:
         return self._media_dir / relative_path(sha256)
@@ -114,7 +136,17 @@ class EvidenceService:
         path = self.path_of(sha256)
         rewritten = False
         if not (path.is_file() and path.stat().st_size == len(data)):
-            _write_atomically(path, data)
+            try:
+                _write_atomically(path, data)
+            except OSError as error:
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self._needed = len(data)
+                log.error(
+                    "media folder %s is full: evidence %s not stored", self._media_dir, sha256
+                )
+                raise StorageFull(f"the media folder is full; {len(data)} bytes wait") from None
+            self._needed = 0
             rewritten = True
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(

@@ -87,6 +87,7 @@ class Health(ApiModel):
     database: bool
     broker: bool
     ingest: bool = True  # MQTT ingestion runs: subscribed, worker alive, store answering
+    media: bool = True  # the media folder takes evidence (false after a write found it full)
 
 
 # Command center --------------------------------------------------------------------------------

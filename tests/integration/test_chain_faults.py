@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ from common.events import Event
 from edge.delivery.mqtt import MqttSink
 from edge.delivery.outbox import Outbox
 from tests.support.mosquitto import PrivateBroker, free_port, unavailable
+from tests.support.postgres import PrivatePostgres
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +280,11 @@ class Server:
                     continue
                 raise
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """/healthz: its status code and body (0 and {} when the server does not answer)."""
+        code, body = http_get(f"{self.base}/healthz", timeout_s=8)
+        return code, json.loads(body) if body else {}
+
     def healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
@@ -417,11 +425,18 @@ class Chain:
             made.start()
         return made
 
-    def edge(self, count: int, *, rate: float = RATE, resend_after_s: float = 2.0) -> EdgeProcess:
+    def edge(
+        self,
+        count: int,
+        *,
+        rate: float = RATE,
+        resend_after_s: float = 2.0,
+        mqtt_url: str | None = None,
+    ) -> EdgeProcess:
         name = f"edge-{len(self.edges) + 1}"
         args = [
             "--mqtt",
-            self.broker.url,
+            mqtt_url or self.broker.url,
             "--outbox",
             str(self.outbox),
             "--tag",
@@ -578,6 +593,12 @@ def test_broker_stopped_and_started_again_mid_stream(chain: Chain, how: str) -> 
     else:
         chain.broker.stop(kill=True)
     down_from = edge.sent()
+
+    def says_broker_away() -> bool:  # health tells the truth while the broker is away
+        code, body = server.health()
+        return code == 503 and body.get("broker") is False
+
+    wait_until(says_broker_away, 10, "/healthz to name the broker", chain.diagnostics)
     time.sleep(1.0)  # the edge keeps adding events to its outbox meanwhile
     down_to = edge.sent()
     chain.broker.start()
@@ -679,6 +700,161 @@ def test_two_servers_in_one_shared_group_share_the_load(chain: Chain) -> None:
     dups = [int(server.ingested().get("duplicate", 0)) for server in (first, second)]
     counts.update(stored_per_server=stored, duplicates_per_server=dups, publishes=edge.publishes())
     summary(chain, "two servers, one group", counts)
+
+
+# Issue 14: the database, the media folder and the network fail ------------------------------
+
+
+@pytest.mark.parametrize("how", ["fast", "immediate"])
+def test_postgres_stopped_and_started_again_mid_stream(tmp_path: Path, how: str) -> None:
+    """A private PostgreSQL stopped mid-stream (fast: a clean shutdown; immediate: like a
+    crash) and started again. /healthz says 503 with database and ingest false while it is
+    away and 200 after; nothing is lost or stored twice."""
+    postgres = PrivatePostgres()
+    chain: Chain | None = None
+    try:
+        postgres.start()
+        admin = create_engine(
+            make_url(postgres.url).set(drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+        )
+        with admin.connect() as connection:
+            connection.execute(text('CREATE DATABASE "zhizhi"'))
+        admin.dispose()
+        url = make_url(postgres.url).set(database="zhizhi").render_as_string(hide_password=False)
+        chain = Chain(tmp_path / "chain", url, "postgresql")
+        chain.broker.start()
+        server = chain.server()
+        edge = chain.edge(N_EVENTS)
+        edge.wait_sent(N_EVENTS // 3)
+        postgres.stop(how)
+        down_from = edge.sent()
+
+        def says_database_away() -> bool:
+            code, body = server.health()
+            return code == 503 and body.get("database") is False
+
+        wait_until(says_database_away, 20, "/healthz to name the database", chain.diagnostics)
+        time.sleep(2.0)  # the edge goes on; the server holds what it gets, unacknowledged
+        down_to = edge.sent()
+        postgres.start()
+        server.wait_healthy()
+        edge.wait_done()
+        code, body = server.health()
+        assert code == 200 and body["status"] == "ok", body
+        counts = chain.assert_exactly_once(expected_keys(chain.tag, N_EVENTS), server)
+        assert down_to > down_from, "the edge should have sent while the database was down"
+        counts.update(sent_while_down=down_to - down_from, publishes=edge.publishes())
+        summary(chain, f"PostgreSQL stop -m {how} + start", counts)
+    finally:
+        if chain is not None:
+            chain.close()
+        postgres.close()
+
+
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+
+
+def test_the_media_folder_fills_up_mid_stream(tmp_path: Path) -> None:
+    """The server's media folder on a 1 MiB file system that fills up while events flow and
+    an uploader sends snapshots: uploads get 507 (never a 500, never a half file), /healthz says
+    media false ("degraded", still 200: alerts go on), events are all stored once; once space
+    is freed the same uploads succeed and every file reads back whole."""
+    if os.geteuid() != 0:
+        unavailable("mounting a small tmpfs for the media folder needs root")
+    chain = Chain(tmp_path / "chain", f"sqlite:///{tmp_path / 'zhizhi.db'}", "sqlite")
+    media = chain.folder / "chain-server-1" / "media"
+    media.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(media)], check=True)
+    try:
+        chain.broker.start()
+        filler = media / "filler"
+        filler.write_bytes(b"\0" * 600 * 1024)  # what the operator will delete
+        server = chain.server()
+        token = chain.admin_token()
+        edge = chain.edge(N_EVENTS)
+        files = [JPEG_HEAD + bytes([n]) * (150 * 1024) for n in range(6)]
+        codes = [put_evidence(server, token, data) for data in files]
+        assert set(codes) == {201, 507}, codes
+        full = codes.count(507)
+        code, body = server.health()
+        assert (code, body["status"], body["media"]) == (200, "degraded", False), body
+        filler.unlink()  # the operator frees space; the uploader tries again
+        retried = [
+            put_evidence(server, token, d) for d, c in zip(files, codes, strict=True) if c == 507
+        ]
+        assert set(retried) == {201}, retried
+        code, body = server.health()
+        assert (code, body["status"], body["media"]) == (200, "ok", True), body
+        for data in files:
+            status, stored = http_get(f"{server.base}/api/v1/evidence/{sha(data)}", token)
+            assert status == 200 and stored == data
+        assert not [p for p in media.rglob("*") if p.name.endswith(".part")]
+        edge.wait_done()
+        counts = chain.assert_exactly_once(expected_keys(chain.tag, N_EVENTS), server)
+        counts.update(uploads_refused_full=full, uploads_stored=len(files))
+        summary(chain, "media folder full", counts)
+    finally:
+        chain.close()
+        subprocess.run(["umount", str(media)], check=False)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_evidence(server: Server, token: str, data: bytes) -> int:
+    request = urllib.request.Request(  # noqa: S310 (http://127.0.0.1 only)
+        f"{server.base}/api/v1/evidence/{sha(data)}",
+        data=data,
+        method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_network_between_edge_and_broker_is_cut_mid_stream(tmp_path: Path) -> None:
+    """The edge reaches the broker through a proxy the test controls: first the connection is
+    reset (2 s), then it goes silent (a partition, 10 s: longer than 1.5 keepalives, so the
+    broker gives up on the edge and publishes its last will). The server's view of the edge
+    tells the truth (offline during the partition, online after); nothing is lost or doubled."""
+    chain = Chain(tmp_path / "chain", f"sqlite:///{tmp_path / 'zhizhi.db'}", "sqlite")
+    proxy: TcpProxy | None = None
+    try:
+        chain.broker.start()
+        proxy = TcpProxy(chain.broker.port)
+        server = chain.server()
+        token = chain.admin_token()
+        edge = chain.edge(N_EVENTS, rate=RATE / 4, mqtt_url=proxy.url)
+
+        def edge_state() -> str | None:
+            code, body = http_get(f"{server.base}/api/v1/edges", token)
+            items = json.loads(body)["items"] if code == 200 else []
+            return next((e["state"] for e in items if e["edge_id"] == EDGE), None)
+
+        wait_until(lambda: edge_state() == "online", 20, "the edge online", chain.diagnostics)
+        edge.wait_sent(N_EVENTS // 4)
+        proxy.cut("reset")
+        time.sleep(2.0)
+        proxy.restore()
+        edge.wait_sent(N_EVENTS // 2)
+        proxy.cut("blackhole")
+        wait_until(lambda: edge_state() == "offline", 20, "the edge's last will", chain.diagnostics)
+        time.sleep(1.0)
+        proxy.restore()
+        wait_until(lambda: edge_state() == "online", 30, "the edge back", chain.diagnostics)
+        edge.wait_done()
+        counts = chain.assert_exactly_once(expected_keys(chain.tag, N_EVENTS), server)
+        counts.update(cuts=proxy.cuts, publishes=edge.publishes())
+        summary(chain, "network cut edge-broker (reset, partition)", counts)
+    finally:
+        if proxy is not None:
+            proxy.close()
+        chain.close()
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "edge":

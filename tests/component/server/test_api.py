@@ -42,7 +42,13 @@ def test_healthz_is_ok_without_auth_when_database_and_broker_answer(client: Test
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": True, "broker": True, "ingest": True}
+    assert response.json() == {
+        "status": "ok",
+        "database": True,
+        "broker": True,
+        "ingest": True,
+        "media": True,
+    }
 
 
 def test_healthz_names_the_broker_when_it_is_down(
@@ -58,6 +64,7 @@ def test_healthz_names_the_broker_when_it_is_down(
         "database": True,
         "broker": False,
         "ingest": False,
+        "media": True,
     }
 
 
@@ -78,6 +85,7 @@ def test_healthz_names_ingestion_when_the_consumer_cannot_store(
         "database": True,
         "broker": True,
         "ingest": False,
+        "media": True,
     }
 
 
