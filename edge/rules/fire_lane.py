@@ -21,6 +21,7 @@ from edge.rules.geometry import bottom_center, box_diagonal, distance, point_in_
 from edge.types import Box, StaticRegion, TrackedObject, box_iou
 
 _HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
+BORDER = 0.01  # a box edge this close to the frame's edge is cut by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,13 @@ class Blocker:
 
 
 class RestClock:
-    """When did each tracked object come to rest? Positions per track id, time passed in.
+    """When did each tracked object come to rest? Boxes per track id, time passed in.
+
+    At rest means its ground point stayed within `tolerance` of its box's size. A box cut by
+    the frame's edge (a vehicle partly out of view) says nothing of where the vehicle's ground
+    point is: it is at rest only while every edge of its box stays within `tolerance` of its
+    shorter side (a truck driving out of the view keeps one edge on the border, but its other
+    edge moves).
 
     A track that disappears (occlusion, missed detections) keeps its clock for `keep_s`: when
     it comes back, or when a new track id appears on the same spot (an id switch), the clock
@@ -43,7 +50,7 @@ class RestClock:
     def __init__(self, tolerance: float, keep_s: float) -> None:
         self._tolerance = tolerance
         self._keep_s = keep_s
-        self._history: dict[int, deque[tuple[float, tuple[float, float]]]] = {}
+        self._history: dict[int, deque[tuple[float, Box]]] = {}
         self._boxes: dict[int, Box] = {}
         self._lost: dict[int, float] = {}  # track id -> when it was last seen
 
@@ -56,29 +63,29 @@ class RestClock:
                 history = self._history[track.track_id] = self._inherit(track.box, now_s)
             self._lost.pop(track.track_id, None)
             self._boxes[track.track_id] = track.box
-            point = bottom_center(track.box)
-            history.append((now_s, point))
+            history.append((now_s, track.box))
             while history and now_s - history[0][0] > _HISTORY_S:
                 history.popleft()
-            rest_since[track.track_id] = self._since(history, point, box_diagonal(track.box))
+            rest_since[track.track_id] = self._since(history, track.box)
         self._forget(set(rest_since), now_s)
         return rest_since
 
-    def _since(
-        self,
-        history: deque[tuple[float, tuple[float, float]]],
-        point: tuple[float, float],
-        diagonal: float,
-    ) -> float:
-        radius = self._tolerance * diagonal
+    def _since(self, history: deque[tuple[float, Box]], box: Box) -> float:
         since = history[-1][0]
         for t, past in reversed(history):
-            if distance(past, point) > radius:
+            if self._moved(past, box):
                 break
             since = t
         return since
 
-    def _inherit(self, box: Box, now_s: float) -> deque[tuple[float, tuple[float, float]]]:
+    def _moved(self, past: Box, now: Box) -> bool:
+        if _at_border(past) or _at_border(now):
+            side = min(now[2] - now[0], now[3] - now[1])
+            return max(abs(a - b) for a, b in zip(past, now, strict=True)) > self._tolerance * side
+        radius = self._tolerance * box_diagonal(now)
+        return distance(bottom_center(past), bottom_center(now)) > radius
+
+    def _inherit(self, box: Box, now_s: float) -> deque[tuple[float, Box]]:
         """A new id on the spot of a lost track takes over that track's positions."""
         for lost_id, lost_at in sorted(self._lost.items(), key=lambda item: -item[1]):
             if now_s - lost_at <= self._keep_s and box_iou(box, self._boxes[lost_id]) >= 0.5:
@@ -214,6 +221,11 @@ class FireLaneRule:
             details=details,
             highlight=tuple(b.box for b in blockers) if state != "end" else (),
         )
+
+
+def _at_border(box: Box) -> bool:
+    """A box this close to the frame's edge is cut by it (what is beyond is unseen)."""
+    return min(box[0], box[1], 1.0 - box[2], 1.0 - box[3]) < BORDER
 
 
 def _kind(label: str, vehicles: set[str], objects: set[str]) -> str | None:
