@@ -13,11 +13,12 @@ $ZHIZHI_ARTIFACTS/dashboard (default test-artifacts/dashboard).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -726,3 +727,45 @@ def test_the_page_asks_for_nothing_that_is_not_there(
     expect(desk.page.locator("#plan-site")).to_have_value("north-park")
     expect(desk.page.locator("#plan-stage")).to_contain_text("尚未上传平面图")
     desk.shot("42-site-without-a-plan")
+
+
+def test_an_admin_reads_and_replays_a_dead_letter(
+    center: CommandCenter, screens: dict[str, Screen]
+) -> None:
+    """Issue 14: refused MQTT messages are kept; an admin reads one, replays what a fixed
+    cause lets through, and sees the one still refused stay, with the reason."""
+    from server.services.dead_letters import DeadLetter
+
+    topic = f"zhizhi/v1/{SITE}/box-9/{LANE}/events"
+    late = event_message("ev-dead-letter", LANE)
+    center.runtime.ingest.keep_dead_letters(
+        [
+            DeadLetter(topic, json.dumps(late).encode(), "internal_error", "a bug, fixed", now()),
+            DeadLetter(topic, b'{"event_id": "x", "seq": 1e400}', "not_finite", "1e400", now()),
+        ]
+    )
+    desk = screens["desk-dead-letters"]
+    page = desk.page
+    desk.sign_in(center.url, ADMIN)
+    page.click("#nav-dead_letters")
+    rows = page.locator("#dead-letters tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#dead-letters-held")).to_have_text("待处理 2 条")
+    poison = page.locator("#dead-letters tr[data-reason='not_finite']")
+    poison.get_by_role("button", name="查看原文").click()
+    expect(poison.locator("pre.payload")).to_contain_text("1e400")
+    desk.shot("50-dead-letters")
+    desk.console.expect_error("409")
+    poison.get_by_role("button", name="重放").click()
+    expect(page.locator("#toasts")).to_contain_text("仍被拒收")
+    page.locator("#dead-letters tr[data-reason='internal_error']").get_by_role(
+        "button", name="重放"
+    ).click()
+    expect(page.locator("#toasts")).to_contain_text("已重放并存储")
+    expect(rows).to_have_count(1)
+    stored = center.api("GET", "/api/v1/events", params={"camera_id": LANE, "limit": 500})
+    assert "ev-dead-letter" in {item["event_id"] for item in stored.json()["items"]}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

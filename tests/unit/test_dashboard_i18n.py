@@ -33,7 +33,17 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "state": ("new", "update", "end"),
     "role": ROLES,
     "evidence_role": ("onset", "latest", "closing", "before", "after", "appeared"),
-    "nav": ("incidents", "orders", "plan", "review", "cameras", "stats", "silences", "audit"),
+    "nav": (
+        "incidents",
+        "orders",
+        "plan",
+        "review",
+        "cameras",
+        "stats",
+        "silences",
+        "audit",
+        "dead_letters",
+    ),
     "live": ("open", "connecting", "closed"),
     "lang": tuple(CATALOGUES),
     "false_alarm": get_args(FalseAlarmCategory),
@@ -71,7 +81,10 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
         "upload_plan",
         "place_camera",
         "register_site",
+        "replay_dead_letter",
+        "discard_dead_letter",
     ),
+    "dead_letters.status": ("held", "replayed", "discarded"),
 }
 # Unit symbols a Chinese interface writes in Latin letters.
 UNIT_SYMBOLS = re.compile(r"\b(MB|CPU|p95|fps)\b")

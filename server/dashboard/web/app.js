@@ -11,6 +11,7 @@ import { loadDirectory } from "./names.js";
 import { alertBeep, audioBlocked, muted, setMuted, unlockAudio } from "./sound.js";
 import * as audit from "./views/audit.js";
 import * as cameras from "./views/cameras.js";
+import * as deadLetters from "./views/dead-letters.js";
 import * as incident from "./views/incident.js";
 import * as login from "./views/login.js";
 import * as orders from "./views/orders.js";
@@ -33,6 +34,7 @@ const ROUTES = [
   { pattern: /^\/stats$/, view: stats, nav: "stats" },
   { pattern: /^\/silences$/, view: silences, nav: "silences" },
   { pattern: /^\/audit$/, view: audit, nav: "audit" },
+  { pattern: /^\/dead_letters$/, view: deadLetters, nav: "dead_letters" },
 ];
 
 const root = document.getElementById("app");
@@ -49,6 +51,7 @@ function navFor(who) {
   const items = ["incidents", "plan", "review", "cameras", "stats", "silences"];
   if (who.team) items.splice(1, 0, "orders");
   if (atLeast(who, "admin") && (who.sites || []).includes("*")) items.push("audit");
+  if (atLeast(who, "admin")) items.push("dead_letters");
   return items;
 }
 

@@ -30,6 +30,8 @@ export const AUDIT_ACTIONS = [
   "upload_plan",
   "place_camera",
   "register_site",
+  "replay_dead_letter",
+  "discard_dead_letter",
 ];
 
 /** "incident 12", "camera site/cam", "site x", "evidence sha": the kind in words, the name. */
