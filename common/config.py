@@ -431,6 +431,10 @@ class MotionConfig(StrictModel):
     )
 
 
+Rotation = Literal[0, 90, 180, 270]
+ROTATIONS: tuple[Rotation, ...] = (0, 90, 180, 270)
+
+
 class PrivacyConfig(StrictModel):
     """How evidence is redacted before it is written (masks from `privacy_masks`, faces)."""
 
@@ -444,12 +448,36 @@ class PrivacyConfig(StrictModel):
     )
     face_model: str = Field(
         default="yolov8n-pose-640",
-        description="Pose model (registry name) whose head keypoints place the faces",
+        description="Pose model (registry name) whose head keypoints place the faces (the second "
+        "source, beside face_detector) and whose people have their head region blurred when no "
+        "face was found for them",
     )
     face_min_score: UnitFloat = Field(
         default=0.1,
         description="Heads of people the pose model finds with at least this score are blurred "
         "(low: a missed face costs more than a blurred patch of wall)",
+    )
+    face_detector: str | None = Field(
+        default="centerface-640",
+        description="Face detector (registry name) made for anonymisation; null leaves only the "
+        "pose model's keypoints, which miss faces of people lying down, turned or far away",
+    )
+    face_detector_min_score: UnitFloat = Field(
+        default=0.2,
+        description="Faces the detector finds with at least this score are blurred",
+    )
+    face_rotations: list[Rotation] = Field(
+        default_factory=lambda: list(ROTATIONS),
+        min_length=1,
+        description="The face detector looks at the frame turned by these degrees (clockwise): "
+        "the faces of people lying down or upside down are found only in a turned view",
+    )
+    face_search_px: int = Field(
+        default=1280,
+        ge=320,
+        le=7680,
+        description="Frames are searched for faces at up to this many pixels along their longer "
+        "side, in tiles of the face model's input size where they are larger than it",
     )
     clip_face_every_s: float = Field(
         default=0.5,
@@ -458,6 +486,13 @@ class PrivacyConfig(StrictModel):
         description="In clips, faces are found on one frame this often and carried between "
         "(moved linearly, grown a little); lower costs more pose-model runs per clip",
     )
+
+    @field_validator("face_rotations")
+    @classmethod
+    def _distinct_rotations(cls, value: list[Rotation]) -> list[Rotation]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each rotation once, got {value}")
+        return value
 
 
 class CameraConfig(StrictModel):

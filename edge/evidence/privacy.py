@@ -1,9 +1,13 @@
 """Evidence redaction before anything is written: privacy masks hidden, faces blurred.
 
 Masks (the camera's `privacy_masks`) are blacked out or made unrecoverable with large mosaic
-cells (`pixelate`), smoothed over (`blur`). Faces are placed by the pose model's head keypoints
-(`head_box`) and blurred the same way. The analysis never sees any of this: redaction works on
-copies, and the boxes and trajectories of the evidence are drawn afterwards, on top.
+cells (`pixelate`), smoothed over (`blur`). Faces come from two sources, and the union is
+blurred the same way: a face detector made for anonymisation (CenterFace, shown the frame
+turned for people lying down and in tiles for wide views: edge.evidence.faces), and the pose
+model's head keypoints (`head_box`). A person found (by the pose model or the caller's
+detector) for whom no face was located has the whole head region blurred, placed by the body's
+orientation (`head_region`). The analysis never sees any of this: redaction works on copies,
+and the boxes and trajectories of the evidence are drawn afterwards, on top.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.config import CameraConfig, PrivacyConfig
+from edge.analysis.faces import FaceModel, load_face_model
 from edge.analysis.pose import (
     HEAD_KEYPOINTS,
     SHOULDER_KEYPOINTS,
@@ -28,6 +33,7 @@ from edge.analysis.pose import (
 )
 from edge.analysis.scene.model import polygons_mask
 from edge.errors import EdgeError
+from edge.evidence.faces import FaceFinder, FoundFace
 from edge.types import Box, box_iou, clamp_box
 
 logger = logging.getLogger(__name__)
@@ -46,9 +52,19 @@ CLIP_GROW = 0.25  # heads carried between sampled clip frames grow by this share
 MATCH_DISTANCE = 4.0  # a head moves at most this many head sizes between two sampled frames
 STEADY_MOVE = 0.5  # moved further than this share of its size: look at the frames between
 ASSUMED_FPS = 10.0  # frame rate of a clip whose timestamps are not given
-FACE_METHOD = "pose_keypoints"
-PERSON_BOX_METHOD = "person_box_top"
+FACE_METHOD = "pose_keypoints"  # a head placed by the pose model's head keypoints
+DETECTOR_METHOD = "face_detector"  # a face the face detector found
+HEAD_REGION_METHOD = "head_region"  # a person with no face located: the head region blurred
+METHODS = (DETECTOR_METHOD, FACE_METHOD, HEAD_REGION_METHOD)
 SAME_PERSON_IOU = 0.3  # a caller's person box overlapping a pose detection this much is it
+HIP_KEYPOINTS = (11, 12)  # COCO: left and right hip
+FACE_GROW = 1.6  # a detected face is blurred as a square this many times its longer side
+REGION_TORSO = 1.0  # a head region is this many torso lengths (shoulders to hips) across...
+REGION_OFFSET = 0.35  # ...centred this many torso lengths beyond the shoulders
+FACE_IN_REGION_GROW = 0.25  # a face counts as a person's when its centre is in the head region
+# grown by this share on each side
+REFINE_BUDGET = 1.0  # clips: extra searches where samples disagree, at most this share of the
+# samples (beyond it, heads found in one sample only are carried over the whole gap)
 
 
 class RedactionError(ValueError):
@@ -227,6 +243,123 @@ def top_of_person(person_box: Box, aspect: float = 1.0) -> Box:
     return clamp_box((x1, y1, x2, y1 + band))
 
 
+def head_region(
+    keypoints: npt.ArrayLike | None,
+    person_box: Box,
+    *,
+    aspect: float = 1.0,
+    min_visibility: float = MIN_VISIBILITY,
+) -> list[Box]:
+    """Where a person's head must be, by the body's orientation, when no face was located for
+    them: a square (normalised, in pixels square) or, for a lying person seen only as a box,
+    one at each end.
+
+    With the shoulders and the hips (or the shoulders and any head point) seen, the body's "up"
+    runs from the hips through the shoulders: the square is `REGION_TORSO` torso lengths across
+    (about two head heights), centred `REGION_OFFSET` of the torso beyond the shoulders, or on
+    the head points when some are seen. It is never smaller than a quarter of the box's short
+    side. Without them, an upright box (taller than wide) has its top blurred
+    (`top_of_person`); a box wider than tall is a person lying whose head may be at either end,
+    so both ends are, each a square of the box's height (at most half its width).
+
+    Example: on a square frame, shoulders at (0.30, 0.50) and (0.30, 0.60) and hips at
+    (0.60, 0.50) and (0.60, 0.60) are a person lying with the head to the left: a torso of 0.3,
+    so the square (0.045, 0.40, 0.345, 0.70), centred at (0.195, 0.55).
+    """
+    x1, y1, x2, y2 = person_box
+    if not all(math.isfinite(v) for v in person_box) or x2 <= x1 or y2 <= y1:
+        return []
+    if keypoints is not None:
+        oriented = _oriented_region(
+            np.asarray(keypoints, np.float64), person_box, aspect, min_visibility
+        )
+        if oriented is not None:
+            return [oriented]
+    bw, bh = (x2 - x1) * aspect, y2 - y1
+    if bh >= bw:
+        return [top_of_person(person_box, aspect)]
+    side = min(bh, bw / 2) / aspect  # normalised width of each end's square
+    return [clamp_box((x1, y1, x1 + side, y2)), clamp_box((x2 - side, y1, x2, y2))]
+
+
+def body_up(
+    keypoints: npt.ArrayLike, aspect: float = 1.0, min_visibility: float = MIN_VISIBILITY
+) -> tuple[FloatArray, float, FloatArray, FloatArray | None] | None:
+    """The body's "up" from its keypoints, in isotropic units (frame heights): the unit vector
+    from the hips through the shoulders (or from the shoulders to the head points), the torso
+    length, the shoulders' middle and the head points' mean (None when none is seen); None
+    when the keypoints do not show it."""
+    points = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    if len(points) <= max(HIP_KEYPOINTS):
+        return None
+    scaled = points[:, :2] * np.array([aspect, 1.0])
+    seen = (points[:, 2] >= min_visibility) & np.isfinite(points).all(axis=1)
+
+    def mean_of(indices: Sequence[int]) -> FloatArray | None:
+        chosen = scaled[list(indices)][seen[list(indices)]]
+        return chosen.mean(axis=0) if len(chosen) else None
+
+    shoulders, hips = mean_of(SHOULDER_KEYPOINTS), mean_of(HIP_KEYPOINTS)
+    head = mean_of(HEAD_KEYPOINTS)
+    if shoulders is None or (hips is None and head is None):
+        return None
+    if hips is not None:
+        up = shoulders - hips
+        torso = float(np.linalg.norm(up))
+    else:
+        assert head is not None  # noqa: S101 - checked above
+        up = head - shoulders
+        torso = float(np.linalg.norm(up)) / REGION_OFFSET
+    if torso <= 0:
+        return None
+    return up / np.linalg.norm(up), torso, shoulders, head
+
+
+def is_upright(keypoints: npt.ArrayLike, aspect: float = 1.0) -> bool | None:
+    """Whether the body stands within 45 degrees of upright (None: the keypoints do not say)."""
+    found = body_up(keypoints, aspect)
+    return None if found is None else bool(-found[0][1] >= math.sqrt(0.5))
+
+
+def _oriented_region(
+    keypoints: FloatArray, person_box: Box, aspect: float, min_visibility: float
+) -> Box | None:
+    found = body_up(keypoints, aspect, min_visibility)
+    if found is None:
+        return None
+    up, torso, shoulders, head = found
+    centre = head if head is not None else shoulders + up * (REGION_OFFSET * torso)
+    x1, y1, x2, y2 = person_box
+    short = min((x2 - x1) * aspect, y2 - y1)
+    half = max(REGION_TORSO * torso, 0.25 * short) / 2
+    cx, cy = float(centre[0]) / aspect, float(centre[1])
+    return clamp_box((cx - half / aspect, cy - half, cx + half / aspect, cy + half))
+
+
+def face_square(face: Box, aspect: float = 1.0, grow: float = FACE_GROW) -> Box:
+    """What is blurred for a face the detector found: a square (in pixels) `grow` times its
+    longer side, on the same centre (the hair, the ears, the chin and the box's error)."""
+    w, h = (face[2] - face[0]) * aspect, face[3] - face[1]
+    half = grow * max(w, h) / 2
+    cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
+    return clamp_box((cx - half / aspect, cy - half, cx + half / aspect, cy + half))
+
+
+def _holds(region: Box, face: Box, grow: float = FACE_IN_REGION_GROW) -> bool:
+    """Whether the centre of `face` lies in `region` grown by `grow` on each side."""
+    cx, cy = _centre(face)
+    dx, dy = (region[2] - region[0]) * grow, (region[3] - region[1]) * grow
+    return region[0] - dx <= cx <= region[2] + dx and region[1] - dy <= cy <= region[3] + dy
+
+
+def _head_points_seen(keypoints: npt.ArrayLike, min_visibility: float = MIN_VISIBILITY) -> bool:
+    points = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    if len(points) <= max(HEAD_KEYPOINTS):
+        return False
+    head = points[list(HEAD_KEYPOINTS)]
+    return bool(((head[:, 2] >= min_visibility) & np.isfinite(head).all(axis=1)).any())
+
+
 def carry_heads(before: Sequence[Box], after: Sequence[Box], t: float) -> list[Box]:
     """Head boxes for a clip frame between two sampled frames, `t` of the way (0..1).
 
@@ -317,10 +450,14 @@ def heads_agree(before: Sequence[Box], after: Sequence[Box]) -> bool:
     return True
 
 
-def refine_samples(found: dict[int, list[Box]], find: Callable[[int], list[Box]]) -> list[int]:
+def refine_samples(
+    found: dict[int, list[Box]],
+    find: Callable[[int], list[Box]],
+    limit: int | None = None,
+) -> list[int]:
     """Add samples between neighbouring sampled frames whose heads disagree (`heads_agree`),
-    halving the gap until they agree or are adjacent; `found` is filled in. Returns the sorted
-    sampled indices.
+    halving the gap until they agree or are adjacent, at most `limit` of them (None: no
+    limit); `found` is filled in. Returns the sorted sampled indices.
 
     >>> found = {0: [(0.1, 0.1, 0.2, 0.2)], 4: [(0.1, 0.6, 0.2, 0.7)]}
     >>> refine_samples(found, lambda i: [(0.1, 0.1 + 0.125 * i, 0.2, 0.2 + 0.125 * i)])
@@ -328,9 +465,12 @@ def refine_samples(found: dict[int, list[Box]], find: Callable[[int], list[Box]]
     """
     pending = sorted(found)
     stable: list[int] = []
+    added = 0
     while len(pending) > 1:
         a, b = pending[0], pending[1]
-        if b - a > 1 and not heads_agree(found[a], found[b]):
+        room = limit is None or added < limit
+        if room and b - a > 1 and not heads_agree(found[a], found[b]):
+            added += 1
             middle = (a + b) // 2
             found[middle] = find(middle)
             pending.insert(1, middle)
@@ -343,11 +483,37 @@ def refine_samples(found: dict[int, list[Box]], find: Callable[[int], list[Box]]
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """One blurred head: where (normalised), how it was located (`METHODS`), and for a face the
+    detector found, its score and the turn of the view it was found in."""
+
+    box: Box
+    method: str
+    score: float | None = None
+    rotation: int | None = None
+
+    def as_details(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "box": [round(v, 4) for v in self.box]}
+        if self.score is not None:
+            out["score"] = round(self.score, 3)
+        if self.rotation is not None:
+            out["rotation"] = self.rotation
+        return out
+
+
+def _method_counts(heads: Sequence[Head]) -> dict[str, int]:
+    counts = {method: sum(head.method == method for head in heads) for method in METHODS}
+    return {method: count for method, count in counts.items() if count}
+
+
+@dataclass(frozen=True, slots=True)
 class RedactionRecord:
     """What was hidden in one evidence file, for `event.details["privacy"]`.
 
     `faces_blurred` is the number of heads blurred (in a clip: the most in any one frame);
-    `faces_skipped` says why faces were not looked for, when they were not.
+    `faces_skipped` says why faces were not looked for, when they were not. `heads` are the
+    heads of a snapshot, each with its method; `frame_heads` are those of each searched frame
+    of a clip (frame index, heads).
     """
 
     masks: tuple[int, ...]
@@ -358,6 +524,10 @@ class RedactionRecord:
     faces_skipped: str | None = None
     frames: int = 1
     face_frames: int = 0  # frames the face finder ran on
+    pose_model: str | None = None
+    heads: tuple[Head, ...] = ()
+    frame_heads: tuple[tuple[int, tuple[Head, ...]], ...] = ()
+    problems: tuple[str, ...] = ()  # a face finder of the config that could not be loaded
 
     def as_details(self) -> dict[str, Any]:
         faces: dict[str, Any]
@@ -369,8 +539,25 @@ class RedactionRecord:
                 "method": self.face_method,
                 "model": self.face_model,
             }
+            if self.pose_model is not None:
+                faces["pose_model"] = self.pose_model
             if self.frames > 1:
                 faces["searched_frames"] = self.face_frames
+            if self.heads:
+                faces["by_method"] = _method_counts(self.heads)
+                faces["items"] = [head.as_details() for head in self.heads]
+            if self.frame_heads:
+                most: dict[str, int] = {}
+                for _, heads in self.frame_heads:
+                    for method, count in _method_counts(heads).items():
+                        most[method] = max(most.get(method, 0), count)
+                faces["by_method"] = most  # the most of each method in any one frame
+                faces["per_frame"] = [
+                    {"frame": index, "methods": [head.method for head in heads]}
+                    for index, heads in self.frame_heads
+                ]
+        if self.problems:
+            faces["problems"] = list(self.problems)
         details: dict[str, Any] = {
             "masks": list(self.masks),
             "mask_style": self.mask_style,
@@ -387,7 +574,8 @@ class RedactionRecord:
 class Redactor:
     """Redacts one camera's evidence: masks hidden in `mask_style`, faces blurred.
 
-    Not tied to a thread; the pose estimator it holds is the process-wide shared one.
+    Not tied to a thread; the models it holds are the process-wide shared ones (or the box's
+    detection service).
     """
 
     def __init__(
@@ -396,32 +584,63 @@ class Redactor:
         options: PrivacyConfig | None = None,
         pose: PoseEstimator | None = None,
         pose_problem: str | None = None,
+        faces: FaceModel | None = None,
+        faces_problem: str | None = None,
     ) -> None:
         self._masks = [list(mask) for mask in masks]
         self.options = options or PrivacyConfig()
         self._pose = pose
         self._pose_problem = pose_problem
+        self._faces = faces
+        self._faces_problem = faces_problem
+        self._finder = (
+            None
+            if faces is None
+            else FaceFinder(
+                faces,
+                faces.input_wh,
+                self.options.face_detector_min_score,
+                self.options.face_rotations,
+                self.options.face_search_px,
+            )
+        )
 
     @classmethod
-    def for_camera(cls, camera: CameraConfig, pose: PoseEstimator | None = None) -> Redactor:
-        """The camera's masks and privacy options, with `pose` to find faces (None: faces
-        are not looked for and every record says so)."""
-        problem = None if pose is not None else "no face finder was given"
-        return cls(camera.privacy_masks, camera.privacy, pose, problem)
+    def for_camera(
+        cls,
+        camera: CameraConfig,
+        pose: PoseEstimator | None = None,
+        faces: FaceModel | None = None,
+    ) -> Redactor:
+        """The camera's masks and privacy options, with `pose` and the face detector `faces`
+        to find faces (neither: faces are not looked for and every record says so)."""
+        problem = None if pose is not None or faces is not None else "no face finder was given"
+        return cls(camera.privacy_masks, camera.privacy, pose, problem, faces)
 
     @classmethod
     def load(cls, camera: CameraConfig) -> Redactor:
-        """`for_camera` with the camera's pose model loaded (once per process). When it
-        cannot be loaded the reason is logged and recorded in every evidence's record."""
-        if not camera.privacy.blur_faces:
+        """`for_camera` with the camera's pose model and face detector loaded (once per
+        process). When one cannot be loaded the reason is logged and recorded in every
+        evidence's record (a live camera refuses to start instead:
+        edge.analysis.pipeline.load_redactor)."""
+        options = camera.privacy
+        if not options.blur_faces:
             return cls.for_camera(camera)
+        pose: PoseEstimator | None = None
+        faces: FaceModel | None = None
+        pose_problem = faces_problem = None
         try:
-            pose = load_pose_estimator(camera.privacy.face_model)
+            pose = load_pose_estimator(options.face_model)
         except (KeyError, ValueError, EdgeError) as error:  # not registered, missing, corrupt
-            reason = f"pose model {camera.privacy.face_model} unavailable: {error}"
-            logger.error("camera %s: faces will not be blurred: %s", camera.id, reason)
-            return cls(camera.privacy_masks, camera.privacy, None, reason)
-        return cls.for_camera(camera, pose)
+            pose_problem = f"pose model {options.face_model} unavailable: {error}"
+            logger.error("camera %s: %s", camera.id, pose_problem)
+        if options.face_detector is not None:
+            try:
+                faces = load_face_model(options.face_detector)
+            except (KeyError, ValueError, EdgeError) as error:
+                faces_problem = f"face detector {options.face_detector} unavailable: {error}"
+                logger.error("camera %s: %s", camera.id, faces_problem)
+        return cls(camera.privacy_masks, options, pose, pose_problem, faces, faces_problem)
 
     @property
     def mask_style(self) -> MaskStyle:
@@ -437,21 +656,20 @@ class Redactor:
         """A snapshot as it may be written: masks hidden, faces blurred unless `blur_faces`
         is False (the rule's `evidence_faces: keep`). `image` itself is not changed.
 
-        `people`: boxes of people the caller's detector found in this frame; one the pose
-        model missed still gets the top of its box blurred (`top_of_person`), and without a
-        pose model these are the only faces found.
+        `people`: boxes of people the caller's detector found in this frame; one for whom no
+        face is located has its head region blurred (`head_region`), and without any face
+        finder these are the only heads found.
 
         Raises:
-            RedactionError: the face finder failed; nothing may be written.
+            RedactionError: a face finder failed; nothing may be written.
         """
         skipped = self._skip_reason(blur_faces)
-        if skipped is not None and people and self._pose is None and self._faces_wanted(blur_faces):
+        if skipped is not None and people and self._no_finder() and self._faces_wanted(blur_faces):
             skipped = None  # the person boxes alone
-        heads = [] if skipped else self.find_heads(image, people)
-        out = self._redact(image, heads)
-        method = _method(self._pose is not None, bool(people))
+        heads = [] if skipped else self.locate(image, people)
+        out = self._redact(image, [head.box for head in heads])
         searched = 0 if skipped else 1
-        return out, self._record(len(heads), skipped, frames=1, searched=searched, method=method)
+        return out, self._record(heads, skipped, frames=1, searched=searched)
 
     def frames(
         self,
@@ -463,48 +681,94 @@ class Redactor:
         `options.clip_face_every_s` of stream time (`pts_s`; without it frames are taken as
         `ASSUMED_FPS` apart) and carried between (`carry_heads`); where two samples disagree
         (a head found in one only, or moved by more than `STEADY_MOVE` of its size: a fall,
-        someone running), the frames between are looked at too (`refine_samples`), so a fast
-        head is never left uncovered by the interpolation.
+        someone running), the frames between are looked at too (`refine_samples`, at most
+        `REFINE_BUDGET` times as many again), so a fast head is not left uncovered by the
+        interpolation.
 
         Raises:
-            RedactionError: the face finder failed; nothing may be written.
+            RedactionError: a face finder failed; nothing may be written.
         """
         skipped = self._skip_reason(blur_faces)
         if skipped or not images:
             masked = [self._redact(image, []) for image in images]
-            return masked, self._record(0, skipped, frames=len(images), searched=0)
+            return masked, self._record([], skipped, frames=len(images), searched=0)
         first = sample_indices(len(images), self.options.clip_face_every_s, pts_s)
-        found = {index: self.find_heads(images[index]) for index in first}
-        samples = refine_samples(found, lambda index: self.find_heads(images[index]))
+        located: dict[int, list[Head]] = {}
+
+        def find(index: int) -> list[Box]:
+            located[index] = self.locate(images[index])
+            return [head.box for head in located[index]]
+
+        found = {index: find(index) for index in first}
+        limit = math.ceil(REFINE_BUDGET * len(first))
+        samples = refine_samples(found, find, limit)
         out = [
             self._redact(image, _heads_at(index, samples, found))
             for index, image in enumerate(images)
         ]
-        most = max(len(heads) for heads in found.values())
-        return out, self._record(most, None, frames=len(images), searched=len(samples))
+        per_frame = tuple((index, tuple(located[index])) for index in samples)
+        most = max(len(heads) for heads in located.values())
+        record = self._record(
+            [], None, frames=len(images), searched=len(samples), per_frame=per_frame
+        )
+        return out, _with_count(record, most)
 
     def find_heads(self, image: Image, people: Sequence[Box] = ()) -> list[Box]:
-        """Head boxes of the people the pose model finds in `image` (normalised), and the
-        tops of those `people` boxes that no pose detection overlaps."""
+        """The boxes `locate` blurs in `image` (normalised)."""
+        return [head.box for head in self.locate(image, people)]
+
+    def locate(self, image: Image, people: Sequence[Box] = ()) -> list[Head]:
+        """Every head to blur in `image`, with how it was located: the faces the face detector
+        finds (`face_square`), the heads of the pose model's people by their head keypoints,
+        and, for each person (the pose model's, and those of `people` it did not find) with no
+        detected face in their head region, that whole region (`head_region`) unless the head
+        keypoints place the head of an upright body.
+
+        Raises:
+            RedactionError: a face finder failed.
+        """
         h, w = image.shape[:2]
-        found = []
-        if self._pose is not None:
-            try:
-                found = [
+        aspect = w / h
+        try:
+            faces: list[FoundFace] = [] if self._finder is None else self._finder.find(image)
+            found = (
+                []
+                if self._pose is None
+                else [
                     person
                     for person in self._pose.detect_pose(image)
                     if person.detection.score >= self.options.face_min_score
                 ]
-            except Exception as error:  # onnxruntime raises its own untyped errors
-                raise RedactionError(f"the face finder failed: {error}") from error
-        boxes = [head_box(p.keypoints, p.detection.box, aspect=w / h) for p in found]
-        seen = [p.detection.box for p in found]
-        boxes += [
-            top_of_person(box, w / h)
+            )
+        except Exception as error:  # onnxruntime and the service raise their own errors
+            raise RedactionError(f"the face finder failed: {error}") from error
+        heads = [
+            Head(face_square(face.box, aspect), DETECTOR_METHOD, face.score, face.rotation)
+            for face in faces
+        ]
+        persons: list[tuple[Box, npt.NDArray[np.float32] | None]] = [
+            (person.detection.box, person.keypoints) for person in found
+        ]
+        seen = [person.detection.box for person in found]
+        persons += [
+            (box, None)
             for box in people
             if all(box_iou(box, other) < SAME_PERSON_IOU for other in seen)
         ]
-        return [box for box in boxes if box is not None]
+        for box, points in persons:
+            placed = None
+            if points is not None and _head_points_seen(points):
+                placed = head_box(points, box, aspect=aspect)
+                if placed is not None:
+                    heads.append(Head(placed, FACE_METHOD))
+            regions = head_region(points, box, aspect=aspect)
+            if any(_holds(region, face.box) for region in regions for face in faces):
+                continue  # the detector found this person's face
+            # no face found: the keypoints' head stands for it only on an upright body; a person
+            # lying, bent or seen without head points has the whole head region blurred
+            if placed is None or not is_upright(points if points is not None else [], aspect):
+                heads += [Head(region, HEAD_REGION_METHOD) for region in regions]
+        return heads
 
     def _redact(self, image: Image, heads: Sequence[Box]) -> Image:
         """Masks then heads, on one new array (never `image` itself)."""
@@ -514,6 +778,9 @@ class Redactor:
         _blur_boxes_into(out, heads)
         return out
 
+    def _no_finder(self) -> bool:
+        return self._pose is None and self._faces is None
+
     def _faces_wanted(self, blur_faces: bool) -> bool:
         return blur_faces and self.options.blur_faces
 
@@ -522,35 +789,52 @@ class Redactor:
             return "blur_faces is off for this camera"
         if not blur_faces:
             return "the rule keeps faces (evidence_faces: keep)"
-        if self._pose is None:
-            return self._pose_problem or "no face finder"
+        if self._no_finder():
+            problems = [p for p in (self._pose_problem, self._faces_problem) if p]
+            return "; ".join(problems) or "no face finder"
         return None
 
     def _record(
         self,
-        faces: int,
+        heads: Sequence[Head],
         skipped: str | None,
         frames: int,
         searched: int,
-        method: str = FACE_METHOD,
+        per_frame: tuple[tuple[int, tuple[Head, ...]], ...] = (),
     ) -> RedactionRecord:
-        model = None if skipped or self._pose is None else self._pose.info.name
+        used = {head.method for head in heads} | {
+            head.method for _, frame in per_frame for head in frame
+        }
+        method = "+".join(m for m in METHODS if m in used) or self._default_method()
         return RedactionRecord(
             masks=tuple(range(len(self._masks))),
             mask_style=self.options.mask_style,
-            faces_blurred=faces,
+            faces_blurred=len(heads),
             face_method=None if skipped else method,
-            face_model=model,
+            face_model=None if skipped or self._faces is None else self._faces.info.name,
             faces_skipped=skipped,
             frames=frames,
             face_frames=searched,
+            pose_model=None if skipped or self._pose is None else self._pose.info.name,
+            heads=tuple(heads) if frames == 1 and not skipped else (),
+            frame_heads=per_frame,
+            problems=()
+            if skipped
+            else tuple(p for p in (self._pose_problem, self._faces_problem) if p),
         )
 
+    def _default_method(self) -> str:
+        """The record's method when nothing was found: what would have found faces."""
+        used = []
+        if self._faces is not None:
+            used.append(DETECTOR_METHOD)
+        if self._pose is not None:
+            used.append(FACE_METHOD)
+        return "+".join(used) or HEAD_REGION_METHOD
 
-def _method(pose: bool, people: bool) -> str:
-    if pose and people:
-        return f"{FACE_METHOD}+{PERSON_BOX_METHOD}"
-    return FACE_METHOD if pose else PERSON_BOX_METHOD
+
+def _with_count(record: RedactionRecord, faces: int) -> RedactionRecord:
+    return replace(record, faces_blurred=faces)
 
 
 def _heads_at(index: int, samples: Sequence[int], found: dict[int, list[Box]]) -> list[Box]:

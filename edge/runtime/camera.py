@@ -33,12 +33,14 @@ from common.config import SiteConfig
 from common.events import Event, ModelInfo
 from edge.analysis.detect.base import Detector, Need, Pending, Priority
 from edge.analysis.detect.yolo import PoseDetection
+from edge.analysis.faces import FACE_IOU, FACE_MIN_SCORE, FaceModel
 from edge.analysis.lanes import Finding, Lane
 from edge.analysis.pipeline import WEAK_DETECTION_SCORE, CameraPipeline
 from edge.analysis.pose import PoseEstimator
 from edge.capture.sources import LiveSource, reason_code
 from edge.evidence.store import DirectoryStore
 from edge.runtime.detection import (
+    REPLY_TIMEOUT_S,
     ClientPending,
     DetectionClient,
     InferenceUnavailable,
@@ -133,6 +135,42 @@ class RemotePose:
         return list(reply.poses)
 
 
+class RemoteFaces:
+    """A face model run by the box's detection service (`FaceModel`): all views of a frame are
+    asked for at once, so the service can run them as one batch; a view that is not answered
+    raises `InferenceUnavailable` (redaction writes nothing)."""
+
+    def __init__(
+        self, client: DetectionClient, slot: ModelSlot, spec: ModelSpec, priority: Priority
+    ) -> None:
+        self._client = client
+        self._slot = slot
+        self._input_wh = spec.input_wh
+        self._info = ModelInfo(name=spec.name, version=spec.version, sha256=spec.sha256)
+        self._need = Need(priority)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        return self._input_wh
+
+    def detect_faces(self, images: Sequence[Image]) -> list[list[Detection]]:
+        asked = [self._client.submit(self._slot, image, self._need) for image in images]
+        out = []
+        for pending in asked:
+            if not pending.wait(REPLY_TIMEOUT_S):
+                raise InferenceUnavailable(f"{self._slot.model}: no answer in {REPLY_TIMEOUT_S} s")
+            reply = pending.reply
+            if reply is None or reply.status != "ok":
+                why = "no answer" if reply is None else f"{reply.status} {reply.error}".strip()
+                raise InferenceUnavailable(f"{self._slot.model}: {why}")
+            out.append(list(reply.detections))
+        return out
+
+
 class ServiceModels:
     """`ModelSource` backed by the box's detection service."""
 
@@ -153,6 +191,10 @@ class ServiceModels:
     def pose(self, model: str, priority: Priority) -> PoseEstimator:
         slot = ModelSlot(model, "pose", POSE_MIN_SCORE, 0.5)
         return RemotePose(self._client, slot, self._info(model), priority)
+
+    def faces(self, model: str, priority: Priority) -> FaceModel:
+        slot = ModelSlot(model, "faces", FACE_MIN_SCORE, FACE_IOU)
+        return RemoteFaces(self._client, slot, self._specs[model], priority)
 
 
 POSE_MIN_SCORE = 0.1  # as edge.analysis.pose: callers filter further
@@ -183,6 +225,8 @@ def camera_slots(site: SiteConfig, camera_id: str) -> list[ModelSlot]:
     )
     if faces:
         slots.append(ModelSlot(camera.privacy.face_model, "pose", POSE_MIN_SCORE, 0.5))
+        if camera.privacy.face_detector is not None:
+            slots.append(ModelSlot(camera.privacy.face_detector, "faces", FACE_MIN_SCORE, FACE_IOU))
     return list(dict.fromkeys(slots))
 
 

@@ -49,7 +49,7 @@ from edge.types import Detection
 logger = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
-Task = Literal["detect", "pose"]
+Task = Literal["detect", "pose", "faces"]  # faces: evidence redaction (CenterFace)
 
 AGING_S = 1.0  # a request waiting this long is served as if it were one class more urgent
 STATS_EVERY_S = 2.0  # the service sends its load figures this often
@@ -299,11 +299,24 @@ ModelLoader = Callable[[ModelSlot, ModelSpec | None, Path | None, ServiceOptions
 def load_slot_model(
     slot: ModelSlot, spec: ModelSpec | None, path: Path | None, options: ServiceOptions
 ) -> Any:
-    """The `OnnxDetector` of a slot: the registry's model (or `spec` at `path`, a roll-out)."""
+    """The `OnnxDetector` of a slot: the registry's model (or `spec` at `path`, a roll-out); a
+    `faces` slot's `CenterFaceDetector`, whose `decode` gives the faces as detections."""
     from edge.analysis.detect.onnx import OnnxDetector
     from edge.runtime.models import load_registry
 
     spec = spec or load_registry()[slot.model]
+    if slot.task == "faces":
+        from edge.analysis.detect.centerface import CenterFaceDetector
+
+        return CenterFaceDetector.load(
+            spec,
+            slot.min_score,
+            slot.iou,
+            slot.providers,
+            intra_op_threads=options.threads,
+            path=path,
+            spinning=options.spinning,
+        )
     if slot.task == "pose" and spec.layout != "yolov8-pose":
         raise ValueError(f"model {spec.name} is not a pose model (layout {spec.layout})")
     return OnnxDetector.load(

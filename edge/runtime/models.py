@@ -21,10 +21,11 @@ from edge.errors import ModelIntegrityError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
-Layout = Literal["yolov8", "yolov8-pose", "yolox"]
+Layout = Literal["yolov8", "yolov8-pose", "yolox", "centerface"]
 """Output layout: `yolov8` (also YOLO11) `(1, 4+nc, N)`; `yolov8-pose` `(1, 4+nc+3K, N)`;
-`yolox` `(1, N, 5+nc)` raw head."""
-Task = Literal["detect", "pose"]
+`yolox` `(1, N, 5+nc)` raw head; `centerface` four maps at stride 4 (face heatmap, log sizes,
+offsets, landmarks; edge.analysis.detect.centerface)."""
+Task = Literal["detect", "pose", "faces"]
 ONNX_METADATA: Literal["onnx-metadata"] = "onnx-metadata"
 """`labels` value meaning: read the class names from the ONNX file's `names` metadata."""
 
@@ -85,6 +86,11 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"layout {self.layout}, task {self.task} and keypoints {self.keypoints} disagree: "
                 "pose models use layout yolov8-pose, task pose and keypoints > 0"
+            )
+        if (self.layout == "centerface") != (self.task == "faces"):
+            raise ValueError(
+                f"layout {self.layout} and task {self.task} disagree: face models use layout "
+                "centerface and task faces"
             )
         if self.layout == "yolox" and self.labels == ONNX_METADATA:
             raise ValueError("yolox ONNX files carry no class names: list the labels explicitly")

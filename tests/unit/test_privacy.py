@@ -237,11 +237,14 @@ def test_a_snapshot_has_masks_hidden_and_faces_blurred() -> None:
     assert np.array_equal(image, original)  # the analysis' frame is not touched
     assert laplacian_variance(out, FACE, inset=0.15) < 0.02 * laplacian_variance(image, FACE)
     assert abs(detail_correlation(image, out, region(MASKS))) < 0.05
-    assert record.as_details() == {
-        "masks": [0, 1],
-        "mask_style": "blur",
-        "faces": {"blurred": 1, "method": "pose_keypoints", "model": "fake-pose"},
-    }
+    details = record.as_details()
+    assert (details["masks"], details["mask_style"]) == ([0, 1], "blur")
+    faces = details["faces"]
+    assert (faces["blurred"], faces["method"], faces["model"]) == (1, "pose_keypoints", None)
+    assert faces["pose_model"] == "fake-pose"
+    assert faces["by_method"] == {"pose_keypoints": 1}
+    (item,) = faces["items"]
+    assert item["method"] == "pose_keypoints" and len(item["box"]) == 4
     assert pose.calls == 1
 
 
@@ -430,12 +433,17 @@ def test_an_unknown_mask_style_is_reported_with_its_key() -> None:
     assert problem.location == "camera c, key privacy.mask_style"
 
 
-def test_a_pose_model_that_cannot_be_loaded_is_recorded_in_every_record() -> None:
-    redactor = Redactor.load(camera(face_model="no-such-model"))
+def test_face_finders_that_cannot_be_loaded_are_recorded_in_every_record() -> None:
+    redactor = Redactor.load(camera(face_model="no-such-model", face_detector="no-such-faces"))
     _, record = redactor.image(face_scene())
     assert record.faces_skipped is not None
     assert record.faces_skipped.startswith("pose model no-such-model unavailable")
+    assert "face detector no-such-faces unavailable" in record.faces_skipped
     assert record.masks == (0, 1)
+    alone = Redactor.load(camera(face_model="no-such-model", face_detector=None))
+    skipped = alone.image(face_scene())[1].faces_skipped
+    assert skipped is not None and skipped.startswith("pose model no-such-model unavailable")
+    assert "face detector" not in skipped
 
 
 def test_only_pose_models_are_loaded_as_pose_estimators() -> None:
@@ -459,7 +467,8 @@ def test_people_the_pose_model_missed_get_the_top_of_their_box_blurred() -> None
     redactor = Redactor.for_camera(camera(), FakePose(one_person))
     out, record = redactor.image(image, people=[same_person, OTHER_PERSON])
     assert record.faces_blurred == 2  # not 3: the first box is the pose model's person
-    assert record.face_method == "pose_keypoints+person_box_top"
+    assert record.face_method == "pose_keypoints+head_region"
+    assert [head.method for head in record.heads] == ["pose_keypoints", "head_region"]
     for face in (FACE, OTHER_FACE):
         assert laplacian_variance(out, face, 0.15) < 0.02 * laplacian_variance(image, face)
 
@@ -467,11 +476,9 @@ def test_people_the_pose_model_missed_get_the_top_of_their_box_blurred() -> None
 def test_without_a_pose_model_the_callers_person_boxes_still_hide_faces() -> None:
     image = two_faces()
     out, record = Redactor.for_camera(camera()).image(image, people=[OTHER_PERSON])
-    assert record.as_details()["faces"] == {
-        "blurred": 1,
-        "method": "person_box_top",
-        "model": None,
-    }
+    faces = record.as_details()["faces"]
+    assert (faces["blurred"], faces["method"], faces["model"]) == (1, "head_region", None)
+    assert faces["items"] == [{"method": "head_region", "box": list(top_of_person(OTHER_PERSON))}]
     assert laplacian_variance(out, OTHER_FACE, 0.15) < 0.02 * laplacian_variance(image, OTHER_FACE)
     _, kept = Redactor.for_camera(camera()).image(image, blur_faces=False, people=[OTHER_PERSON])
     assert kept.faces_blurred == 0 and kept.faces_skipped is not None

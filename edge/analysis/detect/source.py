@@ -7,6 +7,7 @@ from functools import cache
 from typing import Protocol
 
 from edge.analysis.detect.base import Detector, Priority
+from edge.analysis.faces import FaceModel, load_face_model
 from edge.analysis.pose import PoseEstimator, load_pose_estimator
 
 
@@ -21,6 +22,10 @@ class ModelSource(Protocol):
         """The registered pose model `model`; `priority` says what its runs are for."""
         ...
 
+    def faces(self, model: str, priority: Priority) -> FaceModel:
+        """The registered face model `model` (evidence redaction)."""
+        ...
+
 
 class LocalModels:
     """Models loaded in this process, once each (onnxruntime sessions of its own)."""
@@ -33,6 +38,10 @@ class LocalModels:
     def pose(self, model: str, priority: Priority) -> PoseEstimator:
         del priority  # one process, one model: nothing to put in order
         return load_pose_estimator(model)
+
+    def faces(self, model: str, priority: Priority) -> FaceModel:
+        del priority
+        return load_face_model(model)
 
 
 @cache
