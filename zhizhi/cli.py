@@ -457,6 +457,103 @@ def bench_facade(
         result.append_to(write, shlex.join(sys.argv[1:]), load)  # type: ignore[attr-defined]
 
 
+@bench_app.command("clips")
+def bench_clips(
+    clips: Annotated[Path, typer.Option(help="The shared clips (CLIPS.md)")] = Path(
+        "../shared/clips"
+    ),
+    out: Annotated[Path | None, typer.Option(help="Where to write them")] = None,
+    size: Annotated[str, typer.Option(help="Largest picture, WIDTHxHEIGHT")] = "1280x720",
+) -> None:
+    """Write the footage the box benchmarks play (H.264, 720p; lanes with a bag left)."""
+    setup_logging(quiet=True)
+    from zhizhi.bench_clips import DEFAULT_OUT, prepare
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        fail(f"bench clips: --size must be WIDTHxHEIGHT, got {size!r}")
+    folder = out or DEFAULT_OUT
+    written = _run_guarded("bench clips", lambda: prepare(clips, folder, (width, height)))
+    for path in written:  # type: ignore[attr-defined]
+        print(path)
+    print(f"export ZHIZHI_BENCH_CLIPS={folder}")
+
+
+def _bench_clips_env() -> None:
+    from zhizhi.bench_clips import DEFAULT_OUT
+
+    os.environ.setdefault("ZHIZHI_BENCH_CLIPS", str(DEFAULT_OUT))
+
+
+@bench_app.command("box")
+def bench_box(
+    config: ConfigOption,
+    seconds: Annotated[float, typer.Option(min=10, help="Seconds to run the box live")] = 90.0,
+    camera: Annotated[
+        list[str] | None, typer.Option(help="Only these cameras (repeat the option)")
+    ] = None,
+    server: Annotated[
+        bool, typer.Option(help="Deliver to an embedded broker and server; measure latency")
+    ] = False,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """The box live on a site's cameras (file sources looped at their pace) against replay:
+    alerts found, missed and unexpected per camera, frames analysed and dropped, coverage,
+    CPU; with --server, the alert latency to the server's store."""
+    setup_logging(quiet=True)
+    _bench_clips_env()
+    from zhizhi.bench_box import run_box_bench
+
+    site = load_config_or_fail(config)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    result = _run_guarded(
+        "bench box", lambda: run_box_bench(site, camera or [], seconds, server=server)
+    )
+    print(result.markdown())  # type: ignore[attr-defined]
+    if write is not None:
+        result.append_to(write, shlex.join(sys.argv[1:]), load)  # type: ignore[attr-defined]
+
+
+@bench_app.command("capacity")
+def bench_capacity(
+    config: Annotated[
+        Path, typer.Option("--config", help="A site config with one camera (configs/bench/kind-*)")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Registry detector to run (default: the config's)")
+    ] = None,
+    seconds: Annotated[float, typer.Option(min=10, help="Seconds per try")] = 60.0,
+    start: Annotated[int, typer.Option(min=1, help="Cameras in the first try")] = 1,
+    most: Annotated[int, typer.Option(min=1, help="Cameras in the last try")] = 24,
+    write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
+) -> None:
+    """How many copies of one camera a box runs with replay quality: `start`, `start + 1`, ...
+    until a try misses an alert, raises another or holds a rule's judgement."""
+    setup_logging(quiet=True)
+    _bench_clips_env()
+    from zhizhi.bench_box import BoxResult, capacity, capacity_markdown
+
+    load_config_or_fail(config)  # the template itself must be valid
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+    def on_try(count: int, result: object) -> None:
+        print(f"{count} camera(s): replay quality {result.replay_quality}")  # type: ignore[attr-defined]
+
+    found: tuple[int, list[tuple[int, BoxResult]]] = _run_guarded(  # type: ignore[assignment]
+        "bench capacity", lambda: capacity(config, model, seconds, start, most, on_try)
+    )
+    best, tries = found
+    text = capacity_markdown(config.stem, model or "the config's model", best, tries)
+    print(text)
+    if write is not None:
+        with write.open("a", encoding="utf-8") as stream:
+            stream.write(
+                f"\n#### {config.stem}, {model or 'config model'} (load before {load})\n\n"
+                f"```\nzhizhi {shlex.join(sys.argv[1:])}\n```\n\n{text}\n"
+            )
+
+
 @bench_app.command("int8")
 def bench_int8(
     clip: Annotated[

@@ -30,7 +30,7 @@ from edge.analysis.detect.source import LOCAL_MODELS, ModelSource
 from edge.analysis.frame_rules import FacadeWatch, PersonFallWatch
 from edge.analysis.lanes import CLIP_FPS, ClipBufferLane, FrameRuleLane, Lane
 from edge.analysis.stats import PipelineStats
-from edge.analysis.zones import WEAK_DETECTION_SCORE, ZoneLane, history_seconds
+from edge.analysis.zones import BUSY_HISTORY_S, WEAK_DETECTION_SCORE, ZoneLane, history_seconds
 from edge.delivery.sequencer import EventSequencer
 from edge.errors import ModelNotFoundError
 from edge.evidence.history import FrameHistory
@@ -187,7 +187,9 @@ class CameraPipeline:
         self.zones: ZoneLane | None = None
         history = None
         if self.rules:
-            history = FrameHistory(masks, keep_s=history_seconds(camera), style=style)
+            history = FrameHistory(
+                masks, keep_s=history_seconds(camera), style=style, busy_every_s=BUSY_HISTORY_S
+            )
             classifiers = load_classifiers(camera, models) if classifiers is None else classifiers
             self.zones = ZoneLane(camera, self.rules, detector, self.stats, history, classifiers)
             self.lanes.append(self.zones)

@@ -49,6 +49,10 @@ CLOSE_UP_SIDE = 0.2  # a close look at something small shows at least this much 
 CLOSE_LOOK_TIMEOUT_S = 5.0  # a close look not answered in this long (a busy box) is not had
 HISTORY_SLACK_S = 30.0  # the sparse history reaches this far back beyond the longest dwell
 MAX_HISTORY_S = 900.0
+# while people or vehicles are in view, the sparse history keeps a frame this often (the zone
+# rules' clips show the minutes-long situations at 2.5 frames a second; a JPEG of every
+# analysed frame of a busy 720p camera cost 2-3 % of a core)
+BUSY_HISTORY_S = 0.4
 FRAME_STEPS = 15  # the camera's frame interval is the median of this many recent steps
 # On a busy box: the zone rules need a look by the detector at least this often while something
 # moves (a vehicle is judged at rest from several looks within `rest_s`)...

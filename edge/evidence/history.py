@@ -1,10 +1,10 @@
 """A rolling history of frames, for evidence about what happened before an alert.
 
 Frames are kept as JPEGs with the privacy masks already applied (nothing unmasked is ever kept
-for longer than one frame), one every `every_s` when nothing is going on and every frame given
-while people or vehicles are in view, for the last `keep_s` seconds, scaled down to at most
-`max_width` pixels wide. `max_bytes` bounds the memory of one camera's history whatever the
-scene does: past it, the oldest frames go first.
+for longer than one frame), one every `every_s` when nothing is going on and one every
+`busy_every_s` (default: every frame given) while people or vehicles are in view, for the
+last `keep_s` seconds, scaled down to at most `max_width` pixels wide. `max_bytes` bounds the
+memory of one camera's history whatever the scene does: past it, the oldest frames go first.
 
 The pipeline keeps two: a long, sparse one of the analysed frames (who was there when a pile
 appeared, the clip of a vehicle arriving) and, for the rules that watch every frame (falls), a
@@ -44,11 +44,13 @@ class FrameHistory:
         max_width: int = 1280,
         max_bytes: int = 64 * 2**20,
         style: MaskStyle = "black",
+        busy_every_s: float = 0.0,
     ) -> None:
         self._masks = [list(m) for m in masks]
         self._style: MaskStyle = style
         self._keep_s = keep_s
         self._every_s = every_s
+        self._busy_every_s = busy_every_s  # while people or vehicles are in view
         self._max_width = max_width
         self._max_bytes = max_bytes
         self._bytes = 0
@@ -64,7 +66,7 @@ class FrameHistory:
     def wants(self, pts_s: float, busy: bool = False) -> bool:
         """Whether a frame at `pts_s` would be kept (callers skip preparing it otherwise)."""
         last = self._frames[-1].pts_s if self._frames else float("-inf")
-        return busy or pts_s - last >= self._every_s
+        return pts_s - last >= (self._busy_every_s if busy else self._every_s)
 
     def put(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -109,6 +110,21 @@ def paste_object(image: Image, patch: Image, box: tuple[float, float, float, flo
     out = image.copy()
     out[y1:y2, x1:x2] = cv2.resize(patch, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
     return out
+
+
+def real_bag(clips_dir: Path) -> Image:
+    """The black rubbish bag left on the stair landing of the shared clips (CLIPS.md), cut from
+    the real footage: what `with_left_object` pastes into real lanes."""
+    capture = cv2.VideoCapture(str(clips_dir / "littering_bag_stair_landing.mp4"))
+    try:
+        capture.set(cv2.CAP_PROP_POS_MSEC, 11000)
+        ok, image = capture.read()
+    finally:
+        capture.release()
+    if not ok:
+        raise ValueError(f"cannot read the littering clip in {clips_dir}")
+    h, w = image.shape[:2]
+    return np.asarray(image[int(0.69 * h) : int(0.77 * h), int(0.36 * w) : int(0.46 * w)])
 
 
 def with_left_object(

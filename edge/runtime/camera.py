@@ -298,6 +298,7 @@ class LiveCamera:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.base_nice = os.nice(0)
+        self.started_mono = time.monotonic()
 
     # -- the reader's FrameConsumer ------------------------------------------------------------
 
@@ -317,7 +318,9 @@ class LiveCamera:
 
     def start(self) -> None:
         for lane in self._lanes:
-            nice = ZONE_NICE if lane.name == "zones" else 0
+            # the zone analysis yields to the frame rules of its own camera, if it has any
+            mixed = any(other.name.startswith("frame:") for other in self._lanes)
+            nice = ZONE_NICE if lane.name == "zones" and mixed else 0
             thread = threading.Thread(
                 target=self._run_lane, args=(lane, nice), name=f"lane:{lane.name}", daemon=True
             )
@@ -433,6 +436,7 @@ class LiveCamera:
             meter.max_gap_s = 0.0
         return CameraCounters(
             mono_s=time.monotonic(),
+            started_mono_s=self.started_mono,
             frames_read=source_stats.frames_read,
             frames_skipped=source_stats.frames_skipped,
             cpu_s=usage.ru_utime + usage.ru_stime,

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 Task = Literal["detect", "pose", "faces"]  # faces: evidence redaction (CenterFace)
 
-AGING_S = 1.0  # a request waiting this long is served as if it were one class more urgent
+AGING_S = 2.0  # a request waiting this long is served as if it were one class more urgent
 STATS_EVERY_S = 2.0  # the service sends its load figures this often
 COST_WEIGHT = 0.2  # weight of the latest run in a model's measured cost per image
 CONNECT_TIMEOUT_S = 30.0  # a camera waits this long for the service at start-up

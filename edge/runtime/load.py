@@ -43,6 +43,7 @@ class CameraCounters:
     """One camera process, cumulative since it started; `mono_s` is when it was taken."""
 
     mono_s: float
+    started_mono_s: float = 0.0  # when the camera's process started counting
     frames_read: int = 0
     frames_skipped: int = 0  # read but wanted by no lane (never converted)
     cpu_s: float = 0.0  # user + system time of the camera's process
@@ -72,7 +73,9 @@ def camera_load(
     state_override: LoadState | None = None,
 ) -> CameraLoad:
     """The window between two reports of one camera (or since its start) as `CameraLoad`."""
-    start = before or CameraCounters(mono_s=now.mono_s - 1e-6)
+    # counters are cumulative since the process started: without an earlier report, the
+    # window is the process's whole life
+    start = before or CameraCounters(mono_s=min(now.started_mono_s, now.mono_s - 1e-3))
     window = max(1e-6, now.mono_s - start.mono_s)
     camera_fps = _rate(now.frames_read, start.frames_read, window)
     coverage: dict[str, RuleCoverage] = {}

@@ -54,6 +54,20 @@ def process_rss_mb(pid: int) -> float | None:
     return None
 
 
+def process_pss_mb(pid: int) -> float | None:
+    """Proportional memory of one process, in MiB: its own pages plus its share of those it
+    shares (the box's processes share the code and data of the modules the fork server
+    loaded once); summed over processes, it is what they take together. RSS where the kernel
+    does not say."""
+    try:
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return process_rss_mb(pid)
+
+
 def memory_available_mb() -> float | None:
     try:
         for line in (PROC / "meminfo").read_text().splitlines():

@@ -1,6 +1,7 @@
 """The box's supervisor: a process per camera, one detection service, restarts, and the load.
 
-`zhizhi edge run` starts the box's processes from here (spawned, never forked):
+`zhizhi edge run` starts the box's processes from here (forked from a clean fork server,
+never from this threaded process):
 
 * the detection service (edge.runtime.detection): every model of every camera, one queue in
   order of need; it loads every model before any camera starts, so a missing or corrupt model
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Client, Connection, wait
-from multiprocessing.context import SpawnProcess
+from multiprocessing.context import ForkServerProcess
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -70,10 +71,14 @@ from edge.runtime.process import child_environment
 
 logger = logging.getLogger(__name__)
 
-ZONE_CAMERA_NICE = 4  # cameras without every-frame rules yield the CPU to those with them
+# cameras without every-frame rules yield the CPU to those with them and to the detection
+# service (whose most urgent work is the frame rules'): on a box short of CPU the zone rules,
+# which wait minutes before an alert, are the ones that hold their judgement
+ZONE_CAMERA_NICE = 10
 READY_TIMEOUT_S = 180.0  # the detection service loads every model within this
 STOP_TIMEOUT_S = 10.0
 RESET_BACKOFF_AFTER_S = 300.0
+PRELOAD = ["edge.runtime.camera", "edge.runtime.detection", "edge.analysis.detect.onnx"]
 
 
 class BoxStartError(EdgeError):
@@ -100,7 +105,7 @@ class _Camera:
     job: CameraJob
     target_fps: float | None
     backoff: Backoff
-    process: SpawnProcess | None = None
+    process: ForkServerProcess | None = None
     conn: Connection | None = None
     state: str = "starting"  # starting, running, restarting, failed, finished
     restarts: int = 0
@@ -147,12 +152,16 @@ class Supervisor:
         self._on_event = on_event
         self._on_status = on_status
         self._on_load = on_load
-        self._ctx = multiprocessing.get_context("spawn")
+        # children are forked from a fork server that loaded the runtime's modules once (never
+        # from this process, whose threads a fork would copy in whatever state): they start in
+        # a fraction of a second and share those modules' memory
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(PRELOAD)
         self._stopping = False
         self._folder = Path(tempfile.mkdtemp(prefix="zhizhi-box-"))
         self._address = str(self._folder / "detector.sock")
         self._authkey = secrets.token_bytes(32)
-        self._service: SpawnProcess | None = None
+        self._service: ForkServerProcess | None = None
         self._link: _ServiceLink | None = None
         self._link_lock = threading.Lock()
         self._service_backoff = Backoff(initial_s=1.0, max_s=30.0)
@@ -238,7 +247,7 @@ class Supervisor:
             ", ".join(f"{s.model}/{s.task}" for s in self.slots) or "no model",
         )
 
-    def _connect_control(self, process: SpawnProcess) -> Connection:
+    def _connect_control(self, process: ForkServerProcess) -> Connection:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             try:
@@ -253,7 +262,7 @@ class Supervisor:
                     ) from error
                 time.sleep(0.1)
 
-    def _await_ready(self, conn: Connection, process: SpawnProcess) -> Ready:
+    def _await_ready(self, conn: Connection, process: ForkServerProcess) -> Ready:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if conn.poll(0.2):
@@ -521,7 +530,7 @@ class Supervisor:
             if cpu is not None:
                 used += max(0.0, cpu - self._process_cpu.get(pid, cpu))
                 self._process_cpu[pid] = cpu
-            memory += procfs.process_rss_mb(pid) or 0.0
+            memory += procfs.process_pss_mb(pid) or 0.0
         return box_load(
             window,
             procfs.cores(),

@@ -10,12 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 
 from edge.capture.sources import open_video_file
-from edge.offline.synthetic import LANE, LaneScene, with_left_object, write_frames, write_video
+from edge.offline.synthetic import (
+    LANE,
+    LaneScene,
+    real_bag,
+    with_left_object,
+    write_frames,
+    write_video,
+)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -246,17 +251,6 @@ cameras:
     assert "site.id" in text or "key site" in text
     assert "camera cam-1, zone lane, key polygon" in text
     assert "camera cam-1, rule r1, key zone" in text and "nowhere" in text
-
-
-def real_bag(clips_dir: Path) -> np.ndarray:
-    """The black rubbish bag left on the stair landing, cut from the real footage."""
-    capture = cv2.VideoCapture(str(clips_dir / "littering_bag_stair_landing.mp4"))
-    capture.set(cv2.CAP_PROP_POS_MSEC, 11000)
-    ok, image = capture.read()
-    capture.release()
-    assert ok
-    h, w = image.shape[:2]
-    return image[int(0.69 * h) : int(0.77 * h), int(0.36 * w) : int(0.46 * w)]
 
 
 @pytest.mark.parametrize(
