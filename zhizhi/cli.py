@@ -229,6 +229,9 @@ def edge_run(
     detector_threads: Annotated[
         int, typer.Option(min=1, help="onnxruntime threads per inference in the detection service")
     ] = 1,
+    detector_workers: Annotated[
+        int, typer.Option(min=1, help="Inferences the detection service runs at once")
+    ] = 2,
     max_batch: Annotated[
         int, typer.Option(min=1, help="Detections of one model run together (batchable models)")
     ] = 4,
@@ -261,6 +264,7 @@ def edge_run(
         keep_evidence=keep_evidence,
         metrics_listen=metrics_listen or None,
         detector_threads=detector_threads,
+        detector_workers=detector_workers,
         max_batch=max_batch,
         report_every_s=report_every_s,
         loop_files=loop,

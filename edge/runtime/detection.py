@@ -239,6 +239,7 @@ class RequestQueue:
 @dataclass(frozen=True, slots=True)
 class ServiceOptions:
     threads: int = 1  # onnxruntime threads for one inference
+    workers: int = 2  # inferences run at once (a core each, when the box has them free)
     max_batch: int = 4  # requests for one model run together (when the model takes batches)
     spinning: bool = False  # see OnnxDetector.load
 
@@ -262,12 +263,12 @@ class _Stats:
         self.per_camera.setdefault(camera, []).append(wait_s)
         self.by_need.setdefault(_need_name(request.priority), []).append(wait_s)
 
-    def snapshot(self, now: float, queue: int) -> ServiceStats:
+    def snapshot(self, now: float, queue: int, workers: int = 1) -> ServiceStats:
         window = max(1e-6, now - self.started)
         load = DetectorLoad(
             runs_per_s=self.runs / window,
             images_per_s=self.images / window,
-            busy=min(1.0, self.busy_s / window),
+            busy=min(1.0, self.busy_s / (window * max(1, workers))),
             queue=queue,
             wait_p95_ms=_p95(self.waits) * 1000.0,
             batch_mean=self.images / self.runs if self.runs else 0.0,
@@ -350,7 +351,9 @@ class DetectionService:
         self._shm: dict[str, shared_memory.SharedMemory] = {}
         self._cameras: dict[Connection, str] = {}
         self._control: Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connections
+        self._work = threading.Condition()  # the queue, the costs, the stats, the models
+        self._send_locks: dict[Connection, threading.Lock] = {}
         self._wake_r, self._wake_w = _wake_pipe()
 
     def load(self) -> dict[str, ModelInfo]:
@@ -385,21 +388,52 @@ class DetectionService:
             self._wake_w.send_bytes(b".")
 
     def serve(self, stop: threading.Event) -> None:
-        """Answer requests until `stop` is set."""
+        """Answer requests until `stop` is set: this thread reads the connections into the
+        queue, `options.workers` threads run what it holds (onnxruntime lets them run at once,
+        a core each)."""
+        workers = [
+            threading.Thread(
+                target=self._work_forever, args=(stop,), name=f"infer-{i}", daemon=True
+            )
+            for i in range(max(1, self.options.workers))
+        ]
+        for worker in workers:
+            worker.start()
         last_stats = time.monotonic()
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    conns = [*self._cameras, self._wake_r]
+                    if self._control is not None:
+                        conns.append(self._control)
+                for conn in wait(conns, timeout=0.5):
+                    self._drain(conn)  # type: ignore[arg-type]
+                now = time.monotonic()
+                if now - last_stats >= STATS_EVERY_S:
+                    last_stats = now
+                    self._send_stats(now)
+        finally:
+            stop.set()
+            with self._work:
+                self._work.notify_all()
+            for worker in workers:
+                worker.join(5)
+
+    def _work_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            with self._lock:
-                conns = [*self._cameras, self._wake_r]
-                if self._control is not None:
-                    conns.append(self._control)
-            timeout = 0.0 if len(self._queue) else 0.5
-            for conn in wait(conns, timeout=timeout):
-                self._drain(conn)  # type: ignore[arg-type]
-            self._run_next()
-            now = time.monotonic()
-            if now - last_stats >= STATS_EVERY_S:
-                last_stats = now
-                self._send_stats(now)
+            with self._work:
+                self._work.wait_for(lambda: len(self._queue) > 0 or stop.is_set(), 0.5)
+                if stop.is_set():
+                    return
+                now = time.monotonic()
+                batch, shed = self._queue.take(now, self.options.max_batch, self._batchable)
+                self._stats.shed += len(shed)  # expired while waiting
+            for camera, request in shed:
+                self._answer(
+                    camera, Reply(request.request_id, "shed", wait_s=now - request.sent_mono)
+                )
+            if batch:
+                self._run(batch)
 
     def _drain(self, conn: Connection) -> None:
         if conn is self._wake_r:
@@ -424,36 +458,35 @@ class DetectionService:
         if camera is None or not isinstance(message, Request):
             return
         now = time.monotonic()
-        if message.expires_s is not None:
+        with self._work:
+            waited = now - message.sent_mono
             # admission: a request that could not start before it expires is answered now,
             # so the queue stays short and the camera does not wait for a look it cannot have
-            waited = now - message.sent_mono
-            if waited + self._queue.work_ahead(message, self._cost) > message.expires_s:
+            ahead = self._queue.work_ahead(message, self._cost) / max(1, self.options.workers)
+            late = message.expires_s is not None and waited + ahead > message.expires_s
+            if late:
                 self._stats.shed += 1
-                self._answer(camera, Reply(message.request_id, "shed", wait_s=waited))
-                return
-        self._queue.push(camera, message, now)
+            else:
+                self._queue.push(camera, message, now)
+                self._work.notify()
+        if late:
+            self._answer(camera, Reply(message.request_id, "shed", wait_s=waited))
 
     def _forget(self, conn: Connection) -> None:
         with self._lock:
             camera = self._cameras.pop(conn, None)
             if conn is self._control:
                 self._control = None
+            self._send_locks.pop(conn, None)
         conn.close()
         if camera is not None:
-            gone = self._queue.drop_camera(camera)
+            with self._work:
+                gone = self._queue.drop_camera(camera)
             logger.info(
                 "detection service: camera %s left (%d requests dropped)", camera, len(gone)
             )
 
-    def _run_next(self) -> None:
-        now = time.monotonic()
-        batch, shed = self._queue.take(now, self.options.max_batch, self._batchable)
-        for camera, request in shed:
-            self._stats.shed += 1  # expired while waiting
-            self._answer(camera, Reply(request.request_id, "shed", wait_s=now - request.sent_mono))
-        if not batch:
-            return
+    def _run(self, batch: list[tuple[str, Request]]) -> None:
         slot = batch[0][1].slot
         model = self._models.get(slot)
         if model is None:
@@ -479,17 +512,19 @@ class DetectionService:
             )
             replies = [Reply(r.request_id, "error", error=str(error)) for _, r in batch]
         run_s = time.monotonic() - started
-        self._stats.runs += 1
-        self._stats.images += len(batch)
-        self._stats.busy_s += run_s
-        per_image = run_s / len(batch)
-        self._costs[slot] = (
-            per_image
-            if slot not in self._costs
-            else (COST_WEIGHT * per_image + (1 - COST_WEIGHT) * self._costs[slot])
-        )
-        for (camera, request), reply in zip(batch, replies, strict=True):
-            self._stats.answered(camera, request, reply.wait_s)
+        with self._work:
+            self._stats.runs += 1
+            self._stats.images += len(batch)
+            self._stats.busy_s += run_s
+            per_image = run_s / len(batch)
+            self._costs[slot] = (
+                per_image
+                if slot not in self._costs
+                else (COST_WEIGHT * per_image + (1 - COST_WEIGHT) * self._costs[slot])
+            )
+            for (camera, request), reply in zip(batch, replies, strict=True):
+                self._stats.answered(camera, request, reply.wait_s)
+        for (camera, _), reply in zip(batch, replies, strict=True):
             self._answer(camera, _with_run(reply, run_s))
 
     def _cost(self, slot: ModelSlot) -> float:
@@ -520,9 +555,10 @@ class DetectionService:
         )
 
     def _image(self, request: Request) -> Image:
-        shm = self._shm.get(request.shm)
-        if shm is None:
-            shm = self._shm[request.shm] = shared_memory.SharedMemory(name=request.shm)
+        with self._lock:
+            shm = self._shm.get(request.shm)
+            if shm is None:
+                shm = self._shm[request.shm] = shared_memory.SharedMemory(name=request.shm)
         w, h = request.box.input_w, request.box.input_h
         if request.offset < 0 or request.offset + w * h * 3 > shm.size:
             raise ValueError(f"offset {request.offset} of {request.shm} lies beyond the segment")
@@ -536,15 +572,20 @@ class DetectionService:
     def _answer(self, camera: str, reply: Reply) -> None:
         with self._lock:
             conns = [conn for conn, name in self._cameras.items() if name == camera]
-        for conn in conns[-1:]:  # a camera that reconnected: its newest connection
-            try:
+            if not conns:
+                return
+            conn = conns[-1]  # a camera that reconnected: its newest connection
+            send_lock = self._send_locks.setdefault(conn, threading.Lock())
+        try:
+            with send_lock:
                 conn.send(reply)
-            except (OSError, ValueError):
-                self._forget(conn)
+        except (OSError, ValueError):
+            self._forget(conn)
 
     def _send_stats(self, now: float) -> None:
-        snapshot = self._stats.snapshot(now, len(self._queue))
-        self._stats.reset(now)
+        with self._work:
+            snapshot = self._stats.snapshot(now, len(self._queue), self.options.workers)
+            self._stats.reset(now)
         self._reply_control(snapshot)
 
     def _reply_control(self, message: object) -> None:
@@ -572,17 +613,19 @@ class DetectionService:
         except Exception as error:  # a file that does not load leaves the old model running
             logger.exception("detection service: roll-out of %s failed", swap.model_name)
             return SwapResult(swap.model_name, False, self._models[targets[0]].info, str(error))
-        for slot, model in loaded.items():
-            self._previous[slot] = self._models[slot]
-            self._models[slot] = model
+        with self._work:
+            for slot, model in loaded.items():
+                self._previous[slot] = self._models[slot]
+                self._models[slot] = model
         return SwapResult(swap.model_name, True, loaded[targets[0]].info)
 
     def _rollback(self, rollback: Rollback) -> SwapResult:
         targets = [slot for slot in self._previous if slot.model == rollback.model_name]
         if not targets:
             return SwapResult(rollback.model_name, False, None, "nothing to roll back to")
-        for slot in targets:
-            self._models[slot] = self._previous.pop(slot)
+        with self._work:
+            for slot in targets:
+                self._models[slot] = self._previous.pop(slot)
         return SwapResult(rollback.model_name, True, self._models[targets[0]].info)
 
     def close(self) -> None:

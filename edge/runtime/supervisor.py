@@ -89,6 +89,7 @@ class BoxStartError(EdgeError):
 class BoxOptions:
     evidence_dir: Path | None = Path("./zhizhi-evidence")
     detector_threads: int = 1  # onnxruntime threads per inference in the detection service
+    detector_workers: int = 2  # inferences the detection service runs at once
     max_batch: int = 4  # requests for one model run together (when the model takes batches)
     report_every_s: float = 10.0  # status, /metrics and the log line
     loop_files: bool = True  # a camera whose source is a file plays it in a loop
@@ -117,6 +118,7 @@ class _Camera:
     window_start: CameraCounters | None = None
     window_waits: list[float] = field(default_factory=list)  # detections answered, this window
     window_gaps: dict[str, float] = field(default_factory=dict)  # longest gap per lane
+    problems: frozenset[str] = frozenset()  # the problem codes of the last report
     online: bool = False
     last_error: str = ""
 
@@ -216,7 +218,11 @@ class Supervisor:
             self._start_camera(camera)
 
     def _start_service(self, wait_ready: bool) -> None:
-        options = ServiceOptions(self.options.detector_threads, self.options.max_batch)
+        options = ServiceOptions(
+            threads=self.options.detector_threads,
+            workers=self.options.detector_workers,
+            max_batch=self.options.max_batch,
+        )
         process = self._ctx.Process(
             target=serve_forever,
             args=(self._address, self._authkey, self.slots, options),
@@ -498,6 +504,8 @@ class Supervisor:
                 state_override=override,
             )
             camera.window_start = camera.latest
+        for camera_id, camera_load_ in loads.items():
+            self._tell_problems(self.cameras[camera_id], camera_load_)
         with self._link_lock:
             stats = self._link.stats[:] if self._link is not None else []
             if self._link is not None:
@@ -510,6 +518,19 @@ class Supervisor:
             self._on_load(loads, self.box)
         except Exception:  # a sink's trouble is its own; the supervisor carries on
             logger.exception("the load report could not be handed on")
+
+    def _tell_problems(self, camera: _Camera, load: CameraLoad) -> None:
+        """Log a camera's problems once per change, with their reasons (not every report)."""
+        codes = frozenset(problem.code for problem in load.problems)
+        if codes == camera.problems:
+            return
+        gone, came = camera.problems - codes, codes - camera.problems
+        camera.problems = codes
+        for problem in load.problems:
+            if problem.code in came:
+                logger.warning("camera %s: %s (%s)", camera.camera_id, problem.code, problem.detail)
+        if gone:
+            logger.info("camera %s: no longer %s", camera.camera_id, ", ".join(sorted(gone)))
 
     def _box_load(
         self, window: float, detector: DetectorLoad | None, loads: dict[str, CameraLoad]

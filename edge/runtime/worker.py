@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -56,6 +56,7 @@ class EdgeOptions:
     model_dir: Path = Path("./zhizhi-models")  # models downloaded by roll-outs (with --mqtt)
     metrics_listen: str | None = "127.0.0.1:9464"  # /metrics for Prometheus (None: off)
     detector_threads: int = 1  # onnxruntime threads per inference in the detection service
+    detector_workers: int = 2  # inferences the detection service runs at once
     max_batch: int = 4  # detection requests for one model run together (batchable models)
     report_every_s: float = 10.0  # the load report: status message, /metrics, log line
     loop_files: bool = True  # cameras whose source is a file play it in a loop
@@ -67,8 +68,10 @@ def run_edge(
     options: EdgeOptions,
     stop: threading.Event | None = None,
     install_signals: bool = True,
+    on_load: Callable[[dict[str, CameraLoad], BoxLoad], None] | None = None,
 ) -> None:
-    """Run the chosen cameras (all enabled ones when none is named) until stopped."""
+    """Run the chosen cameras (all enabled ones when none is named) until stopped; `on_load`
+    is given every load report too (the demo prints the last one)."""
     cameras = (
         [site.camera(i) for i in camera_ids]
         if camera_ids
@@ -82,16 +85,18 @@ def run_edge(
     stop = stop or threading.Event()
     if install_signals:
         _stop_on_signals(stop)
-    delivery = Delivery(site, options)
+    delivery = Delivery(site, options, on_load)
     supervisor = Supervisor(
         site,
         [c.id for c in cameras],
         BoxOptions(
             evidence_dir=options.evidence_dir,
             detector_threads=options.detector_threads,
+            detector_workers=options.detector_workers,
             max_batch=options.max_batch,
             report_every_s=options.report_every_s,
             loop_files=options.loop_files,
+            log_level=logging.getLogger().getEffectiveLevel(),  # the children log as we do
         ),
         on_event=delivery.deliver,
         on_status=delivery.camera_status,
@@ -112,9 +117,15 @@ class Delivery:
     """The sinks, the durable outbox, the evidence uploader, roll-outs and the load report of
     one edge run."""
 
-    def __init__(self, site: SiteConfig, options: EdgeOptions) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        options: EdgeOptions,
+        on_load: Callable[[dict[str, CameraLoad], BoxLoad], None] | None = None,
+    ) -> None:
         self.site = site
         self.options = options
+        self._on_load = on_load
         self.sinks: list[EventSink] = []
         self.outbox: Outbox | None = None
         self.uploader: EvidenceUploader | None = None
@@ -212,6 +223,8 @@ class Delivery:
 
     def set_load(self, cameras: dict[str, CameraLoad], box: BoxLoad) -> None:
         self.metrics.update(cameras, box)
+        if self._on_load is not None:
+            self._on_load(cameras, box)
         for sink in self.sinks:
             try:
                 sink.set_load(cameras, box)

@@ -239,6 +239,12 @@ def test_demo_runs_the_whole_chain(models_dir: Path) -> None:
     assert len(throws) == 1, out
     assert "onset=11." in throws[0] or "onset=12." in throws[0]
     assert "floor=9" in throws[0] or "floor=8" in throws[0] or "floor=10" in throws[0]
+    # at the end: every story the run was long enough for, told; and the box's own figures
+    stories = out[out.index("stories") :]
+    assert "✗" not in stories, stories
+    assert stories.count("✓") == 3 and "not reached yet" in stories  # the end comes at 45 s
+    assert "edge box (last report)" in out and "facade-a" in stories[stories.index("edge box") :]
+    assert "detector busy" in out
 
 
 def test_bench_ingest_stores_every_event_once(tmp_path: Path) -> None:
