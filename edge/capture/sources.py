@@ -541,6 +541,11 @@ class LiveSource:
             )
 
     @property
+    def nominal_fps(self) -> float | None:
+        """The frame rate the stream says it sends (None: it does not say, or not open yet)."""
+        return self._nominal_fps
+
+    @property
     def finished(self) -> bool:
         """True once a file source without `loop` has played to its end."""
         return self._finished
@@ -614,7 +619,8 @@ class LiveSource:
         return None
 
     def _pump(self, capture: cv2.VideoCapture) -> str:
-        fps = _nominal_fps(capture) or DEFAULT_FPS
+        self._nominal_fps = _nominal_fps(capture)
+        fps = self._nominal_fps or DEFAULT_FPS
         self._clock.restart(self._gap_since_last_frame(fps))
         session_start = time.monotonic()
         session_index = 0

@@ -417,7 +417,9 @@ class LiveCamera:
 
     # -- counters -----------------------------------------------------------------------------
 
-    def counters(self, source_stats: Any, waits: Sequence[float]) -> CameraCounters:
+    def counters(
+        self, source_stats: Any, waits: Sequence[float], nominal_fps: float | None = None
+    ) -> CameraCounters:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         lanes: dict[str, LaneCounters] = {}
         for lane in self._lanes:
@@ -439,6 +441,7 @@ class LiveCamera:
             started_mono_s=self.started_mono,
             frames_read=source_stats.frames_read,
             frames_skipped=source_stats.frames_skipped,
+            nominal_fps=nominal_fps,
             cpu_s=usage.ru_utime + usage.ru_stime,
             rss_mb=usage.ru_maxrss / 1024.0,
             detector_waits_s=tuple(waits),
@@ -589,9 +592,8 @@ def _run(
             waits = list(client.waits)
             client.waits.clear()
             stats = source.stats()
-            report = CameraReport(
-                camera.id, live.counters(stats, waits), stats.online, stats.reconnects
-            )
+            counters = live.counters(stats, waits, source.nominal_fps)
+            report = CameraReport(camera.id, counters, stats.online, stats.reconnects)
             channel.send(report)
             if source.finished:
                 break

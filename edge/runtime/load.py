@@ -21,6 +21,7 @@ LAG_LIMIT_S = 2.0  # an analysis further behind live than this is overloaded
 DEGRADED_COVERAGE = 0.9  # a lane that got less than this share of its frames is degraded
 DETECTOR_WAIT_LIMIT_S = 1.0  # a p95 wait for the detector above this is a problem
 FLOOD_FPS = 60.0  # a camera sending more frames a second than this floods the box
+READ_SHARE = 0.85  # a camera read at less than this share of its own frame rate outruns the box
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class CameraCounters:
     started_mono_s: float = 0.0  # when the camera's process started counting
     frames_read: int = 0
     frames_skipped: int = 0  # read but wanted by no lane (never converted)
+    nominal_fps: float | None = None  # what the camera says it sends
     cpu_s: float = 0.0  # user + system time of the camera's process
     rss_mb: float = 0.0
     detector_waits_s: tuple[float, ...] = ()  # each answered request since the last report
@@ -156,14 +158,20 @@ def camera_load(
         )
         if worst_state == "ok":
             worst_state = "degraded"
-    if camera_fps > FLOOD_FPS:
+    nominal = now.nominal_fps
+    behind = nominal is not None and before is not None and camera_fps < READ_SHARE * nominal
+    if camera_fps > FLOOD_FPS or behind:
+        sent = nominal if nominal is not None else camera_fps
         problems.append(
             LoadProblem(
                 code="source_flooding",
-                params={"fps": round(camera_fps, 1)},
-                detail=f"the camera sends {camera_fps:.0f} frames a second",
+                params={"fps": round(sent, 1), "read_fps": round(camera_fps, 1)},
+                detail=f"the camera sends {sent:.0f} frames a second, the box reads "
+                f"{camera_fps:.0f}",
             )
         )
+        if behind and worst_state == "ok":
+            worst_state = "degraded"
     if restarts and before is None:
         problems.append(
             LoadProblem(code="restarted", params={"restarts": restarts}, detail="worker restarted")

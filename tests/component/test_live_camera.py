@@ -158,3 +158,24 @@ def test_a_lane_that_falls_behind_drops_its_own_oldest_frames_and_nobody_elses()
     assert rule.seen == sorted(rule.seen)  # in order, the newest kept
     zones = counters.lanes["zones"]
     assert zones.dropped == 0 and zones.processed >= 0.8 * SCENE.seconds * 5
+
+
+class StallingDetector(SharedDetector):
+    """Answers at once, but takes `stall_s` over its first look (a model that hangs once)."""
+
+    def __init__(self, stall_s: float) -> None:
+        super().__init__(delay_s=0.0)
+        self.stall_s = stall_s
+
+    def submit(self, image: Image, need: Need) -> Pending:
+        self.asked += 1
+        return _Later(self.stall_s) if self.asked == 1 else Done([])
+
+
+def test_a_detector_that_takes_2_s_for_one_look_stalls_nobody() -> None:
+    rule = Recording()
+    fed, counters, _ = run(rule, StallingDetector(stall_s=2.0))
+    assert rule.seen == [f.pts_s for f in fed]
+    zones = counters.lanes["zones"]
+    assert zones.dropped == 0  # its analyses went on meanwhile, judged without that look
+    assert zones.processed >= 0.8 * SCENE.seconds * 5

@@ -7,19 +7,22 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import pytest
+import yaml
 
 from common.config import SiteConfig, load_site_config
 from common.events import BoxLoad, CameraLoad, Event
 from edge.offline import falling_synthetic
 from edge.offline.falling_synthetic import FacadeScene
 from edge.offline.replay import replay_events
-from edge.offline.synthetic import LANE, LaneScene, write_frames, write_video
+from edge.offline.synthetic import LANE, LaneScene, frames, write_frames, write_video
 from edge.runtime.supervisor import BoxOptions, Supervisor
 from edge.runtime.worker import EdgeOptions, run_edge
+from edge.types import Frame
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,66 @@ def test_a_crashed_camera_is_restarted_alone_and_the_others_go_on(
         stop.set()
         runner.join(30)
         supervisor.close()
+
+
+def test_a_camera_that_floods_the_box_costs_the_facade_nothing(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A 4K camera at 60 frames a second (more than this box decodes) beside a facade: the
+    facade keeps every frame and finds its throw; the flood is reported once, with its rates."""
+    config = site(tmp_path)
+    flood = tmp_path / "flood.mp4"
+    big = LaneScene(seconds=4.0, drop_s=None, clear_s=None, fps=60.0, seed=3)
+
+    def upscaled() -> Iterator[Frame]:
+        for frame in frames(big):
+            image = cv2.resize(frame.image, (3840, 2160), interpolation=cv2.INTER_NEAREST)
+            yield Frame(image, frame.pts_s, frame.index, frame.wall_s)
+
+    write_frames(upscaled(), str(flood), big.fps)
+    polygon = [list(p) for p in LANE]
+    raw = yaml.safe_load((tmp_path / "site.yaml").read_text())
+    raw["cameras"].append(
+        {
+            "id": "flood",
+            "source": "flood.mp4",
+            "zones": [{"id": "lane", "polygon": polygon}],
+            "rules": [{"id": "flood-blocked", "type": "fire_lane", "zone": "lane"}],
+            "privacy": {"blur_faces": False},
+        }
+    )
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(raw))
+    config = load_site_config(tmp_path / "site.yaml")
+    events: list[Event] = []
+    loads: list[dict[str, CameraLoad]] = []
+    supervisor = Supervisor(
+        config,
+        ["facade", "flood"],
+        BoxOptions(evidence_dir=tmp_path / "evidence", report_every_s=2.0),
+        on_event=events.append,
+        on_status=lambda *_args: None,
+        on_load=lambda cameras, _box: loads.append(cameras),
+    )
+    stop = threading.Event()
+    supervisor.start()
+    runner = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_until(
+            lambda: any(e.camera_id == "facade" and e.state == "new" for e in events),
+            60,
+            "the facade's throw",
+        )
+        wait_until(lambda: len(loads) >= 4, 30, "load reports")
+    finally:
+        stop.set()
+        runner.join(30)
+        supervisor.close()
+    (throw,) = [e for e in events if e.camera_id == "facade" and e.state == "new"]
+    assert throw.onset_pts_s == pytest.approx(FACADE.release_s, abs=0.5)
+    steady = loads[1:]  # the first report covers the processes' start
+    flood_problems = {p.code for report in steady for p in report["flood"].problems}
+    assert "source_flooding" in flood_problems
+    facade_problems = {p.code for report in steady for p in report["facade"].problems}
+    assert "frame_rules_behind" not in facade_problems
+    assert all(r["facade"].coverage["facade-throw"].coverage >= 0.95 for r in steady)

@@ -113,3 +113,20 @@ def test_the_box_is_overloaded_when_a_camera_is_and_the_line_names_every_camera(
     assert box.overloaded
     line = summary_line({"a": good, "b": bad}, box)
     assert "a=ok(" in line and "b=overloaded(" in line and "cpu=99%" in line
+
+
+def test_a_camera_read_slower_than_it_sends_outruns_the_box() -> None:
+    before = counters(0.0, 0, zones=lane(ZONES))
+    now = CameraCounters(
+        mono_s=10.0,
+        frames_read=380,  # 38 a second of the 60 it sends (4K decoding on a small box)
+        nominal_fps=60.0,
+        lanes={"zones": lane(ZONES, offered=50, processed=50)},
+    )
+    load = camera_load(now, before, target_analysis_fps=5.0)
+    (problem,) = load.problems
+    assert problem.code == "source_flooding"
+    assert problem.params == {"fps": 60.0, "read_fps": 38.0}
+    assert load.state == "degraded"
+    keeping_up = CameraCounters(mono_s=10.0, frames_read=600, nominal_fps=60.0, lanes=now.lanes)
+    assert camera_load(keeping_up, before, target_analysis_fps=5.0).problems == []
