@@ -13,11 +13,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.offline.synthetic import LANE, LaneScene, write_video
+from zhizhi.embedded_broker import free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +65,7 @@ cameras:
     return path
 
 
-def start_edge(tmp_path: Path, config: Path, edge_id: str) -> subprocess.Popen[str]:
+def start_edge(tmp_path: Path, config: Path, edge_id: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -83,6 +85,9 @@ def start_edge(tmp_path: Path, config: Path, edge_id: str) -> subprocess.Popen[s
             str(tmp_path / "ev"),
             "--outbox",
             str(tmp_path / "outbox.sqlite"),
+            "--metrics-listen",
+            "",
+            *extra,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -173,3 +178,51 @@ def test_camera_that_never_answers_is_reported_offline_and_retried(
     clear_retained(broker[0], edge_id)
     assert "lane-cam" in str(status["cameras"])
     assert "offline" in output and "Traceback" not in output
+
+
+def test_the_box_reports_each_cameras_coverage_in_its_status_and_on_metrics(
+    tmp_path: Path,
+    models_dir: Path,
+    broker: tuple[mqtt.Client, queue.Queue[tuple[str, dict[str, object]]]],
+) -> None:
+    _, messages = broker
+    video = tmp_path / "lane.mp4"
+    write_video(LaneScene(seconds=20, drop_s=None, clear_s=None, fps=10), str(video))
+    edge_id = f"edge-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    process = start_edge(
+        tmp_path,
+        site_yaml(tmp_path, video.name),
+        edge_id,
+        "--metrics-listen",
+        f"127.0.0.1:{port}",
+        "--report-every-s",
+        "2",
+    )
+    try:
+        status = wait_for(
+            messages,
+            f"{edge_id}/status",
+            lambda p: (
+                p["state"] == "online"
+                and p.get("box") is not None
+                and (p["cameras"].get("lane-cam") or {}).get("load", {}).get("state") == "ok"
+            ),
+            60,
+        )
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except AssertionError as error:
+        raise AssertionError(f"{error}; edge output:\n{stop(process)[-4000:]}") from None
+    finally:
+        if process.poll() is None:
+            stop(process)
+    clear_retained(broker[0], edge_id)
+    load = status["cameras"]["lane-cam"]["load"]  # type: ignore[index]
+    assert load["camera_fps"] == pytest.approx(10, abs=1.5)
+    assert load["analysis_fps"] == pytest.approx(5, abs=1.0) and load["target_analysis_fps"] == 5
+    assert load["coverage"]["lane-blocked"]["coverage"] >= 0.9
+    box = status["box"]
+    assert box["cores"] >= 1 and 0 <= box["cpu"] <= 1 and box["memory_mb"] > 50  # type: ignore[index]
+    assert 'zhizhi_edge_camera_camera_fps{camera="lane-cam"}' in page
+    assert 'zhizhi_edge_rule_coverage{camera="lane-cam",rule="lane-blocked"}' in page
+    assert "zhizhi_edge_detector_busy" in page
