@@ -508,6 +508,7 @@ class LiveSource:
         self._lock = threading.Lock()
         self._frames_read = 0
         self._frames_skipped = 0  # read, but wanted by nobody (never converted to BGR)
+        self._nominal_fps: float | None = None  # what the stream says it sends
         self._reconnects = 0
         self._online: bool | None = None
         self._finished = False

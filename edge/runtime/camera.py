@@ -592,9 +592,12 @@ def _run(
             waits = list(client.waits)
             client.waits.clear()
             stats = source.stats()
-            counters = live.counters(stats, waits, source.nominal_fps)
-            report = CameraReport(camera.id, counters, stats.online, stats.reconnects)
-            channel.send(report)
+            try:
+                counters = live.counters(stats, waits, source.nominal_fps)
+            except Exception:  # figures are not worth the camera: it goes on without them
+                logger.exception("camera %s: its counters could not be read", camera.id)
+                continue
+            channel.send(CameraReport(camera.id, counters, stats.online, stats.reconnects))
             if source.finished:
                 break
     except (OSError, EOFError):  # the supervisor's end is gone
