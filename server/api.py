@@ -402,10 +402,14 @@ def create_app(
     for router in (health, events, evidence, edges, *ROUTERS):
         app.include_router(router)
     from server.models_api import router as models_router  # model roll-out (issue 7)
-    from server.routes import dead_letters  # refused MQTT messages (issue 14)
+    from server.routes import (
+        dead_letters,  # refused MQTT messages (issue 14)
+        members,  # the server processes of the group (issue 18)
+    )
 
     app.include_router(models_router)
     app.include_router(dead_letters.router)
+    app.include_router(members.router)
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, safe_validation_error)
     app.add_exception_handler(DataError, _unstorable)

@@ -23,7 +23,13 @@ from common.events import Event, StatusMessage
 from server.db.models import SOURCES
 from server.errors import ForeignIds, UnstorableInput
 from server.incidents import IncidentChange, IncidentPolicy, SituationRace, attach_events
-from server.metrics import EDGES_ONLINE, EVENT_AGE, EVENTS_INGESTED, INGEST_LATENCY
+from server.metrics import (
+    EDGE_LATE_ACKS,
+    EDGES_ONLINE,
+    EVENT_AGE,
+    EVENTS_INGESTED,
+    INGEST_LATENCY,
+)
 from server.repositories import (
     EDGE_OFFLINE_REASON,
     EdgeRepository,
@@ -294,6 +300,8 @@ class IngestService:
                 )
             online = edges.count_online()
         EDGES_ONLINE.set(online)
+        if "late_acks" in status.outbox:  # the edge's end-to-end latency guard (issue 18)
+            EDGE_LATE_ACKS.labels(site_id, edge_id).set(status.outbox["late_acks"])
         log.info("edge %s/%s is %s (%d edges online)", site_id, edge_id, status.state, online)
         for listener in self._listeners:
             listener.cameras_changed(site_id, edge_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import uvicorn
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from server.api import create_app
+from server.consumers.sessions import end_session
 from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import DispatchConfig, load_dispatch_config
 from server.incidents import IncidentPolicy
@@ -24,6 +26,7 @@ from server.mqtt import MqttConsumer
 from server.notify import Notifier, StreamHub, WebhookSender
 from server.retention import RetentionPolicy
 from server.scheduler import Scheduler, build_scheduler
+from server.services.membership import Counts, MemberIdentity, Membership
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -38,15 +41,24 @@ class ServerRuntime:
     app: FastAPI
     scheduler: Scheduler
     webhooks: WebhookSender
+    membership: Membership | None = None
 
     def start_consumer(self) -> None:
-        """Start MQTT ingestion and the periodic work (escalation, webhooks, retention)."""
+        """Start MQTT ingestion, the periodic work (escalation, webhooks, retention) and the
+        membership heartbeat (issue 18)."""
         self.consumer.start()
         self.scheduler.start()
+        if self.membership is not None:
+            self.membership.start()
 
     def stop(self) -> None:
+        """Stop; leave the shared group at once (session ended) when other live members take
+        this process's turn, else keep the session for a restart under the same client id."""
+        leave = self.membership is not None and self.membership.should_end_session()
         self.scheduler.stop()
-        self.consumer.stop()
+        self.consumer.stop(end_session=leave)
+        if self.membership is not None:
+            self.membership.stop(session_ended=leave)
         self.webhooks.close()
         self.engine.dispose()
 
@@ -58,9 +70,12 @@ def build_server(
     mqtt_version: Literal["5", "3.1.1"] = "5",
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
+    member: bool = True,
 ) -> ServerRuntime:
     """Migrate the database and assemble the server; nothing runs until started.
 
+    `member`: record this process in server_members and remove gone members (issue 18);
+    benchmarks and tools pass False (and a group and session of their own).
     DispatchConfigError when the dispatch file is invalid (every problem listed).
     """
     dispatch = (
@@ -85,6 +100,8 @@ def build_server(
         mqtt_version=mqtt_version,
         username=mqtt_username,
         password=mqtt_password,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        tls_files=settings.tls_files,
     )
     app = create_app(
         settings,
@@ -105,7 +122,30 @@ def build_server(
         escalation_check_s=settings.escalation_check_s,
         retention_sweep_s=settings.retention_sweep_s,
     )
-    return ServerRuntime(settings, engine, ingest, consumer, app, scheduler, sender)
+    membership = None
+    if member:
+        ender = partial(
+            end_session,
+            settings.broker,
+            username=mqtt_username,
+            password=mqtt_password,
+            tls_files=settings.tls_files,
+            mqtt_version=mqtt_version,
+        )
+        membership = Membership(
+            session_factory,
+            MemberIdentity.of_this_process(
+                settings.mqtt_client_id, settings.mqtt_group if shared else None
+            ),
+            grace_s=settings.member_grace_s,
+            heartbeat_s=settings.member_heartbeat_s,
+            counts=lambda: Counts(
+                consumer.stats.get("events_received"), consumer.stats.get("stored")
+            ),
+            end_session=ender,
+        )
+        app.state.membership = membership
+    return ServerRuntime(settings, engine, ingest, consumer, app, scheduler, sender, membership)
 
 
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:

@@ -5,6 +5,9 @@ They live in the process-wide default registry; `GET /metrics` renders it with `
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -14,6 +17,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.schemas import ServerMember
 
 EVENTS_INGESTED = Counter(
     "zhizhi_events_ingested_total",
@@ -45,3 +52,71 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 def render(registry: CollectorRegistry = REGISTRY) -> bytes:
     """The Prometheus text exposition of `registry`."""
     return generate_latest(registry)
+
+
+class MembersCollector(Collector):
+    """The server processes of the group as this process last read them (issue 18): how many
+    in each state, and per member its heartbeat age and the events it took and stored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: list[ServerMember] = []
+
+    def update(self, members: list[ServerMember]) -> None:
+        with self._lock:
+            self._members = list(members)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            members = list(self._members)
+        states = GaugeMetricFamily(
+            "zhizhi_server_members",
+            "Server processes by state (live, late: no heartbeat for two periods, stopped, "
+            "left, removed)",
+            labels=["state"],
+        )
+        tally = dict.fromkeys(("live", "late", "stopped", "left", "removed"), 0)
+        for member in members:
+            tally["late" if member.late else member.state] += 1
+        for state, count in tally.items():
+            states.add_metric([state], count)
+        yield states
+        current = [m for m in members if m.state in ("live", "stopped")]
+        labels = ["client_id", "host", "state"]
+        age = GaugeMetricFamily(
+            "zhizhi_server_member_heartbeat_age_seconds",
+            "Seconds since each member's last heartbeat (live and stopped members)",
+            labels=labels,
+        )
+        taken = GaugeMetricFamily(
+            "zhizhi_server_member_events_taken",
+            "Events each member took from the shared subscription since it started",
+            labels=labels,
+        )
+        stored = GaugeMetricFamily(
+            "zhizhi_server_member_events_stored",
+            "Events each member stored since it started",
+            labels=labels,
+        )
+        for member in current:
+            values = [member.client_id, member.host, "late" if member.late else member.state]
+            age.add_metric(values, member.heartbeat_age_s)
+            taken.add_metric(values, member.events_taken)
+            stored.add_metric(values, member.events_stored)
+        yield age
+        yield taken
+        yield stored
+
+
+MEMBERS = MembersCollector()
+REGISTRY.register(MEMBERS)
+MEMBERS_REMOVED = Counter(
+    "zhizhi_server_members_removed_total",
+    "Members gone longer than the grace whose broker session this process ended",
+)
+EDGE_LATE_ACKS = Gauge(
+    "zhizhi_edge_late_acks",
+    "Event messages an edge re-sent because the server's ack did not come within its re-send "
+    "window (from the edge's status): a group member losing its turns shows here first",
+    ["site_id", "edge_id"],
+)

@@ -32,15 +32,14 @@ import hashlib
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -68,6 +67,7 @@ from common.limits import (
     parse_json,
 )
 from common.logs import paho_logger
+from common.mqtt_url import MqttUrl, TlsFiles, parse_mqtt_url, tls_context
 from server.errors import ForeignIds, UnstorableInput
 from server.ingest import utc_representable
 from server.metrics import EVENTS_INGESTED, MESSAGES_REJECTED
@@ -80,7 +80,10 @@ DEFAULT_GROUP = "zhizhi-server"
 MAX_EVENT_ID = 128  # Event.event_id max_length
 EVENTS_FILTER = f"{TOPIC_PREFIX}/+/+/+/events"
 STATUS_FILTER = f"{TOPIC_PREFIX}/+/+/status"
-SESSION_EXPIRY_S = 7 * 24 * 3600
+# How long the broker keeps a server's session (and queues its share) while it is away: long
+# enough for a restart under the same client id, bounded for a process that never comes back
+# (the live members remove such a one after their grace anyway: server/services/membership.py).
+SESSION_EXPIRY_S = 3600
 MqttVersion = Literal["5", "3.1.1"]
 CONNECT_WARNING_S = 10
 
@@ -271,31 +274,14 @@ def _describe(error: ValidationError, limit: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Broker address
+# Broker address: the one parser of the tree (common/mqtt_url.py)
+
+BrokerAddress = MqttUrl
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
+def parse_broker_url(url: str) -> MqttUrl:
     """mqtt://[user:pass@]host[:port] (also tcp://), or mqtts:// / ssl:// for TLS (port 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
-        raise ValueError(f"MQTT URL must look like mqtt://host:port or mqtts://host:port: {url!r}")
-    tls = parts.scheme in ("mqtts", "ssl")
-    return BrokerAddress(
-        host=parts.hostname,
-        port=parts.port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+    return parse_mqtt_url(url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +375,7 @@ class MqttConsumer:
         receive_maximum: int = 1000,
         keepalive_s: int = 30,
         ca_file: str | None = None,
+        tls_files: TlsFiles | None = None,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
         max_store_attempts: int = 5,
@@ -397,6 +384,8 @@ class MqttConsumer:
             raise ValueError("client_id must be set and stable: the broker keeps the session by it")
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
+        if not 0 <= session_expiry_s <= 0xFFFFFFFF:
+            raise ValueError("session_expiry_s must be within 0..4294967295")
         if not 1 <= receive_maximum <= 65535:
             raise ValueError("receive_maximum must be within 1..65535")
         if group is not None and (not group or any(c in group for c in "/+#")):
@@ -441,7 +430,8 @@ class MqttConsumer:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5 if mqtt_version == "5" else mqtt.MQTTv311,
-            clean_session=None if mqtt_version == "5" else False,
+            # session_expiry_s 0: a session that ends with the connection (benchmarks, tools)
+            clean_session=None if mqtt_version == "5" else session_expiry_s == 0,
             manual_ack=True,
         )
         client.enable_logger(paho_logger(f"{__name__}.paho"))
@@ -451,7 +441,8 @@ class MqttConsumer:
         if user is not None:
             client.username_pw_set(user, secret)
         if self.address.tls:
-            client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+            files = tls_files or TlsFiles(ca_file=Path(ca_file) if ca_file else None)
+            client.tls_set_context(tls_context(files))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -505,7 +496,7 @@ class MqttConsumer:
                 self.address.host,
                 self.address.port,
                 keepalive=self._keepalive_s,
-                clean_start=False,
+                clean_start=self._session_expiry_s == 0,
                 properties=properties,
             )
         else:  # clean_session=False was set on the client; the broker's inflight limit applies
@@ -524,11 +515,15 @@ class MqttConsumer:
             self.events_filter,
         )
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, *, end_session: bool = False) -> None:
         """Store and acknowledge what was received (up to timeout_s), then disconnect.
 
         The broker session is kept: messages published from now on, and any received but not
         yet stored, are delivered again when a consumer with the same client id connects.
+        With `end_session` (MQTT 5) the DISCONNECT sets the session's expiry to 0: the broker
+        drops the session and this process leaves the shared group at once, so its turn goes
+        to the other members (issue 18); what it held unstored comes back by the edges'
+        re-sends.
         """
         if not self._started or self._stop_requested.is_set():
             return
@@ -541,10 +536,19 @@ class MqttConsumer:
                 logger.warning("MQTT consumer worker did not finish within %.1f s", timeout_s)
         while not self._acks_sent() and time.monotonic() < deadline:
             time.sleep(0.01)  # let the acks to the edges go out before the DISCONNECT
-        self._client.disconnect()
+        if end_session and self.mqtt_version == "5" and self._session_expiry_s:
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+            self._client.disconnect(properties=properties)
+        else:
+            self._client.disconnect()
         self._client.loop_stop()
         self._set_connected(False)
-        logger.info("MQTT consumer %s stopped", self.client_id)
+        logger.info(
+            "MQTT consumer %s stopped (%s)",
+            self.client_id,
+            "session ended" if end_session else "session kept",
+        )
 
     def _warn_if_not_connected(self) -> None:
         if not self._connected and not self._stop_requested.is_set():
@@ -649,6 +653,8 @@ class MqttConsumer:
         except UnicodeDecodeError:
             topic = "<topic not UTF-8>"
         self.stats.add("received")
+        if topic.endswith("/events"):
+            self.stats.add("events_received")  # this process's share (membership, issue 18)
         item = _Inbound(
             topic=topic,
             payload=bytes(message.payload),

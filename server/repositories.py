@@ -25,6 +25,7 @@ from server.db.models import (
     EvidenceRow,
     IncidentEvidenceRow,
     IncidentRow,
+    ServerMemberRow,
     TokenRow,
 )
 from server.schemas import CameraView, EdgeView, EventFilter, EvidenceInfo
@@ -488,3 +489,91 @@ class DeadLetterRepository:
     def counts(self) -> dict[str, int]:
         query = select(DeadLetterRow.status, func.count()).group_by(DeadLetterRow.status)
         return {str(status): int(n) for status, n in self._session.execute(query)}
+
+
+# Server processes (issue 18) ------------------------------------------------------------------
+
+# Members whose broker session may still be there: heartbeating, or stopped with it kept.
+SESSION_KEPT_STATES = ("live", "stopped")
+
+
+class MemberRepository:
+    """The server processes that recorded themselves, by MQTT client id."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def join(
+        self,
+        *,
+        client_id: str,
+        group: str | None,
+        host: str,
+        pid: int,
+        now: datetime,
+    ) -> None:
+        """Record this process as live (a restart under the same id starts its row again)."""
+        values = {
+            "mqtt_group": group,
+            "host": host[:255],
+            "pid": pid,
+            "started_at": now,
+            "heartbeat_at": now,
+            "events_taken": 0,
+            "events_stored": 0,
+            "state": "live",
+            "ended_at": None,
+            "ended_by": None,
+        }
+        insert = upsert_insert(self._session, ServerMemberRow).values(client_id=client_id, **values)
+        self._session.execute(
+            insert.on_conflict_do_update(index_elements=["client_id"], set_=values)
+        )
+
+    def heartbeat(self, client_id: str, *, now: datetime, taken: int, stored: int) -> str | None:
+        """Refresh this process's row; its state before (None: the row is gone, so join again).
+        A member removed by another process while it was alive is live again from here."""
+        row = self._session.get(ServerMemberRow, client_id, with_for_update=True)
+        if row is None:
+            return None
+        before = row.state
+        row.heartbeat_at, row.events_taken, row.events_stored = now, taken, stored
+        row.state, row.ended_at, row.ended_by = "live", None, None
+        return before
+
+    def stale(self, *, before: datetime, exclude: str) -> list[ServerMemberRow]:
+        """Other members whose session may still be at the broker and whose last heartbeat
+        (or stop) is older than `before`, locked (skipped when another process holds them)."""
+        query = (
+            select(ServerMemberRow)
+            .where(
+                ServerMemberRow.state.in_(SESSION_KEPT_STATES),
+                ServerMemberRow.heartbeat_at < before,
+                ServerMemberRow.client_id != exclude,
+            )
+            .order_by(ServerMemberRow.heartbeat_at)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self._session.scalars(query))
+
+    def live_others(self, *, since: datetime, exclude: str) -> int:
+        """Other members that heartbeat since `since`."""
+        query = select(func.count()).where(
+            ServerMemberRow.state == "live",
+            ServerMemberRow.heartbeat_at >= since,
+            ServerMemberRow.client_id != exclude,
+        )
+        return int(self._session.scalar(query) or 0)
+
+    def end(self, client_id: str, *, state: str, now: datetime, by: str) -> None:
+        self._session.execute(
+            update(ServerMemberRow)
+            .where(ServerMemberRow.client_id == client_id)
+            .values(state=state, heartbeat_at=now, ended_at=now, ended_by=by)
+        )
+
+    def all(self) -> list[ServerMemberRow]:
+        query = select(ServerMemberRow).order_by(
+            ServerMemberRow.state != "live", ServerMemberRow.client_id
+        )
+        return list(self._session.scalars(query))

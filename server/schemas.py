@@ -409,3 +409,35 @@ class DeadLetter(TimedModel):
 
 class DeadLetterList(ApiModel):
     items: list[DeadLetter]
+
+
+class ServerMember(ApiModel):
+    """One server process (issue 18): `live` while it heartbeats (`late` once its heartbeat is
+    older than two periods), `stopped` (session kept for a restart), `left` (session ended
+    when it stopped), `removed` (gone longer than the grace: another process ended its
+    session, see the audit log)."""
+
+    client_id: str
+    group: str | None
+    host: str
+    pid: int
+    state: str
+    late: bool
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+    events_taken: int
+    events_stored: int
+    ended_at: datetime | None
+    ended_by: str | None
+
+    @field_serializer("started_at", "heartbeat_at", "ended_at")
+    def _rfc3339(self, value: datetime | None) -> str | None:
+        return None if value is None else format_rfc3339(value)
+
+
+class ServerMemberList(ApiModel):
+    items: list[ServerMember]
+    total: int
+    grace_s: float
+    heartbeat_s: float

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from common.mqtt_url import MqttUrl, TlsFiles, parse_mqtt_url
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -18,7 +19,6 @@ MIB = 1024 * KIB
 _PG_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
 _PG_DRIVER = "postgresql+psycopg://"
 _DB_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
-_MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 
 # Environment variables read by `ServerSettings.from_env`, by field name.
 ENV_NAMES: dict[str, str] = {
@@ -32,6 +32,14 @@ ENV_NAMES: dict[str, str] = {
     "api_docs": "ZHIZHI_API_DOCS",
     "metrics_public": "ZHIZHI_METRICS_PUBLIC",
     "forwarded_allow_ips": "ZHIZHI_FORWARDED_ALLOW_IPS",
+    "mqtt_session_expiry_s": "ZHIZHI_MQTT_SESSION_EXPIRY_S",
+    "member_heartbeat_s": "ZHIZHI_MEMBER_HEARTBEAT_S",
+    "member_grace_s": "ZHIZHI_MEMBER_GRACE_S",
+    "mqtt_ca_file": "ZHIZHI_MQTT_CA_FILE",
+    "mqtt_cert_file": "ZHIZHI_MQTT_CERT_FILE",
+    "mqtt_key_file": "ZHIZHI_MQTT_KEY_FILE",
+    "dispatch_file": "ZHIZHI_DISPATCH_FILE",
+    "group_window_s": "ZHIZHI_GROUP_WINDOW_S",
 }
 
 
@@ -44,9 +52,10 @@ def normalise_db_url(url: str) -> str:
 
 
 class ServerSettings(BaseModel):
-    """Everything the server process needs to start; immutable once built."""
+    """Everything the server process needs to start; immutable once built. A refused value
+    is never echoed (URLs carry passwords)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     db_url: str = Field(
         default="sqlite:///./zhizhi.db",
@@ -72,8 +81,34 @@ class ServerSettings(BaseModel):
     mqtt_client_id: str = Field(
         default="zhizhi-server-1",
         min_length=1,
-        description="Stable per server process, so the broker keeps its persistent session",
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Stable per server process (a StatefulSet ordinal, a compose service "
+        "index), so the broker keeps its persistent session across restarts",
     )
+    mqtt_session_expiry_s: int = Field(
+        default=3600,
+        ge=0,
+        le=0xFFFFFFFF,
+        description="Seconds the broker keeps this process's session (and queues its share of "
+        "the events) while it is away; 0: the session ends with the connection",
+    )
+    member_heartbeat_s: float = Field(
+        default=10.0, gt=0, le=600, description="How often this process records its heartbeat"
+    )
+    member_grace_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A member without a heartbeat this long is removed by a live process: its "
+        "broker session ended, so the broker stops handing it events (issue 18)",
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="mqtts://: the CA that signed the broker's certificate"
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="mqtts://: this server's client certificate, if the broker asks"
+    )
+    mqtt_key_file: Path | None = Field(default=None, description="mqtts://: its private key")
 
     group_window_s: float = Field(
         default=300.0,
@@ -138,6 +173,15 @@ class ServerSettings(BaseModel):
         default=8 * MIB, gt=0, description="Largest photo a field worker attaches (JPEG or PNG)"
     )
 
+    @model_validator(mode="after")
+    def _grace_covers_heartbeats(self) -> ServerSettings:
+        if self.member_grace_s < 2 * self.member_heartbeat_s:
+            raise ValueError(
+                f"member_grace_s ({self.member_grace_s}) must be at least two heartbeats "
+                f"(member_heartbeat_s {self.member_heartbeat_s})"
+            )
+        return self
+
     @field_validator("retention_days")
     @classmethod
     def _positive_days(cls, days: dict[str, float]) -> dict[str, float]:
@@ -158,10 +202,7 @@ class ServerSettings(BaseModel):
     @field_validator("mqtt_url")
     @classmethod
     def _known_broker(cls, url: str) -> str:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in _MQTT_SCHEMES or not parts.hostname:
-            raise ValueError(f"mqtt_url must be mqtt://host:port, got {url!r}")
-        _ = parts.port  # raises ValueError on a port that is not a number
+        parse_mqtt_url(url)  # ValueError (without the password) for anything else
         return url.strip()
 
     @property
@@ -169,17 +210,24 @@ class ServerSettings(BaseModel):
         return self.db_url.startswith("sqlite")
 
     @property
+    def broker(self) -> MqttUrl:
+        return parse_mqtt_url(self.mqtt_url)
+
+    @property
     def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+        return self.broker.host
 
     @property
     def mqtt_port(self) -> int:
-        parts = urlsplit(self.mqtt_url)
-        return parts.port or _MQTT_SCHEMES[parts.scheme]
+        return self.broker.port
 
     @property
     def mqtt_tls(self) -> bool:
-        return urlsplit(self.mqtt_url).scheme == "mqtts"
+        return self.broker.tls
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ServerSettings:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from common.commands import ModelFile, RollbackCommand, RolloutCommand
 from common.events import StatusMessage, cmd_topic, status_topic
-from edge.delivery.mqtt import parse_mqtt_url
+from common.mqtt_url import parse_mqtt_url, tls_context
 from edge.runtime.models import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -56,14 +56,19 @@ class EdgeCommander:
         self.site = site
         self._statuses: dict[str, StatusMessage] = {}
         self._changed = threading.Condition()
-        host, port = parse_mqtt_url(url)
+        broker = parse_mqtt_url(url)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"zhizhi-publish-{uuid.uuid4().hex[:8]}"
         )
-        if username is not None:
-            self._client.username_pw_set(username, password)
+        user = username if username is not None else broker.username
+        if user is not None:
+            self._client.username_pw_set(
+                user, password if password is not None else broker.password
+            )
+        if broker.tls:
+            self._client.tls_set_context(tls_context())
         self._client.on_message = self._on_message
-        self._client.connect(host, port, keepalive=30)
+        self._client.connect(broker.host, broker.port, keepalive=30)
         self._client.subscribe(status_topic(site, "+"), qos=1)
         self._client.loop_start()
 

@@ -9,6 +9,12 @@ bound of publish → stored.
 - throughput: `events` messages published as fast as the broker takes them, at most `window`
   unacknowledged at a time (as an edge's outbox does), sustained rate = events / wall time;
 - latency: `rate` events per second for `seconds`, then p50 and p99 of publish → ack.
+
+The bench never joins the servers' group (issue 18: a bench with a persistent session stayed a
+member and took events from the servers long after it ended): its consumer subscribes in a
+group of its own (`zhizhi-bench-<run>`) with a session that ends with its connection (Session
+Expiry 0, clean start), and it does not record itself as a server member. Run it against a
+broker of its own: servers on the same broker also receive (and store) its events.
 """
 
 from __future__ import annotations
@@ -161,10 +167,15 @@ def _publish_runs(
 def bench_ingest(
     db_url: str, mqtt_url: str, events: int, rate: float, seconds: float, window: int
 ) -> IngestBench:
+    run_id = uuid.uuid4().hex[:6]
     settings = ServerSettings(
-        db_url=db_url, mqtt_url=mqtt_url, mqtt_client_id=f"bench-server-{uuid.uuid4().hex[:6]}"
+        db_url=db_url,
+        mqtt_url=mqtt_url,
+        mqtt_client_id=f"zhizhi-bench-{run_id}",
+        mqtt_group=f"zhizhi-bench-{run_id}",  # never the servers' group
+        mqtt_session_expiry_s=0,  # nothing left at the broker when it ends, even killed
     )
-    runtime = build_server(settings, shared=False)
+    runtime = build_server(settings, member=False)
     runtime.start_consumer()
     deadline = time.monotonic() + 10
     while not runtime.consumer.connected and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ install never loads server code and `zhizhi config check` starts fast."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ from typing import Annotated
 import typer
 
 from common.config import ConfigError, SiteConfig, load_site_config
-from training.cli import register as register_training_commands
 from zhizhi.console import fail
 
 app = typer.Typer(
@@ -34,7 +34,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(edge_app, name="edge")
 app.add_typer(bench_app, name="bench")
 app.add_typer(models_app, name="models")
-register_training_commands(app, models_app)  # data, train, models export|evaluate|promote|...
+if importlib.util.find_spec("training") is not None:  # not in the edge and server images
+    from training.cli import register as register_training_commands
+
+    register_training_commands(app, models_app)  # data, train, models export|evaluate|...
 token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 user_app = typer.Typer(help="Command-center users.", no_args_is_help=True)
@@ -216,6 +219,21 @@ def edge_run(
     ] = None,
     mqtt_username: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_USERNAME")] = None,
     mqtt_password: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_PASSWORD")] = None,
+    mqtt_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZHIZHI_MQTT_CA_FILE", help="mqtts://: the CA of the broker's certificate"
+        ),
+    ] = None,
+    mqtt_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ZHIZHI_MQTT_CERT_FILE", help="mqtts://: this box's client certificate"
+        ),
+    ] = None,
+    mqtt_key_file: Annotated[
+        Path | None, typer.Option(envvar="ZHIZHI_MQTT_KEY_FILE", help="mqtts://: its private key")
+    ] = None,
     keep_evidence: Annotated[
         bool, typer.Option(help="Keep local evidence files after upload")
     ] = False,
@@ -248,8 +266,22 @@ def edge_run(
     site = load_config_or_fail(config)
     if server is not None and not token:
         fail("edge run: --server needs --token or ZHIZHI_TOKEN")
+    from common.mqtt_url import TlsFiles, parse_mqtt_url
     from edge.runtime.worker import EdgeOptions, run_edge
 
+    tls = None
+    if mqtt is not None:
+        try:
+            broker = parse_mqtt_url(mqtt)
+            if broker.tls or mqtt_ca_file or mqtt_cert_file:
+                tls = TlsFiles(mqtt_ca_file, mqtt_cert_file, mqtt_key_file)
+        except ValueError as error:
+            fail(f"edge run: {error}")
+        if tls is not None and not broker.tls:
+            fail("edge run: --mqtt-ca-file/--mqtt-cert-file need an mqtts:// broker URL")
+        for path in (mqtt_ca_file, mqtt_cert_file, mqtt_key_file):
+            if path is not None and not path.is_file():
+                fail(f"edge run: {path}: no such file")
     options = EdgeOptions(
         evidence_dir=evidence_dir,
         events_out=events_out,
@@ -261,6 +293,7 @@ def edge_run(
         token=token,
         mqtt_username=mqtt_username,
         mqtt_password=mqtt_password,
+        mqtt_tls=tls,
         keep_evidence=keep_evidence,
         metrics_listen=metrics_listen or None,
         detector_threads=detector_threads,
@@ -617,87 +650,149 @@ def models_list() -> None:
 
 @app.command("server")
 def server(
-    db: Annotated[str, typer.Option(help="sqlite:///path or postgresql://...")] = (
-        "sqlite:///./zhizhi.db"
-    ),
-    mqtt: Annotated[str, typer.Option(help="Broker, mqtt://host:port")] = "mqtt://127.0.0.1:1883",
-    host: Annotated[str, typer.Option(help="Address to serve on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on")] = 8080,
-    media_dir: Annotated[Path, typer.Option(help="Where evidence files are kept")] = Path(
-        "./zhizhi-media"
-    ),
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///path or postgresql://... [env ZHIZHI_DB_URL; default "
+            "sqlite:///./zhizhi.db]"
+        ),
+    ] = None,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(help="Broker, mqtt://host:port or mqtts://host:8883 [env ZHIZHI_MQTT_URL]"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to serve on [ZHIZHI_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to serve on [ZHIZHI_PORT]")] = None,
+    media_dir: Annotated[
+        Path | None, typer.Option(help="Where evidence files are kept [ZHIZHI_MEDIA_DIR]")
+    ] = None,
     client_id: Annotated[
-        str, typer.Option(help="Stable MQTT client id of this server process")
-    ] = "zhizhi-server-1",
+        str | None,
+        typer.Option(
+            help="Stable MQTT client id of this server process, e.g. the replica's ordinal "
+            "[ZHIZHI_MQTT_CLIENT_ID; default zhizhi-server-1]"
+        ),
+    ] = None,
     group: Annotated[
-        str, typer.Option(help="MQTT 5 shared-subscription group (same for all processes)")
-    ] = "zhizhi-server",
+        str | None,
+        typer.Option(
+            help="MQTT 5 shared-subscription group, the same for all processes "
+            "[ZHIZHI_MQTT_GROUP; default zhizhi-server]"
+        ),
+    ] = None,
+    session_expiry_s: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Seconds the broker keeps this process's session while it is away "
+            "[ZHIZHI_MQTT_SESSION_EXPIRY_S; default 3600]",
+        ),
+    ] = None,
+    member_grace_s: Annotated[
+        float | None,
+        typer.Option(
+            help="A server process without a heartbeat this long is removed from the group "
+            "[ZHIZHI_MEMBER_GRACE_S; default 120]"
+        ),
+    ] = None,
+    member_heartbeat_s: Annotated[
+        float | None,
+        typer.Option(help="Heartbeat period [ZHIZHI_MEMBER_HEARTBEAT_S; default 10]"),
+    ] = None,
+    mqtt_ca_file: Annotated[
+        Path | None, typer.Option(help="mqtts://: the broker's CA [ZHIZHI_MQTT_CA_FILE]")
+    ] = None,
+    mqtt_cert_file: Annotated[
+        Path | None, typer.Option(help="mqtts://: client certificate [ZHIZHI_MQTT_CERT_FILE]")
+    ] = None,
+    mqtt_key_file: Annotated[
+        Path | None, typer.Option(help="mqtts://: client key [ZHIZHI_MQTT_KEY_FILE]")
+    ] = None,
     mqtt_username: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_USERNAME")] = None,
     mqtt_password: Annotated[str | None, typer.Option(envvar="ZHIZHI_MQTT_PASSWORD")] = None,
     dispatch: Annotated[
         Path | None,
-        typer.Option(help="Dispatch rules, deadlines and webhooks (YAML; docs/command-center.md)"),
+        typer.Option(
+            help="Dispatch rules, deadlines and webhooks (YAML; docs/command-center.md) "
+            "[ZHIZHI_DISPATCH_FILE]"
+        ),
     ] = None,
     group_window_s: Annotated[
-        float, typer.Option(min=0, help="Group repeated alerts of a rule and zone this long")
-    ] = 300.0,
-    forwarded_allow_ips: Annotated[
-        str,
+        float | None,
         typer.Option(
-            envvar="ZHIZHI_FORWARDED_ALLOW_IPS",
-            help="Proxies whose X-Forwarded-For is believed (IPs or networks, comma-separated; "
-            "default: none)",
+            min=0,
+            help="Group repeated alerts of a rule and zone this long [ZHIZHI_GROUP_WINDOW_S; "
+            "default 300]",
         ),
-    ] = "",
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies whose X-Forwarded-For is believed (IPs or networks, comma-separated; "
+            "default: none) [ZHIZHI_FORWARDED_ALLOW_IPS]",
+        ),
+    ] = None,
     api_docs: Annotated[
-        bool, typer.Option(envvar="ZHIZHI_API_DOCS", help="Serve /openapi.json to admins")
+        bool, typer.Option(help="Serve /openapi.json to admins [ZHIZHI_API_DOCS]")
     ] = False,
     metrics_public: Annotated[
         bool,
         typer.Option(
-            envvar="ZHIZHI_METRICS_PUBLIC",
-            help="Serve /metrics without a token (default: needs one)",
+            help="Serve /metrics without a token (default: needs one) [ZHIZHI_METRICS_PUBLIC]"
         ),
     ] = False,
 ) -> None:
-    """The central server: REST API, dashboard, MQTT ingestion, evidence store."""
+    """The central server: REST API, dashboard, MQTT ingestion, evidence store.
+
+    Every setting also comes from its ZHIZHI_* environment variable (server/settings.py
+    ENV_NAMES; containers are configured so); an option given on the command line wins."""
     setup_logging()
     from pydantic import ValidationError
 
     from server.dispatch import DispatchConfigError, load_dispatch_config
+    from server.settings import ServerSettings
 
-    if dispatch is not None:
-        try:
-            load_dispatch_config(dispatch)  # before anything starts: every problem at once
+    given = {
+        "db_url": db,
+        "mqtt_url": mqtt,
+        "host": host,
+        "port": port,
+        "media_dir": media_dir,
+        "mqtt_client_id": client_id,
+        "mqtt_group": group,
+        "mqtt_session_expiry_s": session_expiry_s,
+        "member_grace_s": member_grace_s,
+        "member_heartbeat_s": member_heartbeat_s,
+        "mqtt_ca_file": mqtt_ca_file,
+        "mqtt_cert_file": mqtt_cert_file,
+        "mqtt_key_file": mqtt_key_file,
+        "dispatch_file": dispatch,
+        "group_window_s": group_window_s,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "api_docs": api_docs or None,  # a flag left off leaves the environment's value
+        "metrics_public": metrics_public or None,
+    }
+    try:
+        settings = ServerSettings.from_env(os.environ, **given)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        fail(f"server: {where + ': ' if where else ''}{problem['msg']}")
+    if settings.dispatch_file is not None:
+        try:  # before anything starts: every problem at once
+            load_dispatch_config(settings.dispatch_file)
         except DispatchConfigError as error:
             count = len(error.problems)
             fail(f"{error.file}: invalid dispatch file ({count} problem(s))", error.problems)
     from sqlalchemy.exc import OperationalError
 
     from server.main import build_server, run_server
-    from server.settings import ServerSettings
 
-    try:
-        settings = ServerSettings(
-            db_url=db,
-            mqtt_url=mqtt,
-            host=host,
-            port=port,
-            media_dir=media_dir,
-            mqtt_client_id=client_id,
-            mqtt_group=group,
-            dispatch_file=dispatch,
-            group_window_s=group_window_s,
-            forwarded_allow_ips=forwarded_allow_ips,
-            api_docs=api_docs,
-            metrics_public=metrics_public,
-        )
-    except ValidationError as error:
-        fail(f"server: {error.errors()[0]['msg']}")
     try:
         runtime = build_server(settings, mqtt_username=mqtt_username, mqtt_password=mqtt_password)
     except OperationalError as error:
-        fail(f"server: cannot reach the database {db}: {str(error.orig).strip().splitlines()[0]}")
+        reason = str(error.orig).strip().splitlines()[0]
+        fail(f"server: cannot reach the database {settings.db_url}: {reason}")
     except DispatchConfigError as error:
         count = len(error.problems)
         fail(f"{error.file}: invalid dispatch file ({count} problem(s))", error.problems)

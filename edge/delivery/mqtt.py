@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,7 +47,8 @@ from common.events import (
     status_topic,
 )
 from common.logs import paho_logger
-from edge.delivery.outbox import EventKey, Outbox
+from common.mqtt_url import TlsFiles, parse_mqtt_url, tls_context
+from edge.delivery.outbox import EventKey, Outbox, OutboxItem
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,6 @@ class JsonlSink:
             self._stream.close()
 
 
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"MQTT URL must look like mqtt://host:port, got {url!r}")
-    return parts.hostname, parts.port or 1883
-
-
 class MqttSink:
     """Durable QoS 1 publisher of events under zhizhi/v1/{site}/{edge}/{camera}/events."""
 
@@ -120,6 +113,7 @@ class MqttSink:
         status_every_s: float = 60.0,
         keepalive_s: int = 30,
         reconnect_max_s: int = 30,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         self.site_id = site_id
         self.edge_id = edge_id
@@ -128,7 +122,10 @@ class MqttSink:
         self.max_unacked = max_unacked
         self.flush_timeout_s = flush_timeout_s
         self.status_every_s = status_every_s
-        self._host, self._port = parse_mqtt_url(url)
+        broker = parse_mqtt_url(url)  # mqtt:// or mqtts:// (TLS), common/mqtt_url.py
+        self._host, self._port = broker.host, broker.port
+        if username is None:
+            username, password = broker.username, broker.password
         self._status_topic = status_topic(site_id, edge_id)
         self._ack_topic = ack_topic(site_id, edge_id)
         self._cameras: dict[str, CameraStatus] = {}
@@ -145,6 +142,8 @@ class MqttSink:
         self._wake = threading.Event()
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._client = self._make_client(reconnect_max_s, username, password)
+        if broker.tls:  # the broker's certificate verified (CA file, or the system's)
+            self._client.tls_set_context(tls_context(tls_files))
         self._sender = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
         self._sender.start()
         self._client.connect_async(self._host, self._port, keepalive=keepalive_s)
@@ -403,16 +402,31 @@ class MqttSink:
             if not items:
                 return
             sent: list[EventKey] = []
+            late = 0
             for item in items:
                 info = self._client.publish(item.topic, item.payload, qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     break  # connection gone; paho keeps this one and sends it on reconnect
                 sent.append(item.key)
+                late += self._late(item, now)
                 self._last_info = info
-            self.outbox.mark_sent(sent, now)
+            self.outbox.mark_sent(sent, now, late=late)
             self._drain_acks()
             if len(sent) < len(items):
                 return
+
+    def _late(self, item: OutboxItem, now: float) -> bool:
+        """A re-send because the ack did not come within `resend_after_s` of a send on this
+        connection (not a re-send after a reconnect): the end-to-end latency guard (issue 18).
+        A server group that loses turns (a member gone with its session kept) shows up here,
+        in the status's `outbox.late_acks` and the server's metrics, before alerts go missing."""
+        sent_at = item.last_sent_at
+        connected_at = self._connected_at
+        return (
+            sent_at is not None
+            and connected_at is not None
+            and connected_at <= sent_at <= now - self.resend_after_s
+        )
 
     def _handed_over(self) -> bool:
         """Everything in the outbox was published on this connection and reached the broker."""

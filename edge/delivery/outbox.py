@@ -78,6 +78,7 @@ class OutboxItem:
     payload: str
     created_at: float
     attempts: int
+    last_sent_at: float | None = None  # when it was last handed to the broker (None: never)
 
     @property
     def key(self) -> EventKey:
@@ -103,6 +104,7 @@ class OutboxStats:
     shed_events: int
     shed_evidence: int
     bytes: int
+    late_acks: int = 0  # re-sent because the ack did not come within resend_after_s (issue 18)
 
     def as_status(self) -> dict[str, int]:
         """The ``outbox`` field of the status message (contract section 4)."""
@@ -198,7 +200,7 @@ class Outbox:
         before = -math.inf if sent_before is None else sent_before
         with self._lock:
             rows = self._db.execute(
-                "SELECT event_id, seq, topic, payload, created_at, attempts FROM"
+                "SELECT event_id, seq, topic, payload, created_at, attempts, last_sent_at FROM"
                 " (SELECT rowid, * FROM events ORDER BY rowid LIMIT ?)"
                 " WHERE last_sent_at IS NULL OR last_sent_at <= ? OR last_sent_at < ?"
                 " OR last_sent_at > ?"
@@ -207,8 +209,9 @@ class Outbox:
             ).fetchall()
         return [OutboxItem(*row) for row in rows]
 
-    def mark_sent(self, keys: Iterable[EventKey], now: float) -> None:
-        """Record that these events were handed to the broker at `now`."""
+    def mark_sent(self, keys: Iterable[EventKey], now: float, *, late: int = 0) -> None:
+        """Record that these events were handed to the broker at `now`; `late` of them are
+        re-sends because the server's ack did not come in time (counted, kept across restarts)."""
         params = [(now, event_id, seq) for event_id, seq in keys]
         if not params:
             return
@@ -218,6 +221,7 @@ class Outbox:
                 " WHERE event_id = ? AND seq = ?",
                 params,
             )
+            self._count(db, "late_acks", late)
 
     def ack(self, event_id: str, seq: int) -> bool:
         """The server stored this message: forget it. Returns whether it was still queued."""
@@ -304,6 +308,7 @@ class Outbox:
             shed_events=counters.get("shed_events", 0),
             shed_evidence=counters.get("shed_evidence", 0),
             bytes=used,
+            late_acks=counters.get("late_acks", 0),
         )
 
     def _used_bytes(self) -> int:

@@ -32,9 +32,9 @@ from common.commands import ModelFile, RollbackCommand, RolloutCommand, parse_co
 from common.config import DetectorConfig
 from common.events import ModelInfo, ModelStatus, cmd_topic
 from common.logs import paho_logger
+from common.mqtt_url import TlsFiles, parse_mqtt_url, tls_context
 from edge.analysis.detect.base import Detector
 from edge.analysis.detect.onnx import OnnxDetector
-from edge.delivery.mqtt import parse_mqtt_url
 from edge.errors import EdgeError
 from edge.runtime.detection import SwapResult
 from edge.runtime.models import ModelSpec, file_sha256
@@ -281,6 +281,7 @@ class CommandListener:
         *,
         username: str | None = None,
         password: str | None = None,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         self.manager = manager
         self.topic = cmd_topic(site_id, edge_id)
@@ -288,7 +289,7 @@ class CommandListener:
             queue.SimpleQueue()
         )
         self._subscribed = threading.Event()
-        host, port = parse_mqtt_url(url)
+        broker = parse_mqtt_url(url)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"zhizhi-edge-{site_id}-{edge_id}-cmd",
@@ -296,14 +297,19 @@ class CommandListener:
             protocol=mqtt.MQTTv311,
         )
         self._client.enable_logger(paho_logger("edge.cmd"))
-        if username is not None:
-            self._client.username_pw_set(username, password)
+        user = username if username is not None else broker.username
+        if user is not None:
+            self._client.username_pw_set(
+                user, password if password is not None else broker.password
+            )
+        if broker.tls:
+            self._client.tls_set_context(tls_context(tls_files))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._worker = threading.Thread(target=self._run, name="rollout", daemon=True)
         self._worker.start()
-        self._client.connect_async(host, port, keepalive=30)
+        self._client.connect_async(broker.host, broker.port, keepalive=30)
         self._client.loop_start()
 
     def wait_subscribed(self, timeout_s: float) -> bool:

@@ -20,6 +20,7 @@ from types import FrameType
 
 from common.config import SiteConfig
 from common.events import BoxLoad, CameraLoad, Event
+from common.mqtt_url import TlsFiles
 from edge.analysis.pipeline import build_rules
 from edge.capture.sources import SourceKind, check_file_source, classify_source
 from edge.delivery.mqtt import EventSink, JsonlSink, MqttSink
@@ -52,6 +53,7 @@ class EdgeOptions:
     token: str | None = None  # bearer token (role edge) for the uploads
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    mqtt_tls: TlsFiles | None = None  # mqtts://: CA file, client certificate and key
     keep_evidence: bool = False  # keep local evidence files after upload
     model_dir: Path = Path("./zhizhi-models")  # models downloaded by roll-outs (with --mqtt)
     metrics_listen: str | None = "127.0.0.1:9464"  # /metrics for Prometheus (None: off)
@@ -150,6 +152,7 @@ class Delivery:
                 self.outbox,
                 username=options.mqtt_username,
                 password=options.mqtt_password,
+                tls_files=options.mqtt_tls,
             )
             self.sinks.append(self.mqtt)
         self.rollout: RolloutManager | None = None
@@ -186,6 +189,7 @@ class Delivery:
             self.rollout,
             username=self.options.mqtt_username,
             password=self.options.mqtt_password,
+            tls_files=self.options.mqtt_tls,
         )
 
     def deliver(self, event: Event) -> None:

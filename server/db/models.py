@@ -462,3 +462,32 @@ class DeadLetterRow(Base):
         Index("ix_dead_letters_status_id", "status", "id"),
         Index("ix_dead_letters_site_id", "site_id", "id"),
     )
+
+
+MEMBER_STATES = ("live", "stopped", "left", "removed")
+
+
+class ServerMemberRow(Base):
+    """One server process by its MQTT client id (issue 18): `live` while it heartbeats;
+    `stopped` when it stopped and kept its broker session (for a restart under the same id);
+    `left` when it stopped and ended its session; `removed` when another process found it gone
+    longer than the grace and ended its session for it."""
+
+    __tablename__ = "server_members"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mqtt_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    events_taken: Mapped[int] = mapped_column(BigInteger)
+    events_stored: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ended_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('live', 'stopped', 'left', 'removed')", name="state"),
+        Index("ix_server_members_state", "state", "heartbeat_at"),
+    )

@@ -62,7 +62,15 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
         "unknown",
         *REASON_CODES.values(),
     ),
-    "outbox": ("pending", "pending_evidence", "failed_evidence", "shed_events", "shed_evidence"),
+    "outbox": (
+        "pending",
+        "pending_evidence",
+        "failed_evidence",
+        "shed_events",
+        "shed_evidence",
+        "late_acks",
+    ),
+    "member_state": ("live", "late", "stopped", "left", "removed"),
     "counter": ("unacked", "urgent", "overdue", "my_orders"),
     "history": ("quiet_inhibited", "quiet_silenced"),
     "audit_action": (
@@ -83,6 +91,7 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
         "register_site",
         "replay_dead_letter",
         "discard_dead_letter",
+        "remove_server_member",
     ),
     "dead_letters.status": ("held", "replayed", "discarded"),
 }

@@ -285,7 +285,22 @@ def test_add_enforces_the_quota_and_counters_survive_reopen(tmp_path: Path) -> N
         "shed_events": shed,
         "shed_evidence": 0,
         "bytes": stats.bytes,
+        "late_acks": 0,
     }
+
+
+def test_late_re_sends_are_counted_and_the_count_survives_reopen(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    event = make_event(7)
+    add(outbox, event)
+    outbox.mark_sent([(event.event_id, 0)], T0)
+    assert outbox.due(T0 + 5, 10.0, 10) == []  # within its window: not due
+    (item,) = outbox.due(T0 + 11, 10.0, 10)
+    assert item.last_sent_at == T0  # what the sender tells a late re-send by
+    outbox.mark_sent([item.key], T0 + 11, late=1)
+    outbox.close()
+
+    assert Outbox(tmp_path / "outbox.sqlite").stats().as_status()["late_acks"] == 1
 
 
 # kill -9 -----------------------------------------------------------------------------------

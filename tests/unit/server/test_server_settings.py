@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.settings import ServerSettings, normalise_db_url
+from server.settings import ENV_NAMES, ServerSettings, normalise_db_url
 
 
 def test_defaults_run_on_one_machine() -> None:
@@ -53,10 +53,69 @@ def test_mqtt_url_gives_host_and_port() -> None:
     assert ServerSettings(mqtt_url="mqtts://broker.local").mqtt_port == 8883
 
 
-@pytest.mark.parametrize("url", ["tcp://broker:1883", "broker:1883", "mqtt://", "mqtt://b:port"])
+@pytest.mark.parametrize("url", ["http://broker:1883", "broker:1883", "mqtt://", "mqtt://b:port"])
 def test_bad_mqtt_urls_are_refused(url: str) -> None:
     with pytest.raises(ValidationError, match="mqtt_url"):
         ServerSettings(mqtt_url=url)
+
+
+def test_a_refused_mqtt_url_never_shows_its_password() -> None:
+    with pytest.raises(ValidationError) as refused:
+        ServerSettings(mqtt_url="http://zhizhi-server:s3cret@broker:1883")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_every_documented_environment_variable_reaches_its_setting(tmp_path: Path) -> None:
+    environ = {
+        "ZHIZHI_DB_URL": "postgresql://zhizhi@db/zhizhi",
+        "ZHIZHI_MQTT_URL": "mqtts://broker:8883",
+        "ZHIZHI_HOST": "192.0.2.10",
+        "ZHIZHI_PORT": "9000",
+        "ZHIZHI_MEDIA_DIR": str(tmp_path / "media"),
+        "ZHIZHI_MQTT_GROUP": "district-7",
+        "ZHIZHI_MQTT_CLIENT_ID": "zhizhi-server-2",
+        "ZHIZHI_API_DOCS": "true",
+        "ZHIZHI_METRICS_PUBLIC": "1",
+        "ZHIZHI_FORWARDED_ALLOW_IPS": "10.0.0.0/8",
+        "ZHIZHI_MQTT_SESSION_EXPIRY_S": "600",
+        "ZHIZHI_MEMBER_HEARTBEAT_S": "5",
+        "ZHIZHI_MEMBER_GRACE_S": "30",
+        "ZHIZHI_MQTT_CA_FILE": str(tmp_path / "ca.pem"),
+        "ZHIZHI_MQTT_CERT_FILE": str(tmp_path / "server.pem"),
+        "ZHIZHI_MQTT_KEY_FILE": str(tmp_path / "server.key"),
+        "ZHIZHI_DISPATCH_FILE": str(tmp_path / "dispatch.yaml"),
+        "ZHIZHI_GROUP_WINDOW_S": "60",
+    }
+    assert set(environ) == set(ENV_NAMES.values())  # this test covers every one
+
+    settings = ServerSettings.from_env(environ)
+
+    assert settings.db_url == "postgresql+psycopg://zhizhi@db/zhizhi"
+    assert (settings.mqtt_host, settings.mqtt_port, settings.mqtt_tls) == ("broker", 8883, True)
+    assert (settings.host, settings.port) == ("192.0.2.10", 9000)
+    assert settings.media_dir == tmp_path / "media"
+    assert (settings.mqtt_group, settings.mqtt_client_id) == ("district-7", "zhizhi-server-2")
+    assert settings.api_docs and settings.metrics_public
+    assert settings.forwarded_allow_ips == "10.0.0.0/8"
+    assert settings.mqtt_session_expiry_s == 600
+    assert (settings.member_heartbeat_s, settings.member_grace_s) == (5.0, 30.0)
+    assert settings.tls_files.ca_file == tmp_path / "ca.pem"
+    assert settings.tls_files.key_file == tmp_path / "server.key"
+    assert settings.dispatch_file == tmp_path / "dispatch.yaml"
+    assert settings.group_window_s == 60.0
+    # an option given on the command line wins over the environment
+    assert ServerSettings.from_env(environ, mqtt_client_id="x-1").mqtt_client_id == "x-1"
+
+
+def test_the_grace_must_cover_two_heartbeats() -> None:
+    with pytest.raises(ValidationError, match="member_grace_s"):
+        ServerSettings(member_heartbeat_s=10, member_grace_s=15)
+
+
+@pytest.mark.parametrize("client_id", ["", "a b", "x/y", "#", "a" * 129])
+def test_a_client_id_the_broker_and_topics_cannot_take_is_refused(client_id: str) -> None:
+    with pytest.raises(ValidationError, match="mqtt_client_id"):
+        ServerSettings(mqtt_client_id=client_id)
 
 
 def test_settings_are_frozen_and_strict() -> None:

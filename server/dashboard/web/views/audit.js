@@ -32,6 +32,7 @@ export const AUDIT_ACTIONS = [
   "register_site",
   "replay_dead_letter",
   "discard_dead_letter",
+  "remove_server_member",
 ];
 
 /** "incident 12", "camera site/cam", "site x", "evidence sha": the kind in words, the name. */

@@ -3,7 +3,7 @@
 // rule coverage, frames read / analysed / dropped, lag and detector wait; an overloaded camera
 // is red, a degraded one amber, with its problems in words. Live from the edges' status.
 
-import { get } from "../api.js";
+import { currentUser, get } from "../api.js";
 import { h, mount } from "../dom.js";
 import { ago, dateTime, number, percent } from "../format.js";
 import { label, t } from "../i18n.js";
@@ -15,7 +15,9 @@ const OUTBOX_KEYS = [
   "failed_evidence",
   "shed_events",
   "shed_evidence",
+  "late_acks",
 ];
+const MEMBER_STATES = ["live", "late", "stopped", "left", "removed"];
 const PROBLEM_PARAMS = {
   rule: (value, camera) => ruleName(camera.site_id, camera.camera_id, String(value)),
   rules: (value, camera) =>
@@ -255,9 +257,70 @@ function outbox(values) {
   );
 }
 
+/** The server processes of the shared group (issue 18), for admins of every site: who takes
+ * the events, each one's heartbeat and share; gone ones removed after the grace. */
+function serverMembers(list) {
+  if (!list) return null;
+  return h(
+    "section",
+    { class: "panel server-members", id: "server-members" },
+    h("h3", {}, t("servers.title")),
+    h("p", { class: "muted small" }, t("servers.hint", { grace: number(list.grace_s, 0) })),
+    h(
+      "table",
+      { class: "table" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["client_id", "host", "state", "heartbeat", "taken", "stored"].map((name) =>
+            h("th", {}, t(`servers.${name}`)),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        list.items.map((member) => {
+          const state = member.late ? "late" : member.state;
+          return h(
+            "tr",
+            { dataset: { member: member.client_id, state } },
+            h("td", { translate: "no" }, member.client_id),
+            h("td", { translate: "no" }, `${member.host} · ${member.pid}`),
+            h(
+              "td",
+              {},
+              h(
+                "span",
+                { class: `badge member-${MEMBER_STATES.includes(state) ? state : "live"}` },
+                label("member_state", state),
+              ),
+              member.ended_by && state === "removed"
+                ? h(
+                    "span",
+                    { class: "muted small" },
+                    ` ${t("servers.removed_by", { by: member.ended_by })}`,
+                  )
+                : null,
+            ),
+            h("td", {}, ago(member.heartbeat_at)),
+            h("td", {}, String(member.events_taken)),
+            h("td", {}, String(member.events_stored)),
+          );
+        }),
+      ),
+    ),
+  );
+}
+
 export function render(container, _params, ctx) {
   let cameras = new Map();
   let edges = [];
+  let members = null;
+  const servers = h("div", { id: "server-members-slot" });
   const body = h("div", { id: "camera-health" }, h("p", { class: "muted" }, t("common.loading")));
   const counts = h("p", { class: "muted", id: "camera-counts" });
 
@@ -274,6 +337,7 @@ export function render(container, _params, ctx) {
       if (!groups.has(group)) groups.set(group, []);
       groups.get(group).push(camera);
     }
+    mount(servers, serverMembers(members));
     const edgeInfo = new Map(edges.map((edge) => [`${edge.site_id}/${edge.edge_id}`, edge]));
     if (!list.length) {
       mount(body, h("p", { class: "empty" }, t("cameras.empty")));
@@ -326,11 +390,14 @@ export function render(container, _params, ctx) {
 
   async function load() {
     try {
-      const [cameraList, edgeList] = await Promise.all([
+      const admin = currentUser()?.role === "admin";
+      const [cameraList, edgeList, memberList] = await Promise.all([
         get("/api/v1/cameras"),
         get("/api/v1/edges").catch(() => ({ items: [] })),
+        admin ? get("/api/v1/server-members").catch(() => null) : null,
         loadDirectory().catch(() => null),
       ]);
+      members = memberList;
       cameras = new Map(cameraList.items.map((camera) => [key(camera), camera]));
       edges = edgeList.items || [];
       draw();
@@ -344,6 +411,7 @@ export function render(container, _params, ctx) {
       "section",
       { class: "cameras-view" },
       h("div", { class: "view-head" }, h("h2", {}, t("cameras.title")), counts),
+      servers,
       body,
     ),
   );
