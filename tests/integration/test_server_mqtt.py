@@ -853,3 +853,110 @@ def test_mqtt_311_mode_with_the_embedded_demo_broker(cleanup: list[Callable[[], 
     wait_until(lambda: len(stored_acks()) == 31, 10, "31 acks")
     wait_until(lambda: consumer.stats.rejected == {"site_mismatch": 1}, 5, "the liar rejected")
     assert store.count() == 30
+
+
+# Sessions ended (issue 18) -------------------------------------------------------------------
+
+
+def _session_present(broker: PrivateBroker, client_id: str) -> bool:
+    """Whether the broker still holds a session for `client_id` (then ends it again)."""
+    answer: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda _c, _u, flags, _rc, _p: answer.append(flags.session_present)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = 0
+    client.connect("127.0.0.1", broker.port, clean_start=False, properties=properties)
+    client.loop_start()
+    try:
+        wait_until(lambda: bool(answer), 5, f"CONNACK for {client_id}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answer[0]
+
+
+def test_ending_a_gone_members_session_gives_its_turn_back_to_the_group(
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
+) -> None:
+    from common.mqtt_url import parse_mqtt_url
+    from server.consumers.sessions import end_session
+
+    live, gone = FakeStore(), FakeStore()
+    start_consumer(broker, live, cleanup, client_id="server-live")
+    start_consumer(broker, gone, cleanup, client_id="server-gone").stop(timeout_s=2)
+    edge = start_edge(broker, cleanup)
+    for n in range(100):
+        edge.send(make_event(n))
+    edge.flush()
+    wait_until(lambda: live.count() >= 40, 10, "the live member's share")
+    time.sleep(0.5)
+    assert live.count() < 100, "the stopped member took no turn: nothing to prove"
+
+    end_session(parse_mqtt_url(broker.url), "server-gone")
+
+    assert not _session_present(broker, "server-gone")
+    for n in range(100, 300):
+        edge.send(make_event(n))
+    edge.flush()
+    wait_until(
+        lambda: len(live.keys() & {(f"ev-{n:05d}", 0) for n in range(100, 300)}) == 200,
+        10,
+        "all 200 at the live member",
+    )
+
+
+def test_a_member_that_stops_and_ends_its_session_leaves_the_group_at_once(
+    broker: PrivateBroker, cleanup: list[Callable[[], None]]
+) -> None:
+    stores = [FakeStore(), FakeStore()]
+    start_consumer(broker, stores[0], cleanup, client_id="server-a")
+    leaving = start_consumer(broker, stores[1], cleanup, client_id="server-b")
+    leaving.stop(timeout_s=2, end_session=True)
+    keeping = start_consumer(broker, FakeStore(), cleanup, client_id="server-c", group="other")
+    keeping.stop(timeout_s=2)  # a plain stop keeps the session (what the check must see)
+
+    assert not _session_present(broker, "server-b")
+    assert _session_present(broker, "server-c")
+    edge = start_edge(broker, cleanup)
+    for n in range(100):
+        edge.send(make_event(n))
+    edge.flush()
+    wait_until(lambda: stores[0].count() == 100, 10, "all 100 at the member that stayed")
+
+
+_KILLED_CONSUMER = """
+import os, sys, time
+from server.mqtt import MqttConsumer
+
+class Store:
+    def ingest_many(self, items, *, source): return [True] * len(items)
+    def record_status(self, *args): pass
+    def available(self): return True
+    def keep_dead_letters(self, letters): pass
+
+consumer = MqttConsumer(sys.argv[1], Store(), client_id="bench-x", group="bench-x",
+                        session_expiry_s=0)
+consumer.start()
+deadline = time.monotonic() + 10
+while not consumer.healthy and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("subscribed" if consumer.healthy else "not subscribed", flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_consumer_with_session_expiry_0_leaves_nothing_at_the_broker_even_killed(
+    broker: PrivateBroker,
+) -> None:
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_CONSUMER, broker.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert killed.stdout.strip() == "subscribed", killed.stderr[-2000:]
+    assert killed.returncode == -9
+    time.sleep(0.5)  # the broker notices the closed socket
+    assert not _session_present(broker, "bench-x")
