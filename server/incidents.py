@@ -84,6 +84,9 @@ class IncidentChange:
     incident_id: int
     kind: ChangeKind
     notify: bool  # False for silenced or inhibited incidents (pushed, never sent out)
+    # Its webhook deliveries were written in the transaction that made the change (the
+    # transactional outbox, issue 16): the notifier only pushes it live.
+    webhooks_queued: bool = False
 
 
 SortKey = Literal["urgency", "observed", "opened", "severity", "status", "alerts", "camera"]

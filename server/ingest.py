@@ -54,6 +54,9 @@ class IngestListener(Protocol):
     def cameras_changed(self, site_id: str, edge_id: str) -> None: ...
 
 
+# Writes what must commit with an ingest (webhook deliveries); returns the changes as written.
+OutboxWriter = Callable[[Session, list[IncidentChange]], list[IncidentChange]]
+
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 MAX_ATTEMPTS = 4
 
@@ -153,10 +156,16 @@ class IngestService:
         self._clock = clock
         self.policy = policy or IncidentPolicy()
         self._listeners: list[IngestListener] = []
+        self._outboxes: list[OutboxWriter] = []
 
     def add_listener(self, listener: IngestListener) -> None:
         """Call `listener` after each commit that changed incidents or cameras."""
         self._listeners.append(listener)
+
+    def add_outbox(self, writer: OutboxWriter) -> None:
+        """Call `writer` inside each ingest transaction that changed incidents (it writes the
+        webhook deliveries with the change: server.notify.Notifier.queue_webhooks)."""
+        self._outboxes.append(writer)
 
     def ingest(self, event: Event, *, source: str, edge_id: str | None = None) -> bool:
         """Store one event; True when newly stored, False when (event_id, seq) was stored."""
@@ -207,6 +216,8 @@ class IngestService:
                     fresh = [row for row in rows if (row["event_id"], row["seq"]) in inserted]
                     fresh = own_evidence_only(session, fresh)
                     changes = attach_events(session, fresh, self.policy, received_at)
+                    for writer in self._outboxes:
+                        changes = writer(session, changes)
                     return inserted, changes
             except DBAPIError as error:
                 if attempt == MAX_ATTEMPTS or not is_transient(error):

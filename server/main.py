@@ -90,6 +90,7 @@ def build_server(
     ingest = IngestService(session_factory, policy=policy)
     notifier = Notifier(session_factory, StreamHub(), dispatch)
     ingest.add_listener(notifier)
+    ingest.add_outbox(notifier.queue_webhooks)  # deliveries commit with the ingest (issue 16)
     ingest.refresh_edges_online()
     consumer = MqttConsumer(
         settings.mqtt_url,

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ HEARTBEAT_S = 15.0
 QUEUE_SIZE = 1000
 SIGNATURE_HEADER = "X-Zhizhi-Signature"
 TIMESTAMP_HEADER = "X-Zhizhi-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Which incident changes go out to webhooks (updates of a running situation do not).
 WEBHOOK_KINDS = frozenset({"created", "transition", "escalated"})
 
@@ -143,6 +144,11 @@ def signature_valid(secret: str, timestamp: str, body: bytes, header: str) -> bo
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
+def idempotency_key(delivery_id: int) -> str:
+    """The Idempotency-Key of a webhook delivery: stable across its retries and processes."""
+    return f"zhizhi-delivery-{delivery_id}"
+
+
 def backoff_s(attempts: int, base_s: float, max_s: float) -> float:
     """Delay before the next try after `attempts` failures: base, 2·base, 4·base, ... capped."""
     return float(min(max_s, base_s * 2 ** max(0, attempts - 1)))
@@ -180,10 +186,42 @@ class Notifier:
                 change = by_id[view.id]
                 payload = view.model_dump(mode="json")
                 self.hub.publish(StreamMessage("incident", payload, view.site_id))
-                if change.notify and change.kind in WEBHOOK_KINDS:
-                    for hook in self._dispatch.webhooks:
-                        if hook.wants(site_id=view.site_id, type=view.type):
-                            session.add(_delivery(hook, view.id, change.kind, payload, now))
+                if not change.webhooks_queued:  # a caller without the outbox (late, not lost)
+                    self._add_deliveries(session, change, view.site_id, view.type, payload, now)
+
+    def queue_webhooks(
+        self, session: Session, changes: Sequence[IncidentChange]
+    ) -> list[IncidentChange]:
+        """Write the webhook deliveries of `changes` in the caller's transaction (the
+        transactional outbox, issue 16: committed with the change or not at all, so a crash
+        after the commit cannot lose a notification); the changes, marked as queued, for
+        `incidents_changed` after the commit."""
+        wanted = {c.incident_id: c for c in changes if c.notify and c.kind in WEBHOOK_KINDS}
+        if wanted and self._dispatch.webhooks:
+            session.flush()
+            rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(wanted))))
+            now = self._clock()
+            for view in views_of(rows, session=session):
+                payload = view.model_dump(mode="json")
+                self._add_deliveries(
+                    session, wanted[view.id], view.site_id, view.type, payload, now
+                )
+        return [replace(change, webhooks_queued=True) for change in changes]
+
+    def _add_deliveries(
+        self,
+        session: Session,
+        change: IncidentChange,
+        site_id: str,
+        incident_type: str,
+        payload: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        if not change.notify or change.kind not in WEBHOOK_KINDS:
+            return
+        for hook in self._dispatch.webhooks:
+            if hook.wants(site_id=site_id, type=incident_type):
+                session.add(_delivery(hook, change.incident_id, change.kind, payload, now))
 
     def cameras_changed(self, site_id: str, edge_id: str) -> None:
         try:
@@ -291,6 +329,10 @@ class WebhookSender:
             SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
             TIMESTAMP_HEADER: timestamp,
             "X-Zhizhi-Delivery": str(row.id),
+            # The same on every attempt of this delivery, from any server process: a receiver
+            # that keeps the keys it has seen acts on each notification once (at least once
+            # is what the sender promises).
+            IDEMPOTENCY_HEADER: idempotency_key(row.id),
             "X-Zhizhi-Event": row.payload.get("kind", row.kind),
         }
         try:

@@ -23,9 +23,10 @@ from server.auth import create_token
 from server.db.models import SilenceRow, WebhookDeliveryRow
 from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import DispatchConfig, parse_dispatch_config
-from server.incidents import IncidentPolicy
+from server.incidents import IncidentChange, IncidentPolicy
 from server.ingest import IngestService
 from server.notify import (
+    IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Notifier,
@@ -231,3 +232,62 @@ def test_silenced_incidents_are_not_sent(
 
     assert sender.deliver_due() == 0
     assert receiver.requests == []
+
+
+def test_deliveries_commit_with_the_ingest_even_when_nothing_runs_after_it(
+    receiver: Receiver, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The transactional outbox (issue 16): a process that dies right after the ingest commit
+    (here: the post-commit notification never runs) has still queued the delivery."""
+    clock = Clock()
+    dispatch = dispatch_for(receiver)
+    ingest = IngestService(sessions, clock=clock, policy=IncidentPolicy(dispatch=dispatch))
+    notifier = Notifier(sessions, StreamHub(), dispatch, clock=clock)
+    ingest.add_outbox(notifier.queue_webhooks)  # in the transaction; no listener after it
+
+    ingest.ingest(make_event(), source="mqtt")
+
+    with sessions() as session:
+        (row,) = session.scalars(select(WebhookDeliveryRow)).all()
+    assert (row.kind, row.status) == ("created", "pending")
+    assert WebhookSender(sessions, dispatch, clock=clock).deliver_due() == 1
+    assert json.loads(receiver.requests[0][1])["kind"] == "incident.created"
+
+
+def test_a_failed_ingest_queues_no_delivery(
+    receiver: Receiver, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    clock = Clock()
+    dispatch = dispatch_for(receiver)
+    ingest = IngestService(sessions, clock=clock, policy=IncidentPolicy(dispatch=dispatch))
+    notifier = Notifier(sessions, StreamHub(), dispatch, clock=clock)
+
+    def crash(session: Session, changes: list[IncidentChange]) -> list[IncidentChange]:
+        notifier.queue_webhooks(session, changes)
+        session.flush()
+        raise RuntimeError("the process dies inside the transaction")
+
+    ingest.add_outbox(crash)
+    with pytest.raises(RuntimeError):
+        ingest.ingest(make_event(), source="mqtt")
+    with sessions() as session:
+        assert session.scalars(select(WebhookDeliveryRow)).all() == []
+
+
+def test_every_attempt_of_a_delivery_carries_the_same_idempotency_key(
+    receiver: Receiver, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    receiver.statuses = [503, 200]
+    clock = Clock()
+    ingest, sender, _ = build(sessions, dispatch_for(receiver), clock, tmp_path)
+    ingest.ingest(make_event("ev-a"), source="http")
+    ingest.ingest(make_event("ev-b", camera_id="facade-2"), source="http")
+
+    sender.deliver_due()
+    clock.now = T0 + timedelta(seconds=10)
+    sender.deliver_due()
+
+    keys = [headers[IDEMPOTENCY_HEADER] for headers, _ in receiver.requests]
+    assert len(keys) == 3  # the first failed, was retried; the second went through at once
+    assert keys[0] == keys[2] != keys[1]
+    assert all(key.startswith("zhizhi-delivery-") for key in keys)
