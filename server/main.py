@@ -22,6 +22,7 @@ from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import DispatchConfig, load_dispatch_config
 from server.incidents import IncidentPolicy
 from server.ingest import IngestService
+from server.live.pg import PgFanout
 from server.mqtt import MqttConsumer
 from server.notify import Notifier, StreamHub, WebhookSender
 from server.retention import RetentionPolicy
@@ -46,6 +47,7 @@ class ServerRuntime:
     def start_consumer(self) -> None:
         """Start MQTT ingestion, the periodic work (escalation, webhooks, retention) and the
         membership heartbeat (issue 18)."""
+        self.app.state.notifier.hub.start(resolve=self.app.state.notifier.resolve)
         self.consumer.start()
         self.scheduler.start()
         if self.membership is not None:
@@ -60,6 +62,7 @@ class ServerRuntime:
         if self.membership is not None:
             self.membership.stop(session_ended=leave)
         self.webhooks.close()
+        self.app.state.notifier.hub.stop()
         self.engine.dispose()
 
 
@@ -88,7 +91,10 @@ def build_server(
     session_factory = make_session_factory(engine)
     policy = IncidentPolicy(group_window_s=settings.group_window_s, dispatch=dispatch)
     ingest = IngestService(session_factory, policy=policy)
-    notifier = Notifier(session_factory, StreamHub(), dispatch)
+    # Several processes share a PostgreSQL: the live stream goes through LISTEN/NOTIFY, so
+    # every dashboard sees every change whichever process made it (issue 16).
+    hub = StreamHub(None if settings.is_sqlite else PgFanout(engine))
+    notifier = Notifier(session_factory, hub, dispatch)
     ingest.add_listener(notifier)
     ingest.add_outbox(notifier.queue_webhooks)  # deliveries commit with the ingest (issue 16)
     ingest.refresh_edges_online()

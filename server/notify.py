@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import select
@@ -71,12 +71,40 @@ class Subscriber:
         self.queue.put_nowait(message)
 
 
-class StreamHub:
-    """The connected dashboards; `publish` may be called from any thread."""
+class Fanout(Protocol):
+    """Carries every published message to every server process (server/live/pg.py)."""
 
-    def __init__(self) -> None:
+    def send(self, message: StreamMessage) -> None: ...
+
+    def start(
+        self,
+        deliver: Callable[[StreamMessage], None],
+        resolve: Callable[[str, int], StreamMessage | None] | None = None,
+    ) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class StreamHub:
+    """The connected dashboards; `publish` may be called from any thread.
+
+    With a `fanout` (PostgreSQL LISTEN/NOTIFY, several server processes) a message published
+    here goes to the dashboards of every process, this one's through the fanout too; without
+    one (SQLite: one process) straight to this process's dashboards."""
+
+    def __init__(self, fanout: Fanout | None = None) -> None:
         self._lock = threading.Lock()
         self._subscribers: set[Subscriber] = set()
+        self.fanout = fanout
+
+    def start(self, resolve: Callable[[str, int], StreamMessage | None] | None = None) -> None:
+        """Start listening to the other processes (with a fanout)."""
+        if self.fanout is not None:
+            self.fanout.start(self.deliver, resolve)
+
+    def stop(self) -> None:
+        if self.fanout is not None:
+            self.fanout.stop()
 
     def subscribe(self, sites: frozenset[str] | None, *, team: str | None = None) -> Subscriber:
         subscriber = Subscriber(sites=sites, loop=asyncio.get_running_loop(), team=team)
@@ -94,6 +122,17 @@ class StreamHub:
             return len(self._subscribers)
 
     def publish(self, message: StreamMessage) -> None:
+        """To every process's dashboards (fanout), or this process's."""
+        if self.fanout is not None:
+            try:
+                self.fanout.send(message)
+                return
+            except Exception:  # the database is away: this process's dashboards at least
+                log.exception("live stream: could not notify the other processes")
+        self.deliver(message)
+
+    def deliver(self, message: StreamMessage) -> None:
+        """To this process's dashboards that may see it (from any thread)."""
         with self._lock:
             targets = [s for s in self._subscribers if _wants(s, message)]
         for subscriber in targets:
@@ -222,6 +261,18 @@ class Notifier:
         for hook in self._dispatch.webhooks:
             if hook.wants(site_id=site_id, type=incident_type):
                 session.add(_delivery(hook, change.incident_id, change.kind, payload, now))
+
+    def resolve(self, event: str, ref: int) -> StreamMessage | None:
+        """A message that travelled between processes as a reference (too long to notify):
+        the incident as it is now."""
+        if event != "incident":
+            return None
+        with self._session_factory() as session:
+            rows = session.scalars(select(IncidentRow).where(IncidentRow.id == ref))
+            views = views_of(rows, session=session)
+        if not views:
+            return None
+        return StreamMessage("incident", views[0].model_dump(mode="json"), views[0].site_id)
 
     def cameras_changed(self, site_id: str, edge_id: str) -> None:
         try:

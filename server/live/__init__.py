@@ -1,0 +1,1 @@
+"""The live stream across server processes (Part E: live/hub)."""

@@ -1,0 +1,148 @@
+"""The live stream across server processes through PostgreSQL LISTEN/NOTIFY (issue 16).
+
+Two hubs on one fresh database see each other's messages, a message too long for a
+notification included (it travels as a reference, resolved by the receiver); then two
+`zhizhi server` processes: an event stored by one shows on the other's SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.db.session import make_engine
+from server.live.pg import MAX_NOTIFY_BYTES, PgFanout, encode
+from server.notify import StreamHub, StreamMessage
+from tests.support.databases import fresh_postgres_url
+from tests.support.mosquitto import PrivateBroker
+from tests.support.servers import ServerProcess, zhizhi_binary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    yield from fresh_postgres_url()
+
+
+def test_two_hubs_on_one_database_deliver_each_others_messages(pg_url: str) -> None:
+    engines = [make_engine(pg_url), make_engine(pg_url)]
+    long_text = "x" * (2 * MAX_NOTIFY_BYTES)
+    resolved = StreamMessage("incident", {"id": 7, "note": "re-read"}, "site-a")
+    hubs = [StreamHub(PgFanout(engine)) for engine in engines]
+    for hub in hubs:
+        hub.start(resolve=lambda event, ref: resolved if (event, ref) == ("incident", 7) else None)
+    try:
+        for hub in hubs:
+            assert hub.fanout is not None
+            assert hub.fanout.wait_listening(10)  # type: ignore[attr-defined]
+
+        async def scenario() -> list[list[StreamMessage]]:
+            subscribers = [hub.subscribe(None) for hub in hubs]
+            small = StreamMessage("camera", {"camera_id": "gate-east"}, "site-a")
+            large = StreamMessage("incident", {"id": 7, "note": long_text}, "site-a")
+            assert "ref" in json.loads(encode(large))  # the long one goes by reference
+            await asyncio.to_thread(hubs[0].publish, small)
+            await asyncio.to_thread(hubs[1].publish, large)
+            got: list[list[StreamMessage]] = []
+            for subscriber in subscribers:
+                got.append([await asyncio.wait_for(subscriber.queue.get(), 10) for _ in range(2)])
+            return got
+
+        for received in asyncio.run(scenario()):
+            assert [m.event for m in received] == ["camera", "incident"]
+            assert received[0].data == {"camera_id": "gate-east"}
+            assert received[1] == resolved
+    finally:
+        for hub in hubs:
+            hub.stop()
+        for engine in engines:
+            engine.dispose()
+
+
+def _token(db_url: str, role: str) -> str:
+    made = subprocess.run(
+        [str(zhizhi_binary()), "token", "create", "--db", db_url, "--role", role],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
+def test_an_event_stored_by_one_process_shows_on_the_other_processs_stream(
+    tmp_path: Path, pg_url: str
+) -> None:
+    broker = PrivateBroker(tmp_path / "broker")
+    env = {"ZHIZHI_DB_URL": pg_url, "ZHIZHI_MQTT_URL": broker.url}
+    first = ServerProcess(tmp_path / "srv-1", "srv-1", env)
+    second = ServerProcess(tmp_path / "srv-2", "srv-2", env)
+    frames: list[str] = []
+    stop = threading.Event()
+    try:
+        broker.start()
+        first.start()
+        second.start()
+        first.wait_healthy()
+        second.wait_healthy()
+        viewer, edge = _token(pg_url, "viewer"), _token(pg_url, "edge")
+
+        def listen() -> None:
+            url = f"{second.base}/api/v1/stream?token={viewer}"
+            try:
+                with httpx.stream("GET", url, timeout=httpx.Timeout(5, read=None)) as response:
+                    for line in response.iter_lines():
+                        frames.append(line)
+                        if stop.is_set():
+                            return
+            except httpx.HTTPError:  # the server is stopped at the end
+                return
+
+        reader = threading.Thread(target=listen, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not any(line.startswith(": connected") for line in frames):
+            assert time.monotonic() < deadline, "the stream did not open"
+            time.sleep(0.05)
+        event = {
+            "event_id": "fanout-1",
+            "seq": 0,
+            "state": "new",
+            "type": "falling_object",
+            "site_id": "garden-court",
+            "camera_id": "facade-1",
+            "zone_id": "facade",
+            "rule_id": "throws",
+            "observed_at": datetime.now(UTC).isoformat(),
+            "pts_s": 9.0,
+            "onset_pts_s": 8.6,
+            "bbox": [0.4, 0.1, 0.45, 0.2],
+            "score": 0.8,
+            "details": {"trajectory": [[8.6, 0.42, 0.1], [9.0, 0.43, 0.6]]},
+        }
+        posted = httpx.post(
+            f"{first.base}/api/v1/events",
+            json=event,
+            headers={"Authorization": f"Bearer {edge}"},
+            timeout=10,
+        )
+        assert posted.status_code == 201, posted.text
+        deadline = time.monotonic() + 10
+        while not any("fanout-1" in line for line in frames if line.startswith("data:")):
+            assert time.monotonic() < deadline, f"srv-2's stream never showed it: {frames[-5:]}"
+            time.sleep(0.05)
+        assert "event: incident" in frames
+    finally:
+        stop.set()
+        first.stop()
+        second.stop()
+        broker.stop()
