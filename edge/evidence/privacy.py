@@ -63,8 +63,6 @@ REGION_TORSO = 1.0  # a head region is this many torso lengths (shoulders to hip
 REGION_OFFSET = 0.35  # ...centred this many torso lengths beyond the shoulders
 FACE_IN_REGION_GROW = 0.25  # a face counts as a person's when its centre is in the head region
 # grown by this share on each side
-REFINE_BUDGET = 1.0  # clips: extra searches where samples disagree, at most this share of the
-# samples (beyond it, heads found in one sample only are carried over the whole gap)
 
 
 class RedactionError(ValueError):
@@ -681,9 +679,8 @@ class Redactor:
         `options.clip_face_every_s` of stream time (`pts_s`; without it frames are taken as
         `ASSUMED_FPS` apart) and carried between (`carry_heads`); where two samples disagree
         (a head found in one only, or moved by more than `STEADY_MOVE` of its size: a fall,
-        someone running), the frames between are looked at too (`refine_samples`, at most
-        `REFINE_BUDGET` times as many again), so a fast head is not left uncovered by the
-        interpolation.
+        someone running), the frames between are looked at too (`refine_samples`), so a fast
+        head is not left uncovered by the interpolation.
 
         Raises:
             RedactionError: a face finder failed; nothing may be written.
@@ -700,8 +697,7 @@ class Redactor:
             return [head.box for head in located[index]]
 
         found = {index: find(index) for index in first}
-        limit = math.ceil(REFINE_BUDGET * len(first))
-        samples = refine_samples(found, find, limit)
+        samples = refine_samples(found, find)
         out = [
             self._redact(image, _heads_at(index, samples, found))
             for index, image in enumerate(images)

@@ -91,7 +91,7 @@ def test_faces_in_the_shared_clips_are_blurred_in_the_written_jpeg(
     kept = sharpness_kept(original, decode(data), heads)
     assert max(kept) < 0.06, kept  # the fine detail of every head is gone
     assert record.faces_blurred == len(heads)
-    assert record.face_model == "yolov8n-pose-640"
+    assert record.pose_model == "yolov8n-pose-640"  # the face detector is not given here
 
 
 def test_the_rule_switch_keeps_the_fall_victims_face(clips_dir: Path, redactor: Redactor) -> None:
