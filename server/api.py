@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
@@ -35,6 +35,7 @@ from server.errors import (
     PayloadTooLarge,
     ServerError,
     StorageFull,
+    StorageUnavailable,
     UnstorableInput,
     UnsupportedMedia,
 )
@@ -54,6 +55,7 @@ from server.schemas import (
     StoredResponse,
 )
 from server.settings import ServerSettings
+from server.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ _STATUS_OF: dict[type[ServerError], int] = {
     UnsupportedMedia: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     ForeignIds: status.HTTP_409_CONFLICT,
     StorageFull: status.HTTP_507_INSUFFICIENT_STORAGE,
+    StorageUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 # Dependencies ---------------------------------------------------------------------------------
@@ -242,7 +245,11 @@ async def put_evidence(
     return result
 
 
-@evidence.get("/{sha256}", response_class=FileResponse)
+@evidence.get(
+    "/{sha256}",
+    response_class=FileResponse,
+    responses={307: {"description": "evidence_presign_s set: a short-lived bucket URL"}},
+)
 def get_evidence_file(
     sha256: Sha256,
     service: EvidenceDep,
@@ -251,9 +258,11 @@ def get_evidence_file(
     principal: Annotated[Principal, Depends(require_role("viewer", query_token=True))],
     token: Annotated[str | None, Query(max_length=256, description="Bearer token (<img>)")] = None,
     download: bool = False,
-) -> FileResponse:
+) -> Response:
     """The file, as the type the server found in its bytes (JPEG, PNG, MP4), in a sandbox
-    (CSP), never sniffed; anything else only as a download. Every view is audited."""
+    (CSP), never sniffed; anything else only as a download. Every view is audited. From an
+    object store it is streamed through the server, or (evidence_presign_s) the browser is
+    sent to a URL of the bucket valid that long."""
     del token  # read by the dependency
     info, path = service.find(sha256)
     if principal.sites is not None:
@@ -279,7 +288,17 @@ def get_evidence_file(
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, no-cache",
     }
-    return FileResponse(path, media_type=media_type, headers=headers)
+    if path is not None:
+        return FileResponse(path, media_type=media_type, headers=headers)
+    settings: ServerSettings = request.app.state.settings
+    if settings.evidence_presign_s and not download:
+        url = service.presign(
+            sha256, expires_s=settings.evidence_presign_s, content_type=media_type
+        )
+        if url is not None:
+            return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    headers["Content-Length"] = str(info.size)
+    return StreamingResponse(service.chunks(sha256), media_type=media_type, headers=headers)
 
 
 @evidence.head("/{sha256}")
@@ -369,6 +388,7 @@ def create_app(
     broker_connected: Callable[[], bool],
     notifier: Notifier | None = None,
     ingest_healthy: Callable[[], bool] | None = None,
+    blobs: BlobStore | None = None,
 ) -> FastAPI:
     """The REST API on `engine` (already migrated); `broker_connected` and `ingest_healthy`
     (the MQTT consumer's own health; None: as `broker_connected`) feed /healthz.
@@ -393,7 +413,9 @@ def create_app(
     app.state.broker_connected = broker_connected
     app.state.ingest_healthy = ingest_healthy or broker_connected
     app.state.evidence = EvidenceService(
-        session_factory, settings.media_dir, max_bytes=settings.max_evidence_bytes
+        session_factory,
+        blobs if blobs is not None else settings.blob_store(),
+        max_bytes=settings.max_evidence_bytes,
     )
     if notifier is None:
         notifier = Notifier(session_factory, StreamHub(), ingest.policy.dispatch)

@@ -23,6 +23,10 @@ class StorageFull(ServerError):
     """The media folder has no room for the file: the uploader keeps it and tries again."""
 
 
+class StorageUnavailable(ServerError):
+    """The object store did not take or give the file (down, refused, no such bucket)."""
+
+
 class UnsupportedMedia(ServerError):
     """An upload that is not one of the file types the server keeps (JPEG, PNG, MP4)."""
 

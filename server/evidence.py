@@ -1,8 +1,9 @@
-"""Evidence files (snapshots, clips), content-addressed by sha256 under the media folder.
+"""Evidence files (snapshots, clips), content-addressed by sha256.
 
-A file is stored at media_dir/ab/cd/<sha256>: written to a temporary name, flushed to disk,
-then renamed, so a crash never leaves a half file under the final name. Uploads are
-idempotent: the same bytes sent twice are stored once.
+A file is kept under the key ab/cd/<sha256> in a `BlobStore` (server/storage.py): the media
+folder (written to a temporary name, flushed, renamed, so a crash never leaves a half file
+under the final name) or an S3-compatible bucket. Uploads are idempotent: the same bytes sent
+twice are stored once.
 
 The server decides a file's type from its bytes, never from what the uploader says: JPEG, PNG
 or MP4, anything else is refused (issue 14: HTML and SVG were stored and served inline with
@@ -13,13 +14,10 @@ the uploader's type, and an HTML file opened with an operator's `?token=` could 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
 import re
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,11 +27,11 @@ from server.errors import (
     EvidenceMismatch,
     EvidenceNotFound,
     PayloadTooLarge,
-    StorageFull,
     UnsupportedMedia,
 )
 from server.repositories import EvidenceRepository, evidence_info
 from server.schemas import EvidenceInfo, EvidenceStored
+from server.storage import BlobStore, LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -78,45 +76,28 @@ def clean_content_type(value: str | None) -> str:
     return media_type if _CONTENT_TYPE.match(media_type) else DEFAULT_CONTENT_TYPE
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
-    try:
-        with temporary.open("wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 class EvidenceService:
     """Store and find evidence files; the database keeps type, size and location."""
 
     def __init__(
-        self, session_factory: Callable[[], Session], media_dir: Path, *, max_bytes: int
+        self,
+        session_factory: Callable[[], Session],
+        store: BlobStore | Path,
+        *,
+        max_bytes: int,
     ) -> None:
         self._session_factory = session_factory
-        self._media_dir = media_dir
+        self.blobs: BlobStore = LocalStore(store) if isinstance(store, Path) else store
         self.max_bytes = max_bytes
-        self._needed = 0  # bytes of the last file refused for want of space (0: none)
 
     def writable(self) -> bool:
-        """Whether the media folder can take files: after a write failed for want of space,
-        False until that much is free again (so /healthz tells the truth about uploads)."""
-        if not self._needed:
-            return True
-        try:
-            free = shutil.disk_usage(self._media_dir).free
-        except OSError:
-            return False
-        if free > self._needed + 64 * 1024:
-            self._needed = 0
-        return not self._needed
+        """Whether the store takes files: after a write failed for want of space (or the
+        object store failed), False until it is fine again (so /healthz tells the truth)."""
+        return self.blobs.writable()
 
-    def path_of(self, sha256: str) -> Path:
-        return self._media_dir / relative_path(sha256)
+    def path_of(self, sha256: str) -> Path | None:
+        """The file on this machine (local store), None for an object store."""
+        return self.blobs.local_path(relative_path(sha256).as_posix())
 
     def store(
         self, sha256: str, data: bytes, *, content_type: str | None, event_id: str | None = None
@@ -133,20 +114,10 @@ class EvidenceService:
             raise UnsupportedMedia(f"evidence must be a JPEG, PNG or MP4 file, not {said}")
         if said not in (media_type, DEFAULT_CONTENT_TYPE):
             log.info("evidence %s was said to be %s, is %s", sha256, said, media_type)
-        path = self.path_of(sha256)
+        key = relative_path(sha256).as_posix()
         rewritten = False
-        if not (path.is_file() and path.stat().st_size == len(data)):
-            try:
-                _write_atomically(path, data)
-            except OSError as error:
-                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                self._needed = len(data)
-                log.error(
-                    "media folder %s is full: evidence %s not stored", self._media_dir, sha256
-                )
-                raise StorageFull(f"the media folder is full; {len(data)} bytes wait") from None
-            self._needed = 0
+        if self.blobs.size(key) != len(data):
+            self.blobs.put(key, data, content_type=media_type, sha256=sha256)
             rewritten = True
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(
@@ -167,16 +138,33 @@ class EvidenceService:
             stored=inserted or rewritten,
         )
 
-    def find(self, sha256: str) -> tuple[EvidenceInfo, Path]:
-        """The file's record and path; EvidenceNotFound when unknown or missing on disk."""
+    def record(self, sha256: str) -> tuple[EvidenceInfo, str]:
+        """The file's record and its key in the store; EvidenceNotFound when unknown."""
         with self._session_factory() as session:
             row = EvidenceRepository(session).get(sha256)
             info = None if row is None else evidence_info(row)
             relative = None if row is None else row.path
         if info is None or relative is None:
             raise EvidenceNotFound(sha256)
-        path = self._media_dir / relative
-        if not path.is_file():
+        return info, relative
+
+    def find(self, sha256: str) -> tuple[EvidenceInfo, Path | None]:
+        """The file's record and its path on this machine (None: in an object store, read it
+        with `chunks`); EvidenceNotFound when unknown or missing on disk."""
+        info, key = self.record(sha256)
+        path = self.blobs.local_path(key)
+        if path is not None and not path.is_file():
             log.error("evidence %s is recorded but its file %s is missing", sha256, path)
             raise EvidenceNotFound(sha256)
         return info, path
+
+    def chunks(self, sha256: str) -> Iterator[bytes]:
+        """The file's bytes from wherever it is kept."""
+        _, key = self.record(sha256)
+        return self.blobs.chunks(key)
+
+    def presign(self, sha256: str, *, expires_s: int, content_type: str) -> str | None:
+        _, key = self.record(sha256)
+        return self.blobs.presign(
+            key, expires_s=expires_s, content_type=content_type, filename=sha256[:16]
+        )

@@ -110,9 +110,11 @@ def build_server(
         session_expiry_s=settings.mqtt_session_expiry_s,
         tls_files=settings.tls_files,
     )
+    blobs = settings.blob_store()  # evidence: the media folder or a bucket (issue 16)
     app = create_app(
         settings,
         engine,
+        blobs=blobs,
         ingest=ingest,
         broker_connected=lambda: consumer.connected,
         notifier=notifier,
@@ -124,7 +126,7 @@ def build_server(
         dispatch,
         notifier,
         sender,
-        media_dir=settings.media_dir,
+        media_dir=blobs,
         retention=RetentionPolicy(settings.retention_days, settings.retention_default_days),
         escalation_check_s=settings.escalation_check_s,
         retention_sweep_s=settings.retention_sweep_s,

@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from server.db.models import EvidenceRow, IncidentEvidenceRow, IncidentRow
+from server.storage import BlobStore, LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,19 @@ def expired(
 
 
 def sweep_evidence(
-    session: Session, media_dir: Path, policy: RetentionPolicy, now: datetime, *, batch: int = 500
+    session: Session,
+    store: BlobStore | Path,
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    batch: int = 500,
 ) -> int:
     """Delete expired evidence files and their records (committed); how many were deleted.
 
     Candidates are read `batch` at a time, oldest first, until none are left: files kept
     (on hold, or of a type kept longer) never stop the sweep from reaching later ones.
     """
+    blobs = LocalStore(store) if isinstance(store, Path) else store
     oldest_kept = now - timedelta(days=min([policy.default_days, *policy.days_by_type.values()]))
     deleted = 0
     after: tuple[datetime, str] | None = None
@@ -69,7 +76,7 @@ def sweep_evidence(
             held = any(bool(hold) for _, hold in links)
             if not expired(row.created_at, types, held, policy, now):
                 continue
-            (media_dir / row.path).unlink(missing_ok=True)
+            blobs.delete(row.path)
             session.execute(delete(EvidenceRow).where(EvidenceRow.sha256 == row.sha256))
             deleted += 1
         session.commit()

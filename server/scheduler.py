@@ -18,6 +18,7 @@ from server.dispatch import DispatchConfig
 from server.incidents import escalate_overdue
 from server.notify import Notifier, WebhookSender
 from server.retention import RetentionPolicy, sweep_evidence
+from server.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,13 @@ def escalation_task(
 
 def retention_task(
     session_factory: SessionFactory,
-    media_dir: Path,
+    store: BlobStore | Path,
     policy: RetentionPolicy,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Callable[[], int]:
     def run() -> int:
         with session_factory() as session:
-            return sweep_evidence(session, media_dir, policy, clock())
+            return sweep_evidence(session, store, policy, clock())
 
     return run
 
@@ -107,7 +108,7 @@ def build_scheduler(
     notifier: Notifier,
     sender: WebhookSender,
     *,
-    media_dir: Path,
+    media_dir: BlobStore | Path,
     retention: RetentionPolicy,
     escalation_check_s: float,
     retention_sweep_s: float,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from common.mqtt_url import MqttUrl, TlsFiles, parse_mqtt_url
+from server.storage import BlobStore, LocalStore, S3Config, S3Store
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -40,6 +42,15 @@ ENV_NAMES: dict[str, str] = {
     "mqtt_key_file": "ZHIZHI_MQTT_KEY_FILE",
     "dispatch_file": "ZHIZHI_DISPATCH_FILE",
     "group_window_s": "ZHIZHI_GROUP_WINDOW_S",
+    "evidence_store": "ZHIZHI_EVIDENCE_STORE",
+    "s3_bucket": "ZHIZHI_S3_BUCKET",
+    "s3_endpoint_url": "ZHIZHI_S3_ENDPOINT_URL",
+    "s3_region": "ZHIZHI_S3_REGION",
+    "s3_prefix": "ZHIZHI_S3_PREFIX",
+    "s3_access_key_id": "ZHIZHI_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "ZHIZHI_S3_SECRET_ACCESS_KEY",
+    "s3_addressing": "ZHIZHI_S3_ADDRESSING",
+    "evidence_presign_s": "ZHIZHI_EVIDENCE_PRESIGN_S",
 }
 
 
@@ -169,6 +180,30 @@ class ServerSettings(BaseModel):
         le=64,
         description="Password checks (argon2id, 64 MiB each) run at once; logins beyond wait",
     )
+    # Evidence in object storage (issue 16) --------------------------------------------------
+    evidence_store: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where evidence files live: local (media_dir) or s3 (an S3-compatible "
+        "bucket: MinIO, 阿里云 OSS, 腾讯云 COS), which several server processes share",
+    )
+    s3_bucket: str = Field(default="", description="The bucket (evidence_store s3)")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="http(s)://host:port of MinIO, OSS, COS (None: AWS)"
+    )
+    s3_region: str = "us-east-1"
+    s3_prefix: str = Field(default="evidence/", description="Keys are <prefix>ab/cd/<sha256>")
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_addressing: Literal["path", "virtual", "auto"] = Field(
+        default="path", description="path (MinIO) or virtual (OSS, COS: bucket.endpoint)"
+    )
+    evidence_presign_s: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="With s3: answer an evidence view (audited first) with a redirect to a "
+        "URL of the bucket valid this many seconds; 0: the server streams it",
+    )
     max_photo_bytes: int = Field(
         default=8 * MIB, gt=0, description="Largest photo a field worker attaches (JPEG or PNG)"
     )
@@ -180,6 +215,12 @@ class ServerSettings(BaseModel):
                 f"member_grace_s ({self.member_grace_s}) must be at least two heartbeats "
                 f"(member_heartbeat_s {self.member_heartbeat_s})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _bucket_named(self) -> ServerSettings:
+        if self.evidence_store == "s3" and not self.s3_bucket:
+            raise ValueError("evidence_store s3 needs s3_bucket (ZHIZHI_S3_BUCKET)")
         return self
 
     @field_validator("retention_days")
@@ -208,6 +249,23 @@ class ServerSettings(BaseModel):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    def blob_store(self) -> BlobStore:
+        """Where evidence files live (server/storage.py)."""
+        if self.evidence_store == "local":
+            return LocalStore(self.media_dir)
+        secret = self.s3_secret_access_key
+        return S3Store(
+            S3Config(
+                bucket=self.s3_bucket,
+                endpoint_url=self.s3_endpoint_url,
+                region=self.s3_region,
+                prefix=self.s3_prefix,
+                access_key_id=self.s3_access_key_id,
+                secret_access_key=secret.get_secret_value() if secret is not None else None,
+                addressing=self.s3_addressing,
+            )
+        )
 
     @property
     def broker(self) -> MqttUrl:

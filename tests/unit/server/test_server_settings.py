@@ -85,6 +85,15 @@ def test_every_documented_environment_variable_reaches_its_setting(tmp_path: Pat
         "ZHIZHI_MQTT_KEY_FILE": str(tmp_path / "server.key"),
         "ZHIZHI_DISPATCH_FILE": str(tmp_path / "dispatch.yaml"),
         "ZHIZHI_GROUP_WINDOW_S": "60",
+        "ZHIZHI_EVIDENCE_STORE": "s3",
+        "ZHIZHI_S3_BUCKET": "evidence",
+        "ZHIZHI_S3_ENDPOINT_URL": "http://minio:9000",
+        "ZHIZHI_S3_REGION": "cn-north-1",
+        "ZHIZHI_S3_PREFIX": "district-7/",
+        "ZHIZHI_S3_ACCESS_KEY_ID": "zhizhi",
+        "ZHIZHI_S3_SECRET_ACCESS_KEY": "minio-secret",
+        "ZHIZHI_S3_ADDRESSING": "virtual",
+        "ZHIZHI_EVIDENCE_PRESIGN_S": "60",
     }
     assert set(environ) == set(ENV_NAMES.values())  # this test covers every one
 
@@ -103,6 +112,14 @@ def test_every_documented_environment_variable_reaches_its_setting(tmp_path: Pat
     assert settings.tls_files.key_file == tmp_path / "server.key"
     assert settings.dispatch_file == tmp_path / "dispatch.yaml"
     assert settings.group_window_s == 60.0
+    assert (settings.evidence_store, settings.s3_bucket) == ("s3", "evidence")
+    assert (settings.s3_endpoint_url, settings.s3_region) == ("http://minio:9000", "cn-north-1")
+    assert (settings.s3_prefix, settings.s3_addressing) == ("district-7/", "virtual")
+    assert settings.s3_access_key_id == "zhizhi"
+    assert settings.s3_secret_access_key is not None
+    assert settings.s3_secret_access_key.get_secret_value() == "minio-secret"
+    assert "minio-secret" not in repr(settings)
+    assert settings.evidence_presign_s == 60
     # an option given on the command line wins over the environment
     assert ServerSettings.from_env(environ, mqtt_client_id="x-1").mqtt_client_id == "x-1"
 
@@ -149,3 +166,8 @@ def test_from_env_reads_zhizhi_variables_and_overrides_win() -> None:
     assert settings.port == 8081
     assert settings.host == "127.0.0.1"
     assert settings.mqtt_client_id == "zhizhi-server-2"
+
+
+def test_an_object_store_without_a_bucket_is_refused() -> None:
+    with pytest.raises(ValidationError, match="s3_bucket"):
+        ServerSettings(evidence_store="s3")
