@@ -266,53 +266,40 @@ function serverMembers(list) {
     { class: "panel server-members", id: "server-members" },
     h("h3", {}, t("servers.title")),
     h("p", { class: "muted small" }, t("servers.hint", { grace: number(list.grace_s, 0) })),
-    h(
-      "table",
-      { class: "table" },
-      h(
-        "thead",
-        {},
+    list.items.map((member) => {
+      const state = member.late ? "late" : member.state;
+      return h(
+        "div",
+        { class: "server-member", dataset: { member: member.client_id, state } },
         h(
-          "tr",
+          "header",
           {},
-          ["client_id", "host", "state", "heartbeat", "taken", "stored"].map((name) =>
-            h("th", {}, t(`servers.${name}`)),
+          h("span", { class: `dot ${state === "live" ? "online" : "offline"}` }),
+          h("strong", { translate: "no" }, member.client_id),
+          " ",
+          h(
+            "span",
+            { class: `badge member-${MEMBER_STATES.includes(state) ? state : "live"}` },
+            label("member_state", state),
           ),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        list.items.map((member) => {
-          const state = member.late ? "late" : member.state;
-          return h(
-            "tr",
-            { dataset: { member: member.client_id, state } },
-            h("td", { translate: "no" }, member.client_id),
-            h("td", { translate: "no" }, `${member.host} · ${member.pid}`),
-            h(
-              "td",
-              {},
-              h(
+          member.ended_by && state === "removed"
+            ? h(
                 "span",
-                { class: `badge member-${MEMBER_STATES.includes(state) ? state : "live"}` },
-                label("member_state", state),
-              ),
-              member.ended_by && state === "removed"
-                ? h(
-                    "span",
-                    { class: "muted small" },
-                    ` ${t("servers.removed_by", { by: member.ended_by })}`,
-                  )
-                : null,
-            ),
-            h("td", {}, ago(member.heartbeat_at)),
-            h("td", {}, String(member.events_taken)),
-            h("td", {}, String(member.events_stored)),
-          );
-        }),
-      ),
-    ),
+                { class: "muted small" },
+                ` ${t("servers.removed_by", { by: member.ended_by })}`,
+              )
+            : null,
+        ),
+        h(
+          "div",
+          { class: "metrics" },
+          metric("servers.host", h("span", { translate: "no" }, `${member.host} · ${member.pid}`)),
+          metric("servers.heartbeat", ago(member.heartbeat_at)),
+          metric("servers.taken", String(member.events_taken)),
+          metric("servers.stored", String(member.events_stored)),
+        ),
+      );
+    }),
   );
 }
 
