@@ -1,12 +1,15 @@
 """The recorder: rule decisions (`Finding`s) in, event messages with their evidence out.
 
-For each finding it gives the message its id and sequence number (edge.delivery.sequencer),
-writes the redacted snapshot, a zone rule's clip cut from the sparse frame history, and a
-garbage pile's enforcement pictures. A frame rule's `new` waits until its clip's post-roll
-(`clip_post_s` after the alert) has been seen, then leaves with the clip cut from the dense
-pre-event buffer; every later message waits behind it, so messages leave in the order they were
-made. Evidence that cannot be made (a face finder that fails, a full disk) is left out and the
-message still goes: nothing unredacted is ever written.
+For each finding it gives the message its id and sequence number (edge.delivery.sequencer) and
+writes the redacted snapshot, and a garbage pile's enforcement pictures. The alert (`new`) leaves
+at once with them: the operator never waits for the heaviest evidence. Its clip follows in the
+situation's next message, an `update` (`details.update_reason: "clip"`) made at the same moment
+(so its sequence number follows the alert's) and sent once the clip is cut and redacted: a
+frame rule's from the dense pre-event buffer once its post-roll (`clip_post_s` after the alert)
+has been seen, a zone rule's from the sparse frame history at once. Later messages of that
+situation wait behind it, so every situation's messages leave in the order they were made;
+other situations' messages do not wait. Evidence that cannot be made (a face finder that fails,
+a full disk) is left out and the message still goes: nothing unredacted is ever written.
 
 Replay calls it inline (`add`, then `release` with each frame's time); the live box runs it on
 a thread of its own, so that encoding a clip never holds up the analysis of the next frames.
@@ -18,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import cv2
@@ -42,13 +45,17 @@ ZONE_CLIP_PRE_S = 8.0  # a zone rule's clip: from this long before the onset...
 ZONE_CLIP_POST_S = 8.0  # ...to this long after it (or the alert, if sooner)
 
 
+CLIP_UPDATE = "clip"  # `details.update_reason` of the message that brings an alert's clip
+
+
 @dataclass(slots=True)
 class _Held:
-    """An event waiting for the post-roll of its clip (or behind one that is)."""
+    """A message waiting for its clip (or behind one of its situation that is)."""
 
     event: Event
     due_s: float
     clip: tuple[float, float] | None = None  # stream seconds the clip covers
+    history: FrameHistory | None = None  # where its frames are cut from
 
 
 class Recorder:
@@ -94,35 +101,67 @@ class Recorder:
         return len(self._held)
 
     def add(self, findings: Sequence[Finding]) -> None:
-        """Make the messages of these findings (evidence written); they leave by `release`."""
-        for event in self._events_of(findings):
-            window = self._clip_windows.get(event.rule_id)
-            if event.state == "new" and window is not None and self._recent is not None:
-                clip = (event.onset_pts_s - window[0], event.pts_s + window[1])
-                self._held.append(_Held(event, clip[1], clip))
-            elif self._held:
+        """Make the messages of these findings (pictures written); they leave by `release`,
+        each alert with the `update` that will bring its clip right behind it."""
+        for finding in findings:
+            for event in self._events_of([finding]):
                 self._held.append(_Held(event, float("-inf")))
-            else:
-                self._held.append(_Held(event, float("-inf")))
+                plan = self._clip_plan(event)
+                if plan is not None:
+                    history, window, due = plan
+                    follow_up = self._follow_up(finding, event)
+                    self._held.append(_Held(follow_up, due, window, history))
 
     def release(self, now_s: float) -> list[Event]:
-        """The messages that may leave once the stream has reached `now_s`, in order: a held
-        frame rule's `new` once its clip's post-roll has been seen, with the clip."""
+        """The messages that may leave once the stream has reached `now_s`: a clip's `update`
+        once its post-roll has been seen (with the clip), every other message at once unless
+        an earlier one of its situation is still held."""
         out: list[Event] = []
-        while self._held and self._held[0].due_s <= now_s:
-            held = self._held.popleft()
+        keep: deque[_Held] = deque()
+        blocked: set[str] = set()
+        for held in self._held:
+            if held.event.event_id in blocked or held.due_s > now_s:
+                blocked.add(held.event.event_id)
+                keep.append(held)
+                continue
             event = held.event
-            if held.clip is not None and self._recent is not None:
+            if held.clip is not None and held.history is not None:
                 started = time.perf_counter()
-                event = self._with_clip(event, self._recent.between(*held.clip))
+                event = self._with_clip(event, held.history.between(*held.clip))
                 self._stats.add_seconds("evidence", time.perf_counter() - started)
             out.append(event)
+        self._held = keep
         self._stats.events += len(out)
         return [_with_privacy(event) for event in out]
 
-    def next_due(self) -> float | None:
-        """The stream time at which the first held message may leave (None: nothing held)."""
-        return self._held[0].due_s if self._held else None
+    def _clip_plan(self, event: Event) -> tuple[FrameHistory, tuple[float, float], float] | None:
+        """Where an alert's clip comes from, the stream seconds it covers, and from when it can
+        be cut; None when the message gets no clip."""
+        if event.state != "new" or self.evidence is None:
+            return None
+        window = self._clip_windows.get(event.rule_id)
+        if window is not None:
+            if self._recent is None:
+                return None
+            end = event.pts_s + window[1]
+            return self._recent, (event.onset_pts_s - window[0], end), end
+        if self._history is None:
+            return None
+        start = event.onset_pts_s - ZONE_CLIP_PRE_S
+        end = min(event.onset_pts_s + ZONE_CLIP_POST_S, event.pts_s)
+        return self._history, (start, end), float("-inf")
+
+    def _follow_up(self, finding: Finding, alert: Event) -> Event:
+        """The `update` that brings the alert's clip: the alert's decision again, numbered
+        now (right after the alert), its clip added when it is cut."""
+        output = replace(
+            finding.output,
+            state="update",
+            details={**finding.output.details, "update_reason": CLIP_UPDATE},
+        )
+        ids = self._events.next_id(output)
+        assert ids[0] == alert.event_id  # noqa: S101 - the alert opened this situation
+        return self._events.make(output, self._wall_clock(finding.frame), [], ids)
 
     def finish(self) -> list[Event]:
         """The stream ended: everything held leaves now, clips cut from what was seen."""
@@ -153,15 +192,6 @@ class Recorder:
         started = time.perf_counter()
         ids = self._events.next_id(output)
         evidence = self._snapshot(finding, ids)
-        if (
-            output.state == "new"
-            and self._history is not None
-            and output.rule_id not in self._clip_windows
-        ):
-            start = output.onset_s - ZONE_CLIP_PRE_S
-            end = min(output.onset_s + ZONE_CLIP_POST_S, output.pts_s)
-            clip = self._clip(self._history.between(start, end), ids, output.rule_id)
-            evidence.extend([clip] if clip is not None else [])
         self._stats.add_seconds("evidence", time.perf_counter() - started)
         if self._model_info is not None:
             self._events.model = self._model_info()  # a roll-out may have changed it

@@ -147,8 +147,11 @@ def test_a_parked_car_raises_one_new_event_after_dwell(
     parked_run: tuple[list[Event], Path],
 ) -> None:
     events, _ = parked_run
-    assert [e.state for e in events] == ["new"]
-    (event,) = events
+    # the alert, then at once the message that brings its clip (the same situation's next)
+    assert [e.state for e in events] == ["new", "update"]
+    event, follow_up = events
+    assert (follow_up.event_id, follow_up.seq) == (event.event_id, 1)
+    assert follow_up.details["update_reason"] == "clip"
     assert event.type == "fire_lane"
     assert (event.site_id, event.camera_id, event.zone_id, event.rule_id) == (
         "test-site",
@@ -166,9 +169,12 @@ def test_a_parked_car_raises_one_new_event_after_dwell(
     assert (blocker["kind"], blocker["label"]) == ("vehicle", "car")
 
 
-def test_the_event_carries_its_snapshot(parked_run: tuple[list[Event], Path]) -> None:
+def test_the_event_carries_its_snapshot_and_the_next_its_clip(
+    parked_run: tuple[list[Event], Path],
+) -> None:
     events, folder = parked_run
-    evidence, clip = events[0].evidence
+    (evidence,) = events[0].evidence
+    (clip,) = events[1].evidence
     assert (clip.kind, clip.content_type, clip.role) == ("clip", "video/mp4", "clip")
     # every file says what was hidden in it, and the event sums it up
     assert evidence.redaction is not None and evidence.redaction["masks"] == [0]
@@ -339,7 +345,7 @@ class ScriptedFrameRule:
         return []
 
 
-def test_a_frame_rule_sees_every_frame_and_its_alert_waits_for_the_clip_post_roll(
+def test_a_frame_rule_sees_every_frame_and_its_clip_follows_the_alert_after_the_post_roll(
     tmp_path: Path,
 ) -> None:
     config = site(rules=[FALL_RULE], privacy_masks=[])
@@ -355,13 +361,17 @@ def test_a_frame_rule_sees_every_frame_and_its_alert_waits_for_the_clip_post_rol
     assert len(rule.seen) == pipeline.stats.frames_seen == QUIET.seconds * QUIET.fps
     # no zone rule: neither the scene model nor the detector ran
     assert pipeline.stats.frames_analysed == 0 and detector.calls == []
-    assert [e.state for _, e in released] == ["new", "end"]
-    (new_at, new), (end_at, end) = released
-    # the new leaves once its post-roll (2 s after 6.5 s) was seen; the end waits behind it
-    assert 8.5 <= new_at < 8.5 + 2 / QUIET.fps and end_at == new_at
+    assert [e.state for _, e in released] == ["new", "update", "end"]
+    (new_at, new), (clip_at, follow_up), (end_at, end) = released
+    # the alert leaves at once; its clip once the post-roll (2 s after 6.5 s) was seen, in the
+    # situation's next message; the end waits behind it
+    assert new_at == pytest.approx(6.5, abs=0.1)
+    assert 8.5 <= clip_at < 8.5 + 2 / QUIET.fps and end_at == clip_at
     assert new.pts_s == pytest.approx(6.5, abs=0.1) and new.onset_pts_s == 5.0
-    assert new.model == FALL_MODEL and end.event_id == new.event_id and end.seq == 1
-    clip = next(e for e in new.evidence if e.kind == "clip")
+    assert follow_up.details["update_reason"] == "clip" and follow_up.seq == 1
+    assert new.model == FALL_MODEL and end.event_id == new.event_id and end.seq == 2
+    assert all(e.kind == "snapshot" for e in new.evidence)
+    clip = next(e for e in follow_up.evidence if e.kind == "clip")
     data = Path(clip.url).read_bytes()
     assert clip.content_type == "video/mp4" and hashlib.sha256(data).hexdigest() == clip.sha256
     count, duration, size, codec = probe_mp4(data)
@@ -386,9 +396,10 @@ def test_messages_still_waiting_at_the_end_of_the_stream_leave_with_what_was_see
     pipeline = CameraPipeline(
         config, config.cameras[0], detector, DirectoryStore(tmp_path), frame_rules=[rule]
     )
-    assert run(pipeline, detector, scene_frames(QUIET)) == []  # the clip's end is past 14 s
-    (new,) = pipeline.finish()
-    clip = next(e for e in new.evidence if e.kind == "clip")
+    # the alert left at once; its clip's end (15.5 s) is past the stream's 14 s
+    assert [e.state for e in run(pipeline, detector, scene_frames(QUIET))] == ["new"]
+    (follow_up,) = pipeline.finish()
+    clip = next(e for e in follow_up.evidence if e.kind == "clip")
     _, duration, _, _ = probe_mp4(Path(clip.url).read_bytes())
     assert duration == pytest.approx(14.0 - 9.0, abs=0.25)  # to the last 10-fps frame
     assert pipeline.finish() == []
@@ -429,14 +440,18 @@ def test_a_dumped_object_is_a_garbage_pile_with_its_onset_and_end(tmp_path: Path
     detector = ScriptedDetector(no_detections)
     pipeline = CameraPipeline(config, config.cameras[0], detector, DirectoryStore(tmp_path))
     events = run(pipeline, detector, scene_frames(DUMPED))
-    assert [(e.type, e.state) for e in events] == [("garbage_pile", "new"), ("garbage_pile", "end")]
-    new, end = events
+    assert [(e.type, e.state) for e in events] == [
+        ("garbage_pile", "new"),
+        ("garbage_pile", "update"),
+        ("garbage_pile", "end"),
+    ]
+    new, follow_up, end = events
     assert new.event_id == end.event_id and abs(new.onset_pts_s - 12.0) <= 1.0
     assert 17.0 <= new.pts_s <= 19.0 and 33.5 <= end.pts_s <= 36.0
     assert new.details["area"] > 0.002
-    # nobody was there before; the clip runs from 8 s before the onset
-    assert {e.role for e in new.evidence} == {"onset", "appeared", "clip"}
-    clip = next(e for e in new.evidence if e.kind == "clip")
+    # nobody was there before; the clip, in the next message, runs from 8 s before the onset
+    assert {e.role for e in new.evidence} == {"onset", "appeared"}
+    (clip,) = follow_up.evidence
     _, duration, _, codec = probe_mp4(Path(clip.url).read_bytes())
     assert codec == "h264" and duration >= 8.0
     assert {e.role for e in end.evidence} == {"closing", "before"}
@@ -462,9 +477,10 @@ def test_a_garbage_pile_carries_who_was_there_and_before_after_pictures(tmp_path
     events = run(
         pipeline, detector, scene_frames(DUMPED), lambda t: person if 9.0 <= t < 11.5 else None
     )
-    new, end = events
+    new, follow_up, end = events
     roles = {e.role: e for e in new.evidence}
-    assert set(roles) == {"onset", "appeared", "offender", "clip"}
+    assert set(roles) == {"onset", "appeared", "offender"}
+    assert [e.role for e in follow_up.evidence] == ["clip"]
     assert {e.role for e in end.evidence} == {"closing", "before"}
     offender = cv2.imread(roles["offender"].url)
     assert offender is not None and offender.shape[:2] == (DUMPED.height, DUMPED.width)
@@ -587,10 +603,11 @@ def test_a_required_garbage_model_that_finds_nothing_keeps_the_alert_back(
 
 def test_an_optional_garbage_model_classifies_but_the_scene_decides(tmp_path: Path) -> None:
     events, _ = _classified_run({}, _bag_after(0.0, "suitcase"), tmp_path)
-    assert [e.state for e in events] == ["new", "end"]
+    assert [e.state for e in events] == ["new", "update", "end"]  # the update: its clip
     assert events[0].details["contents"][0]["kind"] == "bag"
     events, _ = _classified_run({}, no_detections, tmp_path / "none")
-    assert [e.state for e in events] == ["new", "end"] and events[0].details["contents"] == []
+    assert [e.state for e in events] == ["new", "update", "end"]
+    assert events[0].details["contents"] == []
 
 
 def test_labels_outside_the_configured_classes_are_not_waste(tmp_path: Path) -> None:

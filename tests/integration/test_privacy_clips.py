@@ -176,10 +176,17 @@ def test_the_pipeline_writes_fall_evidence_with_faces_blurred(
 
     site = load_site_config(Path(__file__).parents[2] / "configs/eval/shared-clips.yaml")
     source = clips_dir / "personfall_urfd_side.mp4"
-    made = replay_events(site, site.camera("urfd-side"), source, DirectoryStore(tmp_path))
-    new = next(e for e in made if isinstance(e, Event) and e.state == "new")
+    made = [
+        e
+        for e in replay_events(site, site.camera("urfd-side"), source, DirectoryStore(tmp_path))
+        if isinstance(e, Event)
+    ]
+    new = next(e for e in made if e.state == "new")
     assert new.details["privacy"]["faces_blurred"] >= 1
-    clip = next(e for e in new.evidence if e.kind == "clip")
+    # the alert's clip comes in the situation's next message
+    follow_up = next(e for e in made if e.details.get("update_reason") == "clip")
+    assert (follow_up.event_id, follow_up.seq) == (new.event_id, 1)
+    clip = next(e for e in follow_up.evidence if e.kind == "clip")
     assert clip.redaction is not None and clip.redaction["faces"]["blurred"] >= 1
     assert clip.start_pts_s is not None
     pose = load_pose_estimator()

@@ -86,9 +86,12 @@ def test_left_object_is_reported_once_with_its_onset(tmp_path: Path, models_dir:
     assert result.returncode == 0, result.stderr
     assert "frames=300" in result.stdout and "fps=" in result.stdout
     events = read_events(out)
-    assert [e["state"] for e in events] == ["new", "end"]
-    new, end = events
-    assert new["event_id"] == end["event_id"] and (new["seq"], end["seq"]) == (0, 1)
+    # the alert, its clip in the situation's next message, the end
+    assert [e["state"] for e in events] == ["new", "update", "end"]
+    new, follow_up, end = events
+    assert new["event_id"] == follow_up["event_id"] == end["event_id"]
+    assert (new["seq"], follow_up["seq"], end["seq"]) == (0, 1, 2)
+    assert [e["kind"] for e in follow_up["evidence"]] == ["clip"]  # type: ignore[index]
     assert abs(float(new["onset_pts_s"]) - 9.0) <= 1.0  # type: ignore[arg-type]
     assert 14.0 <= float(new["pts_s"]) <= 16.0  # type: ignore[arg-type]  # dwell 5 s after onset
     # the object goes at 24 s; `end` comes once the lane has been clear for clear_s (4 s)
@@ -347,6 +350,11 @@ cameras:
     contents = alert["details"]["contents"]  # type: ignore[index]
     assert contents and {c["kind"] for c in contents} == {"bag"}, contents
     assert alert["details"]["classified_by"] == "yolov8n-640"  # type: ignore[index]
-    (clip,) = [e for e in alert["evidence"] if e["kind"] == "clip"]  # type: ignore[attr-defined]
+    (follow_up,) = [
+        e
+        for e in events
+        if e["event_id"] == alert["event_id"] and e["details"].get("update_reason") == "clip"  # type: ignore[attr-defined]
+    ]
+    (clip,) = [e for e in follow_up["evidence"] if e["kind"] == "clip"]  # type: ignore[attr-defined]
     assert clip["content_type"] == "video/mp4" and Path(clip["url"]).stat().st_size > 1000
     assert not [e for e in replay("mattress") if e["state"] == "new"]
