@@ -10,8 +10,7 @@ found, missed and unexpected (false alarms that replay does not raise), frames r
 and dropped per second, the lowest rule coverage seen, whether a rule held its judgement, and
 the CPU of its process; for the box: CPU, memory and the detector's load. With `server`, an
 embedded broker and server (SQLite) store the events as the edge sends them, and the alert
-latency from its frame to the server's store is measured (p50, p95), less what the rule itself
-waits after the frame (a frame rule's clip post-roll).
+latency from its frame (when the rule decided) to the server's store is measured (p50, p95).
 
 `zhizhi bench capacity` runs the box with 1, 2, ... copies of one kind of camera (facade, fall
 room, fire lane, garbage) and reports the most that still find everything replay finds, raise
@@ -40,12 +39,7 @@ from typing import Any
 import cv2
 import yaml
 
-from common.config import (
-    FallingObjectRuleConfig,
-    PersonFallRuleConfig,
-    SiteConfig,
-    load_site_config,
-)
+from common.config import SiteConfig, load_site_config
 from common.events import BoxLoad, CameraLoad, Event
 from edge.offline.replay import replay_events
 from edge.runtime import procfs
@@ -187,7 +181,7 @@ class BoxResult:
         p50, p95 = self.latency(0.5), self.latency(0.95)
         if p50 is not None and p95 is not None:
             lines.append(
-                f"Alert latency, frame to the server's store, beyond the rule's own wait: "
+                f"Alert latency, from the frame the rule decided on to the server's store: "
                 f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms ({len(self.latencies_s)} "
                 "alerts)"
             )
@@ -275,17 +269,16 @@ def _embedded_server(folder: Path) -> Iterator[tuple[str, Any]]:
             runtime.stop()
 
 
-def _latencies(session_factory: Any, post_s: dict[str, float]) -> list[float]:
+def _latencies(session_factory: Any) -> list[float]:
+    """Seconds from each alert's frame (`observed_at`: when the rule decided) to its storage
+    on the server (the alert does not wait for its clip: that follows in an `update`)."""
     from sqlalchemy import select
 
     from server.db.models import EventRow
 
     with session_factory() as session:
         rows = session.scalars(select(EventRow).where(EventRow.state == "new")).all()
-        return [
-            (row.received_at - row.observed_at).total_seconds() - post_s.get(row.rule_id, 0.0)
-            for row in rows
-        ]
+        return [(row.received_at - row.observed_at).total_seconds() for row in rows]
 
 
 def run_box_bench(
@@ -324,12 +317,6 @@ def run_box_bench(
         if on_report is not None:
             on_report(cameras, box)
 
-    post = {
-        rule.id: rule.clip_post_s
-        for camera_id in ids
-        for rule in site.camera(camera_id).rules
-        if isinstance(rule, FallingObjectRuleConfig | PersonFallRuleConfig)
-    }
     folder = Path(tempfile.mkdtemp(prefix="zhizhi-bench-box-"))
     with contextlib.ExitStack() as stack:
         sink = None
@@ -373,7 +360,7 @@ def run_box_bench(
         latencies: list[float] = []
         if factory is not None and sink is not None:
             time.sleep(2.0)  # what was published last is stored
-            latencies = _latencies(factory, post)
+            latencies = _latencies(factory)
     for result in results.values():
         result.judge(played)
     models = ", ".join(sorted({site.camera(i).detector.model for i in ids}))

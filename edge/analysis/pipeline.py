@@ -115,7 +115,11 @@ def load_classifiers(
     }
 
 
-def load_redactor(camera: CameraConfig, models: ModelSource | None = None) -> Redactor:
+def load_redactor(
+    camera: CameraConfig,
+    models: ModelSource | None = None,
+    priority: Priority = Priority.EVIDENCE,
+) -> Redactor:
     """What redacts the camera's evidence. When faces are to be blurred, the face finders (the
     face detector and the pose model) must load: a camera whose evidence would show faces it
     should hide is refused at start-up (ModelNotFoundError / ModelIntegrityError), never run
@@ -128,14 +132,14 @@ def load_redactor(camera: CameraConfig, models: ModelSource | None = None) -> Re
     source = models or LOCAL_MODELS
     name = camera.privacy.face_model
     try:
-        pose = source.pose(name, Priority.EVIDENCE)
+        pose = source.pose(name, priority)
     except KeyError as error:
         raise ModelNotFoundError(
             f"camera {camera.id}: privacy.face_model {name!r} is not in the model registry"
         ) from error
     detector = camera.privacy.face_detector
     try:
-        faces = None if detector is None else source.faces(detector, Priority.EVIDENCE)
+        faces = None if detector is None else source.faces(detector, priority)
     except KeyError as error:
         raise ModelNotFoundError(
             f"camera {camera.id}: privacy.face_detector {detector!r} is not in the model registry"
@@ -175,6 +179,12 @@ class CameraPipeline:
         self.redactor = redactor or (
             load_redactor(camera, models) if evidence is not None else Redactor.for_camera(camera)
         )
+        # an alert's clip follows it: its faces are found when the box has time to spare
+        clip_redactor = (
+            load_redactor(camera, models, Priority.CLIPS)
+            if redactor is None and evidence is not None
+            else self.redactor
+        )
         self.lanes: list[Lane] = []
         longest = max((r.clip_pre_s + r.clip_post_s for r in self.frame_rules), default=0.0)
         recent = None
@@ -210,6 +220,7 @@ class CameraPipeline:
             pile_rules=self.zones.pile_rule_ids() if self.zones is not None else set(),
             model_info=lambda: self.detector.info,
             wall_clock=wall_clock,
+            clip_redactor=clip_redactor,
         )
 
     def process(self, frame: Frame) -> list[Event]:

@@ -13,6 +13,7 @@ short dense one: the pre-event buffer their clips start from.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,9 +56,12 @@ class FrameHistory:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._frames: deque[PastFrame] = deque()
+        # the live box writes from a lane's thread and reads from the recorder's
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._frames)
+        with self._lock:
+            return len(self._frames)
 
     @property
     def nbytes(self) -> int:
@@ -65,7 +69,8 @@ class FrameHistory:
 
     def wants(self, pts_s: float, busy: bool = False) -> bool:
         """Whether a frame at `pts_s` would be kept (callers skip preparing it otherwise)."""
-        last = self._frames[-1].pts_s if self._frames else float("-inf")
+        with self._lock:
+            last = self._frames[-1].pts_s if self._frames else float("-inf")
         return pts_s - last >= (self._busy_every_s if busy else self._every_s)
 
     def put(
@@ -78,12 +83,13 @@ class FrameHistory:
         if not self.wants(pts_s, bool(actors)):
             return
         jpeg = encode_jpeg(self._shrink(apply_privacy_masks(image, self._masks, self._style)))
-        self._frames.append(PastFrame(pts_s, jpeg, tuple(actors), tuple(people)))
-        self._bytes += len(jpeg)
-        while self._frames and (
-            pts_s - self._frames[0].pts_s > self._keep_s or self._bytes > self._max_bytes
-        ):
-            self._bytes -= len(self._frames.popleft().jpeg)
+        with self._lock:
+            self._frames.append(PastFrame(pts_s, jpeg, tuple(actors), tuple(people)))
+            self._bytes += len(jpeg)
+            while self._frames and (
+                pts_s - self._frames[0].pts_s > self._keep_s or self._bytes > self._max_bytes
+            ):
+                self._bytes -= len(self._frames.popleft().jpeg)
 
     def _shrink(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         h, w = image.shape[:2]
@@ -94,11 +100,13 @@ class FrameHistory:
 
     def between(self, start_s: float, end_s: float) -> list[PastFrame]:
         """The kept frames from `start_s` to `end_s`, in time order."""
-        return [f for f in self._frames if start_s <= f.pts_s <= end_s]
+        with self._lock:
+            return [f for f in self._frames if start_s <= f.pts_s <= end_s]
 
     def at(self, pts_s: float) -> PastFrame | None:
         """The kept frame closest to `pts_s`."""
-        return min(self._frames, key=lambda f: abs(f.pts_s - pts_s), default=None)
+        with self._lock:
+            return min(self._frames, key=lambda f: abs(f.pts_s - pts_s), default=None)
 
     def actor_before(
         self, pts_s: float, near: Box, window_s: float = 30.0
@@ -106,7 +114,9 @@ class FrameHistory:
         """The last frame before `pts_s` (within `window_s`) with a person or vehicle near the
         box `near`, and that actor's box: who or what was there when something appeared."""
         zone = expand_box(near, 1.0)
-        for frame in reversed(self._frames):
+        with self._lock:
+            frames = list(self._frames)
+        for frame in reversed(frames):
             if frame.pts_s > pts_s:
                 continue
             if pts_s - frame.pts_s > window_s:

@@ -18,6 +18,7 @@ a thread of its own, so that encoding a clip never holds up the analysis of the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ class _Held:
     due_s: float
     clip: tuple[float, float] | None = None  # stream seconds the clip covers
     history: FrameHistory | None = None  # where its frames are cut from
+    cutting: bool = False  # its clip is being made on the clip thread (live)
 
 
 class Recorder:
@@ -77,8 +79,14 @@ class Recorder:
         pile_rules: set[str],
         model_info: Callable[[], ModelInfo | None] | None = None,
         wall_clock: Callable[[Frame], datetime] | None = None,
+        clip_redactor: Redactor | None = None,
     ) -> None:
         self.camera = camera
+        self._clip_redactor = clip_redactor or redactor  # its faces are found at low priority
+        # live: clips are cut on a thread of their own (`cut_clips_with`), so that a clip being
+        # redacted never holds up the next alert; replay cuts them here, in order
+        self._clip_runner: Callable[[Callable[[], None]], None] | None = None
+        self._lock = threading.Lock()
         self.evidence = evidence
         self._redactor = redactor
         self._events = sequencer
@@ -95,44 +103,80 @@ class Recorder:
         self._pile_onsets: dict[str, tuple[bytes, RedactionRecord]] = {}  # 'appeared' pictures
         del site  # the sequencer carries the site id
 
+    def cut_clips_with(self, runner: Callable[[Callable[[], None]], None]) -> None:
+        """Hand the cutting of clips to `runner` (which runs each job on another thread); the
+        message it completes leaves at the next `release` after it is done."""
+        self._clip_runner = runner
+
     @property
     def waiting(self) -> int:
         """Messages held for a clip's post-roll (or behind one)."""
-        return len(self._held)
+        with self._lock:
+            return len(self._held)
 
     def add(self, findings: Sequence[Finding]) -> None:
         """Make the messages of these findings (pictures written); they leave by `release`,
         each alert with the `update` that will bring its clip right behind it."""
         for finding in findings:
             for event in self._events_of([finding]):
-                self._held.append(_Held(event, float("-inf")))
                 plan = self._clip_plan(event)
+                follow_up = None
                 if plan is not None:
                     history, window, due = plan
-                    follow_up = self._follow_up(finding, event)
-                    self._held.append(_Held(follow_up, due, window, history))
+                    follow_up = _Held(self._follow_up(finding, event), due, window, history)
+                with self._lock:
+                    self._held.append(_Held(event, float("-inf")))
+                    if follow_up is not None:
+                        self._held.append(follow_up)
 
     def release(self, now_s: float) -> list[Event]:
         """The messages that may leave once the stream has reached `now_s`: a clip's `update`
-        once its post-roll has been seen (with the clip), every other message at once unless
-        an earlier one of its situation is still held."""
+        once its post-roll has been seen and its clip is cut, every other message at once
+        unless an earlier one of its situation is still held."""
         out: list[Event] = []
         keep: deque[_Held] = deque()
         blocked: set[str] = set()
-        for held in self._held:
-            if held.event.event_id in blocked or held.due_s > now_s:
-                blocked.add(held.event.event_id)
+        with self._lock:
+            held_now = list(self._held)
+        for held in held_now:
+            event = held.event
+            if event.event_id in blocked or held.due_s > now_s or held.cutting:
+                blocked.add(event.event_id)
                 keep.append(held)
                 continue
-            event = held.event
             if held.clip is not None and held.history is not None:
-                started = time.perf_counter()
-                event = self._with_clip(event, held.history.between(*held.clip))
-                self._stats.add_seconds("evidence", time.perf_counter() - started)
+                if self._clip_runner is not None:
+                    held.cutting = True
+                    self._clip_runner(self._cutter(held))
+                    blocked.add(event.event_id)
+                    keep.append(held)
+                    continue
+                event = self._cut(held)
             out.append(event)
-        self._held = keep
+        with self._lock:
+            added = list(self._held)[len(held_now) :]  # made meanwhile (none in replay)
+            self._held = deque([*keep, *added])
         self._stats.events += len(out)
         return [_with_privacy(event) for event in out]
+
+    def _cut(self, held: _Held) -> Event:
+        assert held.clip is not None and held.history is not None  # noqa: S101
+        started = time.perf_counter()
+        event = self._with_clip(held.event, held.history.between(*held.clip))
+        self._stats.add_seconds("evidence", time.perf_counter() - started)
+        return event
+
+    def _cutter(self, held: _Held) -> Callable[[], None]:
+        def job() -> None:
+            try:
+                event = self._cut(held)
+            except Exception:  # the clip thread's boundary: the message goes without it
+                logger.exception("camera %s: the clip could not be cut", self.camera.id)
+                event = held.event
+            with self._lock:
+                held.event, held.clip, held.cutting = event, None, False
+
+        return job
 
     def _clip_plan(self, event: Event) -> tuple[FrameHistory, tuple[float, float], float] | None:
         """Where an alert's clip comes from, the stream seconds it covers, and from when it can
@@ -163,9 +207,15 @@ class Recorder:
         assert ids[0] == alert.event_id  # noqa: S101 - the alert opened this situation
         return self._events.make(output, self._wall_clock(finding.frame), [], ids)
 
-    def finish(self) -> list[Event]:
-        """The stream ended: everything held leaves now, clips cut from what was seen."""
-        return self.release(float("inf"))
+    def finish(self, timeout_s: float = 60.0) -> list[Event]:
+        """The stream ended: everything held leaves now, clips cut from what was seen (live:
+        waiting up to `timeout_s` for the clips being cut)."""
+        out = self.release(float("inf"))
+        deadline = time.monotonic() + timeout_s
+        while self.waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            out += self.release(float("inf"))
+        return out
 
     # -- making events -------------------------------------------------------------------------
 
@@ -214,7 +264,7 @@ class Recorder:
         name = f"{ids[0]}-{ids[1]:04d}-clip.mp4"
         try:
             times = [f.pts_s for f in frames]
-            images, record = self._redactor.frames(
+            images, record = self._clip_redactor.frames(
                 [decode_jpeg(f.jpeg) for f in frames], self._blur_faces.get(rule_id, True), times
             )
             data = encode_mp4(list(zip(times, images, strict=True)))

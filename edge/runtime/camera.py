@@ -60,6 +60,8 @@ LANE_QUEUE_S = 1.5  # a lane's queue holds at most this long of the frames it wa
 LANE_QUEUE_MIN = 4  # ...and never fewer than this many
 STALL_RELEASE_S = 5.0  # a stream that stopped: held messages leave after this long
 ZONE_NICE = 5  # the zone analysis yields the CPU to the frame rules of its own camera
+CLIP_NICE = 5  # clips (redacted, encoded) yield to every analysis of their camera
+FINISH_CLIPS_S = 8.0  # a camera that stops waits this long for the clips being cut
 
 
 # -------------------------------------------------------------------------- models, remote
@@ -293,6 +295,8 @@ class LiveCamera:
         self._meters = {lane.name: _Meter() for lane in self._lanes}
         self._targets: list[Lane] = []
         self._findings: queue.SimpleQueue[list[Finding] | None] = queue.SimpleQueue()
+        self._clips: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        pipeline.recorder.cut_clips_with(self._clips.put)
         self._progress_pts = float("-inf")  # the newest frame every lane that wanted it has had
         self._progress_mono = time.monotonic()
         self._threads: list[threading.Thread] = []
@@ -328,6 +332,7 @@ class LiveCamera:
         self._threads.append(
             threading.Thread(target=self._run_recorder, name="recorder", daemon=True)
         )
+        self._threads.append(threading.Thread(target=self._run_clips, name="clips", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -406,8 +411,15 @@ class LiveCamera:
                 break
             if rest:
                 recorder.add(rest)
-        for event in recorder.finish():
+        for event in recorder.finish(FINISH_CLIPS_S):
             self._send(event)
+        self._clips.put(None)
+
+    def _run_clips(self) -> None:
+        """Cut the alerts' clips (redact and encode), one after the other, at a low priority."""
+        _thread_nice(self.base_nice + CLIP_NICE)
+        while (job := self._clips.get()) is not None:
+            job()
 
     def _send(self, event: Event) -> None:
         try:

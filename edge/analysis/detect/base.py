@@ -40,6 +40,7 @@ class Priority(IntEnum):
     DUE = 2  # a zone analysis that has gone as long as its rules allow without a look
     ROUTINE = 3  # a zone analysis at its normal rate
     RECHECK = 4  # the periodic re-check of a quiet scene
+    CLIPS = 5  # faces to blur in an alert's clip (it follows the alert; nothing waits on it)
 
 
 @dataclass(frozen=True, slots=True)
