@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,8 @@ from common.events import Event, ModelInfo
 from edge.analysis.detect.base import Done, Need, Pending
 from edge.analysis.pipeline import CameraPipeline
 from edge.capture.sources import SourceStats
+from edge.evidence.privacy import Redactor
+from edge.evidence.store import DirectoryStore
 from edge.offline.synthetic import LANE, LaneScene, frames
 from edge.rules.base import RuleOutput
 from edge.runtime.camera import LiveCamera
@@ -179,3 +183,78 @@ def test_a_detector_that_takes_2_s_for_one_look_stalls_nobody() -> None:
     zones = counters.lanes["zones"]
     assert zones.dropped == 0  # its analyses went on meanwhile, judged without that look
     assert zones.processed >= 0.8 * SCENE.seconds * 5
+
+
+class Alerting(Recording):
+    """Raises a short fall situation (`new`, then `end` a second later) at each of `at`."""
+
+    def __init__(self, at: Sequence[float]) -> None:
+        super().__init__()
+        self.at = list(at)
+
+    def on_frame(self, frame: Frame) -> list[RuleOutput]:
+        previous = self.seen[-1] if self.seen else float("-inf")
+        self.seen.append(frame.pts_s)
+        outputs = []
+        for index, alert_s in enumerate(self.at):
+            for at, state in ((alert_s, "new"), (alert_s + 1.0, "end")):
+                if previous < at <= frame.pts_s:
+                    outputs.append(
+                        RuleOutput(
+                            self.rule_id,
+                            self.zone_id,
+                            state,  # type: ignore[arg-type]
+                            alert_s - 0.5,
+                            frame.pts_s,
+                            (0.4, 0.2, 0.6, 0.8),
+                            0.9,
+                            {"situation": index},
+                        )
+                    )
+        return outputs
+
+
+class SlowClips(Redactor):
+    """Redacts as the camera's own does, but takes `seconds` over every clip."""
+
+    def __init__(self, camera: Any, seconds: float) -> None:
+        super().__init__(camera.privacy_masks, camera.privacy)
+        self.seconds = seconds
+
+    def frames(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.seconds)
+        return super().frames(*args, **kwargs)
+
+
+def test_an_alert_never_waits_for_the_clip_of_the_one_before(tmp_path: Path) -> None:
+    config = site()
+    camera = config.cameras[0]
+    rule = Alerting(at=[0.5, 2.0])  # the second while the first's clip is being cut
+    pipeline = CameraPipeline(
+        config,
+        camera,
+        SharedDetector(0.0),
+        DirectoryStore(tmp_path),
+        frame_rules=[rule],
+        redactor=SlowClips(camera, seconds=2.5),
+    )
+    sent: list[tuple[float, Event]] = []
+    live = LiveCamera(pipeline, lambda e: sent.append((time.monotonic(), e)), fps_hint=FPS)
+    live.start()
+    started = time.monotonic()
+    play(live, replace(SCENE, seconds=4.0))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(sent) < 6:
+        time.sleep(0.1)
+    live.stop()
+    news = [(at - started, e) for at, e in sent if e.state == "new"]
+    clips = [(at - started, e) for at, e in sent if e.details.get("update_reason") == "clip"]
+    assert len(news) == 2 and len(clips) == 2
+    # each alert left within a moment of its frame, though the first clip (due at 1.5 s) took
+    # until 4 s to cut: cut in line, the second alert would have waited for it
+    assert news[0][0] < 1.5 and news[1][0] < 3.0
+    assert clips[0][0] > 3.5 and clips[0][0] > news[1][0]
+    # and every situation's messages in order: new, its clip, end
+    for index in range(2):
+        states = [e.state for _, e in sent if e.details.get("situation") == index]
+        assert states == ["new", "update", "end"]
