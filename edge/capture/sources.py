@@ -247,14 +247,7 @@ def _open_ffmpeg(target: str, open_timeout_s: float, read_timeout_s: float) -> c
 
 def _read(capture: cv2.VideoCapture) -> Image | None:
     """The next decoded image, or None at the end of the stream or on a read error."""
-    try:
-        ok, image = capture.read()
-    except cv2.error as exc:
-        logger.warning("Video read failed: %s", str(exc).strip().splitlines()[-1])
-        return None
-    if not ok or image is None:
-        return None
-    return np.asarray(image, dtype=np.uint8)
+    return _retrieve(capture) if _grab(capture) else None
 
 
 def _grab(capture: cv2.VideoCapture) -> bool:

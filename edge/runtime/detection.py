@@ -306,21 +306,14 @@ def load_slot_model(
     from edge.runtime.models import load_registry
 
     spec = spec or load_registry()[slot.model]
-    if slot.task == "faces":
-        from edge.analysis.detect.centerface import CenterFaceDetector
-
-        return CenterFaceDetector.load(
-            spec,
-            slot.min_score,
-            slot.iou,
-            slot.providers,
-            intra_op_threads=options.threads,
-            path=path,
-            spinning=options.spinning,
-        )
     if slot.task == "pose" and spec.layout != "yolov8-pose":
         raise ValueError(f"model {spec.name} is not a pose model (layout {spec.layout})")
-    return OnnxDetector.load(
+    from edge.analysis.detect.centerface import CenterFaceDetector
+
+    model: type[OnnxDetector] | type[CenterFaceDetector] = (
+        CenterFaceDetector if slot.task == "faces" else OnnxDetector
+    )
+    return model.load(
         spec,
         slot.min_score,
         slot.iou,
