@@ -369,6 +369,7 @@ def test_there_are_shipped_configs() -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAM_PASSWORD", "x")
+    monkeypatch.setenv("ZHIZHI_BENCH_CLIPS", "/bench-clips")  # configs/bench (zhizhi bench clips)
     config = load_site_config(path)
     assert isinstance(config, SiteConfig)
     assert config.config_dir == path.parent.resolve()
