@@ -17,13 +17,13 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from server.api import create_app
+from server.consumers.mqtt import MqttConsumer
 from server.consumers.sessions import end_session
 from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import DispatchConfig, load_dispatch_config
 from server.incidents import IncidentPolicy
 from server.ingest import IngestService
 from server.live.pg import PgFanout
-from server.mqtt import MqttConsumer
 from server.notify import Notifier, StreamHub, WebhookSender
 from server.retention import RetentionPolicy
 from server.scheduler import Scheduler, build_scheduler

@@ -95,7 +95,7 @@ def replay(
     """Check a held letter again as the consumer would, and store it through `store` (the
     ingest service) when it passes: the letter is then `replayed`. Refused again: it stays
     `held` and the outcome says why. The caller commits."""
-    from server.mqtt import EventDelivery, Rejected, validate_message
+    from server.consumers.mqtt import EventDelivery, Rejected, validate_message
 
     row = DeadLetterRepository(session).get(letter_id)
     if row is None:

@@ -22,7 +22,7 @@ from common.events import Event, StatusMessage
 from common.mqtt_url import TlsFiles
 from edge.delivery.mqtt import MqttSink
 from edge.delivery.outbox import Outbox
-from server.mqtt import MqttConsumer
+from server.consumers.mqtt import MqttConsumer
 from server.services.dead_letters import DeadLetter
 from tests.support.mosquitto import PrivateBroker, free_port, unavailable
 from tests.support.tls import PrivateCA

@@ -26,9 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, text
 
 from common.events import events_topic, status_topic
+from server.consumers.mqtt import MqttConsumer
 from server.db.session import make_engine, make_session_factory
 from server.ingest import IngestService
-from server.mqtt import MqttConsumer
 from tests.support.databases import fresh_postgres_url
 from tests.support.mosquitto import PrivateBroker
 

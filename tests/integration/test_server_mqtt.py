@@ -1,4 +1,5 @@
-"""server/mqtt.py MqttConsumer against private Mosquitto brokers (one per test, random port).
+"""server/consumers/mqtt.py MqttConsumer against private Mosquitto brokers (one per test, a
+random port).
 
 The store is an in-memory fake that enforces (event_id, seq) uniqueness and can be told to fail
 like a database that went away. Missing mosquitto binary: skip locally, fail with CI=true.
@@ -26,7 +27,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import REGISTRY
 
 from common.events import Event, StatusMessage, ack_topic, events_topic, status_topic
-from server.mqtt import EventStore, MqttConsumer
+from server.consumers.mqtt import EventStore, MqttConsumer
 from server.services.dead_letters import DeadLetter
 from tests.support.databases import fresh_postgres_url
 from tests.support.mosquitto import PrivateBroker, unavailable
@@ -926,7 +927,7 @@ def test_a_member_that_stops_and_ends_its_session_leaves_the_group_at_once(
 
 _KILLED_CONSUMER = """
 import os, sys, time
-from server.mqtt import MqttConsumer
+from server.consumers.mqtt import MqttConsumer
 
 class Store:
     def ingest_many(self, items, *, source): return [True] * len(items)

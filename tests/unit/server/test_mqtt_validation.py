@@ -1,4 +1,5 @@
-"""What the MQTT consumer accepts from an edge, checked without a broker (server/mqtt.py)."""
+"""What the MQTT consumer accepts from an edge, checked without a broker
+(server/consumers/mqtt.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.events import SCHEMA, events_topic, status_topic
-from server.mqtt import (
+from server.consumers.mqtt import (
     EVENTS_FILTER,
     STATUS_FILTER,
     BrokerAddress,
