@@ -391,14 +391,18 @@ def capacity(
     start: int,
     most: int,
     on_try: Callable[[int, BoxResult], None] | None = None,
+    step: int = 1,
 ) -> tuple[int, list[tuple[int, BoxResult]]]:
     """The most copies of the template's camera one box runs with replay quality (every
-    expected alert, no other, no rule holding its judgement), trying `start`, `start + 1`, ...
-    up to `most` and stopping at the first that fails."""
+    expected alert, no other, no rule holding its judgement), trying `start`, `start + step`,
+    ... up to `most` and stopping at the first that fails; with `step` > 1, the counts between
+    the last good try and the failed one are tried one by one."""
     raw = yaml.safe_load(template_path.read_text())
     tries: list[tuple[int, BoxResult]] = []
     best = 0
-    for count in range(start, most + 1):
+    counts = list(range(start, most + 1, max(1, step)))
+    while counts:
+        count = counts.pop(0)
         path = template_path.parent / f".capacity-{count}.yaml"
         path.write_text(yaml.safe_dump(copies(raw, count, model)))
         try:
@@ -411,9 +415,13 @@ def capacity(
             on_try(count, result)
         held = sum(c.held for c in result.cameras.values())
         if not result.replay_quality or held:
+            if step > 1 and count - 1 > best:
+                counts = list(range(best + 1, count))  # between the last good and this one
+                step = 1
+                continue
             break
         best = count
-    return best, tries
+    return best, sorted(tries, key=lambda item: item[0])
 
 
 def capacity_markdown(

@@ -563,10 +563,13 @@ def bench_capacity(
     seconds: Annotated[float, typer.Option(min=10, help="Seconds per try")] = 60.0,
     start: Annotated[int, typer.Option(min=1, help="Cameras in the first try")] = 1,
     most: Annotated[int, typer.Option(min=1, help="Cameras in the last try")] = 24,
+    step: Annotated[
+        int, typer.Option(min=1, help="Cameras added per try (then one by one at the limit)")
+    ] = 1,
     write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
 ) -> None:
-    """How many copies of one camera a box runs with replay quality: `start`, `start + 1`, ...
-    until a try misses an alert, raises another or holds a rule's judgement."""
+    """How many copies of one camera a box runs with replay quality: `start`, `start + step`,
+    ... until a try misses an alert, raises another or holds a rule's judgement."""
     setup_logging(quiet=True)
     _bench_clips_env()
     from zhizhi.bench_box import BoxResult, capacity, capacity_markdown
@@ -578,7 +581,8 @@ def bench_capacity(
         print(f"{count} camera(s): replay quality {result.replay_quality}")  # type: ignore[attr-defined]
 
     found: tuple[int, list[tuple[int, BoxResult]]] = _run_guarded(  # type: ignore[assignment]
-        "bench capacity", lambda: capacity(config, model, seconds, start, most, on_try)
+        "bench capacity",
+        lambda: capacity(config, model, seconds, start, most, on_try, step),
     )
     best, tries = found
     text = capacity_markdown(config.stem, model or "the config's model", best, tries)
