@@ -61,6 +61,7 @@ HIP_KEYPOINTS = (11, 12)  # COCO: left and right hip
 FACE_GROW = 1.6  # a detected face is blurred as a square this many times its longer side
 REGION_TORSO = 1.0  # a head region is this many torso lengths (shoulders to hips) across...
 REGION_OFFSET = 0.35  # ...centred this many torso lengths beyond the shoulders
+STEADY_FACE_SCORE = 0.5  # clips: detected faces this sure decide where to search again
 FACE_IN_REGION_GROW = 0.25  # a face counts as a person's when its centre is in the head region
 # grown by this share on each side
 
@@ -693,11 +694,14 @@ class Redactor:
         located: dict[int, list[Head]] = {}
 
         def find(index: int) -> list[Box]:
+            """Search frame `index`; the heads that decide whether to search between samples
+            (faces found weakly come and go between frames: they are carried, not chased)."""
             located[index] = self.locate(images[index])
-            return [head.box for head in located[index]]
+            return [head.box for head in located[index] if _steady(head)]
 
-        found = {index: find(index) for index in first}
-        samples = refine_samples(found, find)
+        anchors = {index: find(index) for index in first}
+        samples = refine_samples(anchors, find)
+        found = {index: [head.box for head in heads] for index, heads in located.items()}
         out = [
             self._redact(image, _heads_at(index, samples, found))
             for index, image in enumerate(images)
@@ -827,6 +831,14 @@ class Redactor:
         if self._pose is not None:
             used.append(FACE_METHOD)
         return "+".join(used) or HEAD_REGION_METHOD
+
+
+def _steady(head: Head) -> bool:
+    """Whether a head is sure enough to decide where a clip is searched again: a face the
+    detector found weakly (below `STEADY_FACE_SCORE`) is blurred and carried like any other,
+    but one that is in one sample and not the next does not make the frames between searched
+    (`carry_heads` keeps it over the whole gap)."""
+    return head.method != DETECTOR_METHOD or (head.score or 0.0) >= STEADY_FACE_SCORE
 
 
 def _with_count(record: RedactionRecord, faces: int) -> RedactionRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from common.config import CameraConfig, PrivacyConfig
 from common.events import ModelInfo
 from edge.analysis.detect.centerface import decode_centerface
 from edge.analysis.detect.yolo import Letterbox, PoseDetection
+from edge.errors import ModelIntegrityError, ModelNotFoundError
 from edge.evidence.faces import FoundFace, View, merge_faces, plan_views, to_frame, view_image
 from edge.evidence.privacy import (
     FACE_GROW,
@@ -319,3 +321,76 @@ def test_face_rotations_are_quarter_turns_each_once() -> None:
     for bad in ([45], [0, 0], []):
         with pytest.raises(ValidationError):
             PrivacyConfig.model_validate({"face_rotations": bad})
+
+
+# a missing or corrupt face model refuses the camera ------------------------------------------
+
+
+class PoseOnly:
+    """A `ModelSource` with a fake pose model and the real face-model loading."""
+
+    def detector(
+        self, model: str, min_score: float, iou: float, providers: tuple[str, ...]
+    ) -> object:
+        raise AssertionError("not used")
+
+    def pose(self, model: str, priority: object) -> FakePose:
+        return FakePose(lambda _c, _i: [])
+
+    def faces(self, model: str, priority: object) -> object:
+        from edge.analysis.faces import load_face_model
+
+        return load_face_model(model)
+
+
+@pytest.fixture
+def face_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry of two face models, one whose file is missing and one whose file is not the
+    registered one; model files looked for in tmp_path only."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "corrupt.onnx").write_bytes(b"not the registered file")
+    entry = "version: '1'\n    layout: centerface\n    task: faces\n    input_wh: [640, 640]\n"
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "models:\n"
+        f"  faces-missing:\n    file: missing.onnx\n    sha256: '{'1' * 64}'\n    {entry}"
+        f"  faces-corrupt:\n    file: corrupt.onnx\n    sha256: '{'2' * 64}'\n    {entry}",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("ZHIZHI_MODEL_REGISTRY", str(registry))
+    monkeypatch.setenv("ZHIZHI_MODEL_DIR", str(folder))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("faces-missing", ModelNotFoundError),
+        ("faces-corrupt", ModelIntegrityError),
+        ("faces-unregistered", ModelNotFoundError),
+    ],
+)
+def test_a_camera_whose_face_model_is_missing_or_corrupt_is_refused_at_start_up(
+    face_registry: Path, model: str, error: type[Exception]
+) -> None:
+    from edge.analysis.pipeline import load_redactor
+
+    def fall_camera(evidence_faces: str) -> CameraConfig:
+        rule = {"id": "f", "type": "person_fall", "zone": "z", "evidence_faces": evidence_faces}
+        return CameraConfig.model_validate(
+            {
+                "id": "c",
+                "source": "x.mp4",
+                "zones": [{"id": "z", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+                "rules": [rule],
+                "privacy": {"face_detector": model},
+            }
+        )
+
+    with pytest.raises(error):
+        load_redactor(fall_camera("blur"), PoseOnly())  # type: ignore[arg-type]
+    # without a rule that blurs faces, nothing is loaded and the camera may start
+    kept = load_redactor(fall_camera("keep"), PoseOnly())  # type: ignore[arg-type]
+    assert kept.image(np.zeros((8, 8, 3), np.uint8))[1].faces_skipped is not None
