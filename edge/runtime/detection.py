@@ -52,6 +52,7 @@ Image = npt.NDArray[np.uint8]
 Task = Literal["detect", "pose", "faces"]  # faces: evidence redaction (CenterFace)
 
 AGING_S = 2.0  # a request waiting this long is served as if it were one class more urgent
+AGED_AT_MOST = Priority.DUE  # ...but never as urgent as a frame rule's or an alert's evidence
 STATS_EVERY_S = 2.0  # the service sends its load figures this often
 COST_WEIGHT = 0.2  # weight of the latest run in a model's measured cost per image
 CONNECT_TIMEOUT_S = 30.0  # a camera waits this long for the service at start-up
@@ -180,9 +181,18 @@ class RequestQueue:
         return len(self._items)
 
     def push(self, camera: str, request: Request, now: float) -> None:
-        # serving order: the class, less one per `aging_s` already waited, then arrival
-        key = request.priority - (now - request.sent_mono) / self._aging_s
-        heapq.heappush(self._items, _Waiting(key, next(self._order), request, camera, now))
+        heapq.heappush(
+            self._items, _Waiting(self._key(request, now), next(self._order), request, camera, now)
+        )
+
+    def _key(self, request: Request, now: float) -> float:
+        """Serving order: the class, less one per `aging_s` already waited (so no camera waits
+        for good), then arrival. Waiting never lifts a request past `AGED_AT_MOST`: the frame
+        rules' inferences and an alert's snapshot always go first."""
+        if request.priority <= AGED_AT_MOST:
+            return float(request.priority)
+        aged = request.priority - (now - request.sent_mono) / self._aging_s
+        return max(float(AGED_AT_MOST), aged)
 
     def take(
         self, now: float, max_batch: int, batchable: Callable[[ModelSlot], bool]
@@ -229,7 +239,7 @@ class RequestQueue:
         """Ageing keeps the order of requests of one class, but lets an old request pass a
         younger one of a more urgent class: keys are recomputed before each pick."""
         for item in self._items:
-            item.key = item.request.priority - (now - item.request.sent_mono) / self._aging_s
+            item.key = self._key(item.request, now)
         heapq.heapify(self._items)
 
 

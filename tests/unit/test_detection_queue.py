@@ -45,12 +45,22 @@ def test_a_fall_room_pose_run_goes_before_a_quiet_lanes_recheck() -> None:
 
 def test_waiting_promotes_a_request_so_nobody_starves() -> None:
     queue = RequestQueue()
-    old = request(Priority.ROUTINE, 100.0)
-    queue.push("lane", old, 100.0)
-    now = 100.0 + 3 * AGING_S + 0.1  # routine (3) aged by more than three classes
-    queue.push("room", request(Priority.FRAME_RULE, now, POSE), now)
+    old = request(Priority.RECHECK, 100.0)
+    queue.push("quiet-lane", old, 100.0)
+    now = 100.0 + 2 * AGING_S + 0.1  # a recheck (4) aged by more than two classes
+    queue.push("busy-lane", request(Priority.DUE, now), now)
     batch, _ = queue.take(now, 4, lambda _slot: False)
     assert batch[0][1] is old
+
+
+def test_no_wait_lifts_a_request_past_the_frame_rules_and_the_alerts_evidence() -> None:
+    queue = RequestQueue()
+    clip = request(Priority.CLIPS, 100.0)
+    queue.push("facade", clip, 100.0)
+    now = 100.0 + 60.0  # a crowd's clip has waited a minute
+    queue.push("room", request(Priority.FRAME_RULE, now, POSE), now)
+    queue.push("lane", request(Priority.EVIDENCE, now), now)
+    assert order(queue, now) == [Priority.FRAME_RULE, Priority.EVIDENCE, Priority.CLIPS]
 
 
 def test_an_expired_request_is_shed_not_run() -> None:
