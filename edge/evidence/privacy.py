@@ -58,7 +58,7 @@ HEAD_REGION_METHOD = "head_region"  # a person with no face located: the head re
 METHODS = (DETECTOR_METHOD, FACE_METHOD, HEAD_REGION_METHOD)
 SAME_PERSON_IOU = 0.3  # a caller's person box overlapping a pose detection this much is it
 HIP_KEYPOINTS = (11, 12)  # COCO: left and right hip
-FACE_GROW = 1.6  # a detected face is blurred as a square this many times its longer side
+FACE_GROW = 2.0  # a detected face is blurred as a square this many times its longer side
 REGION_TORSO = 1.0  # a head region is this many torso lengths (shoulders to hips) across...
 REGION_OFFSET = 0.35  # ...centred this many torso lengths beyond the shoulders
 STEADY_FACE_SCORE = 0.5  # clips: detected faces this sure decide where to search again
@@ -257,9 +257,11 @@ def head_region(
     runs from the hips through the shoulders: the square is `REGION_TORSO` torso lengths across
     (about two head heights), centred `REGION_OFFSET` of the torso beyond the shoulders, or on
     the head points when some are seen. It is never smaller than a quarter of the box's short
-    side. Without them, an upright box (taller than wide) has its top blurred
-    (`top_of_person`); a box wider than tall is a person lying whose head may be at either end,
-    so both ends are, each a square of the box's height (at most half its width).
+    side; for a body within 45 degrees of upright with no head point seen (from behind) it
+    also takes in the top of the box (`top_of_person`: one box round both). Without them, an
+    upright box (taller than wide) has its top blurred (`top_of_person`); a box wider than tall
+    is a person lying whose head may be at either end, so both ends are, each a square of the
+    box's height (at most half its width).
 
     Example: on a square frame, shoulders at (0.30, 0.50) and (0.30, 0.60) and hips at
     (0.60, 0.50) and (0.60, 0.60) are a person lying with the head to the left: a torso of 0.3,
@@ -273,6 +275,9 @@ def head_region(
             np.asarray(keypoints, np.float64), person_box, aspect, min_visibility
         )
         if oriented is not None:
+            if is_upright(keypoints, aspect) and not _head_points_seen(keypoints):
+                # seen from behind: the top of the box too (one box round both)
+                return [_union(oriented, top_of_person(person_box, aspect))]
             return [oriented]
     bw, bh = (x2 - x1) * aspect, y2 - y1
     if bh >= bw:
@@ -333,6 +338,10 @@ def _oriented_region(
     half = max(REGION_TORSO * torso, 0.25 * short) / 2
     cx, cy = float(centre[0]) / aspect, float(centre[1])
     return clamp_box((cx - half / aspect, cy - half, cx + half / aspect, cy + half))
+
+
+def _union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def face_square(face: Box, aspect: float = 1.0, grow: float = FACE_GROW) -> Box:
