@@ -53,6 +53,7 @@ Task = Literal["detect", "pose", "faces"]  # faces: evidence redaction (CenterFa
 
 AGING_S = 2.0  # a request waiting this long is served as if it were one class more urgent
 AGED_AT_MOST = Priority.DUE  # ...but never as urgent as a frame rule's or an alert's evidence
+BACKGROUND = Priority.CLIPS  # work nothing waits on: never on every worker at once
 STATS_EVERY_S = 2.0  # the service sends its load figures this often
 COST_WEIGHT = 0.2  # weight of the latest run in a model's measured cost per image
 CONNECT_TIMEOUT_S = 30.0  # a camera waits this long for the service at start-up
@@ -194,11 +195,19 @@ class RequestQueue:
         aged = request.priority - (now - request.sent_mono) / self._aging_s
         return max(float(AGED_AT_MOST), aged)
 
+    def has_work(self, allow: Callable[[Request], bool] | None = None) -> bool:
+        return any(allow is None or allow(item.request) for item in self._items)
+
     def take(
-        self, now: float, max_batch: int, batchable: Callable[[ModelSlot], bool]
+        self,
+        now: float,
+        max_batch: int,
+        batchable: Callable[[ModelSlot], bool],
+        allow: Callable[[Request], bool] | None = None,
     ) -> tuple[list[tuple[str, Request]], list[tuple[str, Request]]]:
-        """The next batch to run (the most needed request and, when its model takes batches,
-        the next most needed ones for the same model), and every request shed as expired."""
+        """The next batch to run (the most needed request `allow` lets through and, when its
+        model takes batches, the next most needed ones for the same model), and every request
+        shed as expired."""
         shed = [(item.camera, item.request) for item in self._items if _expired(item, now)]
         if shed:
             self._items = [item for item in self._items if not _expired(item, now)]
@@ -208,7 +217,9 @@ class RequestQueue:
         while self._items and len(batch) < max(1, max_batch):
             item = heapq.heappop(self._items)
             request = item.request
-            if not batch:
+            if allow is not None and not allow(request):
+                keep.append(item)
+            elif not batch:
                 batch.append((item.camera, request))
                 if not batchable(request.slot):
                     break
@@ -357,6 +368,7 @@ class DetectionService:
         self._lock = threading.Lock()  # the connections
         self._work = threading.Condition()  # the queue, the costs, the stats, the models
         self._send_locks: dict[Connection, threading.Lock] = {}
+        self._background = 0  # workers running background work now
         self._wake_r, self._wake_w = _wake_pipe()
 
     def load(self) -> dict[str, ModelInfo]:
@@ -425,18 +437,37 @@ class DetectionService:
     def _work_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self._work:
-                self._work.wait_for(lambda: len(self._queue) > 0 or stop.is_set(), 0.5)
+                self._work.wait_for(
+                    lambda: self._queue.has_work(self._allowed()) or stop.is_set(), 0.5
+                )
                 if stop.is_set():
                     return
                 now = time.monotonic()
-                batch, shed = self._queue.take(now, self.options.max_batch, self._batchable)
+                allow = self._allowed()
+                batch, shed = self._queue.take(now, self.options.max_batch, self._batchable, allow)
                 self._stats.shed += len(shed)  # expired while waiting
+                background = bool(batch) and batch[0][1].priority >= BACKGROUND
+                self._background += int(background)
             for camera, request in shed:
                 self._answer(
                     camera, Reply(request.request_id, "shed", wait_s=now - request.sent_mono)
                 )
-            if batch:
+            if not batch:
+                continue
+            try:
                 self._run(batch)
+            finally:
+                if background:
+                    with self._work:
+                        self._background -= 1
+                        self._work.notify_all()
+
+    def _allowed(self) -> Callable[[Request], bool] | None:
+        """Background work (the faces of a clip that follows its alert) may hold at most all
+        workers but one: an urgent inference never waits behind a long batch of it."""
+        if self._background < max(1, self.options.workers - 1):
+            return None
+        return lambda request: request.priority < BACKGROUND
 
     def _drain(self, conn: Connection) -> None:
         if conn is self._wake_r:

@@ -108,3 +108,18 @@ def test_a_camera_that_leaves_takes_its_requests_with_it() -> None:
     assert len(queue.drop_camera("gone")) == 1
     batch, _ = queue.take(100.0, 4, lambda _slot: False)
     assert [camera for camera, _ in batch] == ["stays"]
+
+
+def test_work_a_worker_may_not_take_waits_for_one_that_may() -> None:
+    queue = RequestQueue()
+    queue.push("facade", request(Priority.CLIPS, 100.0), 100.0)
+    queue.push("room", request(Priority.FRAME_RULE, 100.1, POSE), 100.1)
+
+    def urgent_only(r: Request) -> bool:
+        return r.priority < Priority.CLIPS
+
+    batch, _ = queue.take(100.2, 4, lambda _slot: False, urgent_only)
+    assert [r.priority for _, r in batch] == [Priority.FRAME_RULE]
+    assert not queue.has_work(urgent_only) and queue.has_work()
+    batch, _ = queue.take(100.3, 4, lambda _slot: False, urgent_only)
+    assert batch == [] and len(queue) == 1  # the clip's faces wait for a free worker
