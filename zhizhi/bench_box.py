@@ -178,6 +178,14 @@ class BoxResult:
             f"(all its processes), detector busy {busy * 100:.0f} %, worst p95 wait "
             f"{wait:.0f} ms; replay quality: " + ("**yes**" if self.replay_quality else "**no**"),
         ]
+        for camera in self.cameras.values():
+            for alert in camera.unexpected:
+                loop = int(alert.onset_s // camera.period_s) if camera.period_s > 0 else 0
+                lines.append(
+                    f"Unexpected: {camera.camera_id} {alert.rule_id} ({alert.type}), onset "
+                    f"{alert.onset_s:.1f} s (loop {loop}, "
+                    f"{alert.onset_s - loop * camera.period_s:.1f} s into it)"
+                )
         p50, p95 = self.latency(0.5), self.latency(0.95)
         if p50 is not None and p95 is not None:
             lines.append(
