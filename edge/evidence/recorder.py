@@ -279,7 +279,7 @@ class Recorder:
             return []
         output, frame = finding.output, finding.frame
         role = {"new": "onset", "update": "latest", "end": "closing"}[output.state]
-        caption = f"{self.camera.id} {output.rule_id} {output.state} t={output.pts_s:.1f}s"
+        caption = stamp(frame.wall_s)
         annotation = Annotation(
             self._zones.get(output.zone_id), output.highlight, caption, _paths(output)
         )
@@ -288,7 +288,7 @@ class Recorder:
             image, record = self._redactor.image(frame.image, blur, list(finding.people))
             files = [(role, encode_jpeg(annotate(image, annotation)), record)]
             if self._history is not None and output.rule_id in self._pile_rules:
-                files.extend(self._pile_evidence(output, caption, blur))
+                files.extend(self._pile_evidence(output, frame, blur))
         except (ValueError, cv2.error):  # the face finder failed, or OpenCV could not handle
             # the frame: the event still goes out, without pictures (nothing unredacted written)
             logger.exception("camera %s: could not make the evidence snapshot", self.camera.id)
@@ -304,7 +304,7 @@ class Recorder:
         return evidence
 
     def _pile_evidence(
-        self, output: RuleOutput, caption: str, blur: bool
+        self, output: RuleOutput, frame: Frame, blur: bool
     ) -> list[tuple[str, bytes, RedactionRecord]]:
         """Enforcement evidence for a garbage pile: at `new`, the moment it appeared and the
         person or vehicle there just before (faces blurred, vehicles and plates kept); at
@@ -318,13 +318,15 @@ class Recorder:
         files: list[tuple[str, bytes, RedactionRecord]] = []
         appeared = self._history.at(output.onset_s)
         if appeared is not None:
-            picture = self._annotated(appeared, [output.box], f"{caption} appeared", blur)
+            caption = stamp(frame.wall_s - (frame.pts_s - appeared.pts_s))
+            picture = self._annotated(appeared, [output.box], caption, blur)
             files.append(("appeared", *picture))
             self._pile_onsets[output.rule_id] = picture
         actor = self._history.actor_before(output.onset_s, output.box)
         if actor is not None:
             past, box = actor
-            files.append(("offender", *self._annotated(past, [box], f"{caption} before", blur)))
+            caption = stamp(frame.wall_s - (frame.pts_s - past.pts_s))
+            files.append(("offender", *self._annotated(past, [box], caption, blur)))
         return files
 
     def _annotated(
@@ -334,6 +336,14 @@ class Recorder:
         included), then boxes and a caption drawn."""
         image, record = self._redactor.image(decode_jpeg(past.jpeg), blur, past.people)
         return encode_jpeg(annotate(image, Annotation(None, tuple(boxes), caption))), record
+
+
+def stamp(wall_s: float) -> str:
+    """The caption burnt into a picture: when it was seen, in the box's local time, as a CCTV
+    recorder prints it (digits only: what the picture shows, which camera and which rule, the
+    dashboard says in the operator's language from the event; ids and English words were once
+    drawn here and read as noise in a zh-CN command center)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall_s))
 
 
 def _paths(output: RuleOutput) -> list[list[tuple[float, float]]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from edge.analysis.scene.model import polygons_mask
+from edge.evidence.recorder import stamp
 from edge.evidence.store import (
     BOX_COLOUR,
     Annotation,
@@ -188,3 +191,11 @@ def test_directory_store_never_leaves_half_a_file(
         store.put("a.jpg", b"new" * 1000, "snapshot", "image/jpeg", "onset")
     # the file under its final name was never written in place
     assert (tmp_path / "a.jpg").read_bytes() == b"complete old file"
+
+
+def test_the_caption_burnt_into_evidence_is_the_time_in_digits_only() -> None:
+    # no ids or English words on a picture a zh-CN command center reads: the dashboard names
+    # the camera and the rule from the event in the operator's language
+    caption = stamp(1_765_000_000.4)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", caption), caption
+    assert caption == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_765_000_000))
