@@ -12,10 +12,6 @@ in /healthz."""
 from __future__ import annotations
 
 import hashlib
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +31,8 @@ from server.db.session import make_engine, make_session_factory, migrate
 from server.ingest import IngestService
 from server.retention import RetentionPolicy, sweep_evidence
 from server.settings import ServerSettings
-from tests.support.mosquitto import free_port, unavailable
+from tests.support.mosquitto import unavailable
+from zhizhi.local_services import MotoS3, ServiceUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -48,28 +45,14 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 64 + b"\xff\xd9"
 def s3_url() -> Iterator[str]:
     """moto's S3 API server on a free loopback port, for this module."""
     try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        unavailable("moto[server] is not installed (the dev extra)")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        server = MotoS3()
+    except ServiceUnavailable as error:
+        unavailable(str(error))
+    server.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert process.poll() is None, "moto.server exited"
-            assert time.monotonic() < deadline, "moto.server did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 def bucket_client(s3_url: str) -> Any:

@@ -36,8 +36,9 @@ from sqlalchemy.engine import make_url
 
 from common.events import Event
 from tests.support.databases import fresh_postgres_url
-from tests.support.mosquitto import PrivateBroker, free_port, unavailable
+from tests.support.mosquitto import PrivateBroker, unavailable
 from tests.support.servers import REPO, ServerProcess, zhizhi_binary
+from zhizhi.local_services import MotoS3, ServiceUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -155,29 +156,14 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def s3_url() -> Iterator[str]:
     try:
-        import moto.server  # noqa: F401
-    except ImportError:
-        unavailable("moto[server] is not installed (the dev extra)")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+        server = MotoS3()
+    except ServiceUnavailable as error:
+        unavailable(str(error))
+    server.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "moto.server did not start"
-                time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 def token(db_url: str, role: str) -> str:
