@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from tests.support.databases import PG_SERVER
+from tests.support.mosquitto import unavailable
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -247,7 +253,16 @@ def test_demo_runs_the_whole_chain(models_dir: Path) -> None:
     assert "detector busy" in out
 
 
+def bench_row(stdout: str) -> list[str]:
+    """The cells of the figures' row (the line after the table's header)."""
+    lines = stdout.strip().splitlines()
+    rule = next(n for n, line in enumerate(lines) if line.startswith("|---"))
+    row = lines[rule + 1]
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
 def test_bench_ingest_stores_every_event_once(tmp_path: Path) -> None:
+    """One server process on SQLite, its private broker, snapshots to its media folder."""
     result = zhizhi(
         "bench",
         "ingest",
@@ -259,8 +274,59 @@ def test_bench_ingest_stores_every_event_once(tmp_path: Path) -> None:
         "100",
         "--seconds",
         "1",
+        "--snapshot-kb",
+        "8",
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    cells = [cell.strip() for cell in result.stdout.strip().split("|") if cell.strip()]
-    assert cells[0] == "sqlite" and cells[1] == "300" and cells[-1] == "400"
+    cells = bench_row(result.stdout)
+    assert cells[:4] == ["1", "sqlite", "8 kB snapshot each, local disk", "300"]
+    assert cells[9:11] == ["0", "0 rows, 0 acks twice"]  # nothing lost, nothing doubled
+    assert "(the goal is set for two processes" in result.stdout
+
+
+def bench_databases() -> set[str]:
+    """The bench's temporary databases on the PostgreSQL server now."""
+    url = make_url(f"{PG_SERVER}/postgres").set(drivername="postgresql+psycopg")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            names = connection.execute(text("SELECT datname FROM pg_database")).scalars()
+            return {name for name in names if name.startswith("zhizhi_bench_")}
+    except OperationalError as error:
+        unavailable(f"PostgreSQL not reachable: {error.orig}")
+        return set()
+    finally:
+        engine.dispose()
+
+
+def test_bench_ingest_with_two_servers_and_the_object_store_leaves_nothing_behind() -> None:
+    """Two server processes on a temporary PostgreSQL database, moto's S3 server: every event
+    stored once, every snapshot in the bucket, the database dropped afterwards."""
+    before = bench_databases()
+    result = zhizhi(
+        "bench",
+        "ingest",
+        "--db",
+        PG_SERVER,
+        "--servers",
+        "2",
+        "--s3",
+        "--events",
+        "300",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--snapshot-kb",
+        "8",
+        timeout=120,
+    )
+    if "not reachable" in result.stderr or "not installed" in result.stderr:
+        unavailable(result.stderr.strip())
+    assert result.returncode == 0, result.stderr
+    cells = bench_row(result.stdout)
+    assert cells[:4] == ["2", "postgresql", "8 kB snapshot each, s3 (moto)", "300"]
+    assert cells[9:12] == ["0", "0 rows, 0 acks twice", "400 of 400"]
+    assert "nothing lost or doubled: yes" in result.stdout
+    assert bench_databases() <= before  # its temporary database is gone
