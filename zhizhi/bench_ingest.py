@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import platform
 import struct
+import subprocess
 import tempfile
 import threading
 import time
@@ -56,6 +57,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.events import AckMessage, Event, events_topic
+from common.mqtt_url import MqttUrl, parse_mqtt_url
+from zhizhi.local_services import ServerProcess, ServiceFailed
 
 SITE = "bench-site"
 EDGES = 8  # the load spreads events over this many edge ids and upload threads, as a site would
@@ -86,6 +89,7 @@ class IngestOptions:
     snapshot_kb: int = SNAPSHOT_KB
     s3: bool = False
     s3_endpoint: str | None = None
+    mqtt: str | None = None  # None: a private Mosquitto started by the bench
 
     @property
     def scheme(self) -> str:
@@ -128,6 +132,12 @@ class IngestOptions:
             found.append(f"--snapshot-kb must be 0 to {MAX_SNAPSHOT_KB}, got {self.snapshot_kb}")
         if self.s3 and self.s3_endpoint is not None:
             found.append("--s3 (moto, started by the bench) and --s3-endpoint cannot go together")
+        if self.mqtt is not None:
+            try:
+                if parse_mqtt_url(self.mqtt).tls:
+                    found.append("--mqtt: the bench speaks plain MQTT (mqtt://host:port)")
+            except ValueError as error:
+                found.append(f"--mqtt: {error}")
         if self.s3_endpoint is not None:
             if not self.s3_endpoint.startswith(("http://", "https://")):
                 found.append(f"--s3-endpoint must be http(s)://host:port, not {self.s3_endpoint}")
@@ -326,8 +336,7 @@ def snapshot_bytes(run: str, index: int, filler: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class _LoadPlan:
-    host: str
-    port: int
+    broker: MqttUrl
     servers: tuple[str, ...]
     token: str
     run: str
@@ -361,7 +370,7 @@ def held_rate(sent: Sequence[tuple[str, float]]) -> float:
 class _Publisher:
     """Publishes events and waits for their acks; keeps at most `window` unacknowledged."""
 
-    def __init__(self, host: str, port: int, window: int) -> None:
+    def __init__(self, broker: MqttUrl, window: int) -> None:
         self._sent: dict[str, float] = {}
         self.acked: dict[str, float] = {}  # event_id → perf_counter of its first ack
         self.duplicate_acks = 0
@@ -372,7 +381,9 @@ class _Publisher:
         )
         self._client.max_inflight_messages_set(window)
         self._client.on_message = self._on_ack
-        self._client.connect(host, port)
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password)
+        self._client.connect(broker.host, broker.port)
         self._client.subscribe(f"zhizhi/v1/{SITE}/+/ack", qos=1)
         self._client.loop_start()
         time.sleep(0.3)
@@ -495,7 +506,7 @@ def _send(
 def _run_load(plan: _LoadPlan) -> _LoadResult:
     """In a process of its own: the throughput run, then the paced latency run."""
     filler = os.urandom(plan.snapshot_kb * 1024)
-    publisher = _Publisher(plan.host, plan.port, plan.window)
+    publisher = _Publisher(plan.broker, plan.window)
     uploader = _Uploader(plan.token, plan.window)
     try:
         started = time.perf_counter()
@@ -592,15 +603,47 @@ def _count(db_url: str, run: str) -> tuple[int, int]:
     return int(distinct), int(rows)
 
 
+def _object_store(
+    options: IngestOptions, stack: contextlib.ExitStack, run: str
+) -> tuple[_Bucket | None, dict[str, str]]:
+    """The run's bucket (on moto started here, or on --s3-endpoint) and the servers' settings
+    for it; (None, {}) for the servers' local media folders."""
+    from zhizhi.local_services import MotoS3
+
+    if options.s3:
+        moto = MotoS3()
+        stack.callback(moto.stop)
+        moto.start()
+        endpoint, key, secret = moto.url, moto.ACCESS_KEY, moto.SECRET_KEY
+    elif options.s3_endpoint is not None:
+        endpoint = options.s3_endpoint
+        key = os.environ["ZHIZHI_S3_ACCESS_KEY_ID"]
+        secret = os.environ["ZHIZHI_S3_SECRET_ACCESS_KEY"]
+    else:
+        return None, {}
+    bucket = _Bucket(endpoint, key, secret, f"zhizhi-bench-{run}", keep=options.s3)
+    stack.callback(bucket.remove)
+    return bucket, {
+        "ZHIZHI_EVIDENCE_STORE": "s3",
+        "ZHIZHI_S3_BUCKET": bucket.name,
+        "ZHIZHI_S3_ENDPOINT_URL": endpoint,
+        "ZHIZHI_S3_ACCESS_KEY_ID": key,
+        "ZHIZHI_S3_SECRET_ACCESS_KEY": secret,
+    }
+
+
+def _stop(server: ServerProcess) -> None:
+    """A clean stop (it leaves the broker at once), else SIGKILL."""
+    try:
+        server.terminate()
+    except (subprocess.TimeoutExpired, ServiceFailed):
+        server.stop()
+
+
 def bench_ingest(options: IngestOptions) -> IngestBench:
     from server.auth import issue_token
     from server.db.session import migrate
-    from zhizhi.local_services import (
-        MotoS3,
-        PrivateBroker,
-        ServerProcess,
-        temporary_postgres_database,
-    )
+    from zhizhi.local_services import PrivateBroker, temporary_postgres_database
 
     options.check()
     run = uuid.uuid4().hex[:10]
@@ -611,49 +654,33 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
         else:
             db_url = options.db
             migrate(db_url)
-        broker = PrivateBroker(folder / "broker", ["max_queued_messages 100000"])
-        stack.callback(broker.stop)
-        broker.start()
+        if options.mqtt is None:
+            broker = PrivateBroker(folder / "broker", ["max_queued_messages 100000"])
+            stack.callback(broker.stop)
+            broker.start()
+            mqtt_url = broker.url
+        else:
+            mqtt_url = options.mqtt
         env = {
             "ZHIZHI_DB_URL": db_url,
-            "ZHIZHI_MQTT_URL": broker.url,
+            "ZHIZHI_MQTT_URL": mqtt_url,
             "ZHIZHI_MQTT_GROUP": f"zhizhi-bench-{run}",
             "ZHIZHI_MQTT_SESSION_EXPIRY_S": "0",  # nothing stays at the broker
         }
-        bucket: _Bucket | None = None
-        if options.s3 or options.s3_endpoint is not None:
-            if options.s3:
-                moto = MotoS3()
-                stack.callback(moto.stop)
-                moto.start()
-                endpoint, key, secret = moto.url, moto.ACCESS_KEY, moto.SECRET_KEY
-            else:
-                assert options.s3_endpoint is not None  # noqa: S101
-                endpoint = options.s3_endpoint
-                key = os.environ["ZHIZHI_S3_ACCESS_KEY_ID"]
-                secret = os.environ["ZHIZHI_S3_SECRET_ACCESS_KEY"]
-            bucket = _Bucket(endpoint, key, secret, f"zhizhi-bench-{run}", keep=options.s3)
-            stack.callback(bucket.remove)
-            env |= {
-                "ZHIZHI_EVIDENCE_STORE": "s3",
-                "ZHIZHI_S3_BUCKET": bucket.name,
-                "ZHIZHI_S3_ENDPOINT_URL": endpoint,
-                "ZHIZHI_S3_ACCESS_KEY_ID": key,
-                "ZHIZHI_S3_SECRET_ACCESS_KEY": secret,
-            }
+        bucket, store_env = _object_store(options, stack, run)
+        env |= store_env
         servers = [
             ServerProcess(folder / f"srv-{n}", f"bench-{run}-srv-{n}", env)
             for n in range(1, options.servers + 1)
         ]
         for server in servers:
-            stack.callback(server.stop)
+            stack.callback(_stop, server)
             server.start()
         for server in servers:
             server.wait_healthy(timeout_s=90)
         time.sleep(0.5)  # healthy means connected; let the shared subscriptions settle
         plan = _LoadPlan(
-            host="127.0.0.1",
-            port=broker.port,
+            broker=parse_mqtt_url(mqtt_url),
             servers=tuple(server.base for server in servers),
             token=issue_token(db_url, "edge", "bench", [SITE], days=1),
             run=run,

@@ -428,6 +428,13 @@ def bench_ingest(
         ),
     ] = "postgresql://postgres@127.0.0.1:5432",
     servers: Annotated[int, typer.Option(help="`zhizhi server` processes to start (1 to 8)")] = 1,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            help="A broker of your own, mqtt://host:port (default: a private Mosquitto the "
+            "bench starts); the bench's servers subscribe in a group of the run's own"
+        ),
+    ] = None,
     s3: Annotated[
         bool, typer.Option("--s3", help="Evidence into moto's S3 server, started by the bench")
     ] = False,
@@ -465,6 +472,7 @@ def bench_ingest(
         snapshot_kb=snapshot_kb,
         s3=s3,
         s3_endpoint=s3_endpoint,
+        mqtt=mqtt,
     )
     try:
         result: IngestBench = run_bench(options)

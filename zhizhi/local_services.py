@@ -10,6 +10,7 @@ machine's own broker (1883) and databases are never touched; a temporary databas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -22,11 +23,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ServiceUnavailable(RuntimeError):
@@ -35,6 +37,23 @@ class ServiceUnavailable(RuntimeError):
 
 class ServiceFailed(RuntimeError):
     """A service that was started did not come up, or exited."""
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """For Popen's preexec_fn (Linux): the child gets SIGTERM when the process that started it
+    dies, so a bench killed with SIGKILL leaves no broker or server running behind it. prctl
+    is looked up here, in the parent; the child only makes the system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return in_child
 
 
 def free_port() -> int:
@@ -118,6 +137,7 @@ class PrivateBroker:
                 [str(self.binary), "-c", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                preexec_fn=_die_with_parent(),
             )
         deadline = time.monotonic() + self.start_timeout_s
         while not self._accepts():
@@ -129,9 +149,9 @@ class PrivateBroker:
             time.sleep(0.02)
 
     def _accepts(self) -> bool:
-        assert self.process is not None  # noqa: S101
-        if self.process.poll() is not None:
-            raise ServiceFailed(f"mosquitto exited with {self.process.returncode}\n{self.log()}")
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise ServiceFailed(f"mosquitto exited with {code}\n{self.log()}")
         return accepts(self.port)
 
     def stop(self, kill: bool = False) -> None:
@@ -188,6 +208,7 @@ class MotoS3:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(),
         )
         deadline = time.monotonic() + self.start_timeout_s
         while http_get(self.url, timeout_s=1)[0] == 0:
@@ -277,6 +298,7 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(),
             )
 
     def healthy(self) -> bool:
@@ -306,15 +328,20 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL: gone for good, no goodbye to the broker or the database."""
-        assert self.process is not None  # noqa: S101
-        self.process.kill()
-        self.process.wait(timeout=15)
+        process = self._started()
+        process.kill()
+        process.wait(timeout=15)
 
     def terminate(self) -> int:
         """SIGTERM: a clean stop; its exit code."""
-        assert self.process is not None  # noqa: S101
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        process = self._started()
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=30)
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self.process is None:
+            raise ServiceFailed(f"{self.client_id} was never started")
+        return self.process
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

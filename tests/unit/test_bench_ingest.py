@@ -27,6 +27,7 @@ KEYS = {"ZHIZHI_S3_ACCESS_KEY_ID": "k", "ZHIZHI_S3_SECRET_ACCESS_KEY": "s"}
 def test_two_servers_on_postgresql_with_moto_are_a_bench() -> None:
     options = IngestOptions(db=PG, servers=2, s3=True)
     assert options.problems({}) == []
+    assert IngestOptions(db=PG, mqtt="mqtt://emqx.local:1883").problems({}) == []
     assert (options.database, options.store) == ("postgresql", "s3 (moto)")
     assert IngestOptions(db="postgresql+psycopg://h/db").database == "postgresql"
     assert IngestOptions(db="postgres://h/db").database == "postgresql"
@@ -46,6 +47,8 @@ def test_two_servers_on_postgresql_with_moto_are_a_bench() -> None:
         (IngestOptions(db=PG, snapshot_kb=-1), "--snapshot-kb must be 0 to"),
         (IngestOptions(db=PG, s3=True, s3_endpoint="http://m:9000"), "cannot go together"),
         (IngestOptions(db=PG, s3_endpoint="m:9000"), "must be http(s)://"),
+        (IngestOptions(db=PG, mqtt="mqtts://broker:8883"), "the bench speaks plain MQTT"),
+        (IngestOptions(db=PG, mqtt="http://broker"), "--mqtt: MQTT URL must look like"),
     ],
 )
 def test_options_that_make_no_bench_are_refused(options: IngestOptions, problem: str) -> None:
