@@ -221,6 +221,7 @@ class IngestBench:
     snapshots_expected: int
     snapshots_in_store: int | None  # objects in the bucket; None: local disk (not counted)
     held_eps: float  # the rate the latency run actually sent at
+    cpu: CpuUse | None = None
     machine: str = field(default_factory=platform.machine)
 
     HEADER = (
@@ -289,6 +290,8 @@ class IngestBench:
                 f"p99 {self.upload.p99_ms:.1f}, max {self.upload.max_ms:.1f}; with its "
                 f"snapshot: p99 {self.complete.p99_ms:.1f}, max {self.complete.max_ms:.1f}"
             )
+        if self.cpu is not None:
+            text += f". {self.cpu.text()}"
         return text
 
     def append_to(self, path: Path, command: str) -> None:
@@ -302,6 +305,57 @@ class IngestBench:
         )
         with path.open("a", encoding="utf-8") as stream:
             stream.write(block)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """Cores kept busy during the throughput run: the whole machine and each named process."""
+
+    cores: int
+    machine: float
+    by_process: dict[str, float]
+
+    def text(self) -> str:
+        named = ", ".join(f"{name} {used:.2f}" for name, used in self.by_process.items())
+        rest = max(0.0, self.machine - sum(self.by_process.values()))
+        return (
+            f"CPU in the throughput run, cores busy of {self.cores}: {self.machine:.2f} in all "
+            f"({named}; the rest, {rest:.2f}: PostgreSQL and whatever else ran)"
+        )
+
+
+def machine_ticks(proc_stat: str) -> tuple[int, int]:
+    """(busy, total) clock ticks over all cores from /proc/stat's first line (idle and iowait
+    are not busy; guest time is already counted in user)."""
+    ticks = [int(value) for value in proc_stat.splitlines()[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]
+    return sum(ticks) - idle, sum(ticks)
+
+
+def process_ticks(pid_stat: str) -> int:
+    """utime + stime clock ticks from /proc/<pid>/stat (the name in parentheses may hold
+    spaces and parentheses: fields are counted after the last ')')."""
+    fields = pid_stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_use(
+    before: tuple[tuple[int, int], dict[str, int]],
+    after: tuple[tuple[int, int], dict[str, int]],
+    cores: int,
+) -> CpuUse:
+    """From two samples ((busy, total) of the machine, ticks by process name): the cores each
+    kept busy in between; a process missing from either sample is left out."""
+    (busy0, total0), named0 = before
+    (busy1, total1), named1 = after
+    span = max(1, total1 - total0)  # ticks of all cores together
+    return CpuUse(
+        cores=cores,
+        machine=(busy1 - busy0) / span * cores,
+        by_process={
+            name: (named1[name] - named0[name]) / span * cores for name in named0 if name in named1
+        },
+    )
 
 
 def latencies(
@@ -334,8 +388,27 @@ def snapshot_bytes(run: str, index: int, filler: bytes) -> bytes:
 # -- the load process ------------------------------------------------------------------------
 
 
+class _CpuSampler:
+    """Samples /proc for the machine and the named processes (None off Linux)."""
+
+    def __init__(self, pids: Sequence[tuple[str, int]]) -> None:
+        self.pids = list(pids)
+
+    def sample(self) -> tuple[tuple[int, int], dict[str, int]] | None:
+        try:
+            machine = machine_ticks(Path("/proc/stat").read_text())
+        except (OSError, ValueError, IndexError):
+            return None
+        named = {}
+        for name, pid in self.pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                named[name] = process_ticks(Path(f"/proc/{pid}/stat").read_text())
+        return machine, named
+
+
 @dataclass(frozen=True)
 class _LoadPlan:
+    pids: tuple[tuple[str, int], ...]  # the processes whose CPU is counted
     broker: MqttUrl
     servers: tuple[str, ...]
     token: str
@@ -358,6 +431,7 @@ class _LoadResult:
     upload_failures: dict[str, int]
     sent: int
     held_eps: float
+    cpu: CpuUse | None
 
 
 def held_rate(sent: Sequence[tuple[str, float]]) -> float:
@@ -508,7 +582,9 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
     filler = os.urandom(plan.snapshot_kb * 1024)
     publisher = _Publisher(plan.broker, plan.window)
     uploader = _Uploader(plan.token, plan.window)
+    sampler = _CpuSampler([*plan.pids, ("load (8 edges)", os.getpid())])
     try:
+        before = sampler.sample()
         started = time.perf_counter()
         for index in range(plan.events):
             _send(plan, index, filler, publisher, uploader)
@@ -516,6 +592,9 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
         stored_s = time.perf_counter() - started
         uploader.drain()
         complete_s = max(stored_s, time.perf_counter() - started)
+        after = sampler.sample()
+        cores = os.cpu_count() or 1
+        cpu = None if before is None or after is None else cpu_use(before, after, cores)
 
         uploader.took.clear()
         paced: list[tuple[str, float]] = []
@@ -539,6 +618,7 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
             upload_failures=dict(uploader.failures),
             sent=plan.events + len(paced),
             held_eps=held_rate(paced),
+            cpu=cpu,
         )
     finally:
         uploader.close()
@@ -603,17 +683,25 @@ def _count(db_url: str, run: str) -> tuple[int, int]:
     return int(distinct), int(rows)
 
 
+Services = list[tuple[str, subprocess.Popen[bytes] | None]]  # name, process (CPU counted)
+
+
+def _pid(process: subprocess.Popen[bytes] | None) -> int:
+    return 0 if process is None else process.pid
+
+
 def _object_store(
-    options: IngestOptions, stack: contextlib.ExitStack, run: str
+    options: IngestOptions, stack: contextlib.ExitStack, run: str, services: Services
 ) -> tuple[_Bucket | None, dict[str, str]]:
-    """The run's bucket (on moto started here, or on --s3-endpoint) and the servers' settings
-    for it; (None, {}) for the servers' local media folders."""
+    """The run's bucket (on moto started here, added to `services`, or on --s3-endpoint) and
+    the servers' settings for it; (None, {}) for the servers' local media folders."""
     from zhizhi.local_services import MotoS3
 
     if options.s3:
         moto = MotoS3()
         stack.callback(moto.stop)
         moto.start()
+        services.append(("S3 (moto)", moto.process))
         endpoint, key, secret = moto.url, moto.ACCESS_KEY, moto.SECRET_KEY
     elif options.s3_endpoint is not None:
         endpoint = options.s3_endpoint
@@ -647,6 +735,7 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
 
     options.check()
     run = uuid.uuid4().hex[:10]
+    services: Services = []
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zhizhi-bench-")))
         if options.database == "postgresql":
@@ -658,6 +747,7 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
             broker = PrivateBroker(folder / "broker", ["max_queued_messages 100000"])
             stack.callback(broker.stop)
             broker.start()
+            services.append(("Mosquitto", broker.process))
             mqtt_url = broker.url
         else:
             mqtt_url = options.mqtt
@@ -667,7 +757,7 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
             "ZHIZHI_MQTT_GROUP": f"zhizhi-bench-{run}",
             "ZHIZHI_MQTT_SESSION_EXPIRY_S": "0",  # nothing stays at the broker
         }
-        bucket, store_env = _object_store(options, stack, run)
+        bucket, store_env = _object_store(options, stack, run, services)
         env |= store_env
         servers = [
             ServerProcess(folder / f"srv-{n}", f"bench-{run}-srv-{n}", env)
@@ -679,7 +769,10 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
         for server in servers:
             server.wait_healthy(timeout_s=90)
         time.sleep(0.5)  # healthy means connected; let the shared subscriptions settle
+        pids = [(f"server {n}", _pid(server.process)) for n, server in enumerate(servers, 1)]
+        pids += [(name, _pid(process)) for name, process in services]
         plan = _LoadPlan(
+            pids=tuple((name, pid) for name, pid in pids if pid),
             broker=parse_mqtt_url(mqtt_url),
             servers=tuple(server.base for server in servers),
             token=issue_token(db_url, "edge", "bench", [SITE], days=1),
@@ -712,4 +805,5 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
         snapshots_expected=load.sent if options.snapshot_kb else 0,
         snapshots_in_store=in_store,
         held_eps=load.held_eps,
+        cpu=load.cpu,
     )

@@ -10,13 +10,17 @@ import pytest
 
 from zhizhi.bench_ingest import (
     BenchRefused,
+    CpuUse,
     IngestBench,
     IngestOptions,
     LatencySummary,
     Tally,
+    cpu_use,
     held_rate,
     latencies,
+    machine_ticks,
     percentile,
+    process_ticks,
     snapshot_bytes,
 )
 
@@ -184,3 +188,27 @@ def test_the_row_and_the_written_block_carry_every_figure(tmp_path: Path) -> Non
     assert "latency run: 200 events/s sent (asked 200)" in text
     assert "snapshot PUT → stored ms: p50 40.0, p99 120.0" in text
     assert "goal: ≥ 2,000 events/s NOT met (1,800)" in text
+
+
+def test_cpu_is_read_from_proc_stat_and_a_process_stat_with_an_odd_name() -> None:
+    stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n"
+    assert machine_ticks(stat) == (160, 1000)  # idle 800 and iowait 40 are not busy
+    pid_stat = "4242 (zhizhi (srv) 1) S 1 4242 4242 0 -1 4194304 900 0 0 0 123 45 0 0 20 0 9"
+    assert process_ticks(pid_stat) == 168
+
+
+def test_cpu_use_is_in_cores_of_the_machine() -> None:
+    before = ((1000, 10000), {"server 1": 100, "S3 (moto)": 50, "gone": 7})
+    after = ((2800, 12000), {"server 1": 700, "S3 (moto)": 250})  # 2,000 ticks on 2 cores
+    use = cpu_use(before, after, cores=2)
+    assert use.machine == pytest.approx(1.8)
+    assert use.by_process == pytest.approx({"server 1": 0.6, "S3 (moto)": 0.2})
+    assert use.text() == (
+        "CPU in the throughput run, cores busy of 2: 1.80 in all (server 1 0.60, S3 (moto) "
+        "0.20; the rest, 1.00: PostgreSQL and whatever else ran)"
+    )
+    assert (
+        CpuUse(2, 0.5, {"load": 0.7})
+        .text()
+        .endswith("the rest, 0.00: PostgreSQL and whatever else ran)")
+    )
