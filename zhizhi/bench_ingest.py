@@ -63,6 +63,7 @@ from zhizhi.local_services import ServerProcess, ServiceFailed
 SITE = "bench-site"
 EDGES = 8  # the load spreads events over this many edge ids and upload threads, as a site would
 MAX_SERVERS = 8
+MAX_CAMERAS = 10000
 MAX_SNAPSHOT_KB = 50 * 1024  # the server's max_evidence_bytes
 SNAPSHOT_KB = 143  # median snapshot the edge writes (docs/deploy.md, sizing)
 GOAL_EPS = 2000.0
@@ -87,6 +88,7 @@ class IngestOptions:
     seconds: float = 10.0
     window: int = 500
     snapshot_kb: int = SNAPSHOT_KB
+    cameras: int = 1
     s3: bool = False
     s3_endpoint: str | None = None
     mqtt: str | None = None  # None: a private Mosquitto started by the bench
@@ -130,6 +132,8 @@ class IngestOptions:
             found.append(f"--window must be at least 1, got {self.window}")
         if not 0 <= self.snapshot_kb <= MAX_SNAPSHOT_KB:
             found.append(f"--snapshot-kb must be 0 to {MAX_SNAPSHOT_KB}, got {self.snapshot_kb}")
+        if not 1 <= self.cameras <= MAX_CAMERAS:
+            found.append(f"--cameras must be 1 to {MAX_CAMERAS}, got {self.cameras}")
         if self.s3 and self.s3_endpoint is not None:
             found.append("--s3 (moto, started by the bench) and --s3-endpoint cannot go together")
         if self.mqtt is not None:
@@ -225,10 +229,10 @@ class IngestBench:
     machine: str = field(default_factory=platform.machine)
 
     HEADER = (
-        "| servers | database | evidence | events | events/s stored | events/s with snapshot "
-        "stored | latency test rate (events/s) | p50 / p99 publish→stored ms | p50 / p99 "
+        "| servers | database | evidence | cameras | events | events/s stored | events/s with "
+        "snapshot stored | latency test rate (events/s) | p50 / p99 publish→stored ms | p50 / p99 "
         "publish→stored with snapshot ms | lost | duplicates | snapshots in the store |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
 
     def evidence_cell(self) -> str:
@@ -250,7 +254,7 @@ class IngestBench:
         with_snapshot = f"{self.complete_eps:.0f}" if o.snapshot_kb else "–"
         duplicates = f"{self.tally.duplicates} rows, {self.duplicate_acks} acks twice"
         return (
-            f"| {o.servers} | {o.database} | {self.evidence_cell()} | {o.events} | "
+            f"| {o.servers} | {o.database} | {self.evidence_cell()} | {o.cameras} | {o.events} | "
             f"{self.stored_eps:.0f} | {with_snapshot} | {o.rate:g} | {self.event.cell()} | "
             f"{self.complete.cell() if o.snapshot_kb else '–'} | {self.tally.lost} | "
             f"{duplicates} | {self.store_cell()} |"
@@ -298,8 +302,9 @@ class IngestBench:
         when = datetime.now(UTC).strftime("%Y-%m-%d")
         o = self.options
         block = (
-            f"\n### ingest, {o.servers} server process(es), {o.database}, evidence "
-            f"{self.evidence_cell()} ({when}, {self.machine}, {os.cpu_count()} cores)\n\n"
+            f"\n### ingest, {o.servers} server process(es), {o.database}, {o.cameras} camera(s), "
+            f"evidence {self.evidence_cell()} ({when}, {self.machine}, {os.cpu_count()} cores)"
+            "\n\n"
             f"```\nzhizhi {command}\n```\n\n{self.HEADER}\n{self.markdown_row()}\n\n"
             f"{self.details()}.\n\n{self.verdict()}.\n"
         )
@@ -356,6 +361,14 @@ def cpu_use(
             name: (named1[name] - named0[name]) / span * cores for name in named0 if name in named1
         },
     )
+
+
+def camera_of(index: int, cameras: int) -> tuple[str, str]:
+    """(edge id, camera id) of the index-th event: round robin over `cameras`, camera c on
+    edge c mod 8. All events of one camera (and its one rule and zone) group into one incident
+    while they keep coming: one camera is the worst case, every batch locks that incident."""
+    camera = index % cameras
+    return f"edge-{camera % EDGES}", f"cam-{camera}"
 
 
 def latencies(
@@ -418,6 +431,7 @@ class _LoadPlan:
     seconds: float
     window: int
     snapshot_kb: int
+    cameras: int
 
 
 @dataclass(frozen=True)
@@ -536,7 +550,7 @@ class _Uploader:
 
 
 def _event_json(plan: _LoadPlan, index: int, evidence: list[dict[str, str]]) -> tuple[str, str]:
-    edge = f"edge-{index % EDGES}"
+    edge, camera = camera_of(index, plan.cameras)
     event = Event.model_validate(
         {
             "event_id": f"{plan.run}-{index}",
@@ -544,7 +558,7 @@ def _event_json(plan: _LoadPlan, index: int, evidence: list[dict[str, str]]) -> 
             "state": "new",
             "type": "fire_lane",
             "site_id": SITE,
-            "camera_id": "cam-1",
+            "camera_id": camera,
             "zone_id": "lane",
             "rule_id": "lane-blocked",
             "observed_at": datetime.now(UTC),
@@ -556,7 +570,7 @@ def _event_json(plan: _LoadPlan, index: int, evidence: list[dict[str, str]]) -> 
             "evidence": evidence,
         }
     )
-    return events_topic(SITE, edge, "cam-1"), event.to_json()
+    return events_topic(SITE, edge, camera), event.to_json()
 
 
 def _send(
@@ -782,6 +796,7 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
             seconds=options.seconds,
             window=options.window,
             snapshot_kb=options.snapshot_kb,
+            cameras=options.cameras,
         )
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

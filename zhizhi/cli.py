@@ -449,6 +449,12 @@ def bench_ingest(
     snapshot_kb: Annotated[
         int, typer.Option(help="Snapshot uploaded with each event, kB (0: events alone)")
     ] = 143,
+    cameras: Annotated[
+        int,
+        typer.Option(
+            help="Cameras the events are spread over (1: all join one incident, the worst case)"
+        ),
+    ] = 1,
     events: Annotated[int, typer.Option(min=100, help="Events for the throughput figure")] = 20000,
     rate: Annotated[float, typer.Option(help="Events/s for the latency figure")] = 200.0,
     seconds: Annotated[float, typer.Option(help="Length of the latency run")] = 10.0,
@@ -470,6 +476,7 @@ def bench_ingest(
         seconds=seconds,
         window=window,
         snapshot_kb=snapshot_kb,
+        cameras=cameras,
         s3=s3,
         s3_endpoint=s3_endpoint,
         mqtt=mqtt,

@@ -280,8 +280,8 @@ def test_bench_ingest_stores_every_event_once(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     cells = bench_row(result.stdout)
-    assert cells[:4] == ["1", "sqlite", "8 kB snapshot each, local disk", "300"]
-    assert cells[9:11] == ["0", "0 rows, 0 acks twice"]  # nothing lost, nothing doubled
+    assert cells[:5] == ["1", "sqlite", "8 kB snapshot each, local disk", "1", "300"]
+    assert cells[10:12] == ["0", "0 rows, 0 acks twice"]  # nothing lost, nothing doubled
     assert "(the goal is set for two processes" in result.stdout
 
 
@@ -312,6 +312,8 @@ def test_bench_ingest_with_two_servers_and_the_object_store_leaves_nothing_behin
         "--servers",
         "2",
         "--s3",
+        "--cameras",
+        "16",
         "--events",
         "300",
         "--rate",
@@ -326,7 +328,7 @@ def test_bench_ingest_with_two_servers_and_the_object_store_leaves_nothing_behin
         unavailable(result.stderr.strip())
     assert result.returncode == 0, result.stderr
     cells = bench_row(result.stdout)
-    assert cells[:4] == ["2", "postgresql", "8 kB snapshot each, s3 (moto)", "300"]
-    assert cells[9:12] == ["0", "0 rows, 0 acks twice", "400 of 400"]
+    assert cells[:5] == ["2", "postgresql", "8 kB snapshot each, s3 (moto)", "16", "300"]
+    assert cells[10:13] == ["0", "0 rows, 0 acks twice", "400 of 400"]
     assert "nothing lost or doubled: yes" in result.stdout
     assert bench_databases() <= before  # its temporary database is gone

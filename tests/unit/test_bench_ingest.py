@@ -15,6 +15,7 @@ from zhizhi.bench_ingest import (
     IngestOptions,
     LatencySummary,
     Tally,
+    camera_of,
     cpu_use,
     held_rate,
     latencies,
@@ -52,6 +53,7 @@ def test_two_servers_on_postgresql_with_moto_are_a_bench() -> None:
         (IngestOptions(db=PG, s3=True, s3_endpoint="http://m:9000"), "cannot go together"),
         (IngestOptions(db=PG, s3_endpoint="m:9000"), "must be http(s)://"),
         (IngestOptions(db=PG, mqtt="mqtts://broker:8883"), "the bench speaks plain MQTT"),
+        (IngestOptions(db=PG, cameras=0), "--cameras must be 1 to"),
         (IngestOptions(db=PG, mqtt="http://broker"), "--mqtt: MQTT URL must look like"),
     ],
 )
@@ -104,6 +106,17 @@ def test_latencies_wait_for_the_ack_and_with_uploads_for_the_snapshot_too() -> N
     assert latencies(sent, acked) == pytest.approx([0.05, 0.02])
     assert latencies(sent, acked, uploaded) == pytest.approx([0.20, 0.02])
     assert latencies(sent, acked, {"a": 1.2}) == pytest.approx([0.20])  # b's file never came
+
+
+def test_events_go_round_robin_over_the_cameras_each_camera_on_one_edge() -> None:
+    assert [camera_of(i, 1) for i in (0, 7, 8)] == [("edge-0", "cam-0")] * 3
+    assert [camera_of(i, 10) for i in (0, 3, 9, 10, 18)] == [
+        ("edge-0", "cam-0"),
+        ("edge-3", "cam-3"),
+        ("edge-1", "cam-9"),
+        ("edge-0", "cam-0"),
+        ("edge-0", "cam-8"),
+    ]
 
 
 def test_the_held_rate_is_counted_between_the_first_and_the_last_send() -> None:
@@ -178,9 +191,16 @@ def test_the_row_and_the_written_block_carry_every_figure(tmp_path: Path) -> Non
     cells = [cell.strip() for cell in result.markdown_row().strip("|").split("|")]
     header = [cell.strip() for cell in IngestBench.HEADER.splitlines()[0].strip("|").split("|")]
     assert len(cells) == len(header)
-    assert cells[:5] == ["2", "postgresql", "143 kB snapshot each, s3 (moto)", "20000", "2700"]
-    assert cells[5:10] == ["1800", "200", "30.0 / 60.0", "40.0 / 120.0", "0"]
-    assert cells[11] == "21997 of 22000 (3 uploads failed: 3× HTTP 503)"
+    assert cells[:6] == [
+        "2",
+        "postgresql",
+        "143 kB snapshot each, s3 (moto)",
+        "1",
+        "20000",
+        "2700",
+    ]
+    assert cells[6:11] == ["1800", "200", "30.0 / 60.0", "40.0 / 120.0", "0"]
+    assert cells[12] == "21997 of 22000 (3 uploads failed: 3× HTTP 503)"
     path = tmp_path / "bench.md"
     result.append_to(path, "bench ingest --servers 2 --s3")
     text = path.read_text()
