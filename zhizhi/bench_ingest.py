@@ -525,14 +525,15 @@ class _Uploader:
 
     def _put(self, event_id: str, url: str, body: bytes) -> None:
         started = time.perf_counter()
+        outcome = "no answer"
         try:
             answer = self._http.put(url, content=body, headers={"Content-Type": "image/jpeg"})
             outcome = "ok" if answer.status_code in (200, 201) else f"HTTP {answer.status_code}"
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, OSError) as error:
             outcome = type(error).__name__
         finally:
+            now = time.perf_counter()
             self._slots.release()
-        now = time.perf_counter()
         with self._lock:
             if outcome == "ok":
                 self.done[event_id] = now
