@@ -7,7 +7,10 @@ pure rules decide (edge.rules.falling_object, edge.rules.person_fall).
   dropped on a busy box) it starts again from fresh frames.
 * `PersonFallWatch`: at `analysis_fps`, a motion gate, the pose model on the zone's region (in
   this process, or the box's detection service), tracking with Norfair, and the poses handed
-  to `FallMonitor`.
+  to `FallMonitor`. With the box's service it asks for the next analysed frame while the one
+  before is being run (`PIPELINE_DEPTH`), and settles them in order: a round trip longer than
+  the analysis interval no longer costs the rule its analysis rate (in this process a run
+  is over when it is asked for, so replay is unchanged).
 
 Both are `FrameRule`s: the camera's lanes (edge.analysis.lanes) run them.
 """
@@ -19,6 +22,7 @@ import math
 import statistics
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,7 +31,7 @@ import numpy.typing as npt
 from common.config import CameraConfig, FallingObjectRuleConfig, PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
 from edge.analysis.detect.yolo import PoseDetection
-from edge.analysis.pose import PoseEstimator
+from edge.analysis.pose import PoseEstimator, PosePending, submit_pose
 from edge.analysis.specks import SpeckFinder, SpeckParams
 from edge.analysis.track import ObjectTracker, TrackerParams
 from edge.rules.base import RuleOutput
@@ -45,6 +49,18 @@ MOTION_LEVEL = 25  # grey levels a pixel must change by to count as changed
 TRACKED_RECHECK_S = 0.5  # with people in view but nothing moving, the model still runs this often
 FRAME_STEPS = 15  # the camera's frame interval is the median of this many recent steps
 GAP_FACTOR = 2.5  # analyses this many intervals apart: the ones between were missed
+PIPELINE_DEPTH = 2  # a fall room's pose runs asked for and not yet settled, at most
+ANSWER_TIMEOUT_S = 10.0  # a run not answered in this long is taken as not made
+
+
+@dataclass(slots=True)
+class _Look:
+    """An analysed frame of a fall room whose pose run (None: the motion gate held it back)
+    may still be running."""
+
+    pts_s: float
+    crop: Box  # the region the model was shown, normalised to the frame
+    pending: PosePending | None
 
 
 class FacadeWatch:
@@ -142,6 +158,7 @@ class PersonFallWatch:
         self.analysed = 0
         self.model_errors = 0
         self.interruptions = 0  # analyses after a gap: the monitor held its judgement
+        self._looks: deque[_Look] = deque()  # analysed frames not yet settled, in order
 
     @property
     def model(self) -> ModelInfo | None:
@@ -169,30 +186,57 @@ class PersonFallWatch:
     def on_frame(self, frame: Frame) -> list[RuleOutput]:
         outputs: list[RuleOutput] = []
         if self._last_pts is not None and frame.pts_s < self._last_pts - 1e-3:
+            outputs.extend(self._settle(everything=True))
             outputs.extend(self._restart(self._last_pts))
         self._last_pts = frame.pts_s
         if frame.pts_s < self._next_analysis - 1e-6:
-            return outputs
+            return outputs + self._settle()
         # analysis slots every `_interval` of stream time; after a gap, restart from this frame
         self._next_analysis += self._interval
         if self._next_analysis <= frame.pts_s:
             self._next_analysis = frame.pts_s + self._interval
         self.analysed += 1
-        self._after_gap(frame.pts_s)
         image = frame.image
         if image.ndim == 2:  # a grey stream: the model and the motion gate take BGR
             image = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
         height, width = image.shape[:2]
         self._monitor.aspect = width / height
         crop = self._region()
-        people: list[PersonPose] = []
+        pending: PosePending | None = None
         if self._should_run(image, frame.pts_s, crop):
+            x1, y1, x2, y2 = _pixels(crop, image)
+            crop = (x1 / width, y1 / height, x2 / width, y2 / height)
+            pending = submit_pose(self._estimator, np.ascontiguousarray(image[y1:y2, x1:x2]))
+            self._last_model_run = frame.pts_s
+        self._looks.append(_Look(frame.pts_s, crop, pending))
+        return outputs + self._settle()
+
+    def _settle(self, everything: bool = False) -> list[RuleOutput]:
+        """Hand the monitor the analysed frames whose runs are over, in order: those answered,
+        and the oldest ones beyond `PIPELINE_DEPTH` (waited for); `everything`: all of them."""
+        outputs: list[RuleOutput] = []
+        while self._looks:
+            look = self._looks[0]
+            must = everything or len(self._looks) > PIPELINE_DEPTH
+            answered = look.pending is None or look.pending.wait(ANSWER_TIMEOUT_S if must else 0)
+            if not answered and not must:
+                break
+            self._looks.popleft()
+            outputs.extend(self._look_at(look))
+        return outputs
+
+    def _look_at(self, look: _Look) -> list[RuleOutput]:
+        """One analysed frame, its run over: the people it found tracked and handed to the
+        monitor. A run that was not made (the box's service declined, a model error) is
+        reported and that frame is not looked at (not "nobody there", which would end a lying
+        person's watch); a run of them is a gap the monitor is told about."""
+        self._after_gap(look.pts_s)
+        people: list[PersonPose] = []
+        if look.pending is not None:
             try:
-                found = self._detect(image, crop)
+                found = look.pending.result()
             except Exception:  # onnxruntime raises its own untyped errors; the box's service
-                # declines when busy. One failed inference must not end the camera's analysis:
-                # this frame is not looked at (not "nobody there", which would end a lying
-                # person's watch), and a run of them is a gap the monitor is told about
+                # declines when busy. One failed inference must not end the camera's analysis
                 self.model_errors += 1
                 if self.model_errors <= 3 or self.model_errors % 100 == 0:
                     logger.exception(
@@ -200,12 +244,16 @@ class PersonFallWatch:
                         self.rule_id,
                         self.model_errors,
                     )
-                return outputs
-            people = self._track(found, frame.pts_s)
-            self._last_model_run = frame.pts_s
+                return []
+            poses = [
+                _uncrop(p, look.crop)
+                for p in found
+                if p.detection.score >= self.config.min_score and _sane(p)
+            ]
+            people = self._track(poses, look.pts_s)
             self.model_runs += 1
-        self._last_looked = frame.pts_s
-        return outputs + self._monitor.step(frame.pts_s, people)
+        self._last_looked = look.pts_s
+        return self._monitor.step(look.pts_s, people)
 
     def _after_gap(self, now: float) -> None:
         """Tell the monitor when the frames since the last one looked at were not looked at
@@ -228,6 +276,7 @@ class PersonFallWatch:
         self._tracked = []
         self._previous = None
         self._last_looked = None
+        self._looks.clear()
         return self._monitor.restart(last_s)
 
     def _region(self) -> Box:
@@ -255,17 +304,6 @@ class PersonFallWatch:
             return True
         changed = cv2.absdiff(previous, small) > MOTION_LEVEL
         return float(changed.mean()) >= self.config.motion_min_changed
-
-    def _detect(self, image: Image, crop: Box) -> list[PoseDetection]:
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = _pixels(crop, image)
-        found = self._estimator.detect_pose(np.ascontiguousarray(image[y1:y2, x1:x2]))
-        exact = (x1 / w, y1 / h, x2 / w, y2 / h)
-        return [
-            _uncrop(p, exact)
-            for p in found
-            if p.detection.score >= self.config.min_score and _sane(p)
-        ]
 
     def _track(self, found: Sequence[PoseDetection], now: float) -> list[PersonPose]:
         by_box = {p.detection.box: p for p in found}

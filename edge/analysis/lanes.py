@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from edge.types import Box, Frame
 
 logger = logging.getLogger(__name__)
 
+RECENT_FRAMES = 4  # frames a frame-rule lane keeps to find the one an output was decided on
 CLIP_FPS = 10.0  # frames a second in the dense pre-event buffer of the frame rules' clips
 
 
@@ -83,6 +85,9 @@ class FrameRuleLane:
         self._stats = stats
         self._camera_id = camera_id
         self.errors = 0
+        # the frames handed over lately: a rule that settles its analyses later (a fall room
+        # waiting for the box's pose model) decides on an earlier frame than the one in hand
+        self._recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
 
     @property
     def need_fps(self) -> float | None:
@@ -115,7 +120,12 @@ class FrameRuleLane:
                 )
             outputs = []
         self._stats.add_seconds("frame_rules", time.perf_counter() - started)
-        return [Finding(output, frame) for output in outputs]
+        self._recent.append(frame)
+        return [Finding(output, self._frame_at(output.pts_s)) for output in outputs]
+
+    def _frame_at(self, pts_s: float) -> Frame:
+        """The recent frame an output was decided on (its evidence snapshot)."""
+        return min(reversed(self._recent), key=lambda f: abs(f.pts_s - pts_s))
 
 
 class ClipBufferLane:

@@ -42,6 +42,52 @@ class PoseEstimator(Protocol):
         ...
 
 
+class PosePending(Protocol):
+    """A pose-model run asked for: answered at once in this process, later by the box's
+    detection service."""
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once answered (with people, or with the news that the run was not made)."""
+        ...
+
+    def result(self) -> list[PoseDetection]:
+        """The people found; raises what the run raised (the service declined, a model
+        error) when it was not made."""
+        ...
+
+
+class DonePose:
+    """A run made at once: its people, or what it raised."""
+
+    def __init__(
+        self, found: list[PoseDetection] | None = None, error: Exception | None = None
+    ) -> None:
+        self._found = found or []
+        self._error = error
+
+    def wait(self, timeout_s: float) -> bool:
+        del timeout_s
+        return True
+
+    def result(self) -> list[PoseDetection]:
+        if self._error is not None:
+            raise self._error
+        return self._found
+
+
+def submit_pose(estimator: PoseEstimator, image_bgr: npt.NDArray[np.uint8]) -> PosePending:
+    """Ask `estimator` for the people in `image_bgr`: the box's shared pose model answers later
+    (so a camera may ask for the next frame while one is being run), one of this process now."""
+    submit = getattr(estimator, "submit_pose", None)
+    if submit is not None:
+        pending: PosePending = submit(image_bgr)
+        return pending
+    try:
+        return DonePose(estimator.detect_pose(image_bgr))
+    except Exception as error:  # onnxruntime raises its own untyped errors: kept for result()
+        return DonePose(error=error)
+
+
 @cache
 def load_pose_estimator(name: str = DEFAULT_POSE_MODEL) -> OnnxDetector:
     """The registered pose model `name`, found, verified and loaded once per process.

@@ -131,10 +131,36 @@ class RemotePose:
         return self._info
 
     def detect_pose(self, image_bgr: Image) -> list[PoseDetection]:
-        reply = self._client.infer(self._slot, image_bgr, self._need)
+        return self.answered(self._client.infer(self._slot, image_bgr, self._need))
+
+    def submit_pose(self, image_bgr: Image) -> RemotePosePending:
+        """Ask for a run and return at once (`edge.analysis.pose.submit_pose`): a fall room
+        asks for its next frame while the service runs this one."""
+        return RemotePosePending(self, self._client.submit(self._slot, image_bgr, self._need))
+
+    def answered(self, reply: Reply) -> list[PoseDetection]:
+        if reply.status != "ok":
+            raise InferenceUnavailable(f"{self._slot.model}: {reply.status} {reply.error}".strip())
         if reply.model is not None:
             self._info = reply.model
         return list(reply.poses)
+
+
+class RemotePosePending:
+    """A pose run asked of the service (`edge.analysis.pose.PosePending`)."""
+
+    def __init__(self, pose: RemotePose, pending: ClientPending) -> None:
+        self._pose = pose
+        self._pending = pending
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._pending.wait(timeout_s)
+
+    def result(self) -> list[PoseDetection]:
+        reply = self._pending.reply
+        if reply is None:
+            raise InferenceUnavailable("no answer from the detection service yet")
+        return self._pose.answered(reply)
 
 
 class RemoteFaces:

@@ -9,8 +9,8 @@ one batch, when the model file takes batches) and answers on that camera's conne
 that has waited beyond its `expires_s` is answered `shed` without running: a look that comes too
 late is worth nothing, and the time goes to one that is still useful.
 
-Order of need (`Priority`, lower first): a frame rule's inference (someone moving in a fall room,
-a fall being watched), faces to blur in evidence about to leave, a zone analysis that has gone
+Order of need (`Priority`, lower first): faces to blur in an alert's snapshot, a frame rule's
+inference (someone moving in a fall room, a fall being watched), a zone analysis that has gone
 too long without a look, a zone analysis at its normal rate, a quiet scene's periodic re-check.
 Waiting promotes a request by one class per `AGING_S`, so no camera starves for good.
 
@@ -54,6 +54,8 @@ Task = Literal["detect", "pose", "faces"]  # faces: evidence redaction (CenterFa
 AGING_S = 2.0  # a request waiting this long is served as if it were one class more urgent
 AGED_AT_MOST = Priority.DUE  # ...but never as urgent as a frame rule's or an alert's evidence
 BACKGROUND = Priority.CLIPS  # work nothing waits on: never on every worker at once
+URGENT = Priority.DUE  # below it: a frame rule's inference, the faces of an alert's snapshot
+URGENT_RECENT_S = 10.0  # a worker is kept free for urgent work while some came this recently
 STATS_EVERY_S = 2.0  # the service sends its load figures this often
 COST_WEIGHT = 0.2  # weight of the latest run in a model's measured cost per image
 CONNECT_TIMEOUT_S = 30.0  # a camera waits this long for the service at start-up
@@ -301,6 +303,21 @@ class _Stats:
         return ServiceStats(load, window, per_camera)
 
 
+def may_start(
+    workers: int, routine: int, background: int, urgent_recent: bool
+) -> Callable[[Request], bool] | None:
+    """What a free worker of `workers` may start while `routine` of them run work that is not
+    urgent (`background` of those a clip's faces): None for anything. One worker is kept for
+    urgent work while some came recently (`urgent_recent`), and background work never holds
+    every worker."""
+    workers = max(1, workers)
+    if routine >= (workers - 1 if workers > 1 and urgent_recent else workers):
+        return lambda request: request.priority < URGENT
+    if background >= max(1, workers - 1):
+        return lambda request: request.priority < BACKGROUND
+    return None
+
+
 def _need_name(priority: int) -> str:
     try:
         return Priority(priority).name.lower()
@@ -369,6 +386,8 @@ class DetectionService:
         self._work = threading.Condition()  # the queue, the costs, the stats, the models
         self._send_locks: dict[Connection, threading.Lock] = {}
         self._background = 0  # workers running background work now
+        self._routine = 0  # workers running anything not urgent now (background included)
+        self._last_urgent = float("-inf")  # when urgent work last came (monotonic)
         self._wake_r, self._wake_w = _wake_pipe()
 
     def load(self) -> dict[str, ModelInfo]:
@@ -447,7 +466,9 @@ class DetectionService:
                 batch, shed = self._queue.take(now, self.options.max_batch, self._batchable, allow)
                 self._stats.shed += len(shed)  # expired while waiting
                 background = bool(batch) and batch[0][1].priority >= BACKGROUND
+                routine = bool(batch) and batch[0][1].priority >= URGENT
                 self._background += int(background)
+                self._routine += int(routine)
             for camera, request in shed:
                 self._answer(
                     camera, Reply(request.request_id, "shed", wait_s=now - request.sent_mono)
@@ -457,17 +478,21 @@ class DetectionService:
             try:
                 self._run(batch)
             finally:
-                if background:
+                if routine:
                     with self._work:
-                        self._background -= 1
+                        self._background -= int(background)
+                        self._routine -= 1
                         self._work.notify_all()
 
     def _allowed(self) -> Callable[[Request], bool] | None:
-        """Background work (the faces of a clip that follows its alert) may hold at most all
-        workers but one: an urgent inference never waits behind a long batch of it."""
-        if self._background < max(1, self.options.workers - 1):
-            return None
-        return lambda request: request.priority < BACKGROUND
+        """What a free worker may start. Background work (the faces of a clip that follows its
+        alert) holds at most all workers but one; and while urgent work comes (a fall room's
+        pose model on every analysed frame, an alert's snapshot), so does everything that is
+        not urgent (the zone analyses): one worker is kept for it, so a frame rule's inference
+        never waits for a lane's look to end. A worker left idle costs the lanes little on a
+        box this busy: their looks and the urgent ones compete for the same cores anyway."""
+        recent = time.monotonic() - self._last_urgent < URGENT_RECENT_S
+        return may_start(self.options.workers, self._routine, self._background, recent)
 
     def _drain(self, conn: Connection) -> None:
         if conn is self._wake_r:
@@ -502,6 +527,8 @@ class DetectionService:
                 self._stats.shed += 1
             else:
                 self._queue.push(camera, message, now)
+                if message.priority < URGENT:
+                    self._last_urgent = now
                 self._work.notify()
         if late:
             self._answer(camera, Reply(message.request_id, "shed", wait_s=waited))

@@ -15,6 +15,8 @@ from common.config import PersonFallRuleConfig, ZoneConfig
 from common.events import ModelInfo
 from edge.analysis.detect.yolo import PoseDetection
 from edge.analysis.frame_rules import PersonFallWatch
+from edge.analysis.lanes import FrameRuleLane
+from edge.analysis.stats import PipelineStats
 from edge.rules.base import FrameRule, RuleOutput
 from edge.types import Frame
 from tests.support.poses import keypoints, pose_detection
@@ -257,3 +259,61 @@ def test_a_picture_that_changes_size_mid_stream_is_followed() -> None:
     assert [o.state for o in outputs] == ["new"]
     assert outputs[0].onset_s == pytest.approx(2.0, abs=0.25)
     assert any(t >= 1.0 for t, _ in model.calls)  # the model ran on the smaller frames
+
+
+# the box's shared pose model: answers come later than the next analysed frame -----------------
+
+
+class LatePending:
+    """A run the service answers once the stream has gone on `delay_s` (or when waited for)."""
+
+    def __init__(self, model: LateScriptedPoseModel, found: list[PoseDetection]) -> None:
+        self.model, self.found, self.asked = model, found, model.now
+
+    def wait(self, timeout_s: float) -> bool:
+        answered = self.model.now - self.asked >= self.model.delay_s
+        if not answered and timeout_s > 0:
+            self.model.blocked += 1  # the watch had to wait for it
+        return answered or timeout_s > 0
+
+    def result(self) -> list[PoseDetection]:
+        return self.found
+
+
+class LateScriptedPoseModel(ScriptedPoseModel):
+    """The script's people, answered `delay_s` of stream time after the run was asked for,
+    as the box's detection service does (`RemotePose.submit_pose`)."""
+
+    def __init__(self, people: People, height: float, delay_s: float) -> None:
+        super().__init__(people, height)
+        self.delay_s = delay_s
+        self.blocked = 0
+
+    def submit_pose(self, image_bgr: npt.NDArray[np.uint8]) -> LatePending:
+        return LatePending(self, self.detect_pose(image_bgr))
+
+
+def test_runs_answered_late_are_settled_in_order_and_decide_as_answered_at_once() -> None:
+    # a round trip of 0.3 s, longer than the 0.125 s between analyses: the watch asks for the
+    # next frames while the service runs one, and hands the monitor every frame in order
+    now_model = ScriptedPoseModel(falling, HEIGHT)
+    at_once = play(rule(now_model, analysis_fps=8.0), now_model, 6.0, drawn(falling))
+    late_model = LateScriptedPoseModel(falling, HEIGHT, delay_s=0.3)
+    watch = rule(late_model, analysis_fps=8.0)
+    lane = FrameRuleLane(watch, PipelineStats(), "room")
+    findings = []
+    for index in range(int(6.0 * FPS)):
+        t = index / FPS
+        late_model.now = t
+        if lane.wants(t):
+            findings.extend(lane.process(Frame(drawn(falling)(t), t, index, t)))
+    late = [finding.output for finding in findings]
+    assert [(o.state, o.onset_s, o.pts_s) for o in late] == [
+        (o.state, o.onset_s, o.pts_s) for o in at_once
+    ]
+    assert late and late[0].state == "new"
+    # the alert's snapshot is the frame it was decided on, not the one in hand when it came
+    assert [f.frame.pts_s for f in findings] == [o.pts_s for o in late]
+    # at most PIPELINE_DEPTH runs outstanding: the oldest is waited for beyond that
+    assert late_model.blocked > 0
+    assert watch.interruptions == 0 and watch.model_errors == 0

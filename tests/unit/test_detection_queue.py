@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from edge.analysis.detect.base import Priority
 from edge.analysis.detect.yolo import Letterbox
-from edge.runtime.detection import AGING_S, ModelSlot, Request, RequestQueue
+from edge.runtime.detection import AGING_S, ModelSlot, Request, RequestQueue, may_start
 
 DETECT = ModelSlot("yolov8n-640")
 POSE = ModelSlot("yolov8n-pose-640", "pose")
@@ -32,7 +34,12 @@ def test_the_most_needed_request_runs_first_whatever_came_first() -> None:
     queue = RequestQueue()
     for priority in (Priority.RECHECK, Priority.ROUTINE, Priority.DUE, Priority.FRAME_RULE):
         queue.push("cam", request(priority, 100.0), 100.0)
-    assert order(queue, 100.0) == [0, 2, 3, 4]
+    assert order(queue, 100.0) == [
+        Priority.FRAME_RULE,
+        Priority.DUE,
+        Priority.ROUTINE,
+        Priority.RECHECK,
+    ]
 
 
 def test_a_fall_room_pose_run_goes_before_a_quiet_lanes_recheck() -> None:
@@ -53,14 +60,14 @@ def test_waiting_promotes_a_request_so_nobody_starves() -> None:
     assert batch[0][1] is old
 
 
-def test_no_wait_lifts_a_request_past_the_frame_rules_and_the_alerts_evidence() -> None:
+def test_no_wait_lifts_a_request_past_the_alerts_evidence_and_the_frame_rules() -> None:
     queue = RequestQueue()
     clip = request(Priority.CLIPS, 100.0)
     queue.push("facade", clip, 100.0)
     now = 100.0 + 60.0  # a crowd's clip has waited a minute
     queue.push("room", request(Priority.FRAME_RULE, now, POSE), now)
     queue.push("lane", request(Priority.EVIDENCE, now), now)
-    assert order(queue, now) == [Priority.FRAME_RULE, Priority.EVIDENCE, Priority.CLIPS]
+    assert order(queue, now) == [Priority.EVIDENCE, Priority.FRAME_RULE, Priority.CLIPS]
 
 
 def test_an_expired_request_is_shed_not_run() -> None:
@@ -123,3 +130,38 @@ def test_work_a_worker_may_not_take_waits_for_one_that_may() -> None:
     assert not queue.has_work(urgent_only) and queue.has_work()
     batch, _ = queue.take(100.3, 4, lambda _slot: False, urgent_only)
     assert batch == [] and len(queue) == 1  # the clip's faces wait for a free worker
+
+
+def test_a_worker_is_kept_for_urgent_work_while_it_comes() -> None:
+    urgent, lane, clip = (
+        request(Priority.FRAME_RULE, 0.0, POSE),
+        request(Priority.ROUTINE, 0.0),
+        request(Priority.CLIPS, 0.0),
+    )
+
+    def allowed(rule: Callable[[Request], bool] | None) -> list[bool]:
+        return [rule is None or rule(r) for r in (urgent, lane, clip)]
+
+    # two workers, a fall room's pose model asking: one lane look at a time, the other worker
+    # waits for the pose model (it never queues behind a lane's look)
+    assert allowed(may_start(2, routine=0, background=0, urgent_recent=True)) == [True] * 3
+    assert allowed(may_start(2, routine=1, background=0, urgent_recent=True)) == [
+        True,
+        False,
+        False,
+    ]
+    # no urgent work for a while: both workers may take the lanes' looks...
+    assert allowed(may_start(2, routine=1, background=0, urgent_recent=False)) == [True] * 3
+    # ...but never two batches of a clip's faces
+    assert allowed(may_start(2, routine=1, background=1, urgent_recent=False)) == [
+        True,
+        True,
+        False,
+    ]
+    assert allowed(may_start(2, routine=2, background=0, urgent_recent=False)) == [
+        True,
+        False,
+        False,
+    ]
+    # a single worker keeps nothing back
+    assert allowed(may_start(1, routine=0, background=0, urgent_recent=True)) == [True] * 3

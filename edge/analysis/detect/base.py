@@ -35,8 +35,11 @@ class Detector(Protocol):
 class Priority(IntEnum):
     """How much an inference matters on a busy box (lower first; edge.runtime.detection)."""
 
-    FRAME_RULE = 0  # a frame rule's inference: a person moving in a fall room, a fall watched
-    EVIDENCE = 1  # faces to blur in evidence about to leave the box
+    # faces to blur in an alert's snapshot: the alert waits on them, and they are bounded (one
+    # picture per message), where a fall room asks for its pose model on every analysed frame
+    # (two runs at a time): behind it, a busy box's alerts waited 10-30 s for their snapshots
+    EVIDENCE = 0
+    FRAME_RULE = 1  # a frame rule's inference: a person moving in a fall room, a fall watched
     DUE = 2  # a zone analysis that has gone as long as its rules allow without a look
     ROUTINE = 3  # a zone analysis at its normal rate
     RECHECK = 4  # the periodic re-check of a quiet scene
