@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.events import ModelInfo
-from edge.analysis.detect.onnx import _open_session
+from edge.analysis.detect.onnx import OnnxModel, _open_session
 from edge.analysis.detect.yolo import Letterbox, letterbox_image, nms
 from edge.errors import ModelIntegrityError
 from edge.runtime.models import ModelSpec, resolve_model_path, verify_model_file
@@ -93,7 +93,7 @@ def decode_centerface(
     ]
 
 
-class CenterFaceDetector:
+class CenterFaceDetector(OnnxModel):
     """Runs one registered CenterFace ONNX file (layout `centerface`, task `faces`)."""
 
     def __init__(
@@ -141,24 +141,6 @@ class CenterFaceDetector:
             (time.perf_counter() - started) * 1000,
         )
         return detector
-
-    @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    @property
-    def input_wh(self) -> tuple[int, int]:
-        return self._spec.input_wh
-
-    @property
-    def batchable(self) -> bool:
-        """True when the file takes several images in one run (a dynamic batch dimension)."""
-        first = self._session.get_inputs()[0].shape[0]
-        return not isinstance(first, int) or first > 1
 
     def run_letterboxed(self, images: npt.NDArray[np.uint8]) -> list[CenterFaceOutput]:
         """Each image's maps, for `(B, H, W, 3)` images already letterboxed to the input size;

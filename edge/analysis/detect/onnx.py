@@ -78,7 +78,38 @@ def parse_names_metadata(text: str) -> list[str]:
     return [names.get(index, str(index)) for index in range(max(names) + 1)]
 
 
-class OnnxDetector:
+class OnnxModel:
+    """One opened ONNX session of a registered model: what every model kind tells about it."""
+
+    _session: Any
+    _spec: ModelSpec
+    _info: ModelInfo
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        return self._spec.input_wh
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses, best first."""
+        return list(self._session.get_providers())
+
+    @property
+    def batchable(self) -> bool:
+        """True when the file takes several images in one run (a dynamic batch dimension)."""
+        first = self._session.get_inputs()[0].shape[0]
+        return not isinstance(first, int) or first > 1
+
+
+class OnnxDetector(OnnxModel):
     """Runs one registered YOLO-family ONNX model; implements
     `edge.analysis.detect.base.Detector`."""
 
@@ -154,31 +185,8 @@ class OnnxDetector:
         return detector
 
     @property
-    def info(self) -> ModelInfo:
-        return self._info
-
-    @property
     def names(self) -> tuple[str, ...]:
         return self._names
-
-    @property
-    def spec(self) -> ModelSpec:
-        return self._spec
-
-    @property
-    def input_wh(self) -> tuple[int, int]:
-        return self._spec.input_wh
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session actually uses, best first."""
-        return list(self._session.get_providers())
-
-    @property
-    def batchable(self) -> bool:
-        """True when the file takes several images in one run (a dynamic batch dimension)."""
-        first = self._session.get_inputs()[0].shape[0]
-        return not isinstance(first, int) or first > 1
 
     def infer(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         """Letterbox and run the network; the raw output and the `Letterbox` used."""
