@@ -576,8 +576,10 @@ def _event_json(plan: _LoadPlan, index: int, evidence: list[dict[str, str]]) -> 
 
 def _send(
     plan: _LoadPlan, index: int, filler: bytes, publisher: _Publisher, uploader: _Uploader
-) -> tuple[str, float]:
-    """One event: its snapshot to a server, then the event (both timed from now)."""
+) -> tuple[str, float, float]:
+    """One event: its snapshot to a server, then the event. (event_id, when it was made, when
+    it was published): an edge publishes at once, its uploads queue on their own, but the
+    load waits for an upload slot first when `window` uploads are outstanding."""
     event_id = f"{plan.run}-{index}"
     evidence = []
     started = time.perf_counter()
@@ -588,8 +590,9 @@ def _send(
         uploader.submit(event_id, url, body)
         evidence = [{"kind": "snapshot", "sha256": sha, "content_type": "image/jpeg", "url": url}]
     topic, payload = _event_json(plan, index, evidence)
+    published = time.perf_counter()  # after any wait for an upload slot
     publisher.publish(topic, payload, event_id)
-    return event_id, started
+    return event_id, started, published
 
 
 def _run_load(plan: _LoadPlan) -> _LoadResult:
@@ -612,7 +615,7 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
         cpu = None if before is None or after is None else cpu_use(before, after, cores)
 
         uploader.took.clear()
-        paced: list[tuple[str, float]] = []
+        paced: list[tuple[str, float, float]] = []
         started = time.perf_counter()
         for index in range(int(plan.rate * plan.seconds)):
             delay = started + index / plan.rate - time.perf_counter()
@@ -624,15 +627,17 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
         return _LoadResult(
             stored_s=stored_s,
             complete_s=complete_s,
-            event_s=latencies(paced, publisher.acked),
+            event_s=latencies([(e, published) for e, _, published in paced], publisher.acked),
             complete_latency_s=latencies(
-                paced, publisher.acked, uploader.done if plan.snapshot_kb else None
+                [(e, made) for e, made, _ in paced],
+                publisher.acked,
+                uploader.done if plan.snapshot_kb else None,
             ),
             upload_s=list(uploader.took),
             duplicate_acks=publisher.duplicate_acks,
             upload_failures=dict(uploader.failures),
             sent=plan.events + len(paced),
-            held_eps=held_rate(paced),
+            held_eps=held_rate([(e, made) for e, made, _ in paced]),
             cpu=cpu,
         )
     finally:
