@@ -6,9 +6,7 @@ a moment of occlusion) up to `clear_s`. Moving traffic and people are never bloc
 
 An analysis that has not seen enough of the lane (`Observation.starved`: a busy box analysed it
 too seldom, or its detector could not look) holds the rule's judgement: no alert is raised on
-it, an alerted blockage is not ended by it, and the rest clocks start again after it (a vehicle's
-and a left object's alike: the scene model's "still there since" is no better than the sparse
-frames it was built from).
+it, an alerted blockage is not ended by it, and the rest clocks start again after it.
 """
 
 from __future__ import annotations
@@ -126,7 +124,6 @@ class FireLaneRule:
         self._rest = RestClock(config.rest_tolerance, keep_s=config.clear_s)
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
-        self._watched_since = float("-inf")  # the end of the last starved analysis
 
     @property
     def is_open(self) -> bool:
@@ -162,8 +159,7 @@ class FireLaneRule:
                 continue
             if any(box_iou(region.box, b.box) > 0.3 for b in already):
                 continue  # the same thing, already found by the detector
-            since = max(region.since_s, self._watched_since)  # at rest since the lane is watched
-            objects.append(Blocker("object", "object", region.box, since, region.score))
+            objects.append(Blocker("object", "object", region.box, region.since_s, region.score))
         return objects
 
     def update(self, observation: Observation) -> list[RuleOutput]:
@@ -172,7 +168,6 @@ class FireLaneRule:
             # not seen enough of the lane to judge (a busy box): traffic sampled too sparsely
             # looks parked, so nothing is raised or ended on it; the rest clocks start again
             self._rest.interrupt(now)
-            self._watched_since = now
             if self._situation.alerted:
                 self._situation.hold(now)
             else:

@@ -417,16 +417,3 @@ def test_starvation_never_ends_an_alerted_blockage() -> None:
     ended = starved_run(rule(), scene, until_s=80.0, starved=lambda t: 20.0 <= t < 50.0)
     assert states(ended) == ["new", "end"]
     assert ended[1].pts_s == pytest.approx(49.8 + 8.0)  # clear_s after the last starved look
-
-
-def test_a_left_object_needs_the_whole_dwell_after_starvation() -> None:
-    # the scene model says a bag has stood in the lane since 2 s; the analyses from 8 to
-    # 11.8 s follow gaps: its rest is counted from the last of them, as a vehicle's is
-    def scene(t: float) -> Seen:
-        return [], [region(since_s=2.0)]
-
-    outputs = starved_run(rule(), scene, until_s=40.0, starved=lambda t: 8.0 <= t < 12.0)
-    assert states(outputs) == ["new"]
-    assert outputs[0].onset_s == pytest.approx(11.8)
-    assert outputs[0].pts_s == pytest.approx(11.8 + 10.0)
-    assert outputs[0].details["blockers"][0]["since_pts_s"] == pytest.approx(11.8)
