@@ -83,6 +83,24 @@ def http_get(url: str, token: str | None = None, timeout_s: float = 5.0) -> tupl
         return 0, b""
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
+    """SIGTERM and reap, SIGKILL if it is not gone within 10 s; with `kill`, SIGKILL at once
+    (also a stopped process) and reap what ends within 10 s. Nothing if it has exited."""
+    if process is None or process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def zhizhi_binary() -> Path:
     """The `zhizhi` entry point of this interpreter's environment."""
     beside = Path(sys.executable).parent / "zhizhi"
@@ -158,17 +176,7 @@ class PrivateBroker:
         """SIGTERM (Mosquitto writes its persistence file) or, with `kill`, SIGKILL (whatever
         arrived since the last save, autosave_interval, is lost); then wait until it is gone."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, kill=kill)
 
     def restart(self, kill: bool = False) -> None:
         self.stop(kill=kill)
@@ -220,14 +228,7 @@ class MotoS3:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager
@@ -344,10 +345,7 @@ class ServerProcess:
         return self.process
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=10)
+        stop_process(self.process, kill=True)
 
     def tail(self, chars: int = 3000) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

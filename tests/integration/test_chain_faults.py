@@ -28,7 +28,6 @@ postgresql://postgres@127.0.0.1:5432), dropped afterwards. Without PostgreSQL or
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -59,6 +58,7 @@ from edge.delivery.outbox import Outbox
 from tests.support.mosquitto import PrivateBroker, free_port, unavailable
 from tests.support.postgres import PrivatePostgres
 from tests.support.tcpproxy import TcpProxy
+from zhizhi.local_services import http_get, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -204,28 +204,6 @@ def tail(path: Path, chars: int = 3000) -> str:
     return f"--- {path.name}:\n{path.read_text(errors='replace')[-chars:]}"
 
 
-def http_get(url: str, token: str | None = None, timeout_s: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)  # noqa: S310 (http://127.0.0.1 only)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGKILL (also a stopped process) and reap; nothing if it has exited."""
-    if process is None or process.poll() is not None:
-        return
-    process.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
-
-
 class Server:
     """One `zhizhi server` process; restartable on the same port, client id and database."""
 
@@ -274,7 +252,7 @@ class Server:
                 self.wait_healthy()
                 return
             except AssertionError:
-                stop_process(self.process)
+                stop_process(self.process, kill=True)
                 if "address already in use" in self.log.read_text().lower() and attempt < 2:
                     self.port = free_port()  # lost the race for the port: take another
                     continue
@@ -324,7 +302,7 @@ class Server:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)  # in case a test left it stopped
-        stop_process(self.process)
+        stop_process(self.process, kill=True)
 
 
 class EdgeProcess:
@@ -392,7 +370,7 @@ class EdgeProcess:
         return f"--- {self.out.name} (last lines): {lines[-5:]}\n{tail(self.err)}"
 
     def stop(self) -> None:
-        stop_process(self.process)
+        stop_process(self.process, kill=True)
 
 
 def zhizhi_binary() -> Path:
