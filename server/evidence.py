@@ -115,10 +115,16 @@ class EvidenceService:
         if said not in (media_type, DEFAULT_CONTENT_TYPE):
             log.info("evidence %s was said to be %s, is %s", sha256, said, media_type)
         key = relative_path(sha256).as_posix()
+        # A file without a row is new (the row is written after the file, and retention
+        # removes the file before its row): put it at once, no lookup in the store first (a
+        # HEAD to an object store cost as much as a third of an upload). Only a file that has
+        # a row is looked for, and put again if it is missing or short.
+        with self._session_factory() as session:
+            known = EvidenceRepository(session).get(sha256) is not None
         rewritten = False
-        if self.blobs.size(key) != len(data):
+        if not known or self.blobs.size(key) != len(data):
             self.blobs.put(key, data, content_type=media_type, sha256=sha256)
-            rewritten = True
+            rewritten = known
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(
                 sha256=sha256,
