@@ -132,3 +132,55 @@ def group_boxes(boxes: Sequence[Box], margin: float) -> list[list[int]]:
     for i in range(len(boxes)):
         groups.setdefault(root(i), []).append(i)
     return sorted(groups.values())
+
+
+def row_span(polygon: Sequence[Point], point: Point) -> tuple[float, float] | None:
+    """The stretch of the polygon's row through `point` (same y) that holds it, as (x1, x2):
+    where the point is inside, the stretch around it; where it lies outside (beside the
+    polygon, or above or below it: its row is then moved to the polygon's nearest row), the
+    nearest stretch. None for a polygon without area.
+
+    >>> row_span([(0.2, 0.0), (0.8, 0.0), (1.0, 1.0), (0.0, 1.0)], (0.5, 0.5))
+    (0.1, 0.9)
+    """
+    ys = [p[1] for p in polygon]
+    top, bottom = min(ys), max(ys)
+    if bottom <= top:
+        return None
+    x, y = point
+    # a row exactly on a vertex or on the top and bottom edges is ambiguous: look just inside
+    margin = 1e-9 * max(1.0, bottom - top)
+    y = min(max(y, top + margin), bottom - margin)
+    crossings: list[float] = []
+    for (x1, y1), (x2, y2) in zip(polygon, [*polygon[1:], polygon[0]], strict=True):
+        if (y1 > y) != (y2 > y):
+            crossings.append(x1 + (y - y1) * (x2 - x1) / (y2 - y1))
+    crossings.sort()
+    spans = list(zip(crossings[::2], crossings[1::2], strict=True))
+    if not spans:
+        return None
+    return min(spans, key=lambda span: max(span[0] - x, x - span[1], 0.0))
+
+
+def lane_width_px(polygon: Sequence[Point], point: Point, frame_width: float = 1.0) -> float:
+    """How wide the lane is in the picture where `point` touches the ground: the polygon's row
+    through it (in units of `frame_width`), the lane drawn kerb to kerb by a camera looking
+    along it, so that a row crosses the lane at one distance from the camera (perspective
+    narrows the far end, and this follows it). 0 for a polygon without area."""
+    span = row_span(polygon, point)
+    return 0.0 if span is None else (span[1] - span[0]) * frame_width
+
+
+def width_in_metres(box: Box, polygon: Sequence[Point], lane_width_m: float) -> float | None:
+    """How wide an object standing at `box` (normalised) is on the ground, in metres: the share
+    of the lane's width its box takes on the row of its foot (bottom centre), times the lane's
+    real width. None when the lane has no row there.
+
+    >>> lane = [(0.3, 0.0), (0.7, 0.0), (0.9, 1.0), (0.1, 1.0)]  # 0.6 wide at y = 0.5
+    >>> round(width_in_metres((0.44, 0.4, 0.56, 0.5), lane, 4.0), 3)
+    0.8
+    """
+    across = lane_width_px(polygon, bottom_center(box))
+    if across <= 0.0:
+        return None
+    return (box[2] - box[0]) / across * lane_width_m

@@ -15,9 +15,12 @@ from edge.rules.geometry import (
     distance,
     expand_box,
     group_boxes,
+    lane_width_px,
     point_in_polygon,
     polygon_bounds,
+    row_span,
     union_box,
+    width_in_metres,
 )
 from edge.types import Box
 
@@ -164,3 +167,78 @@ def test_neighbouring_boxes_are_grouped_transitively() -> None:
     assert group_boxes([chain[0], chain[2]], 0.25) == [[0], [1]]  # a gap of a box's width
     assert group_boxes([chain[0], chain[2]], 1.0) == [[0, 1]]
     assert group_boxes([], 0.5) == []
+
+
+# The lane's width in the picture, and an object's width in metres -------------------------
+
+# a lane seen along its length: 0.8 of the frame wide at the bottom, 0.2 at the top
+PERSPECTIVE_LANE = [(0.4, 0.2), (0.6, 0.2), (0.9, 1.0), (0.1, 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("point", "span"),
+    [
+        ((0.5, 1.0), (0.1, 0.9)),  # the near end, on the polygon's bottom edge
+        ((0.5, 0.6), (0.25, 0.75)),  # halfway: the sides have closed in by half
+        ((0.5, 0.2), (0.4, 0.6)),  # the far end
+        ((0.5, 1.1), (0.1, 0.9)),  # below the polygon: its nearest row
+        ((0.5, 0.1), (0.4, 0.6)),  # above it
+        ((0.05, 1.0), (0.1, 0.9)),  # beside it: the row's stretch all the same
+    ],
+)
+def test_row_span_follows_the_perspective(
+    point: tuple[float, float], span: tuple[float, float]
+) -> None:
+    found = row_span(PERSPECTIVE_LANE, point)
+    assert found is not None
+    assert found == pytest.approx(span)
+
+
+def test_row_span_of_a_concave_polygon_is_the_stretch_holding_the_point() -> None:
+    # a U: two lanes joined at the bottom; a row through the arms crosses both
+    u_shape = [
+        (0.1, 0.1),
+        (0.3, 0.1),
+        (0.3, 0.6),
+        (0.7, 0.6),
+        (0.7, 0.1),
+        (0.9, 0.1),
+        (0.9, 0.9),
+        (0.1, 0.9),
+    ]
+    assert row_span(u_shape, (0.2, 0.3)) == pytest.approx((0.1, 0.3))
+    assert row_span(u_shape, (0.8, 0.3)) == pytest.approx((0.7, 0.9))
+    assert row_span(u_shape, (0.5, 0.3)) in [pytest.approx((0.1, 0.3)), pytest.approx((0.7, 0.9))]
+    assert row_span(u_shape, (0.5, 0.8)) == pytest.approx((0.1, 0.9))
+
+
+def test_row_span_of_a_flat_polygon_is_none() -> None:
+    assert row_span([(0.1, 0.5), (0.9, 0.5), (0.5, 0.5)], (0.5, 0.5)) is None
+    assert lane_width_px([(0.1, 0.5), (0.9, 0.5), (0.5, 0.5)], (0.5, 0.5), 1280) == 0.0
+
+
+def test_lane_width_px_is_the_row_in_pixels() -> None:
+    assert lane_width_px(PERSPECTIVE_LANE, (0.5, 0.6), 1280) == pytest.approx(0.5 * 1280)
+
+
+@pytest.mark.parametrize(
+    ("box", "metres"),
+    [
+        # the same 0.4 m bag near and far: it takes the same share of the lane's width
+        ((0.46, 0.9, 0.54, 1.0), 0.4),  # row at y=1.0: 0.8 wide, the bag 0.08
+        ((0.49, 0.15, 0.51, 0.2), 0.4),  # row at y=0.2: 0.2 wide, the bag 0.02
+        ((0.45, 0.5, 0.55, 0.6), 0.8),  # row at y=0.6: 0.5 wide, the box 0.1
+        ((0.1, 0.8, 0.9, 1.0), 4.0),  # across the whole lane
+    ],
+)
+def test_width_in_metres_is_the_share_of_the_lane_at_the_foot(box: Box, metres: float) -> None:
+    assert width_in_metres(box, PERSPECTIVE_LANE, 4.0) == pytest.approx(metres)
+
+
+def test_width_in_metres_scales_with_the_lane_width() -> None:
+    box = (0.46, 0.9, 0.54, 1.0)
+    assert width_in_metres(box, PERSPECTIVE_LANE, 6.0) == pytest.approx(0.6)
+
+
+def test_width_in_metres_of_a_flat_lane_is_none() -> None:
+    assert width_in_metres((0.4, 0.4, 0.5, 0.5), [(0.1, 0.5), (0.9, 0.5), (0.5, 0.5)], 4) is None
