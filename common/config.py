@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 _REFERENCE_TAG = "bad references: "
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -90,12 +98,36 @@ def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float
     return points
 
 
+MAX_LANE_WIDTH_M = 100.0  # wider than any lane or yard: a width in centimetres or millimetres
+
+DEFAULT_MIN_OBJECT_SIZE_M = 0.3
+"""Smallest object left in a fire lane, in metres across the lane, where the zone's width is
+known: a rubbish bag, a carton, a crate, a bin (0.3-0.6 m) narrows the 4 m clear width
+(GB 50016) that a 2.5 m fire engine, its crew and hoses need; smaller things (a bottle, a can,
+paper, leaves) are litter, not an obstruction (docs/fire-lane.md, "Object size")."""
+
+DEFAULT_MIN_OBJECT_AREA = 0.0015
+"""Smallest object left in a fire lane, as a share of the frame, where the zone's width is not
+known: a 0.3 m object in a 4 m lane that spans a third of the picture's width (the middle
+distance of a camera looking along a lane) covers about 0.001 of a 16:9 frame; a 25x30 px bag
+in 720x480 covers 0.002 (docs/fire-lane.md, "Object size")."""
+
+
 class ZoneConfig(StrictModel):
     id: Identifier
     polygon: Polygon = Field(
         description="Normalised (x, y) points: (0,0) top-left, (1,1) bottom-right"
     )
     name: str | None = Field(default=None, description="Human-readable name for the dashboard")
+    lane_width_m: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LANE_WIDTH_M,
+        description="The lane's width on the ground, kerb to kerb, in metres (a fire lane: at "
+        "least 4 by GB 50016), the polygon drawn along its two kerbs by a camera looking along "
+        "it; with it, a fire_lane rule judges left objects by their size in metres "
+        "(`min_object_size_m`), the same on every camera",
+    )
 
     _polygon_ok = field_validator("polygon")(_check_polygon)
 
@@ -134,11 +166,21 @@ class FireLaneRuleConfig(_RuleBase):
     detect_left_objects: bool = Field(
         default=True, description="Find objects left standing in the lane from the scene itself"
     )
-    min_object_area: float = Field(
-        default=0.004,
+    min_object_area: float | None = Field(
+        default=None,
         gt=0,
         le=1,
-        description="Smallest left object, as a fraction of the frame area",
+        description="Smallest left object, as a fraction of the frame area. Set, it is used "
+        "whatever the zone says; unset, objects are judged by `min_object_size_m` where the "
+        f"zone has a `lane_width_m`, else by {DEFAULT_MIN_OBJECT_AREA} of the frame",
+    )
+    min_object_size_m: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LANE_WIDTH_M,
+        description="Smallest left object, in metres across the lane, on a zone with a "
+        f"`lane_width_m` (unset: {DEFAULT_MIN_OBJECT_SIZE_M}); not together with "
+        "`min_object_area`",
     )
     rest_s: float = Field(
         default=3.0, gt=0, description="A vehicle counts as at rest after this long without moving"
@@ -150,6 +192,16 @@ class FireLaneRuleConfig(_RuleBase):
         description="At rest means the ground point moved less than this fraction of the box size",
     )
     min_score: UnitFloat = Field(default=0.35, description="Detector score needed for a vehicle")
+
+    @field_validator("min_object_size_m")
+    @classmethod
+    def _one_object_size(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("min_object_area") is not None:
+            raise ValueError(
+                "min_object_size_m and min_object_area both set: give one of them (metres, "
+                "with the zone's lane_width_m, or a share of the frame)"
+            )
+        return value
 
 
 GARBAGE_KINDS: dict[str, tuple[str, ...]] = {
@@ -684,7 +736,32 @@ def _camera_reference_problems(camera: dict[str, Any]) -> list[ConfigProblem]:
                     f"(zones: {known})",
                 )
             )
+            continue
+        zone = next(z for z in zones if isinstance(z, dict) and z.get("id") == rule["zone"])
+        problem = _object_size_problem(rule, zone)
+        if problem is not None:
+            where = f"{_name_of(rules, index, 'rule')}, key min_object_size_m"
+            problems.append(ConfigProblem("", where, problem))
     return problems
+
+
+def _object_size_problem(rule: dict[str, Any], zone: dict[str, Any]) -> str | None:
+    """Why a fire_lane rule's size in metres cannot be judged on its zone, or None."""
+    size = rule.get("min_object_size_m")
+    if rule.get("type") != "fire_lane" or not isinstance(size, int | float):
+        return None
+    width = zone.get("lane_width_m")
+    if width is None:
+        return (
+            f"a size in metres needs the lane's width: set lane_width_m on zone {zone['id']} "
+            "(its width kerb to kerb, in metres), or give min_object_area instead"
+        )
+    if isinstance(width, int | float) and size >= width:
+        return (
+            f"{size} m is not less than the lane's width (zone {zone['id']}: lane_width_m "
+            f"{width}): no object could be that wide and still be in it"
+        )
+    return None
 
 
 def _problems_from_raw(file: str, raw: Any) -> list[ConfigProblem]:

@@ -15,9 +15,20 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.config import FireLaneRuleConfig, ZoneConfig
+from common.config import (
+    DEFAULT_MIN_OBJECT_AREA,
+    DEFAULT_MIN_OBJECT_SIZE_M,
+    FireLaneRuleConfig,
+    ZoneConfig,
+)
 from edge.rules.base import Observation, RuleOutput, Situation, State
-from edge.rules.geometry import bottom_center, box_diagonal, distance, point_in_polygon
+from edge.rules.geometry import (
+    bottom_center,
+    box_diagonal,
+    distance,
+    point_in_polygon,
+    width_in_metres,
+)
 from edge.types import Box, StaticRegion, TrackedObject, box_iou
 
 _HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
@@ -110,6 +121,33 @@ class RestClock:
                 del self._history[track_id], self._lost[track_id], self._boxes[track_id]
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectSize:
+    """The smallest left object that blocks a lane: in metres across the lane where the zone's
+    width is known (`min_object_size_m` with the zone's `lane_width_m`), else as a share of the
+    frame. An explicit `min_object_area` wins over the zone's width."""
+
+    polygon: tuple[tuple[float, float], ...]
+    min_area: float | None  # share of the frame; None: judged in metres
+    min_size_m: float = DEFAULT_MIN_OBJECT_SIZE_M
+    lane_width_m: float = 0.0
+
+    @classmethod
+    def of(cls, config: FireLaneRuleConfig, zone: ZoneConfig) -> ObjectSize:
+        polygon = tuple((float(x), float(y)) for x, y in zone.polygon)
+        if config.min_object_area is not None or zone.lane_width_m is None:
+            return cls(polygon, config.min_object_area or DEFAULT_MIN_OBJECT_AREA)
+        size = config.min_object_size_m or DEFAULT_MIN_OBJECT_SIZE_M
+        return cls(polygon, None, size, zone.lane_width_m)
+
+    def blocks(self, region: StaticRegion) -> bool:
+        """Whether a region found by the scene model is large enough to block the lane."""
+        if self.min_area is not None:
+            return region.area >= self.min_area
+        width = width_in_metres(region.box, self.polygon, self.lane_width_m)
+        return width is not None and width >= self.min_size_m
+
+
 class FireLaneRule:
     """Raises `new` once the lane has been blocked for `dwell_s`, `update` every
     `update_interval_s` while blocked, and `end` once it has been clear for `clear_s`."""
@@ -121,6 +159,7 @@ class FireLaneRule:
         self._polygon = [tuple(p) for p in zone.polygon]
         self._vehicles = set(config.vehicle_classes)
         self._objects = set(config.object_classes)
+        self._size = ObjectSize.of(config, zone)
         self._rest = RestClock(config.rest_tolerance, keep_s=config.clear_s)
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
@@ -155,7 +194,7 @@ class FireLaneRule:
     ) -> list[Blocker]:
         objects = []
         for region in regions:
-            if region.area < self.config.min_object_area or self.zone_id not in region.zones:
+            if self.zone_id not in region.zones or not self._size.blocks(region):
                 continue
             if any(box_iou(region.box, b.box) > 0.3 for b in already):
                 continue  # the same thing, already found by the detector

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from common.config import DEFAULT_MIN_OBJECT_AREA
 from edge.analysis.scene.model import (
     ANALYSIS_WIDTH,
     SceneModel,
@@ -122,8 +123,8 @@ def test_the_left_object_becomes_a_region_soon_after_the_drop(base_run: list[Ste
     assert BASE.drop_s < found[0].t <= BASE.drop_s + 3.0
     (region,) = on_object(found[0].update.regions, BASE, 0.5)
     assert region.since_s == pytest.approx(BASE.drop_s, abs=0.5)
-    # big enough to count as a blocker (fire_lane min_object_area 0.004), not the whole lane
-    assert 0.004 < region.area < 0.03
+    # big enough to count as a blocker (fire_lane's default share of the frame), not the lane
+    assert DEFAULT_MIN_OBJECT_AREA < region.area < 0.03
     assert 0.4 < region.score <= 1.0
 
 

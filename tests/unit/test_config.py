@@ -376,3 +376,107 @@ def test_every_shipped_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch)
     for camera in config.cameras:
         for rule in camera.rules:
             assert camera.zone(rule.zone).id == rule.zone
+
+
+# Left-object size on a fire lane: metres on a zone with a lane width, or a share of the frame
+
+
+def sized(zone: dict[str, Any] | None = None, **rule: Any) -> dict[str, Any]:
+    """The minimal site with keys added to its zone and to its fire_lane rule."""
+    return site(
+        zones=[{"id": "lane", "polygon": SQUARE, **(zone or {})}],
+        rules=[{"id": "lane-blocked", "type": "fire_lane", "zone": "lane", **rule}],
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "area", "size_m", "width_m"),
+    [
+        (sized(), None, None, None),
+        (sized({"lane_width_m": 4}), None, None, 4.0),
+        (sized({"lane_width_m": 6.5}, min_object_size_m=0.5), None, 0.5, 6.5),
+        (sized({"lane_width_m": 4}, min_object_area=0.002), 0.002, None, 4.0),
+        (sized(min_object_area=0.01), 0.01, None, None),
+    ],
+)
+def test_object_size_keys_that_are_valid(
+    raw: dict[str, Any], area: float | None, size_m: float | None, width_m: float | None
+) -> None:
+    camera = parse_site_config(raw).cameras[0]
+    rule = camera.rules[0]
+    assert isinstance(rule, FireLaneRuleConfig)
+    assert (rule.min_object_area, rule.min_object_size_m) == (area, size_m)
+    assert camera.zones[0].lane_width_m == width_m
+
+
+@pytest.mark.parametrize(
+    ("raw", "location", "words"),
+    [
+        (
+            sized(min_object_size_m=0.3),
+            "camera cam-1, rule lane-blocked, key min_object_size_m",
+            "set lane_width_m on zone lane",
+        ),
+        (
+            sized({"lane_width_m": 4}, min_object_size_m=0.3, min_object_area=0.002),
+            "camera cam-1, rule lane-blocked, key min_object_size_m",
+            "both set",
+        ),
+        (
+            sized({"lane_width_m": 4}, min_object_size_m=4),
+            "camera cam-1, rule lane-blocked, key min_object_size_m",
+            "not less than the lane's width",
+        ),
+        (
+            sized({"lane_width_m": 4}, min_object_size_m=0),
+            "camera cam-1, rule lane-blocked, key min_object_size_m",
+            "greater than 0",
+        ),
+        (sized({"lane_width_m": 0}), "camera cam-1, zone lane, key lane_width_m", "greater than 0"),
+        (
+            sized({"lane_width_m": 400}),  # centimetres
+            "camera cam-1, zone lane, key lane_width_m",
+            "less than or equal to 100",
+        ),
+        (
+            sized({"lane_width_m": "wide"}),
+            "camera cam-1, zone lane, key lane_width_m",
+            "valid number",
+        ),
+    ],
+)
+def test_object_size_problems_are_located(raw: dict[str, Any], location: str, words: str) -> None:
+    found = [(p.location, p.message) for p in problems_of(raw)]
+    assert len(found) == 1, found
+    assert found[0][0] == location and words in found[0][1], found
+
+
+def test_every_object_size_problem_of_a_file_is_listed(tmp_path: Path) -> None:
+    """Two cameras, each with its own mistake, and a bad polygon beside them: all named."""
+    raw = sized(min_object_size_m=0.3)
+    second = {
+        "id": "cam-2",
+        "source": 1,
+        "zones": [
+            {"id": "walk", "polygon": SQUARE, "lane_width_m": 3},
+            {"id": "bad", "polygon": [[0.1, 0.1], [0.2, 0.2]]},
+        ],
+        "rules": [
+            {
+                "id": "walk-blocked",
+                "type": "fire_lane",
+                "zone": "walk",
+                "min_object_size_m": 0.4,
+                "min_object_area": 0.001,
+            }
+        ],
+    }
+    raw["cameras"].append(second)
+    with pytest.raises(ConfigError) as caught:
+        load_site_config(write(tmp_path, raw))
+    found = sorted(p.location for p in caught.value.problems)
+    assert found == [
+        "camera cam-1, rule lane-blocked, key min_object_size_m",
+        "camera cam-2, rule walk-blocked, key min_object_size_m",
+        "camera cam-2, zone bad, key polygon",
+    ], caught.value.problems

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from common.config import FireLaneRuleConfig, ZoneConfig
+from common.config import DEFAULT_MIN_OBJECT_AREA, FireLaneRuleConfig, ZoneConfig
 from edge.rules.base import Observation, RuleOutput
 from edge.rules.fire_lane import FireLaneRule, RestClock
 from edge.types import Box, StaticRegion, TrackedObject
@@ -21,7 +21,7 @@ Seen = tuple[list[TrackedObject], list[StaticRegion]]  # what one analysed frame
 Scene = Callable[[float], Seen]
 
 
-def rule(**overrides: Any) -> FireLaneRule:
+def rule(zone: ZoneConfig = LANE, **overrides: Any) -> FireLaneRule:
     settings: dict[str, Any] = {
         "id": "lane-blocked",
         "type": "fire_lane",
@@ -32,7 +32,7 @@ def rule(**overrides: Any) -> FireLaneRule:
         "rest_s": 3.0,
     }
     settings.update(overrides)
-    return FireLaneRule(FireLaneRuleConfig(**settings), LANE)
+    return FireLaneRule(FireLaneRuleConfig(**settings), zone)
 
 
 def vehicle(box: Box, track_id: int = 1, label: str = "car", score: float = 0.9) -> TrackedObject:
@@ -267,6 +267,60 @@ def test_a_blockage_that_clears_before_dwell_raises_nothing() -> None:
     assert outputs == []
 
 
+# How large a left object must be: metres on a lane of known width, else a share of the frame
+
+LANE_4M = LANE.model_copy(update={"lane_width_m": 4.0})  # 0.6 of the frame wide: 0.15 a metre
+
+
+def bag(width: float, area: float) -> StaticRegion:
+    """A region `width` of the frame wide (its foot in the lane), covering `area` of it."""
+    return region(box=(0.45, 0.85, 0.45 + width, 0.95), area=area)
+
+
+@pytest.mark.parametrize(
+    ("zone", "found", "overrides", "reported"),
+    [
+        # no lane width: the share of the frame decides
+        (LANE, bag(0.02, 1.2 * DEFAULT_MIN_OBJECT_AREA), {}, True),
+        (LANE, bag(0.2, 0.8 * DEFAULT_MIN_OBJECT_AREA), {}, False),
+        (LANE, bag(0.02, 0.0018), {"min_object_area": 0.002}, False),
+        # a 4 m lane: the object's width across it, 0.3 m by default
+        (LANE_4M, bag(0.06, 0.0003), {}, True),  # 0.4 m, however few pixels it covers
+        (LANE_4M, bag(0.03, 0.0030), {}, False),  # 0.2 m, however many
+        (LANE_4M, bag(0.06, 0.0030), {"min_object_size_m": 0.5}, False),  # 0.4 m < 0.5 m
+        (LANE_4M, bag(0.09, 0.0030), {"min_object_size_m": 0.5}, True),  # 0.6 m
+        # a share of the frame set on the rule wins over the zone's width
+        (LANE_4M, bag(0.06, 0.0003), {"min_object_area": 0.001}, False),
+        (LANE_4M, bag(0.03, 0.0030), {"min_object_area": 0.001}, True),
+    ],
+)
+def test_the_size_that_blocks_the_lane(
+    zone: ZoneConfig, found: StaticRegion, overrides: dict[str, Any], reported: bool
+) -> None:
+    def scene(t: float) -> Seen:
+        return [], [found]
+
+    outputs = run(rule(zone, **overrides), scene, until_s=30.0)
+    assert states(outputs) == (["new"] if reported else [])
+
+
+def test_the_same_object_is_the_same_size_near_and_far() -> None:
+    """On a lane narrowing with perspective, a 0.4 m bag far away covers a quarter of the
+    pixels it covers near by: in metres it is the same bag, and both are reported."""
+    lane = ZoneConfig(
+        id="lane", polygon=[(0.4, 0.2), (0.6, 0.2), (0.9, 1.0), (0.1, 1.0)], lane_width_m=4.0
+    )
+    near = region(box=(0.46, 0.9, 0.54, 1.0), zones=frozenset({"lane"}))  # row 0.8 wide
+    far = region(box=(0.49, 0.17, 0.51, 0.2), zones=frozenset({"lane"}))  # row 0.2 wide
+    for found in (near, far):
+
+        def scene(t: float, found: StaticRegion = found) -> Seen:
+            return [], [found]
+
+        assert states(run(rule(lane), scene, until_s=30.0)) == ["new"]
+        assert states(run(rule(lane, min_object_size_m=0.5), scene, until_s=30.0)) == []
+
+
 # Objects left in the lane, from the scene model ----------------------------------------------
 
 
@@ -286,7 +340,7 @@ def test_a_static_region_in_the_lane_raises_with_its_since() -> None:
 @pytest.mark.parametrize(
     ("found", "overrides"),
     [
-        (region(area=0.001), {}),  # smaller than min_object_area
+        (region(area=0.9 * DEFAULT_MIN_OBJECT_AREA), {}),  # smaller than the default share
         (region(area=0.02), {"min_object_area": 0.05}),
         (region(box=(0.0, 0.6, 0.1, 0.7), zones=frozenset()), {}),  # outside the lane
         (region(), {"detect_left_objects": False}),
