@@ -8,7 +8,7 @@ is left in the lane and stays until `clear_s`. Nothing here needs a model or a f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy.typing as npt
 from edge.types import Frame
 
 Image = npt.NDArray[np.uint8]
+Alpha = npt.NDArray[np.float32]
 LANE = ((0.15, 0.55), (0.85, 0.55), (0.95, 0.98), (0.05, 0.98))
 
 
@@ -103,13 +104,38 @@ def write_video(scene: LaneScene, path: str) -> None:
     write_frames(frames(scene), path, scene.fps)
 
 
-def paste_object(image: Image, patch: Image, box: tuple[float, float, float, float]) -> Image:
-    """A copy of `image` with `patch` resized into the normalised `box` (an object left there)."""
+def paste_object(
+    image: Image,
+    patch: Image,
+    box: tuple[float, float, float, float],
+    alpha: Alpha | None = None,
+    shadow: float = 0.0,
+) -> Image:
+    """A copy of `image` with `patch` resized into the normalised `box` (an object left there).
+
+    With `alpha` (the patch's opacity, 0..1, same size as the patch) only the object is pasted,
+    its edge blended into the ground; `shadow` (0..1) darkens the ground under and beside it by
+    up to that share, softly, as the object's own shade would."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
     out = image.copy()
-    out[y1:y2, x1:x2] = cv2.resize(patch, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
-    return out
+    resized = cv2.resize(patch, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
+    if alpha is None:
+        out[y1:y2, x1:x2] = resized
+        return out
+    opacity = cv2.resize(alpha, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
+    picture = out.astype(np.float32)
+    if shadow > 0:
+        shade = np.zeros((h, w), np.float32)
+        bw, bh = x2 - x1, y2 - y1
+        centre = (round((x1 + x2) / 2 + 0.15 * bw), round(y2 - 0.1 * bh))
+        axes = (max(1, round(0.6 * bw)), max(1, round(0.25 * bh)))
+        cv2.ellipse(shade, centre, axes, 0, 0, 360, (1.0,), -1)
+        soft = np.asarray(cv2.GaussianBlur(shade, (0, 0), max(1.0, 0.15 * bw)), np.float32)
+        picture *= (1.0 - shadow * soft)[..., None]
+    a = opacity[..., None]
+    picture[y1:y2, x1:x2] = a * resized.astype(np.float32) + (1.0 - a) * picture[y1:y2, x1:x2]
+    return np.clip(picture, 0, 255).astype(np.uint8)
 
 
 def real_bag(clips_dir: Path) -> Image:
@@ -127,21 +153,77 @@ def real_bag(clips_dir: Path) -> Image:
     return np.asarray(image[int(0.69 * h) : int(0.77 * h), int(0.36 * w) : int(0.46 * w)])
 
 
+def real_bag_cutout(clips_dir: Path) -> tuple[Image, Alpha]:
+    """The same bag as `real_bag`, cut out of its ground: the bag's pixels (tightly cropped)
+    and their opacity, found as the dark blob at the foot of the column, its edge softened.
+    Pasted with `paste_object(..., alpha=...)` it is the bag alone, at any size, on any floor."""
+    crop = real_bag(clips_dir)
+    ch, cw = crop.shape[:2]
+    # the bag lies in the crop's left three quarters, between a quarter and two thirds down;
+    # the column above it and the floor around it are lighter than its black plastic
+    top, bottom, right = round(0.22 * ch), round(0.70 * ch), round(0.78 * cw)
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    dark = np.zeros((ch, cw), np.uint8)
+    dark[top:bottom, :right] = (gray[top:bottom, :right] < 36).astype(np.uint8)
+    closed = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    if count < 2:
+        raise ValueError(f"no bag found in the littering clip of {clips_dir}")
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh = (int(v) for v in stats[biggest, :4])
+    mask = (labels == biggest).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    solid = np.zeros_like(mask)
+    cv2.drawContours(solid, list(contours), -1, (1,), -1)  # the bag's glints are bag too
+    alpha = cv2.GaussianBlur(solid.astype(np.float32), (0, 0), 1.0)
+    return crop[y : y + bh, x : x + bw].copy(), alpha[y : y + bh, x : x + bw].copy()
+
+
 def with_left_object(
     source: Iterator[Frame],
     patch: Image,
     box: tuple[float, float, float, float],
     drop_s: float,
     clear_s: float | None = None,
+    alpha: Alpha | None = None,
+    shadow: float = 0.0,
 ) -> Iterator[Frame]:
     """Real footage with an object left in it from `drop_s` (until `clear_s`): ground truth by
-    construction on a real background, with the real traffic, noise and exposure changes."""
+    construction on a real background, with the real traffic, noise and exposure changes
+    (`alpha`, `shadow`: as in `paste_object`)."""
     for frame in source:
         if frame.pts_s >= drop_s and (clear_s is None or frame.pts_s < clear_s):
-            frame = Frame(
-                paste_object(frame.image, patch, box), frame.pts_s, frame.index, frame.wall_s
-            )
+            image = paste_object(frame.image, patch, box, alpha, shadow)
+            frame = Frame(image, frame.pts_s, frame.index, frame.wall_s)
         yield frame
+
+
+def reframed(source: Iterator[Frame], size: tuple[int, int]) -> Iterator[Frame]:
+    """Frames cut to the shape of `size` (width, height) about their centre, then scaled to it:
+    footage as a camera of that resolution would send it."""
+    tw, th = size
+    for frame in source:
+        h, w = frame.image.shape[:2]
+        cut_w, cut_h = min(w, round(h * tw / th)), min(h, round(w * th / tw))
+        x, y = (w - cut_w) // 2, (h - cut_h) // 2
+        cut = frame.image[y : y + cut_h, x : x + cut_w]
+        image = np.asarray(cv2.resize(cut, (tw, th), interpolation=cv2.INTER_AREA), np.uint8)
+        yield Frame(image, frame.pts_s, frame.index, frame.wall_s)
+
+
+def ping_pong(frames: Sequence[Frame], seconds: float) -> Iterator[Frame]:
+    """`frames` played forwards, backwards, forwards... until `seconds` of stream: a short clip
+    made long with no jump in the picture (people walk back the way they came), with pts going
+    on at the clip's own frame interval."""
+    if len(frames) < 2:
+        raise ValueError("ping_pong needs at least two frames")
+    step = (frames[-1].pts_s - frames[0].pts_s) / (len(frames) - 1)
+    order = [*range(len(frames)), *range(len(frames) - 2, 0, -1)]
+    index = 0
+    while index * step < seconds:
+        original = frames[order[index % len(order)]]
+        yield Frame(original.image, index * step, index, frames[0].wall_s + index * step)
+        index += 1
 
 
 def write_frames(source: Iterator[Frame], path: str, fps: float) -> None:
