@@ -34,6 +34,10 @@ def data_import(
     clip_pattern: Annotated[
         str | None, typer.Option(help="Regex with groups clip and frame, for image names")
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Split group of every source imported (default: its clip's name)"),
+    ] = None,
 ) -> None:
     """Import labels, map classes, check them: every problem listed, then non-zero exit."""
     from pydantic import ValidationError
@@ -60,6 +64,9 @@ def data_import(
         count = len(result.problems)
         fail(f"{path}: {count} label problem(s)", [str(p) for p in result.problems])
     labels = result.label_set()
+    if group is not None:
+        sources = [source.model_copy(update={"group": group}) for source in labels.sources]
+        labels = labels.model_copy(update={"sources": sources})
     labels.save(out)
     frames = sum(len(s.frames) for s in labels.sources)
     _say(f"{out}: {len(labels.sources)} source(s), {frames} labelled frame(s)")
@@ -107,6 +114,93 @@ def data_export_feedback(
     )
 
 
+@data_app.command("preannotate")
+def data_preannotate(
+    plan: Annotated[Path, typer.Option(help="Labelling plan YAML (teacher, class map, fixes)")],
+    clips: Annotated[Path, typer.Option(help="Folder of the clips the plan names")],
+    out: Annotated[Path, typer.Option(help="Folder for one CVAT for video XML per clip")],
+    clip: Annotated[
+        list[str] | None, typer.Option(help="Only these clips (repeat); default every clip")
+    ] = None,
+    cache: Annotated[
+        Path, typer.Option(help="Teacher detections are cached here (JSON per clip)")
+    ] = Path("runs/teacher"),
+    refresh: Annotated[bool, typer.Option(help="Run the teacher even when cached")] = False,
+    teacher_only: Annotated[
+        bool, typer.Option(help="Write the teacher's labels alone (class map, no fixes)")
+    ] = False,
+) -> None:
+    """Pre-annotate clips with the teacher, apply the plan's corrections, write CVAT XML."""
+    import os
+
+    from pydantic import ValidationError
+
+    from training.preannotate import (
+        ClipPlan,
+        clip_tracks,
+        cvat_video_xml,
+        load_plan,
+        segment_tracks,
+        teacher_run,
+    )
+
+    try:
+        labelling = load_plan(plan)
+    except (OSError, ValidationError) as error:
+        fail(f"{plan}: invalid plan: {str(error).splitlines()[0]}")
+    names = clip or sorted(labelling.clips)
+    if not names:
+        fail(f"{plan}: the plan names no clip; give --clip")
+    model_dir = Path(os.environ.get("ZHIZHI_MODEL_DIR", str(USER_MODEL_DIR)))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            run = teacher_run(clips / name, labelling, model_dir, cache, refresh)
+        except OSError as error:
+            fail(f"data preannotate: {name}: {error}")
+        used = labelling
+        if teacher_only:
+            used = labelling.model_copy(update={"clips": {name: ClipPlan()}})
+        tracks = clip_tracks(run, used)
+        size = (run.width, run.height)
+        segments = used.clips.get(name, ClipPlan()).segments or {"": (0, run.frames - 1)}
+        for segment, (first, last) in segments.items():
+            try:
+                part = segment_tracks(tracks, first, last, run.frames - 1)
+            except ValueError as error:
+                fail(f"data preannotate: {name} segment {segment}: {error}")
+            stem = Path(name).stem + (f".{segment}" if segment else "")
+            target = out / f"{stem}.xml"
+            xml = cvat_video_xml(part, name, size, run.frames, used.classes, (first, last))
+            target.write_text(xml, encoding="utf-8")
+            counts: dict[str, int] = {}
+            for track in part:
+                counts[track.label] = counts.get(track.label, 0) + 1
+            summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no track"
+            _say(f"{target}: frames {first}-{last}, teacher every {run.step}; tracks {summary}")
+
+
+@data_app.command("preview")
+def data_preview(
+    labels: Annotated[Path, typer.Argument(help="CVAT for video XML")],
+    clip: Annotated[Path, typer.Option(help="The video the labels are for")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs")],
+    frame: Annotated[list[int], typer.Option(help="Frame number (repeat)")],
+    mapping: Annotated[Path | None, typer.Option(help="Class mapping YAML")] = None,
+) -> None:
+    """Draw a label file's boxes on frames of its clip (PNG), to check labels by eye."""
+    from training import importers
+    from training.preview import render_frames
+
+    result = importers.import_cvat_video(labels, importers.load_mapping(mapping), clip)
+    if result.problems:
+        fail(
+            f"{labels}: {len(result.problems)} label problem(s)", [str(p) for p in result.problems]
+        )
+    for path in render_frames(result.label_set().sources[0], result.classes, frame, out):
+        _say(str(path))
+
+
 @data_app.command("build")
 def data_build(
     labels: Annotated[list[Path], typer.Option(help="Label files from `data import` (repeat)")],
@@ -116,6 +210,13 @@ def data_build(
     every_s: Annotated[float, typer.Option(help="Sampled frames at least this far apart")] = 0.5,
     duplicate_distance: Annotated[int, typer.Option(help="pHash bits counted as a repeat")] = 4,
     max_frames: Annotated[int, typer.Option(help="At most this many frames per source")] = 500,
+    val_group: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="These groups (clips) are the val split, every other one trains "
+            "(repeat; replaces --val-fraction)"
+        ),
+    ] = None,
 ) -> None:
     """Sample frames, split train/val by clip, write the Ultralytics layout and a manifest."""
     from pydantic import ValidationError
@@ -131,6 +232,7 @@ def data_build(
             every_s=every_s,
             duplicate_distance=duplicate_distance,
             max_frames_per_source=max_frames,
+            val_groups=sorted(val_group or []),
         )
         built = build_dataset(sets, out, params)
     except (OSError, ValidationError, ValueError) as error:
@@ -155,6 +257,16 @@ def train(
     workers: Annotated[int, typer.Option(min=0)] = 2,
     runs_dir: Annotated[Path, typer.Option(help="Folder of training runs")] = Path("runs/train"),
     name: Annotated[str, typer.Option(help="Run name (a folder in --runs-dir)")] = "candidate",
+    freeze: Annotated[
+        int, typer.Option(min=0, help="Keep the first N layers as the base has them (10: backbone)")
+    ] = 0,
+    head_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NEW=BASE: start class NEW's head from the base's class BASE (repeat); "
+            "classes of the same name are carried anyway"
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -169,6 +281,9 @@ def train(
     from training.train import TrainParams
     from training.train import train as run_training
 
+    pairs = [item.split("=", 1) for item in head_from or []]
+    if any(len(pair) != 2 for pair in pairs):
+        fail("train: --head-from takes NEW=BASE, e.g. garbage_bag=handbag")
     try:
         params = TrainParams(
             data=data,
@@ -181,6 +296,8 @@ def train(
             workers=workers,
             runs_dir=runs_dir,
             name=name,
+            freeze=freeze,
+            head_from=dict(pairs),
         )
         if not resume and not data.is_file():
             fail(f"train: {data} does not exist (build it with `zhizhi data build`)")

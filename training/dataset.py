@@ -47,6 +47,11 @@ class BuildParams(BaseModel):
         default=4, ge=0, description="Hamming distance of perceptual hashes counted as a repeat"
     )
     max_frames_per_source: int = Field(default=500, gt=0)
+    val_groups: list[str] = Field(
+        default_factory=list,
+        description="Groups held out as the val split (every other group trains); when "
+        "empty, whole groups are drawn at random to about `val_fraction`",
+    )
     jpeg_quality: int = Field(default=95, ge=50, le=100)
 
 
@@ -194,7 +199,17 @@ def build_dataset(labels: list[LabelSet], out: Path, params: BuildParams) -> Bui
     per_group: dict[str, int] = {}
     for sample in samples:
         per_group[sample.source.group] = per_group.get(sample.source.group, 0) + 1
-    sides = split_by_group(per_group, params.val_fraction, params.seed)
+    if params.val_groups:
+        unknown = sorted(set(params.val_groups) - set(per_group))
+        if unknown:
+            raise ValueError(
+                f"val groups {unknown} have no sampled frame; groups: {sorted(per_group)}"
+            )
+        sides: dict[str, Split] = {
+            g: "val" if g in params.val_groups else "train" for g in per_group
+        }
+    else:
+        sides = split_by_group(per_group, params.val_fraction, params.seed)
     counts: dict[str, dict[str, int]] = {
         split: {"images": 0, "background": 0, **dict.fromkeys(classes, 0)}
         for split in ("train", "val")

@@ -88,12 +88,42 @@ def detector_metrics(model: ModelUnderTest, data_yaml: Path, out: Path) -> dict[
         verbose=False,
     )
     plots = sorted(str(p) for p in (out / "val").glob("*.png"))
+    names = metrics.names
+    per_class = {
+        str(names[int(c)]): {
+            "ap50": round(float(metrics.box.ap50[i]), 4),
+            "ap50_95": round(float(metrics.box.ap[i]), 4),
+        }
+        for i, c in enumerate(metrics.box.ap_class_index)
+    }
     return {
         "map50": round(float(metrics.box.map50), 4),
         "map50_95": round(float(metrics.box.map), 4),
+        "per_class": per_class,
         "classes_left_out": left_out,
         "plots": plots,
     }
+
+
+def shared_class_map(result: dict[str, Any]) -> dict[str, Any] | None:
+    """mAP50 and mAP50-95 of every model over the classes that all of them were measured on
+    (a COCO model has no `garbage_bag`: its mAP covers fewer classes, this one compares like
+    with like); None without per-class figures."""
+    models = result["models"]
+    per_class = [m.get("detector", {}).get("per_class") for m in models.values()]
+    if not per_class or any(p is None for p in per_class):
+        return None
+    shared = sorted(set.intersection(*(set(p) for p in per_class)))
+    if not shared:
+        return None
+    figures = {}
+    for role, model in models.items():
+        values = model["detector"]["per_class"]
+        figures[role] = {
+            key: round(sum(values[c][key] for c in shared) / len(shared), 4)
+            for key in ("ap50", "ap50_95")
+        }
+    return {"classes": shared, "map": figures}
 
 
 def event_report(
@@ -140,6 +170,9 @@ def evaluate_models(
         if site is not None and labels is not None and clips_dir is not None:
             entry["events"] = event_report(model, site, labels, clips_dir)
         result["models"][model.role] = entry
+    shared = shared_class_map(result)
+    if shared is not None:
+        result["shared_classes"] = shared
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return result
@@ -156,6 +189,18 @@ def side_by_side(result: dict[str, Any]) -> list[str]:
     for key in ("map50", "map50_95"):
         if all("detector" in models[r] for r in roles):
             lines.append(f"{key} | " + " | ".join(str(models[r]["detector"][key]) for r in roles))
+    shared = result.get("shared_classes")
+    if shared is not None:
+        for key in ("ap50", "ap50_95"):
+            row = " | ".join(str(shared["map"][r][key]) for r in roles)
+            lines.append(f"{key} over {', '.join(shared['classes'])} | {row}")
+    measured = sorted(
+        {c for r in roles for c in models[r].get("detector", {}).get("per_class", {})}
+    )
+    for name in measured:
+        per_class = [models[r].get("detector", {}).get("per_class", {}).get(name) for r in roles]
+        cells = ["-" if v is None else str(v["ap50"]) for v in per_class]
+        lines.append(f"AP50 {name} | " + " | ".join(cells))
     types = sorted({t for r in roles for t in models[r].get("events", {}).get("types", {})})
     for name in types:
         for field in (

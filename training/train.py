@@ -33,6 +33,14 @@ class TrainParams(BaseModel):
     seed: int = 0
     workers: int = Field(default=2, ge=0)
     patience: int = Field(default=20, gt=0)
+    freeze: int = Field(
+        default=0, ge=0, description="The first N layers keep the base's weights (10: backbone)"
+    )
+    head_from: dict[str, str] = Field(
+        default_factory=dict,
+        description="New class -> base class whose head row it starts from, besides same names "
+        "(e.g. garbage_bag: handbag)",
+    )
     runs_dir: Path = Path("runs/train")
     name: str = "candidate"
 
@@ -81,6 +89,9 @@ def train(
         model.train(resume=True, device=device)
     else:
         model = yolo(params.base.resolve())
+        base_names = [str(model.names[i]) for i in sorted(model.names)]
+        carry = _head_carrier(base_names, model.model, params.head_from)
+        _add_callbacks(model, {"on_pretrain_routine_end": [carry]})
         _add_callbacks(model, callbacks)
         run_dir.mkdir(parents=True, exist_ok=True)
         started = params.model_copy(update={"data": params.data.resolve()})
@@ -95,6 +106,7 @@ def train(
             deterministic=True,
             workers=params.workers,
             patience=params.patience,
+            freeze=params.freeze or None,
             project=str(run_dir.parent),
             name=run_dir.name,
             exist_ok=True,
@@ -122,6 +134,97 @@ def train(
     _write_run(run_dir, record)
     logger.info("training done: %s %s", best, metrics)
     return TrainResult(run_dir, best, metrics)
+
+
+def head_rows(
+    new_names: Sequence[str], base_names: Sequence[str], aliases: Mapping[str, str]
+) -> dict[int, int]:
+    """New class id -> base class id whose classification row it starts from: the same name,
+    else the alias's. Pure.
+
+    >>> base = ["person", "car", "handbag"]
+    >>> head_rows(["car", "garbage_bag", "van"], base, {"garbage_bag": "handbag"})
+    {0: 1, 1: 2}
+    """
+    index = {name: i for i, name in enumerate(base_names)}
+    rows = {}
+    for new_id, name in enumerate(new_names):
+        source = name if name in index else aliases.get(name)
+        if source in index:
+            rows[new_id] = index[source]
+    return rows
+
+
+def carry_class_heads(base_detect: Any, new_detect: Any, rows: Mapping[int, int]) -> int:
+    """Start the new detector's classification branch from the base's, for the classes in
+    `rows` (new id -> base id); returns how many scales were carried.
+
+    Ultralytics carries over every layer whose shape is unchanged, which leaves out the whole
+    classification branch when the class count changes: its width is `max(ch, min(nc, 100))`
+    (80 for COCO's 80 classes, 64 for 10 classes on YOLOv8n). Here each scale's branch (two
+    convolutions with batch norm, then the 1x1 class layer) is carried by keeping the base's
+    most useful channels: those whose weights matter most to the kept classes' rows, chosen
+    from the last layer back. With as many channels as the base this is an exact copy.
+    """
+    import torch
+
+    carried = 0
+    with torch.no_grad():
+        for base_branch, new_branch in zip(base_detect.cv3, new_detect.cv3, strict=True):
+            base_mid, base_out = list(base_branch[:-1]), base_branch[-1]
+            new_mid, new_out = list(new_branch[:-1]), new_branch[-1]
+            if len(base_mid) != len(new_mid) or not all(
+                hasattr(m, "conv") and hasattr(m, "bn") for m in (*base_mid, *new_mid)
+            ):
+                raise ValueError("unexpected classification branch layout")
+            wanted = list(rows.values()) or list(range(base_out.weight.shape[0]))
+            # channels kept at each layer's output, chosen from the class rows backwards
+            weight = base_out.weight.float()[wanted].flatten(1)  # (classes, channels)
+            keep: list[torch.Tensor] = []
+            for base_layer, new_layer in zip(reversed(base_mid), reversed(new_mid), strict=True):
+                width = min(new_layer.conv.weight.shape[0], base_layer.conv.weight.shape[0])
+                chosen = weight.norm(dim=0).argsort(descending=True)[:width].sort().values
+                keep.insert(0, chosen)
+                kept_out = base_layer.conv.weight.float()[chosen]  # (out, in, k, k)
+                weight = kept_out.permute(0, 2, 3, 1).reshape(-1, kept_out.shape[1])
+            inputs = torch.arange(base_mid[0].conv.weight.shape[1])
+            for base_layer, new_layer, chosen in zip(base_mid, new_mid, keep, strict=True):
+                source = base_layer.conv.weight.float()[chosen][:, inputs]
+                target = new_layer.conv.weight
+                target[: source.shape[0], : source.shape[1]].copy_(source)
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(new_layer.bn, name)[: len(chosen)].copy_(
+                        getattr(base_layer.bn, name).float()[chosen]
+                    )
+                inputs = chosen
+            for new_id, base_id in rows.items():
+                row = base_out.weight.float()[base_id][inputs]
+                new_out.weight[new_id, : row.shape[0]].copy_(row)
+                new_out.bias[new_id].copy_(base_out.bias.float()[base_id])
+            carried += 1
+    return carried
+
+
+def _head_carrier(base_names: list[str], base_model: Any, aliases: Mapping[str, str]) -> Callback:
+    """An `on_pretrain_routine_end` callback that carries class rows into a new run's model
+    (and its EMA copy); a resumed run keeps its own."""
+    base_detect = base_model.model[-1]
+
+    def carry(trainer: Any) -> None:
+        if trainer.start_epoch > 0:
+            return
+        names = [str(trainer.data["names"][i]) for i in sorted(trainer.data["names"])]
+        if names == base_names:
+            return  # same classes: Ultralytics loaded the whole head
+        rows = head_rows(names, base_names, aliases)
+        models = [trainer.model, *([trainer.ema.ema] if trainer.ema else [])]
+        for model in models:
+            detect = (model.module if hasattr(model, "module") else model).model[-1]
+            carry_class_heads(base_detect, detect, rows)
+        carried = {names[n]: base_names[b] for n, b in rows.items()}
+        logger.info("class heads carried from the base model: %s", carried)
+
+    return carry
 
 
 def _add_callbacks(model: Any, callbacks: Mapping[str, Sequence[Callback]] | None) -> None:
