@@ -44,9 +44,15 @@ ISOLATION = 0.03  # frame heights: another speck this close makes a sighting not
 # `min_fall_px` is in pixels of a picture this many rows high, or fewer: a taller picture
 # (1440p, 4K) shows everything larger, so the least fall grows with it
 REFERENCE_ROWS = 1080
-INTERVAL_STEPS = 15  # the frame interval is the median of this many recent pts steps
+INTERVAL_STEPS = 15  # the frame interval is taken from this many recent pts steps
 MAX_INTERVAL_S = 0.5  # a step longer than this is a gap in the stream, not its frame rate
 RESTART_GAP_S = 2.0  # frames this far apart: the stream was interrupted (a reconnect)
+NOISE_VARIANCE_PX2 = 0.25  # a sighting's position is never surer than half a pixel
+# a fall under perspective is fitted only with this many degrees of freedom left, and kept
+# only when it beats the parabola by this many standard errors (F-test of one parameter)
+PERSPECTIVE_MIN_DOF = 4
+PERSPECTIVE_SIGNIFICANCE = 3.0
+PERSPECTIVE_GRID = 41  # perspectives tried per pass (two passes: coarse, then fine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +72,23 @@ class Sighting:
 
 @dataclass(frozen=True, slots=True)
 class FallFit:
-    """Least-squares fit of a track: x(t) = x0 + vx·s, y(t) = y0 + vy0·s + a·s²/2, s = t − t0.
+    """Least-squares fit of a track as a fall seen through a pinhole camera.
+
+    The object's height is h(s) = y0 + vy0·s + accel·s²/2 (s = t − t0), in pixels at the
+    scale of the picture at row `y_ref` (the lowest sighting's row). A camera maps
+    heights on a vertical line to picture rows by a 1-D projective map, so the row is
+    y = y_ref + (h − y_ref) / (1 − r·(h − y_ref)), with r = `perspective` (1/px): 0 in a view
+    across the facade (a parabola in y), > 0 when the object comes towards a camera looking
+    up (it grows and speeds up in the picture beyond gravity), < 0 looking down. The object's
+    scale relative to the reference row is k(y) = 1 + r·(y − y_ref) (its depth is ∝ 1/k), and
+    x(t) = x_v + k·(x1 + vx·s) about the column `x_v` of the vertical vanishing point, which
+    for r = 0 is x(t) = x0 + vx·s. `accel` is therefore g in pixels of the reference row and
+    `vx` the sideways drift at the same scale (both as seen in the picture when r = 0).
 
     Example:
-        >>> fit = fit_fall([Sighting(t, 100.0, 50 + 200 * t * t) for t in (0, .1, .2, .3)])
-        >>> round(fit.accel, 1), round(fit.apex_s, 3)
-        (400.0, 0.0)
+        >>> fit = fit_fall([Sighting(t, 100.0, 50 + 200 * (t - .05) ** 2) for t in (0, .1, .2, .3)])
+        >>> round(fit.accel, 1), round(fit.apex_s, 3), fit.perspective
+        (400.0, 0.05, 0.0)
     """
 
     t0: float
@@ -79,19 +96,38 @@ class FallFit:
     vx: float
     y0: float
     vy0: float
-    accel: float  # px/s², downward positive (image y grows downward)
-    accel_sigma: float  # standard error of `accel`
+    accel: float  # px/s² at the reference row, downward positive (image y grows downward)
+    accel_sigma: float  # standard error of `accel` (with the perspective free, if fitted)
     rms_x: float
     rms_y: float
+    y_ref: float = 0.0
+    perspective: float = 0.0  # r, 1/px
+    x_vanish: float = 0.0  # x_v (unused when r = 0)
+    # how much better than the best steady movement (under the same perspective freedom) the
+    # fall fits: an F statistic of the added acceleration, in squared standard errors
+    steady_gain: float = math.inf
 
-    def x_at(self, t: float) -> float:
-        return self.x0 + self.vx * (t - self.t0)
-
-    def y_at(self, t: float) -> float:
+    def height_at(self, t: float) -> float:
+        """The fitted height (pixels at the reference row's scale) at `t`."""
         s = t - self.t0
         return self.y0 + self.vy0 * s + 0.5 * self.accel * s * s
 
+    def scale_at(self, t: float) -> float:
+        """The object's scale at `t` relative to the reference row (1 without perspective):
+        how much larger it looks than there."""
+        return 1.0 / (1.0 - self.perspective * (self.height_at(t) - self.y_ref))
+
+    def x_at(self, t: float) -> float:
+        move = self.x0 + self.vx * (t - self.t0)
+        if self.perspective == 0.0:
+            return move
+        return self.x_vanish + self.scale_at(t) * move
+
+    def y_at(self, t: float) -> float:
+        return self.y_ref + (self.height_at(t) - self.y_ref) * self.scale_at(t)
+
     def vy_at(self, t: float) -> float:
+        """The fitted vertical speed of the height (px/s at the reference row's scale)."""
         return self.vy0 + self.accel * (t - self.t0)
 
     @property
@@ -102,39 +138,143 @@ class FallFit:
             return None
         return self.t0 - self.vy0 / self.accel
 
+    def in_view(self, t: float) -> bool:
+        """Whether the fitted path at `t` is on this side of the vanishing point."""
+        return 1.0 - self.perspective * (self.height_at(t) - self.y_ref) > 0.05
 
-def fit_fall(points: Sequence[Sighting]) -> FallFit:
-    """Fit x linear and y quadratic in time (at least 4 sightings)."""
+
+def fit_fall(points: Sequence[Sighting], max_depth_ratio: float = 1.0) -> FallFit:
+    """Fit a fall to at least 4 sightings: a parabola in y (x linear) and, when
+    `max_depth_ratio` > 1 and there are enough sightings, a fall under perspective whose depth
+    changes by at most that factor over the track; the perspective is kept only when it fits
+    significantly better than the parabola (an F-test of the one added parameter at
+    `PERSPECTIVE_SIGNIFICANCE` standard errors), so a view across a facade is judged as
+    before and only a path the parabola cannot follow uses the added freedom. The fit also
+    says how much better it is than the best steady movement seen under the same freedom
+    (`FallFit.steady_gain`)."""
     if len(points) < 4:
         raise ValueError("a fall fit needs at least 4 sightings")
     t0 = points[0].t
     s = np.array([p.t - t0 for p in points])
     xs = np.array([p.x for p in points])
     ys = np.array([p.y for p in points])
-    design_y = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
-    coef_y, _, rank, _ = np.linalg.lstsq(design_y, ys, rcond=None)
+    design = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
+    coef, _, rank, _ = np.linalg.lstsq(design, ys, rcond=None)
     if rank < 3:
         raise ValueError("sightings at fewer than 3 distinct times")
-    design_x = design_y[:, :2]
+    y_ref = float(ys.max())  # the lowest point: the scale the acceleration is given in
+    rss = float(np.sum((ys - design @ coef) ** 2))
+    steady = float(
+        np.sum((ys - design[:, :2] @ np.linalg.lstsq(design[:, :2], ys, rcond=None)[0]) ** 2)
+    )
+    n = len(points)
+    perspective, free = 0.0, 3
+    if max_depth_ratio > 1.0 and n - 4 >= PERSPECTIVE_MIN_DOF:
+        low, high = _perspective_bounds(float(ys.min()) - y_ref, max_depth_ratio)
+        r, coef_r, rss_r = _best_perspective(ys, y_ref, design, low, high)
+        steady = min(steady, _best_perspective(ys, y_ref, design[:, :2], low, high)[2])
+        gain = (rss - rss_r) / (max(rss_r, NOISE_VARIANCE_PX2 * (n - 4)) / (n - 4))
+        if gain >= PERSPECTIVE_SIGNIFICANCE**2:
+            perspective, coef, rss, free = r, coef_r, rss_r, 4
+    residual = max(rss, NOISE_VARIANCE_PX2 * (n - free)) / max(1, n - free)
+    fit = _fall_fit(t0, s, xs, y_ref, perspective, coef, rss)
+    return replace(fit, steady_gain=max(0.0, steady - rss) / residual)
+
+
+def _perspective_bounds(above: float, max_ratio: float) -> tuple[float, float]:
+    """The range of the perspective r (reference at the lowest row, the highest `above` it,
+    < 0) for which the object comes nearer by at most `max_ratio` between the two. Only
+    nearer: the camera looks up at the facade from below, so a falling object never recedes
+    (allowing it would let a sinking, stalling leaf pass for a fall seen from above)."""
+    return 0.0, (max_ratio - 1.0) / (-max_ratio * above)
+
+
+def _best_perspective(
+    ys: np.ndarray[Any, Any],
+    y_ref: float,
+    design: np.ndarray[Any, Any],
+    low: float,
+    high: float,
+) -> tuple[float, np.ndarray[Any, Any], float]:
+    """The perspective r in [low, high] under which the height, a polynomial in time with the
+    columns of `design`, fits the rows best: (r, height coefficients, residual sum of squares
+    in the picture). For each r the height is fitted by weighted least squares (the weights
+    turn height residuals into row residuals); a coarse grid, then a fine one around its best.
+    A fall (three columns) must accelerate downward: a decelerating height under a stronger
+    perspective can mimic the same rows, and is no fall."""
+    offset = ys - y_ref
+    candidates = np.linspace(low, high, PERSPECTIVE_GRID)
+    result: tuple[float, np.ndarray[Any, Any], float] = (0.0, np.zeros(design.shape[1]), math.inf)
+    for _ in range(2):
+        k = 1.0 + candidates[:, None] * offset[None, :]  # scale of each sighting, per r
+        heights = offset[None, :] / k
+        weight = k * k  # d(row)/d(height)
+        wd = weight[:, :, None] * design[None, :, :]
+        normal = np.einsum("jik,jil->jkl", wd, wd)
+        right = np.einsum("jik,ji->jk", wd, weight * heights)
+        coefs = np.linalg.solve(normal, right[:, :, None])[:, :, 0]
+        fitted = coefs @ design.T  # heights (relative to y_ref)
+        q = 1.0 - candidates[:, None] * fitted
+        rows = np.where(q > 0.05, fitted / np.maximum(q, 0.05), np.inf)
+        rss = np.sum((rows - offset[None, :]) ** 2, axis=1)
+        if design.shape[1] == 3:
+            rss[coefs[:, 2] <= 0] = np.inf
+        best = int(np.argmin(rss))
+        if rss[best] < result[2]:
+            result = (float(candidates[best]), coefs[best].copy(), float(rss[best]))
+        step = candidates[1] - candidates[0]
+        candidates = np.linspace(
+            max(low, result[0] - step), min(high, result[0] + step), PERSPECTIVE_GRID
+        )
+    r, coef, rss_best = result
+    coef[0] += y_ref  # heights in pixels of the reference row, like the rows themselves
+    return r, coef, rss_best
+
+
+def _fall_fit(
+    t0: float,
+    s: np.ndarray[Any, Any],
+    xs: np.ndarray[Any, Any],
+    y_ref: float,
+    r: float,
+    coef: np.ndarray[Any, Any],
+    rss: float,
+) -> FallFit:
+    design = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
+    n = len(s)
+    if r == 0.0:
+        variance = max(rss / max(1, n - 3), NOISE_VARIANCE_PX2)
+        covariance = variance * np.linalg.pinv(design.T @ design)
+        design_x = design[:, :2]
+        x_vanish = 0.0
+    else:
+        # rows as a function of the height coefficients and r: y = y_ref + e / (1 − r·e)
+        e = design @ coef - y_ref
+        q = 1.0 - r * e
+        jacobian = np.column_stack([e * e / q**2, design / (q * q)[:, None]])
+        variance = max(rss / max(1, n - 4), NOISE_VARIANCE_PX2)
+        covariance = variance * np.linalg.pinv(jacobian.T @ jacobian)[1:, 1:]
+        scale = 1.0 / q
+        design_x = np.column_stack([np.ones_like(s), scale, scale * s])
     coef_x = np.linalg.lstsq(design_x, xs, rcond=None)[0]
-    res_y = ys - design_y @ coef_y
-    res_x = xs - design_x @ coef_x
-    dof = max(1, len(points) - 3)
-    variance = float(res_y @ res_y) / dof
-    # measurement noise is at least a fraction of a pixel, however well the points line up
-    variance = max(variance, 0.25)
-    covariance = variance * np.linalg.pinv(design_y.T @ design_y)
-    return FallFit(
+    if r != 0.0:
+        x_vanish, coef_x = float(coef_x[0]), coef_x[1:]
+    fit = FallFit(
         t0=t0,
         x0=float(coef_x[0]),
         vx=float(coef_x[1]),
-        y0=float(coef_y[0]),
-        vy0=float(coef_y[1]),
-        accel=float(coef_y[2]),
+        y0=float(coef[0]),
+        vy0=float(coef[1]),
+        accel=float(coef[2]),
         accel_sigma=math.sqrt(max(0.0, float(covariance[2, 2]))),
-        rms_x=float(np.sqrt(np.mean(res_x * res_x))),
-        rms_y=float(np.sqrt(np.mean(res_y * res_y))),
+        rms_x=0.0,
+        rms_y=math.sqrt(rss / n),
+        y_ref=y_ref,
+        perspective=r,
+        x_vanish=x_vanish,
     )
+    res_x = xs - np.array([fit.x_at(t0 + v) for v in s])
+    return replace(fit, rms_x=float(np.sqrt(np.mean(res_x * res_x))))
 
 
 # ------------------------------------------------------------------------------ acceptance
@@ -159,6 +299,11 @@ class FallParams:
     min_residual_px: float = 2.0  # ... but never less than this many pixels
     max_climb_share: float = 0.15  # sightings after the apex that go up (beyond the noise)
     max_sideways: float = 1.2  # horizontal speed at most this times the final fall speed
+    # how much nearer (larger) the object may come between its first and last sighting: a
+    # camera at the foot of a tower looking up sees a 3-4 px object grow to 10-15 px near
+    # the bottom, and up to about 8x when it is close to the wall and the object falls from
+    # the top of a 20-storey block; 1 fits a parabola only (no perspective)
+    max_depth_ratio: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +380,7 @@ def _judge(
     if observed_drop < params.min_fall_px:
         return Verdict(None, f"fell {observed_drop:.0f} px, less than {params.min_fall_px:.0f}")
     try:
-        fit = fit_fall(points)
+        fit = fit_fall(points, params.max_depth_ratio)
     except ValueError as error:
         return Verdict(None, str(error))
     low, high = accel_range or (params.min_accel_px_s2, params.max_accel_px_s2)
@@ -252,6 +397,8 @@ def _judge(
     tolerance = max(params.min_residual_px, params.max_residual * observed_drop)
     if fit.rms_y > tolerance or fit.rms_x > tolerance:
         return Verdict(None, f"erratic path ({max(fit.rms_x, fit.rms_y):.1f} px off the fit)")
+    if fit.steady_gain < params.accel_significance**2:
+        return Verdict(None, "a steady movement seen in perspective: no acceleration of its own")
     if abs(fit.vx) > params.max_sideways * v_end:
         return Verdict(None, "moves sideways more than down")
     apex = fit.apex_s
@@ -262,6 +409,8 @@ def _judge(
         return Verdict(None, "climbs while coming down (a bird, an insect)")
     first = points[0].t
     release = min(first, max(apex, first - params.max_extrapolation_s, earliest_s))
+    if not fit.in_view(release):  # looking down, the fitted top is beyond the vanishing point
+        release = first
     origin_y = min(top, fit.y_at(release))
     origin = (fit.x_at(release), origin_y)
     drop = points[-1].y - origin_y
@@ -516,10 +665,15 @@ class FallingObjectRule:
         self._base_params = self.params
         self._linker: SpeckLinker | None = None
         self._size = (1, 1)
-        self._first_pts = 0.0
+        self._first_pts = 0.0  # the stream's first frame, or the first after an interruption
         self._last_pts: float | None = None
         self._steps: deque[float] = deque(maxlen=INTERVAL_STEPS)
         self._interval = 1.0 / 25  # the stream's frame interval, followed as frames come
+
+    @property
+    def frame_interval_s(self) -> float:
+        """The stream's time between the frames this rule is given, as followed so far."""
+        return self._interval
 
     @property
     def model(self) -> ModelInfo | None:
@@ -553,11 +707,12 @@ class FallingObjectRule:
             self._linker = SpeckLinker(self.config.max_gap_s, self.config.max_speed * height)
             least = self._base_params.min_fall_px * max(1.0, height / REFERENCE_ROWS)
             self.params = replace(self._base_params, min_fall_px=least)
+        resumed = self._last_pts is not None and pts_s - self._last_pts > RESTART_GAP_S
         if self._last_pts is not None and pts_s > self._last_pts:
             step = pts_s - self._last_pts
             if step <= MAX_INTERVAL_S:
                 self._steps.append(step)
-                self._interval = statistics.median(self._steps)
+                self._interval = _typical_step(self._steps)
         self._last_pts = pts_s
         self.skipped_frames += int(found.skipped)
         sightings = _sightings(pts_s, found.specks, ISOLATION * height)
@@ -565,6 +720,8 @@ class FallingObjectRule:
         for track in ended:
             if not track.confirmed:
                 outputs.extend(self._consider(track, pts_s))
+        if resumed:  # after an outage no release is put before the stream came back
+            self._first_pts = pts_s
         for track in self._linker.tracks:
             in_flight = track.last.t - track.sightings[0].t
             fresh = len(track.sightings) > track.judged
@@ -612,16 +769,21 @@ class FallingObjectRule:
         return [self._output(state, self.grouper.open, now_s)]
 
     def _accel_range(self, points: Sequence[Sighting]) -> tuple[float, float]:
-        """The downward acceleration (px/s²) a fall may show here: from the floors when they
-        are marked (a share of g at the track's place), else from the config and the frame."""
-        width, height = self._size
+        """The downward acceleration (px/s²) a fall may show here, at the scale of the
+        picture where the track is lowest (the scale `FallFit.accel` is given in): from the
+        floors when they are marked (a share of g there), else from the config and the
+        frame."""
         if self.floors is None:
-            return self.config.min_accel_px_s2, MAX_ACCEL_FRAME_HEIGHTS * height
-        x = sum(p.x for p in points) / len(points) / width
-        y = sum(p.y for p in points) / len(points) / height
-        storey_px = self.floors.floor_height(x, y) * height
-        gravity = GRAVITY_M_S2 * storey_px / self.config.floor_height_m
+            return self.config.min_accel_px_s2, MAX_ACCEL_FRAME_HEIGHTS * self._size[1]
+        gravity = GRAVITY_M_S2 / self._metres_per_px(_lowest(points))
         return self.config.min_accel_g * gravity, MAX_ACCEL_G * gravity
+
+    def _metres_per_px(self, at: Sighting) -> float:
+        """With floors: metres per pixel of height at this sighting's place."""
+        assert self.floors is not None  # noqa: S101
+        width, height = self._size
+        storey_px = self.floors.floor_height(at.x / width, at.y / height) * height
+        return self.config.floor_height_m / storey_px
 
     # ---------------------------------------------------------------------------- messages
 
@@ -650,10 +812,14 @@ class FallingObjectRule:
         }
         if self.floors is not None:
             described["origin_floor"] = origin_floor(self.floors, x, y)
-            storey_px = self.floors.floor_height(x, y) * height
-            metres_per_px = self.config.floor_height_m / storey_px
+            metres_per_px = self._metres_per_px(_lowest(fall.sightings))
             described["accel_g"] = round(fall.fit.accel * metres_per_px / GRAVITY_M_S2, 2)
-            described["fall_m"] = round(fall.drop_px * metres_per_px, 1)
+            # between floors read at both ends (the storeys shrink upwards when looking up)
+            last = fall.sightings[-1]
+            storeys = self.floors.floor_at(x, y) - self.floors.floor_at(
+                last.x / width, last.y / height
+            )
+            described["fall_m"] = round(storeys * self.config.floor_height_m, 1)
         return described
 
     def _box(self, fall: Fall) -> Box:
@@ -709,6 +875,21 @@ def _sightings(t: float, specks: Sequence[Speck], radius: float) -> list[Sightin
         Sighting(t, s.x, s.y, s.area, int(n), s.extent)
         for s, n in zip(specks, close.tolist(), strict=True)
     ]
+
+
+def _lowest(points: Sequence[Sighting]) -> Sighting:
+    """The sighting lowest in the picture: where a fit's scale is taken (`FallFit.y_ref`)."""
+    return max(points, key=lambda p: p.y)
+
+
+def _typical_step(steps: Sequence[float]) -> float:
+    """The stream's frame interval from recent pts steps: the mean of the middle half, so
+    a dropped or doubled frame changes nothing and a cadence that alternates (a 12 fps
+    camera stored at 30 fps: 2 and 3 frames) gives its mean, not one of its two steps."""
+    ordered = sorted(steps)
+    quarter = len(ordered) // 4
+    middle = ordered[quarter : len(ordered) - quarter]
+    return statistics.fmean(middle)
 
 
 def _unit(value: float) -> float:
