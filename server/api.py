@@ -39,7 +39,14 @@ from server.errors import (
     UnstorableInput,
     UnsupportedMedia,
 )
-from server.evidence import DEFAULT_CONTENT_TYPE, SHA256_PATTERN, EvidenceService, served_type
+from server.evidence import (
+    DEFAULT_CONTENT_TYPE,
+    SHA256_PATTERN,
+    SPOOL_IN_MEMORY,
+    EvidenceService,
+    Upload,
+    served_type,
+)
 from server.http_guard import SANDBOX_CSP, BodyLimits, SecurityHeaders, safe_validation_error
 from server.incidents import evidence_sites
 from server.ingest import IngestService, utc_representable
@@ -233,14 +240,14 @@ async def put_evidence(
         sites = await run_in_threadpool(_event_sites, request, event_id)
         if sites - principal.sites:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "that event is outside your sites")
-    data = await _read_limited(request, service.max_bytes)
-    result = await run_in_threadpool(
-        service.store,
-        sha256,
-        data,
-        content_type=request.headers.get("content-type"),
-        event_id=event_id,
-    )
+    with await _receive(request, service.max_bytes) as upload:
+        result = await run_in_threadpool(
+            service.store,
+            sha256,
+            upload,
+            content_type=request.headers.get("content-type"),
+            event_id=event_id,
+        )
     response.status_code = status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK
     return result
 
@@ -340,18 +347,22 @@ def _declared_length(request: Request) -> int:
         return 0
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it grows past `limit` bytes."""
+async def _receive(request: Request, limit: int) -> Upload:
+    """The request body as an `Upload` (hashed as it comes, spooled to a temporary file past
+    1 MiB), refused (413) as soon as it grows past `limit` bytes."""
     if _declared_length(request) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    upload = Upload(limit)
+    try:
+        async for chunk in request.stream():
+            if upload.size + len(chunk) > SPOOL_IN_MEMORY:  # on disk: off the event loop
+                await run_in_threadpool(upload.write, chunk)
+            else:
+                upload.write(chunk)
+    except BaseException:
+        upload.close()
+        raise
+    return upload
 
 
 async def _server_error(request: Request, error: Exception) -> JSONResponse:  # noqa: ARG001

@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
+from typing import IO
 
 from sqlalchemy.orm import Session
 
@@ -39,6 +42,8 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 _SHA256 = re.compile(SHA256_PATTERN)
 _CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+SPOOL_IN_MEMORY = 1024 * 1024  # an upload past this many bytes continues in a temporary file
+SNIFF_BYTES = 16  # what `sniff_media_type` reads
 JPEG, PNG, MP4 = "image/jpeg", "image/png", "video/mp4"
 MEDIA_TYPES = frozenset({JPEG, PNG, MP4})
 # ISO base media files whose major brand says MP4 (what PyAV and phones write).
@@ -76,6 +81,63 @@ def clean_content_type(value: str | None) -> str:
     return media_type if _CONTENT_TYPE.match(media_type) else DEFAULT_CONTENT_TYPE
 
 
+class Upload:
+    """A file as it arrives: hashed chunk by chunk, refused (PayloadTooLarge) as soon as it
+    grows past `limit`, kept in memory up to SPOOL_IN_MEMORY bytes and in a temporary file
+    beyond, so a 50 MiB clip is never held whole in a server's memory, and streamed from there
+    to the store once its sha256 has been checked.
+
+    Example:
+        >>> with Upload(limit=50 << 20) as upload:
+        ...     for chunk in chunks:  # as they come off the socket
+        ...         upload.write(chunk)
+        ...     service.store(name, upload, content_type=None)  # EvidenceMismatch unless
+        ...                                                     # upload.sha256 == name
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.head = b""  # the first SNIFF_BYTES bytes, for the media type
+        self._hash = hashlib.sha256()
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 : closed by close
+            max_size=SPOOL_IN_MEMORY, prefix="zhizhi-upload-"
+        )
+
+    @classmethod
+    def of(cls, data: bytes, limit: int) -> Upload:
+        upload = cls(limit)
+        upload.write(data)
+        return upload
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise PayloadTooLarge(f"evidence larger than {self.limit} bytes")
+        if len(self.head) < SNIFF_BYTES:
+            self.head += chunk[: SNIFF_BYTES - len(self.head)]
+        self._hash.update(chunk)
+        self.file.write(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class EvidenceService:
     """Store and find evidence files; the database keeps type, size and location."""
 
@@ -100,15 +162,25 @@ class EvidenceService:
         return self.blobs.local_path(relative_path(sha256).as_posix())
 
     def store(
-        self, sha256: str, data: bytes, *, content_type: str | None, event_id: str | None = None
+        self,
+        sha256: str,
+        data: bytes | Upload,
+        *,
+        content_type: str | None,
+        event_id: str | None = None,
     ) -> EvidenceStored:
-        """Keep `data` under `sha256`; `stored` is False when it was there already."""
-        if len(data) > self.max_bytes:
+        """Keep `data` (bytes, or an upload as received) under `sha256`; `stored` is False
+        when it was there already."""
+        if isinstance(data, bytes):
+            with Upload.of(data, self.max_bytes) as upload:
+                return self.store(sha256, upload, content_type=content_type, event_id=event_id)
+        upload = data
+        if upload.size > self.max_bytes:
             raise PayloadTooLarge(f"evidence larger than {self.max_bytes} bytes")
-        actual = hashlib.sha256(data).hexdigest()
+        actual = upload.sha256
         if actual != sha256:
             raise EvidenceMismatch(f"body hashes to {actual}, not to {sha256}")
-        media_type = sniff_media_type(data)
+        media_type = sniff_media_type(upload.head)
         said = clean_content_type(content_type)
         if media_type is None:
             raise UnsupportedMedia(f"evidence must be a JPEG, PNG or MP4 file, not {said}")
@@ -122,24 +194,26 @@ class EvidenceService:
         with self._session_factory() as session:
             known = EvidenceRepository(session).get(sha256) is not None
         rewritten = False
-        if not known or self.blobs.size(key) != len(data):
-            self.blobs.put(key, data, content_type=media_type, sha256=sha256)
+        if not known or self.blobs.size(key) != upload.size:
+            self.blobs.put(
+                key, upload.file, size=upload.size, content_type=media_type, sha256=sha256
+            )
             rewritten = known
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(
                 sha256=sha256,
                 content_type=media_type,
-                size=len(data),
+                size=upload.size,
                 path=relative_path(sha256).as_posix(),
                 created_at=datetime.now(UTC),
                 event_id=event_id,
             )
         if inserted or rewritten:
-            log.info("stored evidence %s (%s, %d bytes)", sha256, media_type, len(data))
+            log.info("stored evidence %s (%s, %d bytes)", sha256, media_type, upload.size)
         return EvidenceStored(
             sha256=sha256,
             content_type=media_type,
-            size=len(data),
+            size=upload.size,
             event_id=event_id,
             stored=inserted or rewritten,
         )

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from server.errors import EvidenceNotFound, StorageFull, StorageUnavailable
 
@@ -35,8 +35,9 @@ class BlobStore(Protocol):
         """The stored object's size; None when there is none."""
         ...
 
-    def put(self, key: str, data: bytes, *, content_type: str, sha256: str) -> None:
-        """Store `data` under `key` whole or not at all; StorageFull when there is no room."""
+    def put(self, key: str, body: IO[bytes], *, size: int, content_type: str, sha256: str) -> None:
+        """Store `size` bytes read from `body` (from its start) under `key`, whole or not at
+        all; StorageFull when there is no room."""
         ...
 
     def local_path(self, key: str) -> Path | None:
@@ -59,12 +60,13 @@ class BlobStore(Protocol):
         ...
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, body: IO[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
     try:
         with temporary.open("wb") as stream:
-            stream.write(data)
+            body.seek(0)
+            shutil.copyfileobj(body, stream, CHUNK)
             stream.flush()
             os.fsync(stream.fileno())
         temporary.replace(path)
@@ -86,16 +88,16 @@ class LocalStore:
         path = self.root / key
         return path.stat().st_size if path.is_file() else None
 
-    def put(self, key: str, data: bytes, *, content_type: str, sha256: str) -> None:
+    def put(self, key: str, body: IO[bytes], *, size: int, content_type: str, sha256: str) -> None:
         del content_type, sha256  # the name is the hash; the type lives in the database
         try:
-            _write_atomically(self.root / key, data)
+            _write_atomically(self.root / key, body)
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self._needed = len(data)
+            self._needed = size
             log.error("media folder %s is full: %s not stored", self.root, key)
-            raise StorageFull(f"the media folder is full; {len(data)} bytes wait") from None
+            raise StorageFull(f"the media folder is full; {size} bytes wait") from None
         self._needed = 0
 
     def local_path(self, key: str) -> Path | None:
@@ -187,13 +189,15 @@ class S3Store:
             raise
         return int(head["ContentLength"])
 
-    def put(self, key: str, data: bytes, *, content_type: str, sha256: str) -> None:
+    def put(self, key: str, body: IO[bytes], *, size: int, content_type: str, sha256: str) -> None:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
         try:
-            self._client.put_object(
+            body.seek(0)
+            self._client.put_object(  # streamed from the file (a retry seeks back)
                 Bucket=self.config.bucket,
                 Key=self._key(key),
-                Body=data,
+                Body=body,
+                ContentLength=size,
                 ContentType=content_type,
                 ChecksumSHA256=checksum,  # the store refuses bytes that hash otherwise
             )

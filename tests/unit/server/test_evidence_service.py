@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.session import make_engine, make_session_factory, migrate
-from server.evidence import EvidenceService, relative_path
+from server.errors import EvidenceMismatch, PayloadTooLarge
+from server.evidence import EvidenceService, Upload, relative_path
 from server.storage import LocalStore
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 16 + b"\xff\xd9"
@@ -30,9 +32,9 @@ class CountingStore(LocalStore):
         self.calls.append("size")
         return super().size(key)
 
-    def put(self, key: str, data: bytes, *, content_type: str, sha256: str) -> None:
+    def put(self, key: str, body: IO[bytes], *, size: int, content_type: str, sha256: str) -> None:
         self.calls.append("put")
-        super().put(key, data, content_type=content_type, sha256=sha256)
+        super().put(key, body, size=size, content_type=content_type, sha256=sha256)
 
 
 @pytest.fixture
@@ -68,3 +70,37 @@ def test_a_known_file_whose_object_went_missing_is_put_again(
 
     assert again.stored and store.calls == ["put", "size", "put"]
     assert (tmp_path / "media" / relative_path(SHA)).read_bytes() == JPEG
+
+
+def test_a_large_upload_is_spooled_to_a_temporary_file_and_stored_whole(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    clip = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 12_000  # 3 MB, an MP4's header
+    service = EvidenceService(sessions, LocalStore(tmp_path / "media"), max_bytes=8 << 20)
+    sha = hashlib.sha256(clip).hexdigest()
+
+    with Upload(service.max_bytes) as upload:
+        for start in range(0, len(clip), 65536):  # as the body arrives
+            upload.write(clip[start : start + 65536])
+        assert upload.file._rolled  # type: ignore[attr-defined]  # on disk, not in memory
+        stored = service.store(sha, upload, content_type="video/mp4")
+
+    assert (stored.stored, stored.size, stored.content_type) == (True, len(clip), "video/mp4")
+    assert (tmp_path / "media" / relative_path(sha)).read_bytes() == clip
+
+
+def test_an_upload_past_its_limit_is_refused_as_it_grows() -> None:
+    with Upload(limit=100_000) as upload:
+        upload.write(bytes(60_000))
+        with pytest.raises(PayloadTooLarge):
+            upload.write(bytes(60_000))
+
+
+def test_bytes_that_hash_otherwise_are_refused_and_nothing_is_stored(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    store = CountingStore(tmp_path / "media")
+    service = EvidenceService(sessions, store, max_bytes=1 << 20)
+    with pytest.raises(EvidenceMismatch):
+        service.store("0" * 64, JPEG, content_type="image/jpeg")
+    assert store.calls == []
