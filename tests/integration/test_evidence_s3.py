@@ -31,6 +31,7 @@ from server.db.session import make_engine, make_session_factory, migrate
 from server.ingest import IngestService
 from server.retention import RetentionPolicy, sweep_evidence
 from server.settings import ServerSettings
+from tests.component.server.conftest import event_message
 from tests.support.mosquitto import unavailable
 from zhizhi.local_services import MotoS3, ServiceUnavailable
 
@@ -107,7 +108,9 @@ def client_for(settings: ServerSettings, sessions: sessionmaker[Session]) -> Tes
 @pytest.fixture
 def auth(sessions: sessionmaker[Session]) -> Callable[[str], dict[str, str]]:
     with sessions() as session:
-        tokens = {role: create_token(session, role, f"t-{role}") for role in ("admin", "viewer")}
+        tokens = {
+            role: create_token(session, role, f"t-{role}") for role in ("admin", "viewer", "edge")
+        }
     return lambda role: {"Authorization": f"Bearer {tokens[role]}"}
 
 
@@ -205,6 +208,46 @@ def test_the_retention_sweep_deletes_the_object(
 
     assert deleted == 1
     assert bucket.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_the_sweep_keeps_the_objects_of_an_incident_on_legal_hold(
+    s3_url: str,
+    bucket: Any,
+    sessions: sessionmaker[Session],
+    auth: Callable[[str], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """Two expired snapshots in the bucket, each cited by its own incident; the one whose
+    incident is on legal hold stays in the bucket, the other is deleted."""
+    settings = settings_for(s3_url, tmp_path)
+    client = client_for(settings, sessions)
+    files = [JPEG + b"one", JPEG + b"two"]
+    shas = [hashlib.sha256(data).hexdigest() for data in files]
+    for index, (sha, data) in enumerate(zip(shas, files, strict=True)):
+        put = client.put(f"/api/v1/evidence/{sha}", content=data, headers=auth("edge"))
+        assert put.status_code == 201
+        snapshot = {"kind": "snapshot", "sha256": sha, "content_type": "image/jpeg", "url": "x"}
+        message = event_message(event_id=f"e{index}", zone_id=f"z{index}", evidence=[snapshot])
+        posted = client.post("/api/v1/events", json=message, headers=auth("edge"))
+        assert posted.status_code in (200, 201), posted.text
+    listed = client.get("/api/v1/incidents", headers=auth("viewer")).json()["items"]
+    held = next(item for item in listed if item["event_id"] == "e1")
+    hold = client.post(f"/api/v1/incidents/{held['id']}/hold", headers=auth("admin"))
+    assert hold.json()["legal_hold"] is True
+    old = datetime.now(UTC) - timedelta(days=40)
+    with sessions() as session, session.begin():
+        session.execute(update(EvidenceRow).values(created_at=old))
+
+    with sessions() as session:
+        deleted = sweep_evidence(
+            session, settings.blob_store(), RetentionPolicy({}, 30.0), datetime.now(UTC)
+        )
+
+    assert deleted == 1
+    keys = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert keys == [f"evidence/{shas[1][:2]}/{shas[1][2:4]}/{shas[1]}"]
+    got = client.get(f"/api/v1/evidence/{shas[1]}", headers=auth("viewer"))
+    assert (got.status_code, got.content) == (200, files[1])
 
 
 def test_a_bucket_that_refuses_writes_shows_in_healthz(
