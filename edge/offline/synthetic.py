@@ -219,11 +219,10 @@ def ping_pong(frames: Sequence[Frame], seconds: float) -> Iterator[Frame]:
         raise ValueError("ping_pong needs at least two frames")
     step = (frames[-1].pts_s - frames[0].pts_s) / (len(frames) - 1)
     order = [*range(len(frames)), *range(len(frames) - 2, 0, -1)]
-    index = 0
-    while index * step < seconds:
+    count = math.ceil(seconds / step - 1e-6)  # frames before `seconds`, rounding aside
+    for index in range(count):
         original = frames[order[index % len(order)]]
         yield Frame(original.image, index * step, index, frames[0].wall_s + index * step)
-        index += 1
 
 
 def write_frames(source: Iterator[Frame], path: str, fps: float) -> None:
