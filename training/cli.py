@@ -267,6 +267,9 @@ def train(
             "classes of the same name are carried anyway"
         ),
     ] = None,
+    val_each_epoch: Annotated[
+        bool, typer.Option(help="Validate after every epoch (else only after the last)")
+    ] = True,
     resume: Annotated[
         bool,
         typer.Option(
@@ -298,6 +301,7 @@ def train(
             name=name,
             freeze=freeze,
             head_from=dict(pairs),
+            val_each_epoch=val_each_epoch,
         )
         if not resume and not data.is_file():
             fail(f"train: {data} does not exist (build it with `zhizhi data build`)")

@@ -41,6 +41,11 @@ class TrainParams(BaseModel):
         description="New class -> base class whose head row it starts from, besides same names "
         "(e.g. garbage_bag: handbag)",
     )
+    val_each_epoch: bool = Field(
+        default=True,
+        description="Validate after every epoch (best.pt is the best of them); false: only "
+        "after the last (a CPU budget spent on training instead)",
+    )
     runs_dir: Path = Path("runs/train")
     name: str = "candidate"
 
@@ -107,6 +112,7 @@ def train(
             workers=params.workers,
             patience=params.patience,
             freeze=params.freeze or None,
+            val=params.val_each_epoch,
             project=str(run_dir.parent),
             name=run_dir.name,
             exist_ok=True,
