@@ -26,6 +26,7 @@ from training.preannotate import (
     cvat_video_xml,
     link_tracks,
     map_detections,
+    segment_tracks,
 )
 from training.train import head_rows
 
@@ -154,3 +155,30 @@ def test_head_rows_match_by_name_then_by_alias() -> None:
     base = ["person", "bicycle", "car", "handbag", "cell phone"]
     rows = head_rows(["car", "person", "garbage_bag", "bin"], base, {"garbage_bag": "handbag"})
     assert rows == {0: 2, 1: 0, 2: 3}
+
+
+def test_boxes_mapped_to_one_class_on_one_object_are_merged_into_the_best() -> None:
+    detections = {0: [teacher("toilet", 10, 10, 50, 90), TeacherBox("truck", 0.9, 11, 10, 50, 90)]}
+    (kept,) = map_detections(detections, {"toilet": "car", "truck": "car"}, [], (100, 100))[0]
+    assert (kept.label, kept.x1) == ("car", 11)  # the truck box scored higher
+
+
+def test_a_track_bridges_missed_looks_and_follows_a_moving_object() -> None:
+    # a car moving 5 px a frame, seen every 2 frames, missed on frames 4 and 6
+    boxes = {f: [PixelBox("car", 5 * f, 0, 5 * f + 30, 20)] for f in (0, 2, 8, 10)}
+    boxes |= {4: [], 6: []}
+    bridged = link_tracks(boxes, last_frame=20, min_iou=0.3, max_missed=2)
+    assert [[s.frame for s in t.shapes] for t in bridged] == [[0, 2, 8, 10]]
+    split = link_tracks(boxes, last_frame=20, min_iou=0.3, max_missed=1)
+    assert len(split) == 2
+
+
+def test_segments_keep_their_own_tracks_and_refuse_a_cut_object() -> None:
+    boxes = {0: [PixelBox("car", 0, 0, 10, 10)], 2: [PixelBox("car", 0, 0, 10, 10)], 4: []}
+    boxes |= {8: [PixelBox("car", 50, 50, 60, 60)], 9: []}
+    tracks = link_tracks(boxes, last_frame=9, min_iou=0.3)
+    first, second = segment_tracks(tracks, 0, 5, 9), segment_tracks(tracks, 6, 9, 9)
+    assert [t.shapes[0].frame for t in first] == [0]
+    assert [t.shapes[0].frame for t in second] == [8]
+    with pytest.raises(ValueError, match="crosses"):
+        segment_tracks(tracks, 0, 1, 9)
