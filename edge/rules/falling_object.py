@@ -21,7 +21,7 @@ import itertools
 import math
 import statistics
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -158,27 +158,31 @@ def fit_fall(points: Sequence[Sighting], max_depth_ratio: float = 1.0) -> FallFi
     s = np.array([p.t - t0 for p in points])
     xs = np.array([p.x for p in points])
     ys = np.array([p.y for p in points])
-    design = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
-    coef, _, rank, _ = np.linalg.lstsq(design, ys, rcond=None)
-    if rank < 3:
+    if len(np.unique(s)) < 3:
         raise ValueError("sightings at fewer than 3 distinct times")
+    design = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
+    coef = _least_squares(design, ys)
     y_ref = float(ys.max())  # the lowest point: the scale the acceleration is given in
     rss = float(np.sum((ys - design @ coef) ** 2))
-    steady = float(
-        np.sum((ys - design[:, :2] @ np.linalg.lstsq(design[:, :2], ys, rcond=None)[0]) ** 2)
-    )
+    steady = float(np.sum((ys - design[:, :2] @ _least_squares(design[:, :2], ys)) ** 2))
     n = len(points)
     perspective, free = 0.0, 3
     if max_depth_ratio > 1.0 and n - 4 >= PERSPECTIVE_MIN_DOF:
         low, high = _perspective_bounds(float(ys.min()) - y_ref, max_depth_ratio)
         r, coef_r, rss_r = _best_perspective(ys, y_ref, design, low, high)
-        steady = min(steady, _best_perspective(ys, y_ref, design[:, :2], low, high)[2])
         gain = (rss - rss_r) / (max(rss_r, NOISE_VARIANCE_PX2 * (n - 4)) / (n - 4))
         if gain >= PERSPECTIVE_SIGNIFICANCE**2:
             perspective, coef, rss, free = r, coef_r, rss_r, 4
+            steady = min(steady, _best_perspective(ys, y_ref, design[:, :2], low, high)[2])
     residual = max(rss, NOISE_VARIANCE_PX2 * (n - free)) / max(1, n - free)
-    fit = _fall_fit(t0, s, xs, y_ref, perspective, coef, rss)
-    return replace(fit, steady_gain=max(0.0, steady - rss) / residual)
+    gain = max(0.0, steady - rss) / residual
+    return _fall_fit(t0, s, xs, y_ref, perspective, coef, rss, gain)
+
+
+def _least_squares(design: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> Any:
+    """Least-squares coefficients by the normal equations (a few well-scaled columns: much
+    cheaper than an SVD, and the judge runs often)."""
+    return np.linalg.solve(design.T @ design, design.T @ values)
 
 
 def _perspective_bounds(above: float, max_ratio: float) -> tuple[float, float]:
@@ -210,9 +214,8 @@ def _best_perspective(
         heights = offset[None, :] / k
         weight = k * k  # d(row)/d(height)
         wd = weight[:, :, None] * design[None, :, :]
-        normal = np.einsum("jik,jil->jkl", wd, wd)
-        right = np.einsum("jik,ji->jk", wd, weight * heights)
-        coefs = np.linalg.solve(normal, right[:, :, None])[:, :, 0]
+        wdt = wd.transpose(0, 2, 1)
+        coefs = np.linalg.solve(wdt @ wd, wdt @ (weight * heights)[:, :, None])[:, :, 0]
         fitted = coefs @ design.T  # heights (relative to y_ref)
         q = 1.0 - candidates[:, None] * fitted
         rows = np.where(q > 0.05, fitted / np.maximum(q, 0.05), np.inf)
@@ -239,6 +242,7 @@ def _fall_fit(
     r: float,
     coef: np.ndarray[Any, Any],
     rss: float,
+    steady_gain: float,
 ) -> FallFit:
     design = np.column_stack([np.ones_like(s), s, 0.5 * s * s])
     n = len(s)
@@ -256,10 +260,14 @@ def _fall_fit(
         covariance = variance * np.linalg.pinv(jacobian.T @ jacobian)[1:, 1:]
         scale = 1.0 / q
         design_x = np.column_stack([np.ones_like(s), scale, scale * s])
-    coef_x = np.linalg.lstsq(design_x, xs, rcond=None)[0]
+    if r == 0.0:
+        coef_x = _least_squares(design_x, xs)
+    else:  # the scale may vary little: an SVD copes with nearly dependent columns
+        coef_x = np.linalg.lstsq(design_x, xs, rcond=None)[0]
+    res_x = xs - design_x @ coef_x
     if r != 0.0:
         x_vanish, coef_x = float(coef_x[0]), coef_x[1:]
-    fit = FallFit(
+    return FallFit(
         t0=t0,
         x0=float(coef_x[0]),
         vx=float(coef_x[1]),
@@ -267,14 +275,13 @@ def _fall_fit(
         vy0=float(coef[1]),
         accel=float(coef[2]),
         accel_sigma=math.sqrt(max(0.0, float(covariance[2, 2]))),
-        rms_x=0.0,
+        rms_x=float(np.sqrt(np.mean(res_x * res_x))),
         rms_y=math.sqrt(rss / n),
         y_ref=y_ref,
         perspective=r,
         x_vanish=x_vanish,
+        steady_gain=steady_gain,
     )
-    res_x = xs - np.array([fit.x_at(t0 + v) for v in s])
-    return replace(fit, rms_x=float(np.sqrt(np.mean(res_x * res_x))))
 
 
 # ------------------------------------------------------------------------------ acceptance
@@ -356,10 +363,14 @@ def judge(
         ''
     """
     flat = replace(params, max_depth_ratio=1.0)
-    verdict = _judge_trimmed(points, flat, frame_interval_s, accel_range, earliest_s)
+    every = range(1, len(points) // 3 + 1)
+    verdict = _judge_trimmed(points, flat, frame_interval_s, accel_range, earliest_s, every)
     close = verdict.fall is not None and verdict.fall.fit.rms_y <= params.min_residual_px
     if not close and params.max_depth_ratio > 1.0:
-        seen = _judge_trimmed(points, params, frame_interval_s, accel_range, earliest_s)
+        # the fit under perspective costs more: the start is cut by 1, 2, 4, 8... sightings
+        # (cutting a few more than the stray ones loses only some of the slow first part)
+        doubling = [2**k for k in range(len(points).bit_length()) if 2**k <= len(points) // 3]
+        seen = _judge_trimmed(points, params, frame_interval_s, accel_range, earliest_s, doubling)
         if seen.fall is not None and seen.fall.fit.perspective > 0.0:
             return seen
     return verdict
@@ -371,6 +382,7 @@ def _judge_trimmed(
     frame_interval_s: float,
     accel_range: tuple[float, float] | None,
     earliest_s: float,
+    skips: Iterable[int],
 ) -> Verdict:
     verdict = _judge(points, params, frame_interval_s, accel_range, earliest_s)
     # a track that began on stray specks (in a view looking up, the object is tiny and slow
@@ -378,7 +390,7 @@ def _judge_trimmed(
     # start off the path, or too few sightings in its first part
     stray_start = verdict.reason.startswith("erratic") or "not one object" in verdict.reason
     if verdict.fall is None and stray_start:
-        for skip in range(1, len(points) // 3 + 1):
+        for skip in skips:
             trimmed = _judge(points[skip:], params, frame_interval_s, accel_range, earliest_s)
             if trimmed.fall is not None:
                 return trimmed
