@@ -70,6 +70,7 @@ class Speck:
 class SpeckFrame:
     specks: tuple[Speck, ...]
     skipped: bool  # too many specks at once: the frame told nothing
+    repeat: bool = False  # the image before again (a slower camera in a faster stream)
 
 
 def box_area(box: Box) -> float:

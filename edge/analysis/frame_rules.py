@@ -4,7 +4,9 @@ pure rules decide (edge.rules.falling_object, edge.rules.person_fall).
 * `FacadeWatch`: the speck finder (edge.analysis.specks, OpenCV) on every frame of the facade
   zone, its specks handed to `FallingObjectRule`. Frames must be consecutive for the finder's
   three-frame differencing: after a break (time going back, a new picture size, a gap, a frame
-  dropped on a busy box) it starts again from fresh frames.
+  dropped on a busy box) it starts again from fresh frames. A frame that repeats the image
+  before it (a slower camera stored at a higher rate) is not handed to the rule: the rule
+  sees the distinct images at the times they first appeared.
 * `PersonFallWatch`: at `analysis_fps`, a motion gate, the pose model on the zone's region (in
   this process, or the box's detection service), tracking with Norfair, and the poses handed
   to `FallMonitor`. With the box's service it asks for the next analysed frame while the one
@@ -116,7 +118,12 @@ class FacadeWatch:
             self.finder.restart()  # the frames before are no reference for this one
             self.breaks += 1
         self._last_index = frame.index
-        found = self.finder.find(frame.image)
+        found = self.finder.find(frame.image, self.rule.frame_interval_s)
+        if found.repeat:
+            # the image before again (a 10 fps camera stored at 30 fps): the rule sees each
+            # distinct image once, at the time it first appeared, so tracks and the frame
+            # interval follow the camera's real cadence
+            return []
         return self.rule.observe(frame.pts_s, frame.size_wh, found)
 
 

@@ -310,7 +310,8 @@ class ScriptedFinder:
         self.script = script
         self.index = -1
 
-    def find(self, image: Any) -> SpeckFrame:
+    def find(self, image: Any, frame_interval_s: float | None = None) -> SpeckFrame:
+        del frame_interval_s
         self.index += 1
         found = self.script.get(self.index, [])
         return SpeckFrame(
