@@ -347,13 +347,15 @@ def judge(
     before `earliest_s` (the stream's first frame). A track whose first sightings stray from
     the path, or are too sparse (it started on some other speck), is judged without them.
 
-    It is judged as a parabola in the picture (a view across the facade) and, unless that
-    is a fall that keeps within `min_residual_px` of the parabola, under perspective (a view
-    up it) when `params.max_depth_ratio` allows: the fall under perspective is taken when
+    It is judged as a parabola in the picture (a view across the facade) and, unless the
+    parabola follows the track (`_follows`), under perspective (a view up it) when
+    `params.max_depth_ratio` allows: the fall under perspective is taken when
     the perspective fits significantly better than the parabola and the track passes every
     test under it, including an acceleration of its own beyond what the perspective
     explains; else the parabola's verdict stands. So nothing the parabola rejects gets in
-    unless it falls under perspective, nothing that moves steadily gets in through it, and
+    unless the parabola cannot follow its path and it falls under perspective (a leaf that
+    sinks and stalls, which the parabola follows and rejects, stays rejected), nothing that
+    moves steadily gets in through it, and
     a fall the parabola follows closely keeps the parabola's release (on the real throws it
     is the better one: the perspective's extra freedom puts it up to 0.7 s early there).
 
@@ -365,8 +367,7 @@ def judge(
     flat = replace(params, max_depth_ratio=1.0)
     every = range(1, len(points) // 3 + 1)
     verdict = _judge_trimmed(points, flat, frame_interval_s, accel_range, earliest_s, every)
-    close = verdict.fall is not None and verdict.fall.fit.rms_y <= params.min_residual_px
-    if not close and params.max_depth_ratio > 1.0:
+    if params.max_depth_ratio > 1.0 and not _follows(points, verdict, params):
         # the fit under perspective costs more: the start is cut by 1, 2, 4, 8... sightings
         # (cutting a few more than the stray ones loses only some of the slow first part)
         doubling = [2**k for k in range(len(points).bit_length()) if 2**k <= len(points) // 3]
@@ -374,6 +375,24 @@ def judge(
         if seen.fall is not None and seen.fall.fit.perspective > 0.0:
             return seen
     return verdict
+
+
+def _follows(points: Sequence[Sighting], verdict: Verdict, params: FallParams) -> bool:
+    """Whether the parabola follows the track's rows: it accepted it within
+    `min_residual_px`, or it rejected a track whose rows it fits within the path tolerance
+    (for a reason of its own: a steady sink, too little acceleration, a swinging sideways
+    path), which the perspective must not overturn. Perspective bends the rows of a fall
+    first; a path off the parabola only sideways is a swinging leaf or a bird, which the
+    perspective's freedom in x (about a vanishing column) could otherwise follow."""
+    if verdict.fall is not None:
+        return verdict.fall.fit.rms_y <= params.min_residual_px
+    try:
+        fit = fit_fall(points)
+    except ValueError:
+        return True  # too few sightings for any fit
+    drop = points[-1].y - min(p.y for p in points)
+    tolerance = max(params.min_residual_px, params.max_residual * drop)
+    return fit.rms_y <= tolerance
 
 
 def _judge_trimmed(
@@ -497,10 +516,7 @@ class Track:
         before = self.sightings[-2]
         step = max(1e-6, last.t - before.t)
         vx, vy = (last.x - before.x) / step, (last.y - before.y) / step
-        # the allowance for a change of speed grows with the time step only up to a 25 fps
-        # step: at 10 fps it would gate 45 px around a 720-row prediction and steal specks
-        # of another object (the constant-acceleration guess follows a fall at any rate)
-        radius = 4.0 + 0.5 * math.hypot(vx, vy) * dt + 0.25 * max_speed_px_s * min(dt, 0.04)
+        radius = 4.0 + 0.5 * math.hypot(vx, vy) * dt + 0.25 * max_speed_px_s * dt
         guesses = [(last.x + vx * dt, last.y + vy * dt, radius)]
         recent = self.sightings[-LINK_HISTORY:]
         if len(recent) >= 4:
