@@ -434,7 +434,7 @@ def models_promote(
 
     from edge.errors import EdgeError
     from edge.runtime.models import load_registry, register_model
-    from training.gate import judge, load_gate
+    from training.gate import detector_figures, judge, load_gate
 
     try:
         result = json.loads(evaluation.read_text(encoding="utf-8"))
@@ -443,9 +443,7 @@ def models_promote(
         margins = load_gate(gate)
     except (OSError, ValueError, KeyError, TypeError) as error:
         fail(f"models promote: {evaluation}: not an evaluation of `models evaluate`: {error}")
-    detector = None
-    if all("detector" in entry for entry in (current, candidate)):
-        detector = {"current": current["detector"], "candidate": candidate["detector"]}
+    detector = detector_figures(result)
     decision = judge(current.get("events", {}), candidate.get("events", {}), margins, detector)
     record = {
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -45,6 +45,20 @@ def _drop(current: float | None, candidate: float | None) -> float:
     return (current or 0.0) - (candidate or 0.0)
 
 
+def detector_figures(evaluation: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The detector figures the gate compares, from an `evaluation.json`: mAP50 over the
+    classes both models were measured on when it has them (a COCO model has no `garbage_bag`,
+    so its own mAP covers other classes than the candidate's), else each model's own mAP50;
+    None without detector figures."""
+    models = evaluation["models"]
+    if not all("detector" in models.get(role, {}) for role in ("current", "candidate")):
+        return None
+    shared = evaluation.get("shared_classes")
+    if shared is not None:
+        return {role: {"map50": shared["map"][role]["ap50"]} for role in ("current", "candidate")}
+    return {role: models[role]["detector"] for role in ("current", "candidate")}
+
+
 def judge(
     current: dict[str, Any],
     candidate: dict[str, Any],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.export import decide_int8
-from training.gate import GateConfig, judge
+from training.gate import GateConfig, detector_figures, judge
 
 
 def report(**types: dict[str, Any]) -> dict[str, Any]:
@@ -75,3 +75,29 @@ def test_a_candidate_raising_no_alert_is_judged_by_recall_alone() -> None:
     decision = judge(report(fire_lane={}), silent, GateConfig(max_recall_drop=0.8))
     assert decision.promoted  # precision undefined is no second regression
     assert not judge(report(fire_lane={}), silent, GateConfig(max_recall_drop=0.5)).promoted
+
+
+def test_the_detector_is_compared_over_the_classes_both_models_have() -> None:
+    evaluation = {
+        "models": {
+            "current": {"detector": {"map50": 0.84}},  # COCO: person, car, truck only
+            "candidate": {"detector": {"map50": 0.31}},  # and garbage_bag
+        },
+        "shared_classes": {
+            "classes": ["car", "person", "truck"],
+            "map": {"current": {"ap50": 0.84}, "candidate": {"ap50": 0.38}},
+        },
+    }
+    figures = detector_figures(evaluation)
+    assert figures == {"current": {"map50": 0.84}, "candidate": {"map50": 0.38}}
+    decision = judge(
+        report(fire_lane={}), report(fire_lane={}), GateConfig(max_map50_drop=0.02), figures
+    )
+    assert not decision.promoted
+    assert "mAP50 worse by +0.4600" in decision.reasons[0]
+    del evaluation["shared_classes"]
+    assert detector_figures(evaluation) == {
+        "current": {"map50": 0.84},
+        "candidate": {"map50": 0.31},
+    }
+    assert detector_figures({"models": {"current": {}, "candidate": {}}}) is None
