@@ -516,7 +516,10 @@ class Track:
         before = self.sightings[-2]
         step = max(1e-6, last.t - before.t)
         vx, vy = (last.x - before.x) / step, (last.y - before.y) / step
-        radius = 4.0 + 0.5 * math.hypot(vx, vy) * dt + 0.25 * max_speed_px_s * dt
+        # the allowance for a change of speed grows with the time step only up to a 25 fps
+        # step: at 10 fps it would gate 45 px around a 720-row prediction and steal specks
+        # of another object (the constant-acceleration guess follows a fall at any rate)
+        radius = 4.0 + 0.5 * math.hypot(vx, vy) * dt + 0.25 * max_speed_px_s * min(dt, 0.04)
         guesses = [(last.x + vx * dt, last.y + vy * dt, radius)]
         recent = self.sightings[-LINK_HISTORY:]
         if len(recent) >= 4:
