@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from common.config import load_site_config
+from common.events import Event
 from edge.capture.sources import open_video_file
-from edge.offline.evaluation import LabelsFile, load_labels
-from edge.offline.replay import evaluate
+from edge.offline.evaluation import LabelsFile, load_labels, match_clip
+from edge.offline.replay import evaluate, replay_events
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "eval" / "shared-clips.yaml"
@@ -160,13 +161,24 @@ def throw_labels(camera: str, file: str, shift_s: float = 0.0) -> LabelsFile:
     return LabelsFile(clips=[clip.model_copy(update={"file": file, "events": events})])
 
 
-def assert_found_alone(labels: LabelsFile, folder: Path) -> dict[str, Any]:
-    """Every throw found with its onset within the tolerance (1 s), nothing else raised."""
-    report = evaluate(load_site_config(CONFIG), labels, folder)
-    score = report["types"]["falling_object"]
-    expected = sum(len(c.events) for c in labels.clips)
-    assert (score["true_positives"], score["false_alarms"], score["misses"]) == (expected, 0, 0)
-    return report
+def assert_found_alone(labels: LabelsFile, folder: Path) -> list[Event]:
+    """Every throw found with its onset within the tolerance (1 s), nothing else raised;
+    returns the events."""
+    site = load_site_config(CONFIG)
+    (clip,) = labels.clips
+    events = [
+        e
+        for e in replay_events(site, site.camera(clip.camera), folder / clip.file)
+        if isinstance(e, Event)
+    ]
+    result = match_clip(clip, events)
+    assert (len(result.matches), result.false_alarms, result.misses) == (len(clip.events), (), ())
+    return events
+
+
+def objects(events: list[Event]) -> int:
+    """How many objects the incidents raised named, at most (the roof throw 2 has two)."""
+    return max(int(e.details["objects"]) for e in events if e.state in ("new", "update"))
 
 
 @pytest.mark.integration
@@ -179,9 +191,9 @@ def test_throws_are_found_when_each_image_is_repeated(
     for clip in falling_object_labels().clips:
         file = f"{clip.camera}-x{times}.mp4"
         write_h264(tmp_path / file, repeated(clips_dir / clip.file, times))
-        report = assert_found_alone(throw_labels(clip.camera, file), tmp_path)
-        for event in report["runs"][0]["events"]:
-            seen = [point[0] for point in event["details"]["trajectory"][1:]]
+        events = assert_found_alone(throw_labels(clip.camera, file), tmp_path)
+        for event in events:
+            seen = [point[0] for point in event.details["trajectory"][1:]]
             # one sighting per distinct image: the steps are multiples of the camera's own
             assert min(np.diff(seen)) >= times / 30 - 0.01, file
 
@@ -198,7 +210,10 @@ def test_throws_are_found_when_the_stream_starts_just_before(
     for clip in falling_object_labels().clips:
         start = min(e.onset_s for e in clip.events) - LEAD_S
         write_h264(tmp_path / clip.file, resumed(clips_dir / clip.file, 0.0, 0.0, start))
-        assert_found_alone(throw_labels(clip.camera, clip.file, -start), tmp_path)
+        events = assert_found_alone(throw_labels(clip.camera, clip.file, -start), tmp_path)
+        # the first object of the roof throw, 0.5 s in, is not lost among the leaves and glass
+        # reflections the busy-cell map has not learnt yet (it was before issue 17)
+        assert objects(events) == (2 if clip.camera == "roof-throw-2" else 1)
 
 
 @pytest.mark.integration
@@ -214,6 +229,6 @@ def test_throws_are_found_when_the_stream_comes_back_just_before(
         written = write_h264(tmp_path / clip.file, resumed(clips_dir / clip.file, 2.0, gap_s, back))
         back_pts = next(t for t in written if t > 2.0)
         labels = throw_labels(clip.camera, clip.file, back_pts - back)
-        report = assert_found_alone(labels, tmp_path)
-        for event in report["runs"][0]["events"]:
-            assert event["onset_pts_s"] >= back_pts - 1e-3
+        events = assert_found_alone(labels, tmp_path)
+        assert objects(events) == (2 if clip.camera == "roof-throw-2" else 1)
+        assert all(e.onset_pts_s >= back_pts - 1e-3 for e in events)
