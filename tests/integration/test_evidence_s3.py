@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.api import create_app
 from server.auth import create_token
 from server.db.models import AuditRow, EvidenceRow
-from server.db.session import make_engine, make_session_factory, migrate
 from server.ingest import IngestService
 from server.retention import RetentionPolicy, sweep_evidence
 from server.settings import ServerSettings
 from tests.component.server.conftest import event_message
+from tests.support.databases import sqlite_sessions
 from tests.support.mosquitto import unavailable
 from zhizhi.local_services import MotoS3, ServiceUnavailable
 
@@ -78,10 +78,7 @@ def bucket(s3_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
-    migrate(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    yield from sqlite_sessions(tmp_path)
 
 
 def settings_for(s3_url: str, tmp_path: Path, **extra: Any) -> ServerSettings:
@@ -186,6 +183,17 @@ def test_with_presigning_the_view_is_audited_then_sent_to_the_bucket(
         assert "view_evidence" in session.scalars(select(AuditRow.action)).all()
 
 
+def sweep_after_40_days(settings: ServerSettings, sessions: sessionmaker[Session]) -> int:
+    """Every file made 40 days old, then the retention sweep (30 days): how many it deleted."""
+    old = datetime.now(UTC) - timedelta(days=40)
+    with sessions() as session, session.begin():
+        session.execute(update(EvidenceRow).values(created_at=old))
+    with sessions() as session:
+        return sweep_evidence(
+            session, settings.blob_store(), RetentionPolicy({}, 30.0), datetime.now(UTC)
+        )
+
+
 def test_the_retention_sweep_deletes_the_object(
     s3_url: str,
     bucket: Any,
@@ -197,14 +205,7 @@ def test_the_retention_sweep_deletes_the_object(
     client = client_for(settings, sessions)
     sha = hashlib.sha256(JPEG).hexdigest()
     client.put(f"/api/v1/evidence/{sha}", content=JPEG, headers=auth("admin"))
-    old = datetime.now(UTC) - timedelta(days=40)
-    with sessions() as session, session.begin():
-        session.execute(update(EvidenceRow).values(created_at=old))
-
-    with sessions() as session:
-        deleted = sweep_evidence(
-            session, settings.blob_store(), RetentionPolicy({}, 30.0), datetime.now(UTC)
-        )
+    deleted = sweep_after_40_days(settings, sessions)
 
     assert deleted == 1
     assert bucket.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
@@ -234,14 +235,7 @@ def test_the_sweep_keeps_the_objects_of_an_incident_on_legal_hold(
     held = next(item for item in listed if item["event_id"] == "e1")
     hold = client.post(f"/api/v1/incidents/{held['id']}/hold", headers=auth("admin"))
     assert hold.json()["legal_hold"] is True
-    old = datetime.now(UTC) - timedelta(days=40)
-    with sessions() as session, session.begin():
-        session.execute(update(EvidenceRow).values(created_at=old))
-
-    with sessions() as session:
-        deleted = sweep_evidence(
-            session, settings.blob_store(), RetentionPolicy({}, 30.0), datetime.now(UTC)
-        )
+    deleted = sweep_after_40_days(settings, sessions)
 
     assert deleted == 1
     keys = [o["Key"] for o in bucket.list_objects_v2(Bucket=BUCKET).get("Contents", [])]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from training.bench_int8 import TARGET_CLASSES
 from training.importers import import_cvat_video, load_mapping
 from training.preannotate import load_plan
 
@@ -102,18 +103,7 @@ def test_class_heads_are_carried_over_from_the_base(models_dir: Path) -> None:
 
     # ten classes: a narrower branch keeps the channels that matter to the kept rows, so the
     # kept classes' logits follow the base's closely (a fresh head's are unrelated)
-    names = [
-        "person",
-        "bicycle",
-        "car",
-        "motorcycle",
-        "bus",
-        "truck",
-        "backpack",
-        "handbag",
-        "suitcase",
-        "garbage_bag",
-    ]
+    names = [*TARGET_CLASSES, "garbage_bag"]
     rows = head_rows(names, base_names, {"garbage_bag": "handbag"})
     assert len(rows) == 10
     small, fresh = new_head(10), new_head(10)

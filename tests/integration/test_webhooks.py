@@ -21,7 +21,6 @@ from common.events import Event
 from server.api import create_app
 from server.auth import create_token
 from server.db.models import SilenceRow, WebhookDeliveryRow
-from server.db.session import make_engine, make_session_factory, migrate
 from server.dispatch import DispatchConfig, parse_dispatch_config
 from server.incidents import IncidentChange, IncidentPolicy
 from server.ingest import IngestService
@@ -35,6 +34,7 @@ from server.notify import (
     signature_valid,
 )
 from server.settings import ServerSettings
+from tests.support.databases import sqlite_sessions
 
 pytestmark = pytest.mark.integration
 
@@ -84,10 +84,7 @@ class Clock:
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
-    migrate(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    yield from sqlite_sessions(tmp_path)
 
 
 def dispatch_for(receiver: Receiver, attempts: int = 3) -> DispatchConfig:

@@ -12,10 +12,10 @@ from typing import IO
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.session import make_engine, make_session_factory, migrate
 from server.errors import EvidenceMismatch, PayloadTooLarge
 from server.evidence import EvidenceService, Upload, relative_path
 from server.storage import LocalStore
+from tests.support.databases import sqlite_sessions
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 16 + b"\xff\xd9"
 SHA = hashlib.sha256(JPEG).hexdigest()
@@ -39,10 +39,7 @@ class CountingStore(LocalStore):
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'zhizhi.db'}")
-    migrate(engine)
-    yield make_session_factory(engine)
-    engine.dispose()
+    yield from sqlite_sessions(tmp_path)
 
 
 def test_a_new_file_is_put_without_asking_the_store_first(
