@@ -204,8 +204,8 @@ class SpeckFinder:
             self.repeats += 1
             return SpeckFrame((), skipped=False, repeat=True)
         threshold = self._update_noise(step)
-        self._learn_background(gray)
         if len(self._previous) < 2:
+            self._learn_background(gray)
             self._previous.append(gray)
             return SpeckFrame((), skipped=False)
         assert self._background is not None  # noqa: S101 - learnt from the first frame
@@ -218,6 +218,10 @@ class SpeckFinder:
         binary = cv2.bitwise_and(binary, self._mask)
         binary = cv2.bitwise_and(binary, self._update_activity(binary))
         self._previous = [last, gray]
+        # learnt from this frame only after it was compared with the background: blended in
+        # first, an object that has moved little for a few frames (a throw at its apex) is
+        # partly in the background it is compared with, and is lost
+        self._learn_background(gray)
         return self._specks(binary, moved, changed, threshold)
 
     def _rate(self, name: str, rate: float, offset: int) -> float:
