@@ -186,19 +186,19 @@ class EvidenceService:
             raise UnsupportedMedia(f"evidence must be a JPEG, PNG or MP4 file, not {said}")
         if said not in (media_type, DEFAULT_CONTENT_TYPE):
             log.info("evidence %s was said to be %s, is %s", sha256, said, media_type)
-        key = relative_path(sha256).as_posix()
-        # A file without a row is new (the row is written after the file, and retention
-        # removes the file before its row): put it at once, no lookup in the store first (a
-        # HEAD to an object store cost as much as a third of an upload). Only a file that has
-        # a row is looked for, and put again if it is missing or short.
-        with self._session_factory() as session:
-            known = EvidenceRepository(session).get(sha256) is not None
-        rewritten = False
-        if not known or self.blobs.size(key) != upload.size:
-            self.blobs.put(
-                key, upload.file, size=upload.size, content_type=media_type, sha256=sha256
-            )
-            rewritten = known
+        # The bytes are put before the row is written (a row means its file is there), and
+        # put every time: no lookup first, neither in the database nor in the store (a HEAD
+        # cost an object store a third of an upload, and the lookup a database session per
+        # upload). A file uploaded again is rare (an edge retrying an upload whose answer it
+        # lost), costs one put of bytes the server has just received, and puts back an
+        # object that went missing. The key is the content's hash: the same bytes again.
+        self.blobs.put(
+            relative_path(sha256).as_posix(),
+            upload.file,
+            size=upload.size,
+            content_type=media_type,
+            sha256=sha256,
+        )
         with self._session_factory() as session, session.begin():
             inserted = EvidenceRepository(session).add_if_new(
                 sha256=sha256,
@@ -208,14 +208,14 @@ class EvidenceService:
                 created_at=datetime.now(UTC),
                 event_id=event_id,
             )
-        if inserted or rewritten:
+        if inserted:
             log.info("stored evidence %s (%s, %d bytes)", sha256, media_type, upload.size)
         return EvidenceStored(
             sha256=sha256,
             content_type=media_type,
             size=upload.size,
             event_id=event_id,
-            stored=inserted or rewritten,
+            stored=inserted,
         )
 
     def record(self, sha256: str) -> tuple[EvidenceInfo, str]:
