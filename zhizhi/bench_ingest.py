@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,6 +88,7 @@ class IngestOptions:
     seconds: float = 10.0
     window: int = 500
     snapshot_kb: int = SNAPSHOT_KB
+    snapshot_every: int = 1  # one event in this many carries a snapshot (1: every event)
     cameras: int = 1
     s3: bool = False
     s3_endpoint: str | None = None
@@ -132,6 +133,8 @@ class IngestOptions:
             found.append(f"--window must be at least 1, got {self.window}")
         if not 0 <= self.snapshot_kb <= MAX_SNAPSHOT_KB:
             found.append(f"--snapshot-kb must be 0 to {MAX_SNAPSHOT_KB}, got {self.snapshot_kb}")
+        if self.snapshot_every < 1:
+            found.append(f"--snapshot-every must be at least 1, got {self.snapshot_every}")
         if not 1 <= self.cameras <= MAX_CAMERAS:
             found.append(f"--cameras must be 1 to {MAX_CAMERAS}, got {self.cameras}")
         if self.s3 and self.s3_endpoint is not None:
@@ -236,9 +239,11 @@ class IngestBench:
     )
 
     def evidence_cell(self) -> str:
-        if not self.options.snapshot_kb:
+        o = self.options
+        if not o.snapshot_kb:
             return "none"
-        return f"{self.options.snapshot_kb} kB snapshot each, {self.options.store}"
+        which = "each" if o.snapshot_every == 1 else f"with 1 event in {o.snapshot_every}"
+        return f"{o.snapshot_kb} kB snapshot {which}, {o.store}"
 
     def store_cell(self) -> str:
         failed = sum(self.upload_failures.values())
@@ -375,13 +380,15 @@ def latencies(
     sent: Sequence[tuple[str, float]],
     acked: Mapping[str, float],
     uploaded: Mapping[str, float] | None = None,
+    carries: Callable[[str], bool] = lambda _event_id: True,
 ) -> list[float]:
     """Seconds from each (event_id, sent at) to its ack, or with `uploaded` to the later of its
-    ack and its snapshot's upload; events missing either are left out (counted as lost)."""
+    ack and its snapshot's upload (for the events that `carries` one); events missing either
+    are left out (counted as lost)."""
     found = []
     for event_id, at in sent:
         done = acked.get(event_id)
-        if done is not None and uploaded is not None:
+        if done is not None and uploaded is not None and carries(event_id):
             stored = uploaded.get(event_id)
             done = None if stored is None else max(done, stored)
         if done is not None:
@@ -431,7 +438,12 @@ class _LoadPlan:
     seconds: float
     window: int
     snapshot_kb: int
+    snapshot_every: int
     cameras: int
+
+    def carries(self, index: int) -> bool:
+        """Whether the event of this index comes with a snapshot."""
+        return bool(self.snapshot_kb) and index % self.snapshot_every == 0
 
 
 @dataclass(frozen=True)
@@ -583,7 +595,7 @@ def _send(
     event_id = f"{plan.run}-{index}"
     evidence = []
     started = time.perf_counter()
-    if plan.snapshot_kb:
+    if plan.carries(index):
         body = snapshot_bytes(plan.run, index, filler)
         sha = hashlib.sha256(body).hexdigest()
         url = f"{plan.servers[index % len(plan.servers)]}/api/v1/evidence/{sha}"
@@ -632,6 +644,7 @@ def _run_load(plan: _LoadPlan) -> _LoadResult:
                 [(e, made) for e, made, _ in paced],
                 publisher.acked,
                 uploader.done if plan.snapshot_kb else None,
+                lambda event_id: plan.carries(int(event_id.rsplit("-", 1)[1])),
             ),
             upload_s=list(uploader.took),
             duplicate_acks=publisher.duplicate_acks,
@@ -802,6 +815,7 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
             seconds=options.seconds,
             window=options.window,
             snapshot_kb=options.snapshot_kb,
+            snapshot_every=options.snapshot_every,
             cameras=options.cameras,
         )
         context = multiprocessing.get_context("spawn")
@@ -823,7 +837,9 @@ def bench_ingest(options: IngestOptions) -> IngestBench:
         tally=Tally(sent=load.sent, stored=stored, rows=rows),
         duplicate_acks=load.duplicate_acks,
         upload_failures=load.upload_failures,
-        snapshots_expected=load.sent if options.snapshot_kb else 0,
+        snapshots_expected=(
+            -(-load.sent // options.snapshot_every) if options.snapshot_kb else 0
+        ),  # events 0, every, 2 * every, ... of 0 to sent - 1
         snapshots_in_store=in_store,
         held_eps=load.held_eps,
         cpu=load.cpu,

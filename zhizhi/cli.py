@@ -449,6 +449,14 @@ def bench_ingest(
     snapshot_kb: Annotated[
         int, typer.Option(help="Snapshot uploaded with each event, kB (0: events alone)")
     ] = 143,
+    snapshot_every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="One event in this many carries a snapshot (1: every event, the worst case; "
+            "an alert's start carries one, its updates and end mostly none)",
+        ),
+    ] = 1,
     cameras: Annotated[
         int,
         typer.Option(
@@ -476,6 +484,7 @@ def bench_ingest(
         seconds=seconds,
         window=window,
         snapshot_kb=snapshot_kb,
+        snapshot_every=snapshot_every,
         cameras=cameras,
         s3=s3,
         s3_endpoint=s3_endpoint,

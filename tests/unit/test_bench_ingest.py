@@ -106,6 +106,19 @@ def test_latencies_wait_for_the_ack_and_with_uploads_for_the_snapshot_too() -> N
     assert latencies(sent, acked) == pytest.approx([0.05, 0.02])
     assert latencies(sent, acked, uploaded) == pytest.approx([0.20, 0.02])
     assert latencies(sent, acked, {"a": 1.2}) == pytest.approx([0.20])  # b's file never came
+    # only a carries a snapshot: b is complete at its ack
+    only_a = latencies(sent, acked, {"a": 1.2}, carries=lambda event_id: event_id == "a")
+    assert only_a == pytest.approx([0.20, 0.02])
+
+
+def test_one_event_in_snapshot_every_carries_a_snapshot_and_the_cell_says_so() -> None:
+    options = IngestOptions(db=PG, servers=2, s3=True, snapshot_every=10)
+    assert (
+        "143 kB snapshot with 1 event in 10, s3 (moto)" in bench(options, 2100, 150).markdown_row()
+    )
+    assert IngestOptions(db=PG, snapshot_every=0).problems() == [
+        "--snapshot-every must be at least 1, got 0"
+    ]
 
 
 def test_events_go_round_robin_over_the_cameras_each_camera_on_one_edge() -> None:
