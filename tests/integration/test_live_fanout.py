@@ -1,8 +1,9 @@
 """The live stream across server processes through PostgreSQL LISTEN/NOTIFY (issue 16).
 
-Two hubs on one fresh database see each other's messages, a message too long for a
-notification included (it travels as a reference, resolved by the receiver); then two
-`zhizhi server` processes: an event stored by one shows on the other's SSE stream."""
+Two hubs on one fresh database see each other's messages, in order, one at a time and a
+batch's in one go, a message too long for a notification included (it travels as a
+reference, resolved by the receiver); then two `zhizhi server` processes: an event stored by
+one shows on the other's SSE stream."""
 
 from __future__ import annotations
 
@@ -52,15 +53,19 @@ def test_two_hubs_on_one_database_deliver_each_others_messages(pg_url: str) -> N
             assert "ref" in json.loads(encode(large))  # the long one goes by reference
             await asyncio.to_thread(hubs[0].publish, small)
             await asyncio.to_thread(hubs[1].publish, large)
+            # an ingest batch's changes go in one notification round, in their order
+            batch = [StreamMessage("incident", {"id": n}, "site-a") for n in (11, 12)]
+            await asyncio.to_thread(hubs[0].publish_many, [batch[0], large, batch[1]])
             got: list[list[StreamMessage]] = []
             for subscriber in subscribers:
-                got.append([await asyncio.wait_for(subscriber.queue.get(), 10) for _ in range(2)])
+                got.append([await asyncio.wait_for(subscriber.queue.get(), 10) for _ in range(5)])
             return got
 
         for received in asyncio.run(scenario()):
-            assert [m.event for m in received] == ["camera", "incident"]
+            assert [m.event for m in received] == ["camera", "incident", *["incident"] * 3]
             assert received[0].data == {"camera_id": "gate-east"}
             assert received[1] == resolved
+            assert [m.data for m in received[2:]] == [{"id": 11}, resolved.data, {"id": 12}]
     finally:
         for hub in hubs:
             hub.stop()
