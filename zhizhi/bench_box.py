@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import yaml
@@ -289,16 +289,37 @@ def _latencies(session_factory: Any) -> list[float]:
         return [(row.received_at - row.observed_at).total_seconds() for row in rows]
 
 
+Faces = Literal["blur", "keep"]
+
+
+def with_evidence_faces(site: SiteConfig, faces: Faces | None) -> SiteConfig:
+    """The site with `evidence_faces` set on every rule (None: as configured). A bench loop
+    raises an alert per camera every loop, hundreds of times a site's rate, and blurring
+    every clip's faces then takes most of the box: `keep` measures the cameras alone."""
+    if faces is None:
+        return site
+    cameras = [
+        camera.model_copy(
+            update={"rules": [r.model_copy(update={"evidence_faces": faces}) for r in camera.rules]}
+        )
+        for camera in site.cameras
+    ]
+    return site.model_copy(update={"cameras": cameras})
+
+
 def run_box_bench(
     site: SiteConfig,
     camera_ids: Sequence[str],
     seconds: float,
     *,
     server: bool = False,
+    faces: Faces | None = None,
     report_every_s: float = 5.0,
     on_report: Callable[[dict[str, CameraLoad], BoxLoad], None] | None = None,
 ) -> BoxResult:
-    """Replay each camera once for its reference, then run the box live for `seconds`."""
+    """Replay each camera once for its reference, then run the box live for `seconds`;
+    with `faces`, every rule's evidence_faces set so (`with_evidence_faces`)."""
+    site = with_evidence_faces(site, faces)
     ids = list(camera_ids) or [c.id for c in site.cameras if c.enabled]
     results: dict[str, CameraResult] = {}
     for camera_id in ids:
@@ -400,6 +421,7 @@ def capacity(
     most: int,
     on_try: Callable[[int, BoxResult], None] | None = None,
     step: int = 1,
+    faces: Faces | None = None,
 ) -> tuple[int, list[tuple[int, BoxResult]]]:
     """The most copies of the template's camera one box runs with replay quality (every
     expected alert, no other, no rule holding its judgement), trying `start`, `start + step`,
@@ -417,7 +439,7 @@ def capacity(
             site = load_site_config(path)
         finally:
             path.unlink(missing_ok=True)
-        result = run_box_bench(site, [], seconds)
+        result = run_box_bench(site, [], seconds, faces=faces)
         tries.append((count, result))
         if on_try is not None:
             on_try(count, result)

@@ -11,6 +11,7 @@ import shlex
 import sys
 import tempfile
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -588,6 +589,17 @@ def _bench_clips_env() -> None:
     os.environ.setdefault("ZHIZHI_BENCH_CLIPS", str(DEFAULT_OUT))
 
 
+class FacesOption(StrEnum):
+    blur = "blur"
+    keep = "keep"
+
+
+FACES_HELP = (
+    "Set evidence_faces on every rule: keep measures the cameras without blurring each "
+    "alert's clip (a bench loop alerts hundreds of times a site's rate)"
+)
+
+
 @bench_app.command("box")
 def bench_box(
     config: ConfigOption,
@@ -598,6 +610,7 @@ def bench_box(
     server: Annotated[
         bool, typer.Option(help="Deliver to an embedded broker and server; measure latency")
     ] = False,
+    faces: Annotated[FacesOption | None, typer.Option(help=FACES_HELP)] = None,
     write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
 ) -> None:
     """The box live on a site's cameras (file sources looped at their pace) against replay:
@@ -610,7 +623,10 @@ def bench_box(
     site = load_config_or_fail(config)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     result = _run_guarded(
-        "bench box", lambda: run_box_bench(site, camera or [], seconds, server=server)
+        "bench box",
+        lambda: run_box_bench(
+            site, camera or [], seconds, server=server, faces=None if faces is None else faces.value
+        ),
     )
     print(result.markdown())  # type: ignore[attr-defined]
     if write is not None:
@@ -631,6 +647,7 @@ def bench_capacity(
     step: Annotated[
         int, typer.Option(min=1, help="Cameras added per try (then one by one at the limit)")
     ] = 1,
+    faces: Annotated[FacesOption | None, typer.Option(help=FACES_HELP)] = None,
     write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
 ) -> None:
     """How many copies of one camera a box runs with replay quality: `start`, `start + step`,
@@ -647,7 +664,16 @@ def bench_capacity(
 
     found: tuple[int, list[tuple[int, BoxResult]]] = _run_guarded(  # type: ignore[assignment]
         "bench capacity",
-        lambda: capacity(config, model, seconds, start, most, on_try, step),
+        lambda: capacity(
+            config,
+            model,
+            seconds,
+            start,
+            most,
+            on_try,
+            step,
+            faces=None if faces is None else faces.value,
+        ),
     )
     best, tries = found
     text = capacity_markdown(config.stem, model or "the config's model", best, tries)

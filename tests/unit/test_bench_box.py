@@ -65,7 +65,7 @@ def test_the_capacity_search_steps_then_closes_in_on_the_limit(
             self.boxes: list[Any] = []
             tried.append(len(site.cameras))
 
-    monkeypatch.setattr(bench, "run_box_bench", lambda site, _ids, _s: Run(site))
+    monkeypatch.setattr(bench, "run_box_bench", lambda site, _ids, _s, faces=None: Run(site))  # noqa: ARG005
     template = REPO / "configs" / "bench" / "kind-fire-lane.yaml"
     best, tries = bench.capacity(template, "yolov8n-320", 10.0, start=2, most=24, step=3)
     assert best == 7 and tried == [2, 5, 8, 6, 7]
@@ -73,3 +73,16 @@ def test_the_capacity_search_steps_then_closes_in_on_the_limit(
     copies = bench.copies({"site": {"id": "s"}, "cameras": [{"id": "cam"}]}, 3, "yolox-nano-416")
     assert [c["id"] for c in copies["cameras"]] == ["cam-1", "cam-2", "cam-3"]
     assert {c["detector"]["model"] for c in copies["cameras"]} == {"yolox-nano-416"}
+
+
+def test_faces_set_on_every_rule_of_every_camera_or_left_as_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ZHIZHI_BENCH_CLIPS", "/bench-clips")
+    site = bench.load_site_config(REPO / "configs" / "bench" / "box-8.yaml")
+    assert bench.with_evidence_faces(site, None) is site
+    kept = bench.with_evidence_faces(site, "keep")
+    rules = [rule for camera in kept.cameras for rule in camera.rules]
+    assert len(rules) == 8 and {rule.evidence_faces for rule in rules} == {"keep"}
+    assert {r.evidence_faces for c in site.cameras for r in c.rules} == {"blur"}  # untouched
+    assert [c.id for c in kept.cameras] == [c.id for c in site.cameras]
