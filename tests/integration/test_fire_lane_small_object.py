@@ -12,9 +12,6 @@ footage without the bag must raise nothing at all.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +25,9 @@ from edge.offline.synthetic import (
     with_left_object,
     write_frames,
 )
+from tests.support.cli import read_events, replay_args, run
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 SIZE = (720, 480)
 SECONDS = 40.0
@@ -85,19 +82,10 @@ cameras:
 
 def replay(folder: Path, video: Path) -> list[dict[str, Any]]:
     out = folder / "events.jsonl"
-    args = ["edge", "replay", "--config", str(site_config(folder, video))]
-    args += ["--camera", "walkway-cam", "--source", str(video), "--out", str(out)]
-    result = subprocess.run(
-        [sys.executable, "-m", "zhizhi.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO,
-        env=dict(os.environ),
-        check=False,
-    )
+    args = replay_args(site_config(folder, video), "walkway-cam", video, out)
+    result = run(args, timeout=900)
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return read_events(out)
 
 
 def test_a_small_bag_left_in_a_busy_walkway_is_reported_with_and_without_a_lane_width(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,36 +18,10 @@ from edge.offline.synthetic import (
     write_frames,
     write_video,
 )
+from tests.support.cli import REPO, read_events, replay_args, run
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-ZHIZHI = [sys.executable, "-m", "zhizhi.cli"]
 EVAL_CONFIG = REPO / "configs" / "eval" / "shared-clips.yaml"
-
-
-def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ZHIZHI, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def replay_args(
-    config: object, camera: str, source: object, out: object, evidence_dir: object = None
-) -> list[str]:
-    """The arguments of `zhizhi edge replay`."""
-    args = ["edge", "replay", "--config", str(config), "--camera", camera]
-    args += ["--source", str(source), "--out", str(out)]
-    return args if evidence_dir is None else [*args, "--evidence-dir", str(evidence_dir)]
-
-
-def read_events(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def lane_config(tmp_path: Path, video: Path) -> Path:
