@@ -55,6 +55,7 @@ ULTRALYTICS_EXPORTS: dict[str, tuple[str, int]] = {
     "yolov8n-640": ("yolov8n.pt", 640),
     "yolov8n-320": ("yolov8n.pt", 320),
     "yolov8n-pose-640": ("yolov8n-pose.pt", 640),
+    "yolov8n-pose-320": ("yolov8n-pose.pt", 320),
 }
 DOWNLOADS: dict[str, str] = {
     "yolox-nano-416": (

@@ -30,6 +30,7 @@ SHIPPED = {
     "yolov8n-640": "cd5e6c118b53f829dd0e3577087beaa36c744c1ad98be80ffd8782403c4a7c3d",
     "yolov8n-320": "7dc7621284481cf6ced35dc14dea7e10980617d4c4613c84ed3a3b0ea94259f2",
     "yolov8n-pose-640": "68736e8fefa33668a24bd3ca1732d372bba70a53c67879ccdea4f67bf81e3fde",
+    "yolov8n-pose-320": "96c99be06d564e7eda7ccd4327cf2ded5054d7acc4a1624c79f9633a60d1dd3e",
     "yolox-nano-416": "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd",
     "centerface-640": "6c033f3f717b111ce49f832c9db08c13890a758b1a00a0b6690093d9db45570e",
 }
@@ -67,13 +68,17 @@ def put_file(folder: Path, name: str, content: bytes = b"onnx bytes") -> Path:
 # the shipped registry
 
 
-def test_shipped_registry_lists_the_five_models_with_their_checksums(isolated_dirs: Path) -> None:
+def test_shipped_registry_lists_the_six_models_with_their_checksums(isolated_dirs: Path) -> None:
     registry = load_registry()
     assert registry.path == REPO_ROOT / "models" / "registry.yaml"
     assert {name: spec.sha256 for name, spec in registry.models.items()} == SHIPPED
     assert registry.default == "yolov8n-640"
     assert registry["yolov8n-320"].input_wh == (320, 320)
     assert registry["yolov8n-pose-640"].keypoints == 17
+    assert (registry["yolov8n-pose-320"].input_wh, registry["yolov8n-pose-320"].task) == (
+        (320, 320),
+        "pose",
+    )
     faces = registry["centerface-640"]
     assert (faces.layout, faces.task, faces.input_wh) == ("centerface", "faces", (640, 640))
     assert faces.licence.startswith("MIT")
