@@ -132,12 +132,16 @@ class ZoneConfig(StrictModel):
     _polygon_ok = field_validator("polygon")(_check_polygon)
 
 
+EvidenceFaces = Literal["blur", "keep"]
+"""A rule's `evidence_faces`: faces in its evidence blurred, or kept."""
+
+
 class _RuleBase(StrictModel):
     id: Identifier
     zone: Identifier = Field(description="A zone id of this camera")
     name: str | None = Field(default=None, description="Human-readable name for the dashboard")
     enabled: bool = True
-    evidence_faces: Literal["blur", "keep"] = Field(
+    evidence_faces: EvidenceFaces = Field(
         default="blur",
         description="Faces in this rule's evidence: blurred (the default), or kept where the "
         "operator needs to see the person (a fall victim); privacy masks apply either way",

@@ -34,12 +34,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import yaml
 
-from common.config import SiteConfig, load_site_config
+from common.config import EvidenceFaces, SiteConfig, load_site_config
 from common.events import BoxLoad, CameraLoad, Event
 from edge.offline.replay import replay_events
 from edge.runtime import procfs
@@ -289,10 +289,7 @@ def _latencies(session_factory: Any) -> list[float]:
         return [(row.received_at - row.observed_at).total_seconds() for row in rows]
 
 
-Faces = Literal["blur", "keep"]
-
-
-def with_evidence_faces(site: SiteConfig, faces: Faces | None) -> SiteConfig:
+def with_evidence_faces(site: SiteConfig, faces: EvidenceFaces | None) -> SiteConfig:
     """The site with `evidence_faces` set on every rule (None: as configured). A bench loop
     raises an alert per camera every loop, hundreds of times a site's rate, and blurring
     every clip's faces then takes most of the box: `keep` measures the cameras alone."""
@@ -313,7 +310,7 @@ def run_box_bench(
     seconds: float,
     *,
     server: bool = False,
-    faces: Faces | None = None,
+    faces: EvidenceFaces | None = None,
     report_every_s: float = 5.0,
     on_report: Callable[[dict[str, CameraLoad], BoxLoad], None] | None = None,
 ) -> BoxResult:
@@ -421,7 +418,7 @@ def capacity(
     most: int,
     on_try: Callable[[int, BoxResult], None] | None = None,
     step: int = 1,
-    faces: Faces | None = None,
+    faces: EvidenceFaces | None = None,
 ) -> tuple[int, list[tuple[int, BoxResult]]]:
     """The most copies of the template's camera one box runs with replay quality (every
     expected alert, no other, no rule holding its judgement), trying `start`, `start + step`,

@@ -11,13 +11,12 @@ import shlex
 import sys
 import tempfile
 from dataclasses import replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from common.config import ConfigError, SiteConfig, load_site_config
+from common.config import ConfigError, EvidenceFaces, SiteConfig, load_site_config
 from zhizhi.console import fail
 
 app = typer.Typer(
@@ -589,11 +588,6 @@ def _bench_clips_env() -> None:
     os.environ.setdefault("ZHIZHI_BENCH_CLIPS", str(DEFAULT_OUT))
 
 
-class FacesOption(StrEnum):
-    blur = "blur"
-    keep = "keep"
-
-
 FACES_HELP = (
     "Set evidence_faces on every rule: keep measures the cameras without blurring each "
     "alert's clip (a bench loop alerts hundreds of times a site's rate)"
@@ -610,7 +604,7 @@ def bench_box(
     server: Annotated[
         bool, typer.Option(help="Deliver to an embedded broker and server; measure latency")
     ] = False,
-    faces: Annotated[FacesOption | None, typer.Option(help=FACES_HELP)] = None,
+    faces: Annotated[EvidenceFaces | None, typer.Option(help=FACES_HELP)] = None,
     write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
 ) -> None:
     """The box live on a site's cameras (file sources looped at their pace) against replay:
@@ -624,9 +618,7 @@ def bench_box(
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     result = _run_guarded(
         "bench box",
-        lambda: run_box_bench(
-            site, camera or [], seconds, server=server, faces=None if faces is None else faces.value
-        ),
+        lambda: run_box_bench(site, camera or [], seconds, server=server, faces=faces),
     )
     print(result.markdown())  # type: ignore[attr-defined]
     if write is not None:
@@ -647,7 +639,7 @@ def bench_capacity(
     step: Annotated[
         int, typer.Option(min=1, help="Cameras added per try (then one by one at the limit)")
     ] = 1,
-    faces: Annotated[FacesOption | None, typer.Option(help=FACES_HELP)] = None,
+    faces: Annotated[EvidenceFaces | None, typer.Option(help=FACES_HELP)] = None,
     write: Annotated[Path | None, typer.Option(help="Add the figures to this file")] = None,
 ) -> None:
     """How many copies of one camera a box runs with replay quality: `start`, `start + step`,
@@ -664,16 +656,7 @@ def bench_capacity(
 
     found: tuple[int, list[tuple[int, BoxResult]]] = _run_guarded(  # type: ignore[assignment]
         "bench capacity",
-        lambda: capacity(
-            config,
-            model,
-            seconds,
-            start,
-            most,
-            on_try,
-            step,
-            faces=None if faces is None else faces.value,
-        ),
+        lambda: capacity(config, model, seconds, start, most, on_try, step, faces=faces),
     )
     best, tries = found
     text = capacity_markdown(config.stem, model or "the config's model", best, tries)
