@@ -431,7 +431,7 @@ def create_app(
     if notifier is None:
         notifier = Notifier(session_factory, StreamHub(), ingest.policy.dispatch)
         ingest.add_listener(notifier)
-        ingest.add_outbox(notifier.queue_webhooks)
+        ingest.add_outbox(notifier.write_outbox)
     app.state.notifier = notifier
     for router in (health, events, evidence, edges, *ROUTERS):
         app.include_router(router)

@@ -316,7 +316,7 @@ def _act(
         team=team,
         **(details or {}),
     )
-    (change,) = _notifier(request).queue_webhooks(session, [change])  # with the change
+    (change,) = _notifier(request).write_outbox(session, [change])  # with the change
     session.commit()
     return _after_change(request, session, change)
 
@@ -468,7 +468,7 @@ def post_hold(
     )
     action = "hold" if body.hold else "release_hold"
     _audit(session, request, principal, action, f"incident {incident_id}", note=body.note)
-    (change,) = _notifier(request).queue_webhooks(session, [change])  # with the change
+    (change,) = _notifier(request).write_outbox(session, [change])  # with the change
     session.commit()
     return _after_change(request, session, change)
 

@@ -87,6 +87,8 @@ class IncidentChange:
     # Its webhook deliveries were written in the transaction that made the change (the
     # transactional outbox, issue 16): the notifier only pushes it live.
     webhooks_queued: bool = False
+    # Its live push went out with that transaction too (PostgreSQL NOTIFY, sent at commit).
+    pushed: bool = False
 
 
 SortKey = Literal["urgency", "observed", "opened", "severity", "status", "alerts", "camera"]

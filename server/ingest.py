@@ -164,7 +164,7 @@ class IngestService:
 
     def add_outbox(self, writer: OutboxWriter) -> None:
         """Call `writer` inside each ingest transaction that changed incidents (it writes the
-        webhook deliveries with the change: server.notify.Notifier.queue_webhooks)."""
+        webhook deliveries and the live push with the change: Notifier.write_outbox)."""
         self._outboxes.append(writer)
 
     def ingest(self, event: Event, *, source: str, edge_id: str | None = None) -> bool:

@@ -96,7 +96,7 @@ def build_server(
     hub = StreamHub(None if settings.is_sqlite else PgFanout(engine))
     notifier = Notifier(session_factory, hub, dispatch)
     ingest.add_listener(notifier)
-    ingest.add_outbox(notifier.queue_webhooks)  # deliveries commit with the ingest (issue 16)
+    ingest.add_outbox(notifier.write_outbox)  # webhooks and live push commit with the ingest
     ingest.refresh_edges_online()
     consumer = MqttConsumer(
         settings.mqtt_url,

@@ -2,11 +2,12 @@
 
 `StreamHub` fans each change out to the connected dashboards, each seeing only its user's
 sites; publishing is thread-safe (the MQTT worker and the API's threads both publish).
-`Notifier` is the ingest service's listener and the actions' too: after a commit it pushes the
-incident as it now is, and for incidents that are neither silenced nor inhibited it queues one
-delivery per matching webhook. `WebhookSender` posts the queued deliveries, signed with
-HMAC-SHA256 over "{timestamp}.{body}", retries with exponential backoff and gives up into a
-dead-letter record after the configured number of attempts.
+`Notifier` is the ingest service's outbox writer and listener, and the actions' too: in the
+transaction that changes incidents it queues one delivery per matching webhook for those that
+are neither silenced nor inhibited and, with several processes, the live push (a NOTIFY sent at
+the commit); after the commit it pushes what is left to push. `WebhookSender` posts the queued
+deliveries, signed with HMAC-SHA256 over "{timestamp}.{body}", retries with exponential
+backoff and gives up into a dead-letter record after the configured number of attempts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from server.db.models import IncidentRow, WebhookDeliveryRow
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
 HEARTBEAT_S = 15.0
 QUEUE_SIZE = 1000
+RESYNC_RETRY_MS = 1000  # how soon a client whose stream was ended for lagging comes back
 SIGNATURE_HEADER = "X-Zhizhi-Signature"
 TIMESTAMP_HEADER = "X-Zhizhi-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -64,10 +66,14 @@ class Subscriber:
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_SIZE)
     )
 
+    dropped: int = 0  # messages lost because the client lagged
+
     def offer(self, message: StreamMessage) -> None:
-        """Runs on the subscriber's loop: enqueue, dropping the oldest when the client lags."""
+        """Runs on the subscriber's loop: enqueue, dropping the oldest when the client lags
+        (counted: the stream then ends, so that the client re-reads what it missed)."""
         if self.queue.full():
             self.queue.get_nowait()
+            self.dropped += 1
         self.queue.put_nowait(message)
 
 
@@ -75,6 +81,8 @@ class Fanout(Protocol):
     """Carries every published message to every server process (server/live/pg.py)."""
 
     def send(self, messages: Sequence[StreamMessage]) -> None: ...
+
+    def send_within(self, connection: Connection, messages: Sequence[StreamMessage]) -> None: ...
 
     def start(
         self,
@@ -139,6 +147,15 @@ class StreamHub:
         for message in messages:
             self.deliver(message)
 
+    def publish_within(self, session: Session, messages: Sequence[StreamMessage]) -> bool:
+        """`publish_many` with the caller's transaction: True when the messages go out at its
+        commit and not without it (a fanout: NOTIFY is transactional); False when the caller
+        publishes them after the commit (no fanout: this process's dashboards only)."""
+        if self.fanout is None:
+            return False
+        self.fanout.send_within(session.connection(), messages)
+        return True
+
     def deliver(self, message: StreamMessage) -> None:
         """To this process's dashboards that may see it (from any thread)."""
         with self._lock:
@@ -158,10 +175,22 @@ class StreamHub:
         disconnected: Callable[[], Any],
         heartbeat_s: float = HEARTBEAT_S,
     ) -> AsyncIterator[str]:
-        """SSE frames for one client until it disconnects; a comment every `heartbeat_s`."""
+        """SSE frames for one client until it disconnects; a comment every `heartbeat_s`.
+
+        A client that lagged so far behind that messages were dropped is not left with a
+        silent gap: its stream ends (with a short `retry:`), the browser reconnects by itself
+        and the dashboard re-reads its lists on every reconnect."""
         try:
             yield ": connected\n\n"
             while not await disconnected():
+                if subscriber.dropped:
+                    log.warning(
+                        "live stream: a client lagged %d messages behind; its stream is ended "
+                        "so that it reconnects and re-reads",
+                        subscriber.dropped,
+                    )
+                    yield f"retry: {RESYNC_RETRY_MS}\n\n"
+                    return
                 try:
                     message = await asyncio.wait_for(subscriber.queue.get(), heartbeat_s)
                 except TimeoutError:
@@ -224,7 +253,9 @@ class Notifier:
             log.exception("could not notify about incidents %s", [c.incident_id for c in changes])
 
     def _incidents_changed(self, changes: Sequence[IncidentChange]) -> None:
-        by_id = {change.incident_id: change for change in changes}
+        by_id = {change.incident_id: change for change in changes if not change.pushed}
+        if not by_id:  # everything went out with its transaction
+            return
         messages = []
         with self._session_factory() as session, session.begin():
             rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(by_id))))
@@ -238,24 +269,36 @@ class Notifier:
                     self._add_deliveries(session, change, view.site_id, view.type, payload, now)
         self.hub.publish_many(messages)  # after the deliveries are committed
 
-    def queue_webhooks(
+    def write_outbox(
         self, session: Session, changes: Sequence[IncidentChange]
     ) -> list[IncidentChange]:
-        """Write the webhook deliveries of `changes` in the caller's transaction (the
-        transactional outbox, issue 16: committed with the change or not at all, so a crash
-        after the commit cannot lose a notification); the changes, marked as queued, for
-        `incidents_changed` after the commit."""
-        wanted = {c.incident_id: c for c in changes if c.notify and c.kind in WEBHOOK_KINDS}
-        if wanted and self._dispatch.webhooks:
+        """In the caller's transaction, what must go out with the change or not at all (the
+        transactional outbox, issue 16): the webhook deliveries, and with several processes
+        (a fanout) the live push, as NOTIFYs that PostgreSQL sends at the commit. A crash
+        after the commit then loses neither a webhook nor a dashboard's update. Returns the
+        changes marked accordingly, for `incidents_changed` after the commit (which pushes
+        what was not pushed here: without a fanout, to this process's dashboards)."""
+        wanted = {c.incident_id for c in changes if c.notify and c.kind in WEBHOOK_KINDS}
+        if not self._dispatch.webhooks:
+            wanted = set()
+        live = self.hub.fanout is not None
+        ids = {c.incident_id for c in changes} if live else wanted
+        pushed = False
+        if ids:
+            by_id = {change.incident_id: change for change in changes}
             session.flush()
-            rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(wanted))))
+            rows = session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(ids))))
             now = self._clock()
+            messages = []
             for view in views_of(rows, session=session):
                 payload = view.model_dump(mode="json")
-                self._add_deliveries(
-                    session, wanted[view.id], view.site_id, view.type, payload, now
-                )
-        return [replace(change, webhooks_queued=True) for change in changes]
+                if view.id in wanted:
+                    self._add_deliveries(
+                        session, by_id[view.id], view.site_id, view.type, payload, now
+                    )
+                messages.append(StreamMessage("incident", payload, view.site_id))
+            pushed = live and self.hub.publish_within(session, messages)
+        return [replace(change, webhooks_queued=True, pushed=pushed) for change in changes]
 
     def _add_deliveries(
         self,

@@ -43,7 +43,7 @@ def escalation_task(
 
     def run() -> int:
         with session_factory() as session, session.begin():
-            changes = notifier.queue_webhooks(session, escalate_overdue(session, dispatch, clock()))
+            changes = notifier.write_outbox(session, escalate_overdue(session, dispatch, clock()))
         if changes:
             notifier.incidents_changed(changes)
         return len(changes)

@@ -5,7 +5,8 @@ dashboard connected to another process would miss it if the stream were fed only
 process's own work. `PgFanout` makes every process's `StreamHub.publish` a `NOTIFY` on one
 channel, and every process `LISTEN`s on its own connection and hands what arrives to its local
 subscribers: each dashboard sees every change, whichever process made it, in commit order as
-PostgreSQL sends notifications.
+PostgreSQL sends notifications. An incident change's `NOTIFY` runs in the transaction that made
+the change (`send_within`, from `Notifier.write_outbox`): sent at its commit, never without it.
 
 A notification carries at most 8000 bytes. A larger message (an incident with a long
 trajectory) travels as a reference (`{"ref": incident_id}`) that the receiving process turns
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 
 from server.notify import StreamMessage
@@ -104,11 +105,18 @@ class PgFanout:
         if not messages:
             return
         with self._engine.connect() as connection:
+            self.send_within(connection, messages)
+            connection.commit()
+
+    def send_within(self, connection: Connection, messages: Sequence[StreamMessage]) -> None:
+        """NOTIFY in the caller's transaction: PostgreSQL sends the notifications when, and
+        only when, it commits (a process killed between its commit and a later NOTIFY would
+        otherwise leave the other processes' dashboards without the change)."""
+        if messages:
             connection.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
                 [{"channel": self._channel, "payload": encode(m)} for m in messages],
             )
-            connection.commit()
 
     def start(
         self, deliver: Callable[[StreamMessage], None], resolve: Resolver | None = None

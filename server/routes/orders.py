@@ -86,7 +86,7 @@ def post_bulk_ack(
         record(session, request, principal, "ack", f"incident {incident_id}", note=body.note)
         changes.append(change)
         results.append(BulkResult(id=incident_id, ok=True, status="filed"))
-    changes = notifier(request).queue_webhooks(session, changes)  # with the changes
+    changes = notifier(request).write_outbox(session, changes)  # with the changes
     session.commit()
     if changes:
         notifier(request).incidents_changed(changes)

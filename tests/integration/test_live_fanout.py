@@ -3,7 +3,9 @@
 Two hubs on one fresh database see each other's messages, in order, one at a time and a
 batch's in one go, a message too long for a notification included (it travels as a
 reference, resolved by the receiver); then two `zhizhi server` processes: an event stored by
-one shows on the other's SSE stream."""
+one shows on the other's SSE stream. An ingest's live push travels in its transaction: it
+reaches the other process with the commit even when nothing runs after it (a process killed
+between its commit and a later NOTIFY), and never for a transaction that fails."""
 
 from __future__ import annotations
 
@@ -15,13 +17,18 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from server.db.session import make_engine
+from common.events import Event
+from server.db.session import make_engine, make_session_factory
+from server.dispatch import DispatchConfig
+from server.incidents import IncidentChange
+from server.ingest import IngestService
 from server.live.pg import MAX_NOTIFY_BYTES, PgFanout, encode
-from server.notify import StreamHub, StreamMessage
+from server.notify import Notifier, StreamHub, StreamMessage
 from tests.support.databases import fresh_postgres_url
 from tests.support.mosquitto import PrivateBroker
 from tests.support.servers import ServerProcess, zhizhi_binary
@@ -69,6 +76,71 @@ def test_two_hubs_on_one_database_deliver_each_others_messages(pg_url: str) -> N
     finally:
         for hub in hubs:
             hub.stop()
+        for engine in engines:
+            engine.dispose()
+
+
+def _event(event_id: str) -> Event:
+    return Event.model_validate(
+        {
+            "event_id": event_id,
+            "seq": 0,
+            "state": "new",
+            "type": "falling_object",
+            "site_id": "garden-court",
+            "camera_id": "facade-1",
+            "zone_id": "facade",
+            "rule_id": "throws",
+            "observed_at": datetime.now(UTC),
+            "pts_s": 9.0,
+            "onset_pts_s": 8.6,
+            "bbox": [0.4, 0.1, 0.45, 0.2],
+            "score": 0.8,
+            "details": {},
+        }
+    )
+
+
+def test_an_ingests_live_push_goes_out_with_its_commit_and_only_then(pg_url: str) -> None:
+    engines = [make_engine(pg_url), make_engine(pg_url)]
+    writer_hub, other_hub = (StreamHub(PgFanout(engine)) for engine in engines)
+    sessions = make_session_factory(engines[0])
+    notifier = Notifier(sessions, writer_hub, DispatchConfig())
+    posted: list[list[IncidentChange]] = []
+
+    def crash(session: Any, changes: list[IncidentChange]) -> list[IncidentChange]:
+        notifier.write_outbox(session, changes)
+        raise RuntimeError("the process dies inside the transaction")
+
+    other_hub.start()
+    try:
+        assert other_hub.fanout is not None
+        assert other_hub.fanout.wait_listening(10)  # type: ignore[attr-defined]
+
+        async def scenario() -> list[StreamMessage]:
+            subscriber = other_hub.subscribe(None)
+            failing = IngestService(sessions)
+            failing.add_outbox(crash)
+            with pytest.raises(RuntimeError):
+                await asyncio.to_thread(failing.ingest, _event("never"), source="mqtt")
+            ingest = IngestService(sessions)  # the outbox in the transaction, nothing after it
+            ingest.add_outbox(notifier.write_outbox)
+            ingest.add_listener(type("Spy", (), {"incidents_changed": posted.append})())
+            assert await asyncio.to_thread(ingest.ingest, _event("pushed"), source="mqtt")
+            first = await asyncio.wait_for(subscriber.queue.get(), 10)
+            (changes,) = posted
+            assert all(change.pushed and change.webhooks_queued for change in changes)
+            await asyncio.to_thread(notifier.incidents_changed, changes)  # pushes nothing more
+            await asyncio.sleep(1.0)  # room for a second copy, or the failed one, to arrive
+            return [
+                first,
+                *(subscriber.queue.get_nowait() for _ in range(subscriber.queue.qsize())),
+            ]
+
+        received = asyncio.run(scenario())
+        assert [m.data["event_id"] for m in received] == ["pushed"]
+    finally:
+        other_hub.stop()
         for engine in engines:
             engine.dispose()
 

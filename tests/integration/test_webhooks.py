@@ -240,7 +240,7 @@ def test_deliveries_commit_with_the_ingest_even_when_nothing_runs_after_it(
     dispatch = dispatch_for(receiver)
     ingest = IngestService(sessions, clock=clock, policy=IncidentPolicy(dispatch=dispatch))
     notifier = Notifier(sessions, StreamHub(), dispatch, clock=clock)
-    ingest.add_outbox(notifier.queue_webhooks)  # in the transaction; no listener after it
+    ingest.add_outbox(notifier.write_outbox)  # in the transaction; no listener after it
 
     ingest.ingest(make_event(), source="mqtt")
 
@@ -260,7 +260,7 @@ def test_a_failed_ingest_queues_no_delivery(
     notifier = Notifier(sessions, StreamHub(), dispatch, clock=clock)
 
     def crash(session: Session, changes: list[IncidentChange]) -> list[IncidentChange]:
-        notifier.queue_webhooks(session, changes)
+        notifier.write_outbox(session, changes)
         session.flush()
         raise RuntimeError("the process dies inside the transaction")
 
