@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from common.events import Event
@@ -142,6 +142,7 @@ def attach_events(
         return []
     ordered = sorted(rows, key=lambda r: (r["observed_at"], r["event_id"], r["seq"]))
     batch = _Batch(session, policy, now, {row["event_id"] for row in ordered})
+    batch.prefetch(ordered)
     changes: dict[int, IncidentChange] = {}
     # Each incident is written once at the end, not before every statement of every row.
     with session.no_autoflush:
@@ -176,14 +177,15 @@ class _Batch:
         self._incidents: dict[int, IncidentRow] = {}
         self._groups: dict[GroupKey, list[GroupCandidate]] = {}
         self._new_links: list[dict[str, Any]] = []
+        self._evidence_links: list[dict[str, Any]] = []
 
     def attach(self, row: dict[str, Any]) -> IncidentChange:
         linked = self._links.get(row["event_id"])
         if linked is not None:
             incident = self._locked(linked)
-            _absorb(self._session, incident, row, self._now)
+            self._absorb(incident, row)
             return IncidentChange(incident.id, "updated", _notifies(incident))
-        key: GroupKey = (row["site_id"], row["camera_id"], row["rule_id"], row["zone_id"])
+        key = _group_key(row)
         candidates = self._candidates(key)
         group = choose_group(candidates, row["observed_at"], self._policy.group_window_s)
         if group is not None:
@@ -200,14 +202,43 @@ class _Batch:
                 else c
                 for c in candidates
             ]
-            _absorb(self._session, incident, row, self._now)
+            self._absorb(incident, row)
             return IncidentChange(incident.id, "updated", _notifies(incident))
         incident = _open(self._session, row, self._policy, self._now)
         self._link(row["event_id"], incident.id)
         self._incidents[incident.id] = incident
         candidates.append(GroupCandidate(incident.id, incident.status, incident.last_alert_at))
-        _absorb(self._session, incident, row, self._now)
+        self._absorb(incident, row)
         return IncidentChange(incident.id, "created", _notifies(incident))
+
+    def prefetch(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Read the open incidents of every group the batch's new situations may join (one
+        query), then lock every incident the batch may write, in id order (one query): a
+        batch holds its locks for fewer round trips, and two processes take them in the same
+        order. The candidates' status and latest alert are those of the locked rows."""
+        keys = {_group_key(row) for row in rows if row["event_id"] not in self._links}
+        found = _open_incident_ids(self._session, keys - self._groups.keys())
+        wanted = {*self._links.values(), *(i for ids in found.values() for i in ids)}
+        wanted -= self._incidents.keys()
+        if wanted:
+            query = (
+                select(IncidentRow)
+                .where(IncidentRow.id.in_(sorted(wanted)))
+                .order_by(IncidentRow.id)
+                .with_for_update()
+            )
+            for incident in self._session.scalars(query):
+                self._incidents[incident.id] = incident
+        for group, ids in found.items():
+            locked = [self._incidents[i] for i in ids if i in self._incidents]
+            self._groups[group] = [
+                GroupCandidate(i.id, i.status, i.last_alert_at)
+                for i in locked
+                if i.status in OPEN_STATUSES
+            ]
+
+    def _absorb(self, incident: IncidentRow, row: dict[str, Any]) -> None:
+        self._evidence_links.extend(_absorb(incident, row, self._now))
 
     def _locked(self, incident_id: int) -> IncidentRow:
         incident = self._incidents.get(incident_id)
@@ -237,9 +268,17 @@ class _Batch:
         self._new_links.append({"event_id": event_id, "incident_id": incident_id})
 
     def store_links(self) -> None:
-        """Insert the batch's new links in one statement; SituationRace when another process
-        linked one of these situations since this batch read the links (the caller retries
-        the whole transaction, which then sees that link)."""
+        """Insert the batch's evidence links, then its new situation links, one statement
+        each; SituationRace when another process linked one of these situations since this
+        batch read the links (the caller retries the whole transaction, which then sees that
+        link)."""
+        if self._evidence_links:
+            evidence = (
+                upsert_insert(self._session, IncidentEvidenceRow)
+                .values(self._evidence_links)
+                .on_conflict_do_nothing(index_elements=["incident_id", "sha256"])
+            )
+            self._session.execute(evidence)
         if not self._new_links:
             return
         stmt = (
@@ -252,6 +291,32 @@ class _Batch:
         lost = sorted({link["event_id"] for link in self._new_links} - stored)
         if lost:
             raise SituationRace(f"situations linked meanwhile by another writer: {lost[:5]}")
+
+
+def _group_key(row: dict[str, Any]) -> GroupKey:
+    return (row["site_id"], row["camera_id"], row["rule_id"], row["zone_id"])
+
+
+def _open_incident_ids(session: Session, keys: set[GroupKey]) -> dict[GroupKey, list[int]]:
+    """The open incidents of each group key (every key present), in one query."""
+    found: dict[GroupKey, list[int]] = {key: [] for key in keys}
+    if not keys:
+        return found
+    query = select(
+        IncidentRow.id,
+        IncidentRow.site_id,
+        IncidentRow.camera_id,
+        IncidentRow.rule_id,
+        IncidentRow.zone_id,
+    ).where(
+        tuple_(
+            IncidentRow.site_id, IncidentRow.camera_id, IncidentRow.rule_id, IncidentRow.zone_id
+        ).in_(sorted(keys)),
+        IncidentRow.status.in_(sorted(OPEN_STATUSES)),
+    )
+    for incident_id, site_id, camera_id, rule_id, zone_id in session.execute(query):
+        found[(site_id, camera_id, rule_id, zone_id)].append(int(incident_id))
+    return found
 
 
 def _notifies(incident: IncidentRow) -> bool:
@@ -333,8 +398,9 @@ def _open(
     return incident
 
 
-def _absorb(session: Session, incident: IncidentRow, row: dict[str, Any], now: datetime) -> None:
-    """Take in one message: the latest message's state, box, score and details win."""
+def _absorb(incident: IncidentRow, row: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Take in one message: the latest message's state, box, score and details win; returns
+    the incident's evidence links to insert for the files it adds."""
     if row["observed_at"] >= incident.last_observed_at:
         incident.last_observed_at = row["observed_at"]
         incident.state = row["state"]
@@ -357,13 +423,8 @@ def _absorb(session: Session, incident: IncidentRow, row: dict[str, Any], now: d
     ]
     if added:
         incident.evidence = [*incident.evidence, *added]
-        stmt = (
-            upsert_insert(session, IncidentEvidenceRow)
-            .values([{"incident_id": incident.id, "sha256": item["sha256"]} for item in added])
-            .on_conflict_do_nothing(index_elements=["incident_id", "sha256"])
-        )
-        session.execute(stmt)
     incident.updated_at = now
+    return [{"incident_id": incident.id, "sha256": item["sha256"]} for item in added]
 
 
 def _record(
