@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol
 
 from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
+from edge.rules.geometry import union_box
 from edge.types import Box, Detection, Frame, StaticRegion, TrackedObject
 
 State = Literal["new", "update", "end"]
@@ -36,6 +37,52 @@ Inspector = Callable[[Box], Sequence[Detection] | None]
 """The camera's own detector on a close-up of a box of the current frame: what it finds there
 (boxes in frame coordinates), for a second look at something too small to be sure of; None when
 the look could not be had (the box's shared detector was too busy)."""
+
+LOOK_AGAIN_S = 2.0  # while a close look finds someone on a region, look again this often
+ACTOR_COVER = 0.3  # people or vehicles covering this share of the regions are what is there
+
+
+def covered_share(box: Box, by: Box) -> float:
+    """The share of `box` that `by` covers."""
+    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return w * h / area if area > 0 else 0.0
+
+
+class CloseLook:
+    """Is what the scene model found (static regions: a pile, an object left in a lane) a
+    person, an animal or a vehicle too small for the full-frame detector (someone standing far
+    away in a crowd)? The camera's detector looks closer (`Observation.inspect`) when a rule
+    is about to alert, and again every `LOOK_AGAIN_S` while it finds one; a look that could not
+    be had (a busy box) counts as someone there: not sure is no alert."""
+
+    def __init__(self) -> None:
+        self._looked_s = float("-inf")
+        self._someone_there = False
+
+    def occupied(self, observation: Observation, parts: Sequence[tuple[Box, float]]) -> bool:
+        """`parts`: the regions' boxes and areas; True when actors cover `ACTOR_COVER` of
+        their area (or the look could not be had)."""
+        if observation.inspect is None or not parts:
+            return False
+        if observation.pts_s - self._looked_s >= LOOK_AGAIN_S:
+            self._looked_s = observation.pts_s
+            found = observation.inspect(union_box([box for box, _ in parts]))
+            if found is None:
+                self._someone_there = True
+                return True
+            actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
+            covered = sum(
+                area * max((covered_share(box, actor) for actor in actors), default=0.0)
+                for box, area in parts
+            )
+            self._someone_there = covered >= ACTOR_COVER * sum(area for _, area in parts)
+        return self._someone_there
+
+    def forget(self) -> None:
+        self._looked_s, self._someone_there = float("-inf"), False
+
 
 STARVED_UNSEEN_S = 1.0
 """A zone analysis that follows the one before this much later than the analysis rate and the

@@ -2,7 +2,14 @@
 
 Occupancy is judged on the lane, not on a tracker id: the lane's clock starts when the first
 blocker came to rest and keeps running through short gaps (a missed detection, an id switch,
-a moment of occlusion) up to `clear_s`. Moving traffic and people are never blockers.
+a moment of occlusion) up to `clear_s`, as long as what is seen after the gap was at rest
+before it (its own clock says so); a blocker that came to rest after the lane was last seen
+blocked starts the clock again. Moving traffic and people are never blockers.
+
+What the scene model alone found (an object left standing, no detector class) is looked at
+again before the alert: the camera's detector on a close-up of it (`CloseLook`) holds the
+alert while it finds a person, an animal or a vehicle there (people standing far away, too
+small for the full frame), or when the look could not be had.
 
 An analysis that has not seen enough of the lane (`Observation.starved`: a busy box analysed it
 too seldom, or its detector could not look) holds the rule's judgement: no alert is raised on
@@ -21,18 +28,20 @@ from common.config import (
     FireLaneRuleConfig,
     ZoneConfig,
 )
-from edge.rules.base import Observation, RuleOutput, Situation, State
+from edge.rules.base import CloseLook, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import (
     bottom_center,
     box_diagonal,
+    boxes_overlap,
     distance,
     point_in_polygon,
     width_in_metres,
 )
-from edge.types import Box, StaticRegion, TrackedObject, box_iou
+from edge.types import Box, StaticRegion, TrackedObject, box_area, box_iou
 
 _HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
 BORDER = 0.01  # a box edge this close to the frame's edge is cut by it
+SCENE_OBJECT = "object"  # the label of what the scene model alone found left in the lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +172,8 @@ class FireLaneRule:
         self._rest = RestClock(config.rest_tolerance, keep_s=config.clear_s)
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
+        self._last_present_s = float("-inf")  # when a blocker was last seen (not held)
+        self._look = CloseLook()
 
     @property
     def is_open(self) -> bool:
@@ -198,7 +209,9 @@ class FireLaneRule:
                 continue
             if any(box_iou(region.box, b.box) > 0.3 for b in already):
                 continue  # the same thing, already found by the detector
-            objects.append(Blocker("object", "object", region.box, region.since_s, region.score))
+            objects.append(
+                Blocker("object", SCENE_OBJECT, region.box, region.since_s, region.score)
+            )
         return objects
 
     def update(self, observation: Observation) -> list[RuleOutput]:
@@ -210,22 +223,54 @@ class FireLaneRule:
             if self._situation.alerted:
                 self._situation.hold(now)
             else:
-                self._situation.reset()
+                self._forget()
             return []
         blockers = self.blockers(observation)
         if blockers:
+            since = min(b.since_s for b in blockers)
+            if not self._situation.alerted and self._elsewhere(blockers, since):
+                # all that blocks now came to rest after the lane was last seen blocked, and
+                # elsewhere: a new blockage, not the last one going on (two passers-by who each
+                # stood still a moment, 20 s apart, are not 20 s of blocking)
+                self._forget()
+            self._last_present_s = now
             self._last_blockers = blockers
-            state = self._situation.seen(now, min(b.since_s for b in blockers))
+            state = self._situation.seen(now, since, lambda: self._confirmed(observation))
             return [self._output(state, now)] if state is not None else []
         if observation.blind:
             self._situation.hold(now)  # the camera sees nothing now: not a cleared lane
             return []
         if self._situation.over(now):
             outputs = [self._output("end", now)] if self._situation.alerted else []
-            self._situation.reset()
+            self._forget()
             self._last_blockers = []
             return outputs
         return []
+
+    def _elsewhere(self, blockers: Sequence[Blocker], since: float) -> bool:
+        """Did all of `blockers` come to rest after the lane was last seen blocked, and where
+        nothing blocked it then? (The same spot goes on: an id switch, a missed detection.)"""
+        if since <= self._last_present_s:
+            return False
+        return not any(
+            boxes_overlap(b.box, before.box) for b in blockers for before in self._last_blockers
+        )
+
+    def _forget(self) -> None:
+        self._situation.reset()
+        self._look.forget()
+
+    def _confirmed(self, observation: Observation) -> bool:
+        """Asked once the dwell has passed: may the alert go out? When all that blocks was
+        found in the scene alone (objects left standing, no detector class), not while the
+        camera's detector, looking closer, finds a person, an animal or a vehicle there
+        (people standing far away, too small for the full frame), nor when it could not look."""
+        found_in_scene = [b for b in self._last_blockers if b.label == SCENE_OBJECT]
+        if len(found_in_scene) < len(self._last_blockers):
+            return True  # a vehicle at rest, or an object the detector names
+        return not self._look.occupied(
+            observation, [(b.box, box_area(b.box)) for b in found_in_scene]
+        )
 
     def _output(self, state: State, now: float) -> RuleOutput:
         onset = self._situation.onset_s

@@ -23,15 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import EXPLAINED_CLASSES, Content, Observation, RuleOutput, Situation, State
+from edge.rules.base import CloseLook, Content, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import boxes_overlap, group_boxes, union_box
-from edge.types import Box, StaticRegion
+from edge.types import StaticRegion
 
 GROWTH_FOR_UPDATE = 0.5  # an update once the pile covers this much more than when last sent...
 GROWTH_HOLD_S = 2.0  # ...and has stayed that big this long (a passer-by's trail is no growth)
 HEAP_MARGIN = 0.5  # regions this close (fraction of their size) are parts of one heap
-LOOK_AGAIN_S = 2.0  # while a close look finds someone on the pile, look again this often
-ACTOR_COVER = 0.3  # people or vehicles covering this share of the pile are what is there
 
 
 class GarbagePileRule:
@@ -44,15 +42,15 @@ class GarbagePileRule:
         self._grown_since: float | None = None
         self._regions: list[StaticRegion] = []
         self._contents: tuple[Content, ...] = ()
-        self._asked_s = self._looked_s = float("-inf")
-        self._someone_there = False
+        self._asked_s = float("-inf")
+        self._look = CloseLook()
 
     def _forget(self) -> None:
         """The situation is over: what was learnt about its pile goes with it."""
         self._situation.reset()
         self._regions, self._grown_since = [], None
         self._contents, self._asked_s = (), float("-inf")
-        self._looked_s, self._someone_there = float("-inf"), False
+        self._look.forget()
 
     def pile(self, regions: Sequence[StaticRegion]) -> list[StaticRegion]:
         """The new regions in the zone (as the scene model places them) that belong to a heap
@@ -118,22 +116,8 @@ class GarbagePileRule:
 
     def _occupied(self, observation: Observation) -> bool:
         """Does the camera's detector, looking closer, find someone or something that moves by
-        itself where the pile is? Asked again every `LOOK_AGAIN_S` while it does."""
-        if observation.inspect is None:
-            return False
-        if observation.pts_s - self._looked_s >= LOOK_AGAIN_S:
-            self._looked_s = observation.pts_s
-            found = observation.inspect(union_box([r.box for r in self._regions]))
-            if found is None:  # the look could not be had: not sure nobody is there
-                self._someone_there = True
-                return True
-            actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
-            covered = sum(
-                r.area * max((_covered(r.box, actor) for actor in actors), default=0.0)
-                for r in self._regions
-            )
-            self._someone_there = covered >= ACTOR_COVER * sum(r.area for r in self._regions)
-        return self._someone_there
+        itself where the pile is?"""
+        return self._look.occupied(observation, [(r.box, r.area) for r in self._regions])
 
     def _ask(self, observation: Observation) -> None:
         if self.config.classifier is None or observation.classify is None:
@@ -181,14 +165,6 @@ class GarbagePileRule:
             details=details,
             highlight=tuple(boxes) if state != "end" else (),
         )
-
-
-def _covered(box: Box, by: Box) -> float:
-    """The share of `box` that `by` covers."""
-    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
-    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return w * h / area if area > 0 else 0.0
 
 
 def _same_place(regions: Sequence[StaticRegion], before: Sequence[StaticRegion]) -> bool:

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from common.config import DEFAULT_MIN_OBJECT_AREA, FireLaneRuleConfig, ZoneConfig
-from edge.rules.base import Observation, RuleOutput
+from edge.rules.base import LOOK_AGAIN_S, Observation, RuleOutput
 from edge.rules.fire_lane import FireLaneRule, RestClock
-from edge.types import Box, StaticRegion, TrackedObject
+from edge.types import Box, Detection, StaticRegion, TrackedObject
 
 FPS = 5.0
 LANE = ZoneConfig(id="lane", polygon=[(0.2, 0.5), (0.8, 0.5), (0.8, 1.0), (0.2, 1.0)])
@@ -471,3 +471,79 @@ def test_starvation_never_ends_an_alerted_blockage() -> None:
     ended = starved_run(rule(), scene, until_s=80.0, starved=lambda t: 20.0 <= t < 50.0)
     assert states(ended) == ["new", "end"]
     assert ended[1].pts_s == pytest.approx(49.8 + 8.0)  # clear_s after the last starved look
+
+
+def test_short_stays_at_different_spots_add_up_to_no_blockage() -> None:
+    """Two passers-by who each stood still a moment at a different spot, 7 s apart (less than
+    clear_s), are not one 7-second blockage: the second came to rest after the lane was last
+    seen blocked, elsewhere, and starts the clock again. Seen from 0.6 s each time."""
+    elsewhere: Box = (0.6, 0.6, 0.66, 0.7)
+
+    def scene(t: float) -> Seen:
+        if 1.0 <= t < 1.6:
+            return [], [region(BAG, since_s=0.2)]
+        if 8.6 <= t < 9.2:
+            return [], [region(elsewhere, since_s=8.0)]
+        return [], []
+
+    assert run(rule(dwell_s=5.0, clear_s=8.0), scene, until_s=30.0) == []
+
+
+def test_a_stay_seen_again_at_the_same_spot_keeps_its_clock() -> None:
+    """Seen, missed for 4 s, seen again where it was (its own clock restarted by the gap):
+    the lane's clock goes on from the first sighting."""
+
+    def scene(t: float) -> Seen:
+        if 4.0 <= t < 8.0:
+            return [], []
+        return [], [region(BAG, since_s=0.0 if t < 4.0 else 8.0)]
+
+    outputs = run(rule(dwell_s=10.0, clear_s=8.0), scene, until_s=12.0)
+    assert states(outputs) == ["new"]
+    assert outputs[0].onset_s == pytest.approx(0.0)
+
+
+def person_at(box: Box) -> Detection:
+    return Detection(box=box, score=0.8, class_id=0, label="person")
+
+
+@pytest.mark.parametrize(
+    ("look", "alerted"),
+    [
+        (lambda _box: [], True),  # nobody there: the object left standing is what it is
+        (lambda _box: [person_at(BAG)], False),  # someone standing far away, too small
+        (lambda _box: None, False),  # a busy box could not look: not sure, no alert
+    ],
+)
+def test_an_object_found_in_the_scene_alone_is_looked_at_closer_before_the_alert(
+    look: Callable[[Box], list[Detection] | None], alerted: bool
+) -> None:
+    looked: list[Box] = []
+
+    def inspect(box: Box) -> list[Detection] | None:
+        looked.append(box)
+        return look(box)
+
+    lane_rule = rule(dwell_s=5.0)
+    outputs = []
+    for index in range(round(12.0 * FPS) + 1):
+        now = index / FPS
+        seen = Observation(now, (), (region(BAG, since_s=0.0),), inspect=inspect)
+        outputs.extend(lane_rule.update(seen))
+    assert (states(outputs)[:1] == ["new"]) is alerted
+    assert looked and all(box == BAG for box in looked)
+    if not alerted:  # asked again every LOOK_AGAIN_S while someone may be there
+        assert len(looked) == pytest.approx((12.0 - 5.0) / LOOK_AGAIN_S + 1, abs=1)
+
+
+def test_a_vehicle_at_rest_needs_no_close_look() -> None:
+    def inspect(box: Box) -> list[Detection] | None:
+        raise AssertionError("a vehicle the detector found is not looked at again")
+
+    lane_rule = rule(dwell_s=5.0)
+    outputs = []
+    for index in range(round(10.0 * FPS) + 1):
+        now = index / FPS
+        seen = Observation(now, (vehicle(PARKED),), (), inspect=inspect)
+        outputs.extend(lane_rule.update(seen))
+    assert states(outputs) == ["new"]

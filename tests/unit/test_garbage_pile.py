@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import Observation, RuleOutput
-from edge.rules.garbage_pile import GROWTH_HOLD_S, LOOK_AGAIN_S, GarbagePileRule
+from edge.rules.base import LOOK_AGAIN_S, Observation, RuleOutput
+from edge.rules.garbage_pile import GROWTH_HOLD_S, GarbagePileRule
 from edge.types import Box, Detection, StaticRegion
 
 ZONE = ZoneConfig(id="bin-point", polygon=[(0.2, 0.4), (0.8, 0.4), (0.8, 0.9), (0.2, 0.9)])
