@@ -145,18 +145,27 @@ class BoxResult:
     seconds: float
     cameras: dict[str, CameraResult]
     boxes: list[BoxLoad]
-    latencies_s: list[float] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)  # (alert type, seconds)
     models: str = ""
+
+    @property
+    def latencies_s(self) -> list[float]:
+        return [seconds for _, seconds in self.latencies]
 
     @property
     def replay_quality(self) -> bool:
         return all(camera.replay_quality for camera in self.cameras.values())
 
     def latency(self, share: float) -> float | None:
-        if not self.latencies_s:
-            return None
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return _quantile(self.latencies_s, share)
+
+    def _latency_by_type(self) -> list[str]:
+        parts = []
+        for kind in sorted({t for t, _ in self.latencies}):
+            values = [seconds for t, seconds in self.latencies if t == kind]
+            p50, p95 = _quantile(values, 0.5) or 0.0, _quantile(values, 0.95) or 0.0
+            parts.append(f"{kind} {p50 * 1000:.0f} / {p95 * 1000:.0f} ms ({len(values)})")
+        return parts
 
     def markdown(self) -> str:
         header = (
@@ -191,7 +200,7 @@ class BoxResult:
             lines.append(
                 f"Alert latency, from the frame the rule decided on to the server's store: "
                 f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms ({len(self.latencies_s)} "
-                "alerts)"
+                "alerts); by type, p50 / p95: " + ", ".join(self._latency_by_type())
             )
         return "\n".join(lines)
 
@@ -277,7 +286,15 @@ def _embedded_server(folder: Path) -> Iterator[tuple[str, Any]]:
             runtime.stop()
 
 
-def _latencies(session_factory: Any) -> list[float]:
+def _quantile(values: Sequence[float], share: float) -> float | None:
+    """The `share` quantile (nearest rank below) of `values`; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _latencies(session_factory: Any) -> list[tuple[str, float]]:
     """Seconds from each alert's frame (`observed_at`: when the rule decided) to its storage
     on the server (the alert does not wait for its clip: that follows in an `update`)."""
     from sqlalchemy import select
@@ -286,7 +303,7 @@ def _latencies(session_factory: Any) -> list[float]:
 
     with session_factory() as session:
         rows = session.scalars(select(EventRow).where(EventRow.state == "new")).all()
-        return [(row.received_at - row.observed_at).total_seconds() for row in rows]
+        return [(row.type, (row.received_at - row.observed_at).total_seconds()) for row in rows]
 
 
 def with_evidence_faces(site: SiteConfig, faces: EvidenceFaces | None) -> SiteConfig:
@@ -383,7 +400,7 @@ def run_box_bench(
         finally:
             supervisor.close()
         played = time.monotonic() - started
-        latencies: list[float] = []
+        latencies: list[tuple[str, float]] = []
         if factory is not None and sink is not None:
             time.sleep(2.0)  # what was published last is stored
             latencies = _latencies(factory)

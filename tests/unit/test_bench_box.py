@@ -86,3 +86,11 @@ def test_faces_set_on_every_rule_of_every_camera_or_left_as_configured(
     assert len(rules) == 8 and {rule.evidence_faces for rule in rules} == {"keep"}
     assert {r.evidence_faces for c in site.cameras for r in c.rules} == {"blur"}  # untouched
     assert [c.id for c in kept.cameras] == [c.id for c in site.cameras]
+
+
+def test_the_alert_latency_is_reported_for_all_and_by_alert_type() -> None:
+    latencies = [("fire_lane", 0.1 * n) for n in range(1, 11)] + [("person_fall", 2.0)]
+    box = bench.BoxResult(60.0, {}, [], latencies)
+    text = box.markdown()
+    assert "p50 600 ms, p95 2000 ms (11 alerts)" in text
+    assert "fire_lane 600 / 1000 ms (10), person_fall 2000 / 2000 ms (1)" in text
