@@ -58,6 +58,10 @@ Image = npt.NDArray[np.uint8]
 REPORT_EVERY_S = 2.0  # the camera's counters go to the supervisor this often
 LANE_QUEUE_S = 1.5  # a lane's queue holds at most this long of the frames it wants...
 LANE_QUEUE_MIN = 4  # ...and never fewer than this many
+# The zone analysis (fire lanes, garbage) needs no run of consecutive frames: on a busy box
+# an older queued frame only delays its alerts (a 1.5 s queue kept them 1.5 s behind live)
+ZONE_QUEUE_S = 0.5
+ZONE_QUEUE_MIN = 2
 STALL_RELEASE_S = 5.0  # a stream that stopped: held messages leave after this long
 ZONE_NICE = 5  # the zone analysis yields the CPU to the frame rules of its own camera
 CLIP_NICE = 5  # clips (redacted, encoded) yield to every analysis of their camera
@@ -317,7 +321,11 @@ class LiveCamera:
         self._queues: dict[str, LaneQueue] = {}
         for lane in self._lanes:
             rate = lane.need_fps or fps_hint
-            self._queues[lane.name] = LaneQueue(max(LANE_QUEUE_MIN, round(rate * LANE_QUEUE_S)))
+            if lane.name == "zones":
+                capacity = max(ZONE_QUEUE_MIN, round(rate * ZONE_QUEUE_S))
+            else:
+                capacity = max(LANE_QUEUE_MIN, round(rate * LANE_QUEUE_S))
+            self._queues[lane.name] = LaneQueue(capacity)
         self._meters = {lane.name: _Meter() for lane in self._lanes}
         self._targets: list[Lane] = []
         self._findings: queue.SimpleQueue[list[Finding] | None] = queue.SimpleQueue()

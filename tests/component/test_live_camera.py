@@ -258,3 +258,30 @@ def test_an_alert_never_waits_for_the_clip_of_the_one_before(tmp_path: Path) -> 
     for index in range(2):
         states = [e.state for _, e in sent if e.details.get("situation") == index]
         assert states == ["new", "update", "end"]
+
+
+def test_a_zone_analysis_that_falls_behind_judges_fresh_frames_not_a_backlog() -> None:
+    """A starved zone lane (here 2.5 times slower than its 5 analyses a second) keeps only
+    `ZONE_QUEUE_S` of frames: what it judges is never much older than live, so its alerts are
+    not held back by a backlog (a 1.5 s queue kept them 1.5 s behind)."""
+    config = site()
+    pipeline = CameraPipeline(config, config.cameras[0], SharedDetector(0.0), None, [Recording()])
+    (zones,) = [lane for lane in pipeline.lanes if lane.name == "zones"]
+    ages: list[float] = []
+    analyse = zones.process
+
+    def slow(frame: Frame) -> Any:
+        ages.append(time.time() - frame.wall_s)
+        time.sleep(2.5 / 5)
+        return analyse(frame)
+
+    zones.process = slow  # type: ignore[method-assign]
+    live = LiveCamera(pipeline, lambda _event: None, fps_hint=FPS)
+    live.start()
+    play(live, SCENE)
+    live.stop()
+    counters = live.counters(SourceStats(0, 0, 0, True, time.time()), [])
+    assert counters.lanes["zones"].dropped > 0
+    assert len(ages) >= 4
+    # two frames queued at most: the older 0.4 s old when its turn comes (a 1.5 s queue: 1.6 s)
+    assert max(ages) < 0.8
