@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-from common.events import Event
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import DispatchConfig
 from server.incidents import IncidentChange
@@ -30,6 +29,7 @@ from server.ingest import IngestService
 from server.live.pg import MAX_NOTIFY_BYTES, PgFanout, encode
 from server.notify import Notifier, StreamHub, StreamMessage
 from tests.support.databases import fresh_postgres_url
+from tests.support.events import numbered_event
 from tests.support.mosquitto import PrivateBroker
 from tests.support.servers import ServerProcess, zhizhi_binary
 
@@ -80,27 +80,6 @@ def test_two_hubs_on_one_database_deliver_each_others_messages(pg_url: str) -> N
             engine.dispose()
 
 
-def _event(event_id: str) -> Event:
-    return Event.model_validate(
-        {
-            "event_id": event_id,
-            "seq": 0,
-            "state": "new",
-            "type": "falling_object",
-            "site_id": "garden-court",
-            "camera_id": "facade-1",
-            "zone_id": "facade",
-            "rule_id": "throws",
-            "observed_at": datetime.now(UTC),
-            "pts_s": 9.0,
-            "onset_pts_s": 8.6,
-            "bbox": [0.4, 0.1, 0.45, 0.2],
-            "score": 0.8,
-            "details": {},
-        }
-    )
-
-
 def test_an_ingests_live_push_goes_out_with_its_commit_and_only_then(pg_url: str) -> None:
     engines = [make_engine(pg_url), make_engine(pg_url)]
     writer_hub, other_hub = (StreamHub(PgFanout(engine)) for engine in engines)
@@ -122,11 +101,11 @@ def test_an_ingests_live_push_goes_out_with_its_commit_and_only_then(pg_url: str
             failing = IngestService(sessions)
             failing.add_outbox(crash)
             with pytest.raises(RuntimeError):
-                await asyncio.to_thread(failing.ingest, _event("never"), source="mqtt")
+                await asyncio.to_thread(failing.ingest, numbered_event(1), source="mqtt")
             ingest = IngestService(sessions)  # the outbox in the transaction, nothing after it
             ingest.add_outbox(notifier.write_outbox)
             ingest.add_listener(type("Spy", (), {"incidents_changed": posted.append})())
-            assert await asyncio.to_thread(ingest.ingest, _event("pushed"), source="mqtt")
+            assert await asyncio.to_thread(ingest.ingest, numbered_event(2), source="mqtt")
             first = await asyncio.wait_for(subscriber.queue.get(), 10)
             (changes,) = posted
             assert all(change.pushed and change.webhooks_queued for change in changes)
@@ -138,7 +117,7 @@ def test_an_ingests_live_push_goes_out_with_its_commit_and_only_then(pg_url: str
             ]
 
         received = asyncio.run(scenario())
-        assert [m.data["event_id"] for m in received] == ["pushed"]
+        assert [m.data["event_id"] for m in received] == ["ev-0002"]  # not ev-0001
     finally:
         other_hub.stop()
         for engine in engines:
