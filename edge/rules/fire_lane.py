@@ -28,7 +28,14 @@ from common.config import (
     FireLaneRuleConfig,
     ZoneConfig,
 )
-from edge.rules.base import CloseLook, Observation, RuleOutput, Situation, State
+from edge.rules.base import (
+    EXPLAINED_CLASSES,
+    CloseLook,
+    Observation,
+    RuleOutput,
+    Situation,
+    State,
+)
 from edge.rules.geometry import (
     bottom_center,
     box_diagonal,
@@ -174,7 +181,8 @@ class FireLaneRule:
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
         self._last_present_s = float("-inf")  # when a blocker was last seen (not held)
-        self._look = CloseLook()
+        # people and animals standing there hold a scene-only alert; a vehicle is a blocker
+        self._look = CloseLook(EXPLAINED_CLASSES - self._vehicles)
 
     @property
     def is_open(self) -> bool:
@@ -223,8 +231,8 @@ class FireLaneRule:
             self._rest.interrupt(now)
             if self._situation.alerted:
                 self._situation.hold(now)
-            else:
-                self._forget()
+            else:  # the close look's answer stays good (a slow look must not bring another)
+                self._situation.reset()
             return []
         blockers = self.blockers(observation)
         if blockers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -565,3 +566,39 @@ def test_the_close_look_is_taken_before_the_dwell_ends_so_the_alert_does_not_wai
         outputs.extend(lane_rule.update(seen))
     assert states(outputs) == ["new"] and outputs[0].pts_s == pytest.approx(5.0)
     assert looked_at == [pytest.approx(5.0 - LOOK_AHEAD_S)]  # none on the alert's own frame
+
+
+def test_a_vehicle_found_only_close_up_is_a_blockage_and_raises_the_alert() -> None:
+    """A car parked far away, too small for the full frame, found by the scene as an object:
+    the close look finding a car there confirms the blockage (a person would hold it)."""
+
+    def inspect(box: Box) -> list[Detection] | None:
+        return [Detection(box=BAG, score=0.7, class_id=2, label="car")]
+
+    lane_rule = rule(dwell_s=5.0)
+    outputs = []
+    for index in range(round(8.0 * FPS) + 1):
+        now = index / FPS
+        seen = Observation(now, (), (region(BAG, since_s=0.0),), inspect=inspect)
+        outputs.extend(lane_rule.update(seen))
+    assert states(outputs) == ["new"]
+
+
+def test_a_starved_analysis_keeps_the_close_looks_answer() -> None:
+    """A slow close look that starves the next analysis must not bring another look at once
+    (on a busy box the lane would alternate between long looks and starved analyses)."""
+    looked_at: list[float] = []
+    now = 0.0
+
+    def inspect(box: Box) -> list[Detection] | None:
+        looked_at.append(now)
+        return [person_at(BAG)]  # someone there: held, looked at again every LOOK_AGAIN_S
+
+    lane_rule = rule(dwell_s=5.0)
+    for index in range(round(9.0 * FPS) + 1):
+        now = index / FPS
+        unseen = 1.5 if index % 5 == 0 and now > 5.0 else 0.0  # every second, one starved
+        regions = (region(BAG, since_s=0.0),)
+        lane_rule.update(Observation(now, (), regions, inspect=inspect, unseen_s=unseen))
+    gaps = [b - a for a, b in itertools.pairwise(looked_at)]
+    assert gaps and min(gaps) >= LOOK_AGAIN_S - 1e-9
