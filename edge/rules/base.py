@@ -55,14 +55,9 @@ class CloseLook:
     person, an animal or a vehicle too small for the full-frame detector (someone standing far
     away in a crowd)? The camera's detector looks closer (`Observation.inspect`) when a rule
     is about to alert, and again every `LOOK_AGAIN_S` while it finds one; a look that could not
-    be had (a busy box) counts as someone there: not sure is no alert.
+    be had (a busy box) counts as someone there: not sure is no alert."""
 
-    `holders`: the detector classes that hold the alert (default: all that move by
-    themselves); a fire lane leaves vehicles out, since a parked car found only close up is
-    a blockage too."""
-
-    def __init__(self, holders: frozenset[str] = EXPLAINED_CLASSES) -> None:
-        self._holders = holders
+    def __init__(self) -> None:
         self._looked_s = float("-inf")
         self._someone_there = False
 
@@ -77,7 +72,7 @@ class CloseLook:
             if found is None:
                 self._someone_there = True
                 return True
-            actors = [d.box for d in found if d.label in self._holders]
+            actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
             covered = sum(
                 area * max((covered_share(box, actor) for actor in actors), default=0.0)
                 for box, area in parts

@@ -28,14 +28,7 @@ from common.config import (
     FireLaneRuleConfig,
     ZoneConfig,
 )
-from edge.rules.base import (
-    EXPLAINED_CLASSES,
-    CloseLook,
-    Observation,
-    RuleOutput,
-    Situation,
-    State,
-)
+from edge.rules.base import CloseLook, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import (
     bottom_center,
     box_diagonal,
@@ -49,7 +42,6 @@ from edge.types import Box, StaticRegion, TrackedObject, box_area, box_iou
 _HISTORY_S = 600.0  # how far back a track's positions are kept to find when it came to rest
 BORDER = 0.01  # a box edge this close to the frame's edge is cut by it
 SCENE_OBJECT = "object"  # the label of what the scene model alone found left in the lane
-LOOK_AHEAD_S = 1.0  # the close look before an alert is taken this long before the dwell ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +173,7 @@ class FireLaneRule:
         self._situation = Situation(config.dwell_s, config.clear_s, config.update_interval_s)
         self._last_blockers: list[Blocker] = []
         self._last_present_s = float("-inf")  # when a blocker was last seen (not held)
-        # people and animals standing there hold a scene-only alert; a vehicle is a blocker
-        self._look = CloseLook(EXPLAINED_CLASSES - self._vehicles)
+        self._look = CloseLook()
 
     @property
     def is_open(self) -> bool:
@@ -245,8 +236,6 @@ class FireLaneRule:
             self._last_present_s = now
             self._last_blockers = blockers
             state = self._situation.seen(now, since, lambda: self._confirmed(observation))
-            if state is None and not self._situation.alerted:
-                self._look_ahead(observation)
             return [self._output(state, now)] if state is not None else []
         if observation.blind:
             self._situation.hold(now)  # the camera sees nothing now: not a cleared lane
@@ -270,13 +259,6 @@ class FireLaneRule:
     def _forget(self) -> None:
         self._situation.reset()
         self._look.forget()
-
-    def _look_ahead(self, observation: Observation) -> None:
-        """Take the close look `LOOK_AHEAD_S` before the dwell has passed: its answer is good
-        for `LOOK_AGAIN_S`, so the alert does not wait for a busy box's detector."""
-        onset = self._situation.onset_s
-        if onset is not None and observation.pts_s - onset >= self.config.dwell_s - LOOK_AHEAD_S:
-            self._confirmed(observation)
 
     def _confirmed(self, observation: Observation) -> bool:
         """Asked once the dwell has passed: may the alert go out? When all that blocks was
