@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
 from edge.rules.geometry import union_box
-from edge.types import Box, Detection, Frame, StaticRegion, TrackedObject
+from edge.types import Box, Detection, Frame, StaticRegion, TrackedObject, box_iou
 
 State = Literal["new", "update", "end"]
 
@@ -55,10 +55,12 @@ class CloseLook:
     person, an animal or a vehicle too small for the full-frame detector (someone standing far
     away in a crowd)? The camera's detector looks closer (`Observation.inspect`) when a rule
     is about to alert, and again every `LOOK_AGAIN_S` while it finds one; a look that could not
-    be had (a busy box) counts as someone there: not sure is no alert."""
+    be had (a busy box) counts as someone there: not sure is no alert. An answer is reused
+    only for the same place (the regions' box much as it was when looked at)."""
 
     def __init__(self) -> None:
         self._looked_s = float("-inf")
+        self._looked_box: Box | None = None
         self._someone_there = False
 
     def occupied(self, observation: Observation, parts: Sequence[tuple[Box, float]]) -> bool:
@@ -66,9 +68,11 @@ class CloseLook:
         their area (or the look could not be had)."""
         if observation.inspect is None or not parts:
             return False
-        if observation.pts_s - self._looked_s >= LOOK_AGAIN_S:
-            self._looked_s = observation.pts_s
-            found = observation.inspect(union_box([box for box, _ in parts]))
+        around = union_box([box for box, _ in parts])
+        same_place = self._looked_box is not None and box_iou(around, self._looked_box) >= 0.5
+        if observation.pts_s - self._looked_s >= LOOK_AGAIN_S or not same_place:
+            self._looked_s, self._looked_box = observation.pts_s, around
+            found = observation.inspect(around)
             if found is None:
                 self._someone_there = True
                 return True
@@ -81,7 +85,7 @@ class CloseLook:
         return self._someone_there
 
     def forget(self) -> None:
-        self._looked_s, self._someone_there = float("-inf"), False
+        self._looked_s, self._looked_box, self._someone_there = float("-inf"), None, False
 
 
 STARVED_UNSEEN_S = 1.0

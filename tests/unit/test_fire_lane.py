@@ -568,3 +568,26 @@ def test_a_starved_analysis_keeps_the_close_looks_answer() -> None:
         lane_rule.update(Observation(now, (), regions, inspect=inspect, unseen_s=unseen))
     gaps = [b - a for a, b in itertools.pairwise(looked_at)]
     assert gaps and min(gaps) >= LOOK_AGAIN_S - 1e-9
+
+
+def test_the_close_looks_answer_is_not_reused_for_another_place() -> None:
+    """Someone stood on the first spot when it was looked at; a moment later the objects are
+    found elsewhere: they get a look of their own (nobody there), not the first spot's answer
+    (which would hold the alert for another 2 s)."""
+    elsewhere: Box = (0.6, 0.6, 0.66, 0.7)
+    looked: list[Box] = []
+
+    def inspect(box: Box) -> list[Detection] | None:
+        looked.append(box)
+        return [person_at(BAG)] if box == BAG else []
+
+    lane_rule = rule(dwell_s=2.0, clear_s=8.0)
+    outputs = []
+    for index in range(round(6.0 * FPS) + 1):
+        now = index / FPS
+        spot = BAG if now < 2.2 else elsewhere
+        seen = Observation(now, (), (region(spot, since_s=0.0),), inspect=inspect)
+        outputs.extend(lane_rule.update(seen))
+    assert looked == [BAG, elsewhere]
+    assert states(outputs) == ["new"]
+    assert outputs[0].pts_s == pytest.approx(2.2) and outputs[0].box == elsewhere
