@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from common.config import DEFAULT_MIN_OBJECT_AREA, FireLaneRuleConfig, ZoneConfig
-from edge.rules.base import LOOK_AGAIN_S, Observation, RuleOutput
+from edge.rules.base import LOOK_AGAIN_S, Inspector, Observation, RuleOutput
 from edge.rules.fire_lane import FireLaneRule, RestClock
 from edge.types import Box, Detection, StaticRegion, TrackedObject
 
@@ -55,14 +55,26 @@ def region(
 
 
 def run(
-    lane_rule: FireLaneRule, scene: Scene, until_s: float, fps: float = FPS
+    lane_rule: FireLaneRule,
+    scene: Scene,
+    until_s: float,
+    fps: float = FPS,
+    *,
+    starved: Callable[[float], bool] | None = None,
+    inspect: Inspector | None = None,
 ) -> list[RuleOutput]:
-    """Feed the rule one observation per analysed frame from 0 to `until_s`."""
+    """Feed the rule one observation per analysed frame from 0 to `until_s`; the analyses
+    for which `starved(t)` holds arrive after a gap the analysis did not see (`unseen_s` past
+    the limit); `inspect` is the camera's close look."""
     outputs: list[RuleOutput] = []
     for index in range(round(until_s * fps) + 1):
         now = index / fps
         tracks, regions = scene(now)
-        outputs.extend(lane_rule.update(Observation(now, tuple(tracks), tuple(regions))))
+        unseen = 2.0 if starved is not None and starved(now) else 0.0
+        observation = Observation(
+            now, tuple(tracks), tuple(regions), inspect=inspect, unseen_s=unseen
+        )
+        outputs.extend(lane_rule.update(observation))
     return outputs
 
 
@@ -424,37 +436,20 @@ def test_rest_clock_forgets_a_track_lost_for_longer_than_keep_s() -> None:
 # A busy box: analyses too sparse to judge ------------------------------------------------------
 
 
-def starved_run(
-    lane_rule: FireLaneRule, scene: Scene, until_s: float, starved: Callable[[float], bool]
-) -> list[RuleOutput]:
-    """As `run`, with the analyses for which `starved(t)` holds arriving after a gap the
-    analysis did not see (`unseen_s` past the limit)."""
-    outputs: list[RuleOutput] = []
-    for index in range(round(until_s * FPS) + 1):
-        now = index / FPS
-        tracks, regions = scene(now)
-        unseen = 2.0 if starved(now) else 0.0
-        observation = Observation(now, tuple(tracks), tuple(regions), unseen_s=unseen)
-        outputs.extend(lane_rule.update(observation))
-    return outputs
-
-
 def test_traffic_sampled_too_sparsely_to_judge_never_raises_an_alert() -> None:
     # a different car on the same spot at every analysis the starved box manages to make: to
     # a rest clock it looks parked, but none of those analyses saw what happened in between
     def traffic(t: float) -> Seen:
         return [vehicle(PARKED, track_id=1 + int(t))], []
 
-    outputs = starved_run(rule(), traffic, until_s=60.0, starved=lambda _t: True)
+    outputs = run(rule(), traffic, until_s=60.0, starved=lambda _t: True)
     assert outputs == []
 
 
 def test_the_dwell_starts_again_after_starvation_before_an_alert() -> None:
     # parked from 5 s; every analysis from 8 to 11.8 s follows a gap: the clock restarts at
     # the last of them (what it saw is true of its moment, not of the time before it)
-    outputs = starved_run(
-        rule(), parked_from(stop_s=5.0), until_s=40.0, starved=lambda t: 8.0 <= t < 12.0
-    )
+    outputs = run(rule(), parked_from(stop_s=5.0), until_s=40.0, starved=lambda t: 8.0 <= t < 12.0)
     assert states(outputs) == ["new"]
     assert outputs[0].onset_s == pytest.approx(11.8)
     assert outputs[0].pts_s == pytest.approx(11.8 + 10.0)  # the whole dwell again
@@ -466,10 +461,10 @@ def test_starvation_never_ends_an_alerted_blockage() -> None:
     def scene(t: float) -> Seen:
         return parked_from(stop_s=5.0)(t) if t < 20.0 else ([], [])
 
-    held = starved_run(rule(), scene, until_s=50.0, starved=lambda t: t >= 20.0)
+    held = run(rule(), scene, until_s=50.0, starved=lambda t: t >= 20.0)
     assert states(held) == ["new"]
     # once the box keeps up again and the lane is really clear, the blockage ends
-    ended = starved_run(rule(), scene, until_s=80.0, starved=lambda t: 20.0 <= t < 50.0)
+    ended = run(rule(), scene, until_s=80.0, starved=lambda t: 20.0 <= t < 50.0)
     assert states(ended) == ["new", "end"]
     assert ended[1].pts_s == pytest.approx(49.8 + 8.0)  # clear_s after the last starved look
 
@@ -508,6 +503,11 @@ def person_at(box: Box) -> Detection:
     return Detection(box=box, score=0.8, class_id=0, label="person")
 
 
+def bag_from_the_start(_t: float) -> Seen:
+    """A bag the scene model alone finds, at rest since 0 s."""
+    return [], [region(BAG, since_s=0.0)]
+
+
 @pytest.mark.parametrize(
     ("look", "alerted"),
     [
@@ -525,12 +525,7 @@ def test_an_object_found_in_the_scene_alone_is_looked_at_closer_before_the_alert
         looked.append(box)
         return look(box)
 
-    lane_rule = rule(dwell_s=5.0)
-    outputs = []
-    for index in range(round(12.0 * FPS) + 1):
-        now = index / FPS
-        seen = Observation(now, (), (region(BAG, since_s=0.0),), inspect=inspect)
-        outputs.extend(lane_rule.update(seen))
+    outputs = run(rule(dwell_s=5.0), bag_from_the_start, 12.0, inspect=inspect)
     assert (states(outputs)[:1] == ["new"]) is alerted
     assert looked and all(box == BAG for box in looked)
     if not alerted:  # asked again every LOOK_AGAIN_S while someone may be there
@@ -541,12 +536,7 @@ def test_a_vehicle_at_rest_needs_no_close_look() -> None:
     def inspect(box: Box) -> list[Detection] | None:
         raise AssertionError("a vehicle the detector found is not looked at again")
 
-    lane_rule = rule(dwell_s=5.0)
-    outputs = []
-    for index in range(round(10.0 * FPS) + 1):
-        now = index / FPS
-        seen = Observation(now, (vehicle(PARKED),), (), inspect=inspect)
-        outputs.extend(lane_rule.update(seen))
+    outputs = run(rule(dwell_s=5.0), lambda _t: ([vehicle(PARKED)], []), 10.0, inspect=inspect)
     assert states(outputs) == ["new"]
 
 
@@ -556,16 +546,19 @@ def test_a_starved_analysis_keeps_the_close_looks_answer() -> None:
     looked_at: list[float] = []
     now = 0.0
 
+    def scene(t: float) -> Seen:
+        nonlocal now
+        now = t
+        return bag_from_the_start(t)
+
     def inspect(box: Box) -> list[Detection] | None:
         looked_at.append(now)
         return [person_at(BAG)]  # someone there: held, looked at again every LOOK_AGAIN_S
 
-    lane_rule = rule(dwell_s=5.0)
-    for index in range(round(9.0 * FPS) + 1):
-        now = index / FPS
-        unseen = 1.5 if index % 5 == 0 and now > 5.0 else 0.0  # every second, one starved
-        regions = (region(BAG, since_s=0.0),)
-        lane_rule.update(Observation(now, (), regions, inspect=inspect, unseen_s=unseen))
+    def every_second(t: float) -> bool:  # one analysis a second starved, after the dwell
+        return round(t * FPS) % 5 == 0 and t > 5.0
+
+    run(rule(dwell_s=5.0), scene, 9.0, starved=every_second, inspect=inspect)
     gaps = [b - a for a, b in itertools.pairwise(looked_at)]
     assert gaps and min(gaps) >= LOOK_AGAIN_S - 1e-9
 
@@ -581,13 +574,10 @@ def test_the_close_looks_answer_is_not_reused_for_another_place() -> None:
         looked.append(box)
         return [person_at(BAG)] if box == BAG else []
 
-    lane_rule = rule(dwell_s=2.0, clear_s=8.0)
-    outputs = []
-    for index in range(round(6.0 * FPS) + 1):
-        now = index / FPS
-        spot = BAG if now < 2.2 else elsewhere
-        seen = Observation(now, (), (region(spot, since_s=0.0),), inspect=inspect)
-        outputs.extend(lane_rule.update(seen))
+    def scene(t: float) -> Seen:
+        return [], [region(BAG if t < 2.2 else elsewhere, since_s=0.0)]
+
+    outputs = run(rule(dwell_s=2.0, clear_s=8.0), scene, 6.0, inspect=inspect)
     assert looked == [BAG, elsewhere]
     assert states(outputs) == ["new"]
     assert outputs[0].pts_s == pytest.approx(2.2) and outputs[0].box == elsewhere
