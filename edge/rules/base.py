@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 from common.config import VEHICLE_CLASSES, PileClassifierConfig
 from common.events import ModelInfo
-from edge.rules.geometry import union_box
+from edge.rules.geometry import covered_share, union_box
 from edge.types import Box, Detection, Frame, StaticRegion, TrackedObject, box_iou
 
 State = Literal["new", "update", "end"]
@@ -40,14 +40,6 @@ the look could not be had (the box's shared detector was too busy)."""
 
 LOOK_AGAIN_S = 2.0  # while a close look finds someone on a region, look again this often
 ACTOR_COVER = 0.3  # people or vehicles covering this share of the regions are what is there
-
-
-def covered_share(box: Box, by: Box) -> float:
-    """The share of `box` that `by` covers."""
-    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
-    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return w * h / area if area > 0 else 0.0
 
 
 class CloseLook:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from edge.types import Box
+from edge.types import Box, box_area
 
 Point = tuple[float, float]
 
@@ -106,6 +106,14 @@ def expand_box(box: Box, margin: float) -> Box:
 def boxes_overlap(a: Box, b: Box) -> bool:
     """True when the boxes share any part (touching counts)."""
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def covered_share(box: Box, by: Box) -> float:
+    """The share of `box` that `by` covers."""
+    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
+    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+    area = box_area(box)
+    return w * h / area if area > 0 else 0.0
 
 
 def group_boxes(boxes: Sequence[Box], margin: float) -> list[list[int]]:
