@@ -141,8 +141,7 @@ def attach_events(
     if not rows:
         return []
     ordered = sorted(rows, key=lambda r: (r["observed_at"], r["event_id"], r["seq"]))
-    batch = _Batch(session, policy, now, {row["event_id"] for row in ordered})
-    batch.prefetch(ordered)
+    batch = _Batch(session, policy, now, ordered)
     changes: dict[int, IncidentChange] = {}
     # Each incident is written once at the end, not before every statement of every row.
     with session.no_autoflush:
@@ -160,24 +159,30 @@ GroupKey = tuple[str, str, str, str]
 
 
 class _Batch:
-    """One transaction's joining work, with what it has read kept for the rows after it: the
-    links of the batch's situations (one query), the incidents it locked, and the open
-    incidents of each group key."""
+    """One transaction's joining work, read up front for all its rows: the links of the
+    batch's situations (one query), the open incidents of each group its new situations may
+    join (one query) and every incident it may write, locked in id order (one query)."""
 
     def __init__(
-        self, session: Session, policy: IncidentPolicy, now: datetime, event_ids: set[str]
+        self,
+        session: Session,
+        policy: IncidentPolicy,
+        now: datetime,
+        rows: Sequence[dict[str, Any]],
     ) -> None:
         self._session = session
         self._policy = policy
         self._now = now
+        event_ids = sorted({row["event_id"] for row in rows})
         query = select(IncidentSituationRow.event_id, IncidentSituationRow.incident_id).where(
-            IncidentSituationRow.event_id.in_(sorted(event_ids))
+            IncidentSituationRow.event_id.in_(event_ids)
         )
         self._links: dict[str, int] = {str(e): int(i) for e, i in session.execute(query)}
         self._incidents: dict[int, IncidentRow] = {}
         self._groups: dict[GroupKey, list[GroupCandidate]] = {}
         self._new_links: list[dict[str, Any]] = []
         self._evidence_links: list[dict[str, Any]] = []
+        self._prefetch(rows)
 
     def attach(self, row: dict[str, Any]) -> IncidentChange:
         linked = self._links.get(row["event_id"])
@@ -211,15 +216,14 @@ class _Batch:
         self._absorb(incident, row)
         return IncidentChange(incident.id, "created", _notifies(incident))
 
-    def prefetch(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Read the open incidents of every group the batch's new situations may join (one
-        query), then lock every incident the batch may write, in id order (one query): a
-        batch holds its locks for fewer round trips, and two processes take them in the same
-        order. The candidates' status and latest alert are those of the locked rows."""
+    def _prefetch(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Read the open incidents of every group the batch's new situations may join, then
+        lock every incident the batch may write, in id order: a batch holds its locks for
+        fewer round trips, and two processes take them in the same order. The candidates'
+        status and latest alert are those of the locked rows."""
         keys = {_group_key(row) for row in rows if row["event_id"] not in self._links}
-        found = _open_incident_ids(self._session, keys - self._groups.keys())
+        found = _open_incident_ids(self._session, keys)
         wanted = {*self._links.values(), *(i for ids in found.values() for i in ids)}
-        wanted -= self._incidents.keys()
         if wanted:
             query = (
                 select(IncidentRow)
@@ -241,26 +245,12 @@ class _Batch:
         self._evidence_links.extend(_absorb(incident, row, self._now))
 
     def _locked(self, incident_id: int) -> IncidentRow:
-        incident = self._incidents.get(incident_id)
-        if incident is None:
-            query = select(IncidentRow).where(IncidentRow.id == incident_id).with_for_update()
-            incident = self._session.scalars(query).one()
-            self._incidents[incident_id] = incident
-        return incident
+        """An incident of the batch: locked up front, or opened by it."""
+        return self._incidents[incident_id]
 
     def _candidates(self, key: GroupKey) -> list[GroupCandidate]:
-        if key not in self._groups:
-            site_id, camera_id, rule_id, zone_id = key
-            query = select(IncidentRow.id, IncidentRow.status, IncidentRow.last_alert_at).where(
-                IncidentRow.site_id == site_id,
-                IncidentRow.camera_id == camera_id,
-                IncidentRow.rule_id == rule_id,
-                IncidentRow.zone_id == zone_id,
-                IncidentRow.status.in_(sorted(OPEN_STATUSES)),
-            )
-            self._groups[key] = [
-                GroupCandidate(int(i), str(s), t) for i, s, t in self._session.execute(query)
-            ]
+        """The open incidents of a group a new situation of the batch may join (read up
+        front; the batch adds those it opens)."""
         return self._groups[key]
 
     def _link(self, event_id: str, incident_id: int) -> None:
