@@ -278,9 +278,11 @@ class Notifier:
         after the commit then loses neither a webhook nor a dashboard's update. Returns the
         changes marked accordingly, for `incidents_changed` after the commit (which pushes
         what was not pushed here: without a fanout, to this process's dashboards)."""
-        wanted = {c.incident_id for c in changes if c.notify and c.kind in WEBHOOK_KINDS}
-        if not self._dispatch.webhooks:
-            wanted = set()
+        wanted = (
+            {c.incident_id for c in changes if c.notify and c.kind in WEBHOOK_KINDS}
+            if self._dispatch.webhooks
+            else set()
+        )
         live = self.hub.fanout is not None
         ids = {c.incident_id for c in changes} if live else wanted
         pushed = False
