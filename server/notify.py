@@ -299,7 +299,7 @@ class Notifier:
                         session, by_id[view.id], view.site_id, view.type, payload, now
                     )
                 messages.append(StreamMessage("incident", payload, view.site_id))
-            pushed = live and self.hub.publish_within(session, messages)
+            pushed = self.hub.publish_within(session, messages)  # False without a fanout
         return [replace(change, webhooks_queued=True, pushed=pushed) for change in changes]
 
     def _add_deliveries(
