@@ -69,10 +69,7 @@ class CloseLook:
                 self._someone_there = True
                 return True
             actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
-            covered = sum(
-                area * max((covered_share(box, actor) for actor in actors), default=0.0)
-                for box, area in parts
-            )
+            covered = sum(area * covered_share(box, actors) for box, area in parts)
             self._someone_there = covered >= ACTOR_COVER * sum(area for _, area in parts)
         return self._someone_there
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -108,12 +109,28 @@ def boxes_overlap(a: Box, b: Box) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
-def covered_share(box: Box, by: Box) -> float:
-    """The share of `box` that `by` covers."""
-    w = max(0.0, min(box[2], by[2]) - max(box[0], by[0]))
-    h = max(0.0, min(box[3], by[3]) - max(box[1], by[1]))
+def covered_share(box: Box, by: Sequence[Box]) -> float:
+    """The share of `box` that the boxes `by` cover together (where they overlap, once): two
+    people side by side on a region cover it where neither alone does.
+
+    >>> covered_share((0.0, 0.0, 1.0, 1.0), [(0.0, 0.0, 0.5, 1.0), (0.25, 0.0, 0.75, 1.0)])
+    0.75
+    """
     area = box_area(box)
-    return w * h / area if area > 0 else 0.0
+    parts = [
+        (max(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), min(box[3], b[3])) for b in by
+    ]
+    parts = [p for p in parts if p[2] > p[0] and p[3] > p[1]]
+    if area <= 0 or not parts:
+        return 0.0
+    xs = sorted({x for p in parts for x in (p[0], p[2])})
+    ys = sorted({y for p in parts for y in (p[1], p[3])})
+    covered = 0.0
+    for x0, x1 in itertools.pairwise(xs):
+        for y0, y1 in itertools.pairwise(ys):
+            if any(p[0] <= x0 and x1 <= p[2] and p[1] <= y0 and y1 <= p[3] for p in parts):
+                covered += (x1 - x0) * (y1 - y0)
+    return covered / area
 
 
 def group_boxes(boxes: Sequence[Box], margin: float) -> list[list[int]]:

@@ -503,6 +503,12 @@ def person_at(box: Box) -> Detection:
     return Detection(box=box, score=0.8, class_id=0, label="person")
 
 
+def strip(box: Box, start: float, end: float) -> Box:
+    """The part of `box` from `start` to `end` of its width."""
+    width = box[2] - box[0]
+    return (box[0] + start * width, box[1], box[0] + end * width, box[3])
+
+
 def bag_from_the_start(_t: float) -> Seen:
     """A bag the scene model alone finds, at rest since 0 s."""
     return [], [region(BAG, since_s=0.0)]
@@ -513,6 +519,10 @@ def bag_from_the_start(_t: float) -> Seen:
     [
         (lambda _box: [], True),  # nobody there: the object left standing is what it is
         (lambda _box: [person_at(BAG)], False),  # someone standing far away, too small
+        # two people talking, each over a fifth of what the scene found (a third between
+        # them: a sign stand, their shadows): together they are what is there
+        (lambda _box: [person_at(strip(BAG, 0.0, 0.2)), person_at(strip(BAG, 0.6, 0.8))], False),
+        (lambda _box: [person_at(strip(BAG, 0.0, 0.2))], True),  # one passer-by at its edge
         (lambda _box: None, False),  # a busy box could not look: not sure, no alert
     ],
 )
