@@ -157,12 +157,25 @@ class FrameRule(Protocol):
     def on_frame(self, frame: Frame) -> list[RuleOutput]: ...
 
 
+PRESENT_SHARE = 0.5
+"""A situation is raised only once seen present for at least this share of the time since
+its onset (absences its present things span count as presence: a missed detection, an
+occlusion)."""
+
+
 class Situation:
     """The life of one situation of a rule, judged on presence over time (time passed in).
 
     Its clock starts at the `since` of what is present and keeps running through absences
     shorter than `clear_s`; `new` once present for `dwell_s`; `update` every
     `update_interval_s` after that; over once absent for `clear_s`.
+
+    An absence that what is present now does not span (it came to rest after the situation
+    was last seen) is bridged, but not counted as presence: a thing seen a moment at one spot
+    and again at that spot 15 s later is not 15 s of presence (a car pulling out of a bay
+    left a short static change beside it once a loop, and two loops made a blockage). Nor
+    is the alert raised while such absences are most of the time since the onset
+    (`PRESENT_SHARE`): moments that add up to the dwell over half a minute are not a stay.
     """
 
     def __init__(self, dwell_s: float, clear_s: float, update_interval_s: float) -> None:
@@ -171,6 +184,7 @@ class Situation:
         self.update_interval_s = update_interval_s
         self.onset_s: float | None = None
         self.last_seen_s = float("-inf")
+        self.unseen_s = 0.0  # bridged absences before the alert, not counted as presence
         self.alerted = False
         self.last_sent_s = float("-inf")
 
@@ -181,12 +195,13 @@ class Situation:
         given, is asked once the dwell has passed and may hold the alert back (the clock keeps
         running): a confirmation that is too costly to ask on every frame."""
         if self.onset_s is None or now_s - self.last_seen_s > self.clear_s:
-            self.onset_s = since_s
+            self.onset_s, self.unseen_s = since_s, 0.0
         elif not self.alerted:
+            self.unseen_s += max(0.0, since_s - self.last_seen_s)
             self.onset_s = min(self.onset_s, since_s)
         self.last_seen_s = now_s
         if not self.alerted:
-            if now_s - self.onset_s < self.dwell_s or (ready is not None and not ready()):
+            if not self._stayed(now_s) or (ready is not None and not ready()):
                 return None
             self.alerted = True
             self.last_sent_s = now_s
@@ -195,6 +210,18 @@ class Situation:
             self.last_sent_s = now_s
             return "update"
         return None
+
+    def present_s(self, now_s: float) -> float:
+        """How long the situation has been seen present by `now_s` (0 before its onset)."""
+        if self.onset_s is None:
+            return 0.0
+        return max(0.0, now_s - self.onset_s - self.unseen_s)
+
+    def _stayed(self, now_s: float) -> bool:
+        """Present for the dwell, and for most of the time since the onset."""
+        assert self.onset_s is not None  # noqa: S101
+        present = self.present_s(now_s)
+        return present >= self.dwell_s and present >= PRESENT_SHARE * (now_s - self.onset_s)
 
     def hold(self, now_s: float) -> None:
         """Nothing can be seen now (a dark picture, the light being re-learnt): what was present
@@ -209,4 +236,5 @@ class Situation:
 
     def reset(self) -> None:
         self.onset_s = None
+        self.unseen_s = 0.0
         self.alerted = False

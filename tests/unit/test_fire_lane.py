@@ -487,16 +487,55 @@ def test_short_stays_at_different_spots_add_up_to_no_blockage() -> None:
 
 def test_a_stay_seen_again_at_the_same_spot_keeps_its_clock() -> None:
     """Seen, missed for 4 s, seen again where it was (its own clock restarted by the gap):
-    the lane's clock goes on from the first sighting."""
+    the lane's clock goes on from the first sighting, but the time nothing was seen there
+    does not count towards the dwell."""
 
     def scene(t: float) -> Seen:
         if 4.0 <= t < 8.0:
             return [], []
         return [], [region(BAG, since_s=0.0 if t < 4.0 else 8.0)]
 
-    outputs = run(rule(dwell_s=10.0, clear_s=8.0), scene, until_s=12.0)
+    outputs = run(rule(dwell_s=10.0, clear_s=8.0), scene, until_s=20.0)
     assert states(outputs) == ["new"]
     assert outputs[0].onset_s == pytest.approx(0.0)
+    last_seen_before_the_gap = 4.0 - 1 / FPS
+    unseen = 8.0 - last_seen_before_the_gap
+    assert outputs[0].pts_s == pytest.approx(10.0 + unseen, abs=1 / FPS)
+
+
+def test_moments_at_the_same_spot_are_not_a_blockage_for_the_time_between_them() -> None:
+    """Something at rest a moment at one spot (a car pulling out of its bay leaves a short
+    static change beside it), and again at that spot 7 s later, and 7 s after that (a camera
+    watching the same manoeuvre come round, a looped clip): within clear_s each time, but
+    seen 1.4 s each time, not blocking for 14 s."""
+
+    def scene(t: float) -> Seen:
+        for start in (0.2, 7.2, 14.2):
+            if start + 0.8 <= t < start + 1.4:
+                return [], [region(BAG, since_s=start)]
+        return [], []
+
+    assert run(rule(dwell_s=5.0, clear_s=8.0), scene, until_s=30.0) == []
+
+
+def test_a_long_absence_at_the_same_spot_leaves_a_short_stay_short() -> None:
+    """Seen at rest 4 s, then nothing for 16 s (within clear_s), then at rest at the same spot
+    again: 4 s and 1.4 s seen are not the 5-s dwell with most of the 21 s unseen. If it stays,
+    it is raised once seen for half the time since the first sighting (the onset)."""
+
+    def scene(t: float) -> Seen:
+        if t < 4.2:
+            return [], [region(BAG, since_s=0.2)]
+        if t < 20.0:
+            return [], []
+        return [], [region(BAG, since_s=20.0)]
+
+    assert run(rule(dwell_s=5.0, clear_s=20.0), scene, until_s=21.4) == []
+    outputs = run(rule(dwell_s=5.0, clear_s=20.0), scene, until_s=40.0)
+    assert states(outputs)[:1] == ["new"]
+    assert outputs[0].onset_s == pytest.approx(0.2)
+    # onset 0.2 s, unseen 4 s to 20 s: present (t - 16.2) reaches half of (t - 0.2) at 32.2 s
+    assert outputs[0].pts_s == pytest.approx(32.2, abs=0.5)
 
 
 def person_at(box: Box) -> Detection:
