@@ -225,8 +225,12 @@ class Situation:
 
     def hold(self, now_s: float) -> None:
         """Nothing can be seen now (a dark picture, the light being re-learnt): what was present
-        is taken to be there still, so the clear clock does not run."""
+        is taken to be there still, so the clear clock does not run; but before the alert the
+        time is not counted as presence (a moment seen before a light change re-learnt for 6 s
+        is not 6 s of blocking)."""
         if self.onset_s is not None:
+            if not self.alerted:
+                self.unseen_s += max(0.0, now_s - self.last_seen_s)
             self.last_seen_s = max(self.last_seen_s, now_s)
 
     def over(self, now_s: float) -> bool:

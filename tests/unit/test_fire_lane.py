@@ -62,17 +62,24 @@ def run(
     *,
     starved: Callable[[float], bool] | None = None,
     inspect: Inspector | None = None,
+    blind: Callable[[float], bool] | None = None,
 ) -> list[RuleOutput]:
     """Feed the rule one observation per analysed frame from 0 to `until_s`; the analyses
     for which `starved(t)` holds arrive after a gap the analysis did not see (`unseen_s` past
-    the limit); `inspect` is the camera's close look."""
+    the limit), those for which `blind(t)` holds cannot be judged (the scene model re-learns
+    the light); `inspect` is the camera's close look."""
     outputs: list[RuleOutput] = []
     for index in range(round(until_s * fps) + 1):
         now = index / fps
         tracks, regions = scene(now)
         unseen = 2.0 if starved is not None and starved(now) else 0.0
         observation = Observation(
-            now, tuple(tracks), tuple(regions), inspect=inspect, unseen_s=unseen
+            now,
+            tuple(tracks),
+            tuple(regions),
+            inspect=inspect,
+            unseen_s=unseen,
+            blind=blind is not None and blind(now),
         )
         outputs.extend(lane_rule.update(observation))
     return outputs
@@ -516,6 +523,23 @@ def test_moments_at_the_same_spot_are_not_a_blockage_for_the_time_between_them()
         return [], []
 
     assert run(rule(dwell_s=5.0, clear_s=8.0), scene, until_s=30.0) == []
+
+
+def test_a_moment_held_through_a_blind_spell_is_not_a_blockage() -> None:
+    """Seen a moment, then the light is re-learnt for 15 s (a scene cut: a looped clip, a
+    camera switching to night mode) and the same spot is seen a moment again: the blind spell
+    keeps the situation open (nothing could be seen) but is not blocked time. It was: a
+    car-park spot seen 1.2 s before a loop's cut and 1.2 s after it made a 31-s blockage."""
+
+    def scene(t: float) -> Seen:
+        if t < 1.4 or 22.0 <= t < 23.4:
+            return [], [region(BAG, since_s=0.2 if t < 1.4 else 22.0)]
+        return [], []
+
+    def relearning(t: float) -> bool:
+        return 6.0 <= t < 21.0
+
+    assert run(rule(dwell_s=5.0, clear_s=20.0), scene, until_s=40.0, blind=relearning) == []
 
 
 def test_a_long_absence_at_the_same_spot_leaves_a_short_stay_short() -> None:
