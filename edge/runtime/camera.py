@@ -59,9 +59,10 @@ REPORT_EVERY_S = 2.0  # the camera's counters go to the supervisor this often
 LANE_QUEUE_S = 1.5  # a lane's queue holds at most this long of the frames it wants...
 LANE_QUEUE_MIN = 4  # ...and never fewer than this many
 # The zone analysis (fire lanes, garbage) needs no run of consecutive frames: on a busy box
-# an older queued frame only delays its alerts (a 1.5 s queue kept them 1.5 s behind live)
-ZONE_QUEUE_S = 0.5
-ZONE_QUEUE_MIN = 2
+# an older queued frame only delays its alerts (a 1.5 s queue kept them 1.5 s behind live; two
+# frames, 0.3 s); at 5 analyses a second it takes the newest frame
+ZONE_QUEUE_S = 0.2
+ZONE_QUEUE_MIN = 1
 STALL_RELEASE_S = 5.0  # a stream that stopped: held messages leave after this long
 ZONE_NICE = 5  # the zone analysis yields the CPU to the frame rules of its own camera
 CLIP_NICE = 5  # clips (redacted, encoded) yield to every analysis of their camera
