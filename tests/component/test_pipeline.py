@@ -17,6 +17,7 @@ import pytest
 
 from common.config import SiteConfig
 from common.events import Event, ModelInfo
+from edge.analysis.detect.base import Done, Need, Pending, Priority
 from edge.analysis.pipeline import CameraPipeline, build_frame_rules, build_rules
 from edge.evidence.clips import probe_mp4
 from edge.evidence.store import DirectoryStore
@@ -458,6 +459,33 @@ def test_a_dumped_object_is_a_garbage_pile_with_its_onset_and_end(tmp_path: Path
     x1, y1, x2, y2 = new.bbox
     ox, oy = (DUMPED.object_box[0] + DUMPED.object_box[2]) / 2, DUMPED.object_box[3] - 0.02
     assert x1 < ox < x2 and y1 < oy < y2
+
+
+class QueuedDetector(ScriptedDetector):
+    """The box's shared detector (answers at once here): records how much each look mattered."""
+
+    def __init__(self, script: Script) -> None:
+        super().__init__(script)
+        self.needs: list[tuple[float, Priority]] = []
+
+    def submit(self, image: Image, need: Need) -> Pending:
+        self.needs.append((self.now, need.priority))
+        return Done(self.detect(image))
+
+
+def test_the_close_look_an_alert_waits_on_goes_first_on_the_shared_detector() -> None:
+    """An object left in a lane (found by the scene alone) is looked at closer before the
+    alert: that look is asked at evidence priority, ahead of every zone's routine and due looks
+    (behind them a busy box's lane alert waited half a second), and only around the alert."""
+    config = site(rules=[{"id": "lane-blocked", "type": "fire_lane", "zone": "lane", "dwell_s": 5}])
+    detector = QueuedDetector(no_detections)
+    pipeline = CameraPipeline(config, config.cameras[0], detector, None)
+    events = run(pipeline, detector, scene_frames(DUMPED))
+    (new,) = [e for e in events if e.state == "new"]
+    looks = [t for t, priority in detector.needs if priority == Priority.EVIDENCE]
+    assert looks and all(new.pts_s - 0.5 <= t <= new.pts_s for t in looks)
+    routine = [p for _, p in detector.needs if p != Priority.EVIDENCE]
+    assert routine and all(p > Priority.EVIDENCE for p in routine)
 
 
 def test_a_garbage_pile_carries_who_was_there_and_before_after_pictures(tmp_path: Path) -> None:
