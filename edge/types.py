@@ -49,6 +49,7 @@ class StaticRegion:
     contrast: float  # mean grey difference against the reference
     mask_fraction: float  # fraction of its box that is changed
     zones: frozenset[str] = frozenset()  # the watched zones holding most of it
+    cut: bool = False  # it reaches the edge of what the scene model judges: seen only in part
 
     @property
     def score(self) -> float:

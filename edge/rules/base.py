@@ -40,6 +40,22 @@ the look could not be had (the box's shared detector was too busy)."""
 
 LOOK_AGAIN_S = 2.0  # while a close look finds someone on a region, look again this often
 ACTOR_COVER = 0.3  # people or vehicles covering this share of the regions are what is there
+CUT_ACTOR_COVER = 0.1  # ...of a region cut by the picture's edge (only part of them is seen)
+
+
+@dataclass(frozen=True, slots=True)
+class LookedAt:
+    """A part of what a close look is asked about: a region's box, its area and whether the
+    edge of what is judged cuts it (`StaticRegion.cut`)."""
+
+    box: Box
+    area: float
+    cut: bool = False
+
+    @property
+    def enough(self) -> float:
+        """The share of it that actors must cover to count as all covered."""
+        return CUT_ACTOR_COVER / ACTOR_COVER if self.cut else 1.0
 
 
 class CloseLook:
@@ -55,12 +71,14 @@ class CloseLook:
         self._looked_box: Box | None = None
         self._someone_there = False
 
-    def occupied(self, observation: Observation, parts: Sequence[tuple[Box, float]]) -> bool:
-        """`parts`: the regions' boxes and areas; True when actors cover `ACTOR_COVER` of
-        their area (or the look could not be had)."""
+    def occupied(self, observation: Observation, parts: Sequence[LookedAt]) -> bool:
+        """`parts`: the regions' boxes, areas and whether the picture's edge cuts them; True
+        when actors cover `ACTOR_COVER` of their area (or the look could not be had). A part
+        cut by the edge is seen only in part (people standing at the top of the picture show
+        their legs there): `CUT_ACTOR_COVER` of it is enough."""
         if observation.inspect is None or not parts:
             return False
-        around = union_box([box for box, _ in parts])
+        around = union_box([part.box for part in parts])
         same_place = self._looked_box is not None and box_iou(around, self._looked_box) >= 0.5
         if observation.pts_s - self._looked_s >= LOOK_AGAIN_S or not same_place:
             self._looked_s, self._looked_box = observation.pts_s, around
@@ -69,8 +87,11 @@ class CloseLook:
                 self._someone_there = True
                 return True
             actors = [d.box for d in found if d.label in EXPLAINED_CLASSES]
-            covered = sum(area * covered_share(box, actors) for box, area in parts)
-            self._someone_there = covered >= ACTOR_COVER * sum(area for _, area in parts)
+            covered = sum(
+                part.area * min(1.0, covered_share(part.box, actors) / part.enough)
+                for part in parts
+            )
+            self._someone_there = covered >= ACTOR_COVER * sum(part.area for part in parts)
         return self._someone_there
 
     def forget(self) -> None:

@@ -28,7 +28,7 @@ from common.config import (
     FireLaneRuleConfig,
     ZoneConfig,
 )
-from edge.rules.base import CloseLook, Observation, RuleOutput, Situation, State
+from edge.rules.base import CloseLook, LookedAt, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import (
     bottom_center,
     box_diagonal,
@@ -51,6 +51,7 @@ class Blocker:
     box: Box
     since_s: float  # when it came to rest in the lane
     score: float
+    cut: bool = False  # found by the scene alone, cut by the edge of what it judges
 
 
 class RestClock:
@@ -210,7 +211,9 @@ class FireLaneRule:
             if any(box_iou(region.box, b.box) > 0.3 for b in already):
                 continue  # the same thing, already found by the detector
             objects.append(
-                Blocker("object", SCENE_OBJECT, region.box, region.since_s, region.score)
+                Blocker(
+                    "object", SCENE_OBJECT, region.box, region.since_s, region.score, region.cut
+                )
             )
         return objects
 
@@ -269,7 +272,7 @@ class FireLaneRule:
         if len(found_in_scene) < len(self._last_blockers):
             return True  # a vehicle at rest, or an object the detector names
         return not self._look.occupied(
-            observation, [(b.box, box_area(b.box)) for b in found_in_scene]
+            observation, [LookedAt(b.box, box_area(b.box), b.cut) for b in found_in_scene]
         )
 
     def _output(self, state: State, now: float) -> RuleOutput:

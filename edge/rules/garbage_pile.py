@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from common.config import GarbagePileRuleConfig, ZoneConfig
-from edge.rules.base import CloseLook, Content, Observation, RuleOutput, Situation, State
+from edge.rules.base import CloseLook, Content, LookedAt, Observation, RuleOutput, Situation, State
 from edge.rules.geometry import boxes_overlap, group_boxes, union_box
 from edge.types import StaticRegion
 
@@ -117,7 +117,9 @@ class GarbagePileRule:
     def _occupied(self, observation: Observation) -> bool:
         """Does the camera's detector, looking closer, find someone or something that moves by
         itself where the pile is?"""
-        return self._look.occupied(observation, [(r.box, r.area) for r in self._regions])
+        return self._look.occupied(
+            observation, [LookedAt(r.box, r.area, r.cut) for r in self._regions]
+        )
 
     def _ask(self, observation: Observation) -> None:
         if self.config.classifier is None or observation.classify is None:

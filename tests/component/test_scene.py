@@ -385,3 +385,26 @@ def test_a_fixed_camera_is_never_warped_by_the_traffic() -> None:
         model.observe(to_analysis_gray(frame.image), frame.pts_s)
         model.update(frame.pts_s)
         assert np.array_equal(model.view_change, np.eye(3)), frame.pts_s
+
+
+def test_a_region_reaching_the_edge_of_what_is_judged_is_cut_by_it() -> None:
+    """A dark object at the top of the picture (its upper part in the border band that is not
+    judged: the legs of someone standing there) is reported cut, one in the middle whole: a
+    close look holds the first on less of it covered by people (`edge.rules.base.LookedAt`)."""
+    quiet = LaneScene(fps=FPS, seconds=10.0, drop_s=None, clear_s=None, passers_every_s=1e9)
+    model = SceneModel({"all": [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]}, SceneParams())
+    top: Box = (0.40, 0.0, 0.48, 0.10)
+    middle: Box = (0.60, 0.45, 0.68, 0.55)
+    regions: Sequence[StaticRegion] = ()
+    for frame in scene_frames(quiet):
+        image = frame.image.copy()
+        if frame.pts_s >= 5.0:
+            h, w = image.shape[:2]
+            for x1, y1, x2, y2 in (top, middle):
+                p1, p2 = (round(x1 * w), round(y1 * h)), (round(x2 * w), round(y2 * h))
+                cv2.rectangle(image, p1, p2, (30, 30, 30), -1)
+        model.observe(to_analysis_gray(image), frame.pts_s)
+        regions = model.update(frame.pts_s).regions
+    (at_top,) = [r for r in regions if box_iou(r.box, top) > 0.3]
+    (in_middle,) = [r for r in regions if box_iou(r.box, middle) > 0.5]
+    assert at_top.cut and not in_middle.cut

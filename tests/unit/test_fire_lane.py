@@ -45,12 +45,19 @@ def region(
     since_s: float = 2.0,
     area: float | None = None,
     zones: frozenset[str] = frozenset({LANE.id}),
+    cut: bool = False,
 ) -> StaticRegion:
     """A left-object region as the scene model reports it, in the zones it lies in."""
     if area is None:
         area = (box[2] - box[0]) * (box[3] - box[1])
     return StaticRegion(
-        box=box, since_s=since_s, area=area, contrast=40.0, mask_fraction=0.9, zones=zones
+        box=box,
+        since_s=since_s,
+        area=area,
+        contrast=40.0,
+        mask_fraction=0.9,
+        zones=zones,
+        cut=cut,
     )
 
 
@@ -603,6 +610,25 @@ def test_an_object_found_in_the_scene_alone_is_looked_at_closer_before_the_alert
     assert looked and all(box == BAG for box in looked)
     if not alerted:  # asked again every LOOK_AGAIN_S while someone may be there
         assert len(looked) == pytest.approx((12.0 - 5.0) / LOOK_AGAIN_S + 1, abs=1)
+
+
+@pytest.mark.parametrize(("cut", "alerted"), [(True, False), (False, True)])
+def test_people_over_a_region_cut_by_the_pictures_edge_hold_its_alert(
+    cut: bool, alerted: bool
+) -> None:
+    """Legs of people standing at the top of the picture: the close look finds them over a
+    sixth of the region. Cut by the edge of what is judged, the region is seen only in part and
+    that is enough to hold the alert; a region seen whole with someone over a sixth of it is an
+    object left beside a person."""
+
+    def scene(_t: float) -> Seen:
+        return [], [region(BAG, since_s=0.0, cut=cut)]
+
+    def legs(_box: Box) -> list[Detection]:
+        return [person_at(strip(BAG, 0.0, 0.16))]
+
+    outputs = run(rule(dwell_s=5.0), scene, 12.0, inspect=legs)
+    assert (states(outputs)[:1] == ["new"]) is alerted
 
 
 def test_a_vehicle_at_rest_needs_no_close_look() -> None:

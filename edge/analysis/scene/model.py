@@ -131,6 +131,7 @@ def _texture(patch: Array) -> Array:
     return patch - cv2.blur(patch, (5, 5), borderType=cv2.BORDER_REFLECT)
 
 
+CUT_REACH_PX = 2  # analysis pixels: a region this close to the judged area's edge is cut by it
 SHADING_WINDOW = 7  # analysis pixels: the neighbourhood a pixel's texture is compared over
 LIGHT_FIELD_WINDOW = 15  # analysis pixels: how far the light measured on texture is carried
 SHADING_MIN_STD = 2.0  # grey levels: flatter neighbourhoods have no texture to compare
@@ -731,6 +732,16 @@ class SceneModel:
         gone, come = _outline_moved(canvas.reference, canvas.recent, rim)
         return gone, come, rim_px
 
+    def _cut(self, pixels: Array) -> bool:
+        """Does the region reach (within `CUT_REACH_PX`) the edge of what is judged: the
+        picture's border band, or the part of the canvas this frame does not show? What lies
+        beyond is unseen (the legs of people standing at the top of the picture)."""
+        canvas = self._canvas
+        assert canvas is not None  # noqa: S101
+        side = 2 * CUT_REACH_PX + 1
+        near = cv2.dilate(pixels.astype(np.uint8), np.ones((side, side), np.uint8)) > 0
+        return bool((near & ~canvas.covered).any())
+
     def _heal(self, pixels: Array, changed: Array) -> None:
         """Put what the camera shows now into the reference where a ghost was: over the whole
         of the change it belongs to (parts of it may not have settled yet)."""
@@ -833,6 +844,7 @@ class SceneModel:
                     contrast=float(diff[pixels].mean()),
                     mask_fraction=area / float(max(1, bw * bh)),
                     zones=zones,
+                    cut=self._cut(pixels),
                 )
             )
         return tuple(regions)
