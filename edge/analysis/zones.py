@@ -262,7 +262,8 @@ class ZoneLane:
         x2, y2 = max(x1 + 1, math.ceil(region[2] * w)), max(y1 + 1, math.ceil(region[3] * h))
         crop = (x1 / w, y1 / h, x2 / w, y2 / h)
         image = np.ascontiguousarray(self._image[y1:y2, x1:x2])
-        # an alert waits on its close look (bounded: one per rule every LOOK_AGAIN_S at most)
+        # an alert waits on its close look or its garbage model (bounded: a close look per rule
+        # every LOOK_AGAIN_S, a classification every `recheck_s`, at most)
         need = Need(Priority.EVIDENCE)
         found = detect_with(detector, image, need, timeout_s=CLOSE_LOOK_TIMEOUT_S)
         self._stats.add_seconds(stage, time.perf_counter() - started)

@@ -36,10 +36,11 @@ class Priority(IntEnum):
     """How much an inference matters on a busy box (lower first; edge.runtime.detection)."""
 
     # what an alert waits on: faces to blur in its snapshot, the close look that confirms an
-    # object left in a lane or a pile. Bounded (one picture per message; a look per rule every
-    # few seconds), where a fall room asks for its pose model on every analysed frame (two
-    # runs at a time): behind it, a busy box's alerts waited 10-30 s for their snapshots, and
-    # behind the zones' due looks a lane's alert waited half a second for its close look
+    # object left in a lane or a pile, the garbage model on a pile. Bounded (one picture per
+    # message; a look per rule every few seconds), where a fall room asks for its pose model
+    # on every analysed frame (two runs at a time): behind it, a busy box's alerts waited
+    # 10-30 s for their snapshots, and behind the zones' due looks a lane's alert waited half a
+    # second for its close look
     EVIDENCE = 0
     FRAME_RULE = 1  # a frame rule's inference: a person moving in a fall room, a fall watched
     DUE = 2  # a zone analysis that has gone as long as its rules allow without a look
